@@ -1,0 +1,43 @@
+# Two entry points that work on a fresh machine: `make demo` and `make test`.
+# Each creates the virtualenv, installs the project and fetches the real models it needs.
+
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+EDGEBENCH_CACHE ?= $(HOME)/.cache/edgebench
+export EDGEBENCH_CACHE
+
+STAMP := $(VENV)/.installed
+MODELS := $(EDGEBENCH_CACHE)/models/.fetched
+
+.PHONY: demo test lint bench install models clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+$(MODELS): scripts/fetch_models.py $(STAMP)
+	$(BIN)/python scripts/fetch_models.py
+	touch $(MODELS)
+
+models: $(MODELS)
+
+demo: $(STAMP) $(MODELS)
+	$(BIN)/python scripts/demo.py
+
+test: $(STAMP) $(MODELS)
+	$(BIN)/ruff check agent server tests bench scripts
+	$(BIN)/python -m pytest -q
+
+bench: $(STAMP) $(MODELS)
+	$(BIN)/python bench/engine_overhead.py
+
+lint: $(STAMP)
+	$(BIN)/ruff check agent server tests bench scripts
+
+clean:
+	rm -rf $(VENV) build *.egg-info

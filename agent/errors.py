@@ -1,0 +1,55 @@
+"""Errors the user can act on, each with its own exit code (documented in docs/cli.md)."""
+
+from __future__ import annotations
+
+EXIT_OK = 0
+EXIT_FAILURE = 1  # the command ran but its verdict is negative (reserved for gates and checks)
+EXIT_USAGE = 2  # bad command-line arguments (argparse uses 2 too)
+EXIT_BAD_INPUT = 3  # the model or an input file is unusable
+EXIT_RUNTIME_UNAVAILABLE = 4  # no installed runtime can run this model
+EXIT_CHILD_FAILED = 5  # the runtime crashed, hung, ran out of memory or failed while running
+
+
+class EdgebenchError(Exception):
+    """An error with a one-line message meant for the user; ``exit_code`` says which kind."""
+
+    exit_code = EXIT_FAILURE
+
+
+class UsageError(EdgebenchError):
+    exit_code = EXIT_USAGE
+
+
+class ModelError(EdgebenchError):
+    """The model file is missing, not a model, truncated, or uses something the runtime cannot run."""
+
+    exit_code = EXIT_BAD_INPUT
+
+
+class InputError(EdgebenchError):
+    """An input override (shape, .npy file, value) does not fit the model."""
+
+    exit_code = EXIT_BAD_INPUT
+
+
+class RuntimeUnavailable(EdgebenchError):
+    exit_code = EXIT_RUNTIME_UNAVAILABLE
+
+
+class InferenceError(EdgebenchError):
+    """The runtime loaded the model but failed while running it."""
+
+    exit_code = EXIT_CHILD_FAILED
+
+
+class ChildFailed(EdgebenchError):
+    """The isolated benchmark process died (signal, out of memory) or hung."""
+
+    exit_code = EXIT_CHILD_FAILED
+
+
+# Names used to carry an error across the child-process boundary and rebuild it in the parent.
+ERROR_KINDS: dict[str, type[EdgebenchError]] = {
+    cls.__name__: cls
+    for cls in (EdgebenchError, UsageError, ModelError, InputError, RuntimeUnavailable, InferenceError, ChildFailed)
+}

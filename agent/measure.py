@@ -1,0 +1,153 @@
+"""The measurement protocol (LoadGen-style): this module owns timing, phases and run-length rules.
+
+Phases: model load, first inference, warm-up (until both a run count and a duration are met), then the
+measured phase (until both ``min_runs`` and ``min_duration`` are met, capped by ``max_duration``). Every
+iteration is timed with perf_counter_ns around the runtime's bare inference callable and nothing else.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass
+from typing import Any, Callable, Optional
+
+from . import memory
+from .errors import EdgebenchError, InferenceError
+from .runtimes.base import Session
+
+ProgressFn = Callable[[str, int, float], None]  # (phase, runs so far, seconds elapsed)
+
+
+@dataclass
+class RunSettings:
+    min_runs: int = 400  # enough for a 95% interval around p99 (stats.min_samples)
+    min_duration_s: float = 1.0
+    max_duration_s: float = 60.0
+    warmup_runs: int = 5
+    warmup_duration_s: float = 0.5
+    progress_interval_s: float = 0.5
+
+    def validate(self) -> None:
+        from .errors import UsageError
+
+        if self.min_runs < 1 or self.warmup_runs < 0:
+            raise UsageError("--min-runs must be at least 1 and --warmup-runs at least 0")
+        if min(self.min_duration_s, self.warmup_duration_s) < 0 or self.max_duration_s <= 0:
+            raise UsageError("durations must be non-negative and --max-duration positive")
+        if self.max_duration_s < self.min_duration_s:
+            raise UsageError(f"--max-duration ({self.max_duration_s:g}s) is shorter than --min-duration "
+                             f"({self.min_duration_s:g}s)")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class Phase:
+    start_ns: list  # perf_counter_ns at each iteration's start
+    latency_ns: list
+    wall_ns: int  # first start to last end
+    reached_min_runs: bool
+    reached_min_duration: bool
+
+
+def run_loop(run: Callable[[], Any], min_runs: int, min_duration_s: float, max_duration_s: float,
+             phase: str = "measure", progress: Optional[ProgressFn] = None,
+             progress_interval_s: float = 0.5) -> Phase:
+    """Call ``run`` until both minimums are met or ``max_duration_s`` passes; time each call."""
+    clock = time.perf_counter_ns
+    starts: list = []
+    latencies: list = []
+    add_start, add_latency = starts.append, latencies.append
+    min_ns, max_ns = int(min_duration_s * 1e9), int(max_duration_s * 1e9)
+    interval_ns = int(progress_interval_s * 1e9)
+    begin = clock()
+    next_report = begin + interval_ns
+    deadline = begin + max_ns
+    count = 0
+    end = begin
+    while count < min_runs or end - begin < min_ns:
+        if count and end >= deadline:
+            break
+        t0 = clock()
+        run()
+        end = clock()
+        add_start(t0)
+        add_latency(end - t0)
+        count += 1
+        if progress is not None and end >= next_report:
+            progress(phase, count, (end - begin) / 1e9)
+            next_report = end + interval_ns
+    wall = end - starts[0] if starts else 0
+    return Phase(starts, latencies, wall, count >= min_runs, end - begin >= min_ns)
+
+
+def _guarded(action: Callable[[], Any], what: str) -> Any:
+    try:
+        return action()
+    except EdgebenchError:
+        raise
+    except Exception as exc:  # the runtime's own exception types: report them in one line
+        text = str(exc).strip()
+        first = text.splitlines()[0] if text else type(exc).__name__
+        raise InferenceError(f"{what} failed: {first}") from None
+
+
+def benchmark(load: Callable[[], Session], make_feeds: Callable[[Session], dict], settings: RunSettings,
+              progress: Optional[ProgressFn] = None, on_loaded: Optional[Callable[[Session, dict], None]] = None
+              ) -> dict:
+    """Run the whole protocol; return timings, raw samples and memory checkpoints (plain data)."""
+    clock = time.perf_counter_ns
+    rss_before_load = memory.current_rss()
+    if progress:
+        progress("load", 0, 0.0)
+    t0 = clock()
+    session = load()
+    load_ns = clock() - t0
+    rss_after_load = memory.current_rss()
+    feeds = make_feeds(session)
+    if on_loaded:
+        on_loaded(session, feeds)
+    run = session.bind(feeds)
+    t0 = clock()
+    _guarded(run, "the first inference")
+    first_ns = clock() - t0
+    if progress:
+        progress("warmup", 1, 0.0)
+    warmup = _guarded(lambda: run_loop(run, settings.warmup_runs, settings.warmup_duration_s,
+                                       settings.max_duration_s, "warmup", progress,
+                                       settings.progress_interval_s), "warm-up")
+    load_peak = memory.peak_rss()
+    can_reset = memory.reset_peak()
+    rss_before_measure = memory.current_rss()
+    measured = _guarded(lambda: run_loop(run, settings.min_runs, settings.min_duration_s,
+                                         settings.max_duration_s, "measure", progress,
+                                         settings.progress_interval_s), "the measured run")
+    steady_peak = memory.peak_rss() if can_reset else None
+    origin = measured.start_ns[0]
+    return {
+        "session": session,
+        "feeds": feeds,
+        "timing": {
+            "load_ms": load_ns / 1e6,
+            "first_inference_ms": first_ns / 1e6,
+            "warmup": {"runs": len(warmup.latency_ns), "duration_s": warmup.wall_ns / 1e9},
+            "measured": {"runs": len(measured.latency_ns), "duration_s": measured.wall_ns / 1e9,
+                         "reached_min_runs": measured.reached_min_runs,
+                         "reached_min_duration": measured.reached_min_duration,
+                         "origin_monotonic_ns": origin},
+        },
+        "samples": {
+            "latency_ns": measured.latency_ns,
+            "start_offset_ns": [s - origin for s in measured.start_ns],
+        },
+        "wall_ns": measured.wall_ns,
+        "memory": {
+            "rss_before_load_bytes": rss_before_load,
+            "rss_after_load_bytes": rss_after_load,
+            "peak_load_bytes": load_peak,  # load, first inference and warm-up
+            "rss_before_measure_bytes": rss_before_measure,
+            "peak_steady_bytes": steady_peak,  # the measured phase alone
+            "peak_method": "vmhwm" if can_reset else ("vmhwm-lifetime" if load_peak else None),
+        },
+    }

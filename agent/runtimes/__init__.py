@@ -1,0 +1,52 @@
+"""Runtime plugins. Built-in: ``litert`` (LiteRT / tflite-runtime, .tflite) and ``onnxruntime`` (.onnx).
+
+A third-party runtime is named as ``package.module:ClassName`` (a Runtime subclass) and loaded the same way.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Optional
+
+from ..errors import RuntimeUnavailable, UsageError
+from .base import Runtime
+
+# name -> "module:Class"; imported lazily so that choosing one runtime never imports another.
+BUILTIN = {
+    "litert": "edgebench.agent.runtimes.litert:LiteRTRuntime",
+    "onnxruntime": "edgebench.agent.runtimes.ort:OnnxRuntime",
+}
+ALIASES = {"tflite": "litert", "tflite-runtime": "litert", "ort": "onnxruntime", "onnx": "onnxruntime"}
+DEFAULT_FOR_FORMAT = {"tflite": "litert", "onnx": "onnxruntime"}
+
+
+def _import(target: str) -> type[Runtime]:
+    module_name, _, class_name = target.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+        cls = getattr(module, class_name)
+    except (ImportError, AttributeError) as exc:
+        raise UsageError(f"runtime plugin {target!r} cannot be loaded: {exc}") from None
+    if not (isinstance(cls, type) and issubclass(cls, Runtime)):
+        raise UsageError(f"runtime plugin {target!r} is not a edgebench Runtime subclass")
+    return cls
+
+
+def runtime_class(name: str) -> type[Runtime]:
+    name = ALIASES.get(name, name)
+    if name in BUILTIN:
+        return _import(BUILTIN[name])
+    if ":" in name:
+        return _import(name)
+    raise UsageError(f"unknown runtime {name!r}; choose one of: {', '.join(BUILTIN)} (or module:Class)")
+
+
+def choose_runtime(model_format: str, requested: Optional[str]) -> type[Runtime]:
+    """The runtime plugin for a model: the requested one, else the default for its format."""
+    cls = runtime_class(requested or DEFAULT_FOR_FORMAT[model_format])
+    if model_format not in cls.formats:
+        raise UsageError(f"runtime {cls.name!r} cannot run {model_format} models (it runs: {', '.join(cls.formats)})")
+    reason = cls.unavailable_reason()
+    if reason:
+        raise RuntimeUnavailable(reason)
+    return cls

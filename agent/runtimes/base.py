@@ -1,0 +1,84 @@
+"""The runtime plugin interface: a runtime loads a model into a Session; a Session runs inferences.
+
+Plugins never time anything and never compute statistics: the measurement protocol (measure.py) owns that,
+so every runtime is measured the same way. A plugin's whole job is to load, describe its tensors, bind
+inputs, and hand back the cheapest callable that performs one inference.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import asdict, dataclass, field
+from typing import Any, Callable, ClassVar, Optional, Sequence
+
+import numpy as np
+
+from ..tensors import TensorSpec
+
+
+@dataclass
+class RuntimeOptions:
+    threads: Optional[int] = None
+    # Ordered fallback chains: TFLite delegates (names or .so paths) and ONNX Runtime execution providers.
+    delegates: Sequence[str] = ()
+    providers: Sequence[str] = ()
+    delegate_options: dict = field(default_factory=dict)
+
+
+@dataclass
+class Fallback:
+    candidate: str
+    reason: str
+
+
+@dataclass
+class Backend:
+    """What actually ran: filled in by the plugin, copied into the report."""
+
+    runtime: str
+    module: str
+    version: str
+    requested: list = field(default_factory=list)
+    used: list = field(default_factory=list)
+    fallbacks: list = field(default_factory=list)  # list[Fallback]
+    threads: Optional[int] = None
+    notes: list = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class Session(ABC):
+    inputs: list[TensorSpec]
+    outputs: list[TensorSpec]
+    backend: Backend
+
+    @abstractmethod
+    def bind(self, feeds: dict[str, np.ndarray]) -> Callable[[], Any]:
+        """Set the inputs (resizing tensors where shapes changed) and return a callable that runs exactly
+        one inference. The engine times that callable, so it must do nothing else."""
+
+    @abstractmethod
+    def fetch_outputs(self, result: Any) -> dict[str, np.ndarray]:
+        """Output arrays after a call of the bound callable (``result`` is what it returned)."""
+
+    def infer(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        run = self.bind(feeds)
+        return self.fetch_outputs(run())
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        pass
+
+
+class Runtime(ABC):
+    name: ClassVar[str]
+    formats: ClassVar[tuple[str, ...]]  # model formats it runs (modelfile.TFLITE, modelfile.ONNX)
+
+    @classmethod
+    @abstractmethod
+    def unavailable_reason(cls) -> Optional[str]:
+        """None when the runtime can be used here, else a message saying how to install it."""
+
+    @abstractmethod
+    def load(self, path: str, options: RuntimeOptions) -> Session:
+        """Load the model; raise ModelError for a bad model, RuntimeUnavailable when nothing can run it."""

@@ -1,0 +1,178 @@
+"""LiteRT / TensorFlow Lite runtime plugin (``ai_edge_litert``, else the legacy ``tflite_runtime``).
+
+Delegates form an ordered fallback chain: the first that loads and accepts the model is used, and each one
+skipped is reported with its reason. ``xnnpack`` is the interpreter's built-in default delegate, ``cpu`` the
+built-in kernels without it, ``ref`` the reference kernels; other names map to the external delegate
+libraries below, and any ``.so`` path is loaded as an external delegate.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+from typing import Any, Callable, Optional
+
+import numpy as np
+
+from ..errors import InputError, ModelError, RuntimeUnavailable
+from ..modelfile import TFLITE
+from ..tensors import TensorSpec
+from .base import Backend, Fallback, Runtime, RuntimeOptions, Session
+
+BUILTIN_RESOLVERS = {
+    "xnnpack": "BUILTIN",
+    "cpu": "BUILTIN_WITHOUT_DEFAULT_DELEGATES",
+    "ref": "BUILTIN_REF",
+}
+# Library names of the common external delegates, looked up through the dynamic loader's search path.
+EXTERNAL_DELEGATES = {
+    "gpu": "libtensorflowlite_gpu_delegate.so",
+    "edgetpu": "libedgetpu.so.1",
+    "nnapi": "libnnapi_delegate.so",
+    "hexagon": "libhexagon_delegate.so",
+    "armnn": "libarmnnDelegate.so",
+    "qnn": "libQnnTFLiteDelegate.so",
+}
+DEFAULT_CHAIN = ("xnnpack",)
+MODULES = ("ai_edge_litert.interpreter", "tflite_runtime.interpreter")
+_INSTALL_HINT = "install LiteRT: pip install 'edgebench[litert]' (or ai-edge-litert)"
+
+
+def _installed_module() -> Optional[str]:
+    for name in MODULES:
+        if importlib.util.find_spec(name.split(".")[0]) is not None:
+            return name
+    return None
+
+
+def _numpy_conflict(module_name: str) -> Optional[str]:
+    # tflite-runtime 2.14 (the last release) was compiled against NumPy 1.x: it imports under NumPy 2, then
+    # Interpreter() fails. Say so before the user sees that crash.
+    if module_name.startswith("tflite_runtime") and int(np.__version__.split(".")[0]) >= 2:
+        return (f"tflite-runtime was built for NumPy 1.x and cannot run with NumPy {np.__version__}: "
+                f"{_INSTALL_HINT}, or pip install 'numpy<2'")
+    return None
+
+
+def _package_version(module_name: str) -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    dist = {"ai_edge_litert": "ai-edge-litert", "tflite_runtime": "tflite-runtime"}[module_name.split(".")[0]]
+    try:
+        return version(dist)
+    except PackageNotFoundError:
+        return "unknown"
+
+
+def _spec(detail: dict, signature: Optional[np.ndarray] = None) -> TensorSpec:
+    dims = signature if signature is not None and len(signature) == len(detail["shape"]) else detail["shape"]
+    shape = tuple(int(d) if d >= 0 else None for d in dims)
+    scale, zero_point = detail.get("quantization", (0.0, 0))
+    quantized = scale and np.dtype(detail["dtype"]).kind in "iu"
+    return TensorSpec(name=detail["name"], dtype=np.dtype(detail["dtype"]).name, shape=shape,
+                      scale=float(scale) if quantized else None,
+                      zero_point=int(zero_point) if quantized else None,
+                      extra={"index": int(detail["index"])})
+
+
+class LiteRTSession(Session):
+    def __init__(self, interpreter: Any, backend: Backend):
+        self._interp = interpreter
+        self.backend = backend
+        self._input_details = interpreter.get_input_details()
+        self._output_details = interpreter.get_output_details()
+        self.inputs = [_spec(d, d.get("shape_signature")) for d in self._input_details]
+        self.outputs = [_spec(d, d.get("shape_signature")) for d in self._output_details]
+
+    def bind(self, feeds: dict[str, np.ndarray]) -> Callable[[], Any]:
+        interp = self._interp
+        current = {d["index"]: tuple(d["shape"]) for d in interp.get_input_details()}
+        resized = False
+        for detail in self._input_details:
+            array = feeds[detail["name"]]
+            if current[detail["index"]] != array.shape:
+                interp.resize_tensor_input(detail["index"], list(array.shape), strict=False)
+                resized = True
+        try:
+            if resized:
+                interp.allocate_tensors()
+            for detail in self._input_details:
+                interp.set_tensor(detail["index"], feeds[detail["name"]])
+        except ValueError as exc:
+            raise InputError(f"the model does not accept these inputs: {exc}") from None
+        return interp.invoke  # the bare call: nothing between the engine's clock and the interpreter
+
+    def fetch_outputs(self, result: Any) -> dict[str, np.ndarray]:
+        return {d["name"]: self._interp.get_tensor(d["index"]) for d in self._output_details}
+
+
+class LiteRTRuntime(Runtime):
+    name = "litert"
+    formats = (TFLITE,)
+
+    @classmethod
+    def unavailable_reason(cls) -> Optional[str]:
+        module_name = _installed_module()
+        if module_name is None:
+            return f"no TFLite runtime is installed: {_INSTALL_HINT}"
+        return _numpy_conflict(module_name)
+
+    def load(self, path: str, options: RuntimeOptions) -> Session:
+        module_name = _installed_module()
+        reason = self.unavailable_reason()
+        if reason or module_name is None:
+            raise RuntimeUnavailable(reason or _INSTALL_HINT)
+        module = importlib.import_module(module_name)
+        chain = list(options.delegates) or list(DEFAULT_CHAIN)
+        backend = Backend(runtime=self.name, module=module_name.split(".")[0],
+                          version=_package_version(module_name), requested=chain, threads=options.threads)
+        last_error = None
+        for candidate in chain:
+            try:
+                interpreter = self._create(module, path, candidate, options)
+            except ModelError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - any delegate failure means: try the next one
+                last_error = f"{type(exc).__name__}: {exc}".strip()
+                backend.fallbacks.append(Fallback(candidate, last_error))
+                continue
+            backend.used = [candidate]
+            return LiteRTSession(interpreter, backend)
+        raise RuntimeUnavailable(f"no delegate in the chain {','.join(chain)} could run the model; "
+                                 f"last error: {last_error}")
+
+    @staticmethod
+    def _create(module: Any, path: str, candidate: str, options: RuntimeOptions) -> Any:
+        kwargs: dict[str, Any] = {"model_path": path, "num_threads": options.threads}
+        key = candidate.lower()
+        if key in BUILTIN_RESOLVERS:
+            resolver = getattr(module, "OpResolverType", None)
+            if resolver is None:  # very old tflite_runtime: only the default resolver exists
+                if key != "xnnpack":
+                    raise RuntimeUnavailable(f"this TFLite build cannot select the {key!r} kernels")
+            else:
+                kwargs["experimental_op_resolver_type"] = getattr(resolver, BUILTIN_RESOLVERS[key])
+        else:
+            library = EXTERNAL_DELEGATES.get(key, candidate)
+            kwargs["experimental_delegates"] = [module.load_delegate(library, dict(options.delegate_options))]
+        try:
+            interpreter = module.Interpreter(**kwargs)
+        except ValueError as exc:
+            message = str(exc)
+            if "delegate" in message.lower() and "experimental_delegates" in kwargs:
+                raise  # the delegate refused the model: fall back
+            raise ModelError(_model_error(message)) from None
+        try:
+            interpreter.allocate_tensors()
+        except RuntimeError as exc:
+            if "experimental_delegates" in kwargs:
+                raise
+            raise ModelError(_model_error(str(exc))) from None
+        return interpreter
+
+
+def _model_error(message: str) -> str:
+    first = next((line.strip() for line in message.splitlines() if line.strip()), message)
+    if "Didn't find op" in message or "unsupported" in message.lower():
+        return f"the model uses an operator this TFLite runtime does not support: {first}"
+    return f"TFLite cannot load the model: {first}"

