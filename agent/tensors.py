@@ -33,3 +33,9 @@ class TensorSpec:
         if not record["extra"]:
             del record["extra"]
         return record
+
+    @classmethod
+    def from_dict(cls, record: dict[str, Any]) -> TensorSpec:
+        shape = tuple(d if d is not None else -1 for d in record["shape"])
+        return cls(record["name"], record["dtype"], shape, record.get("scale"), record.get("zero_point"),
+                   dict(record.get("extra") or {}))

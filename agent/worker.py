@@ -85,13 +85,19 @@ def run_infer(request: dict, events: Events) -> dict:
     return _describe(session)
 
 
+def run_describe(request: dict, events: Events) -> dict:
+    """Load the model and report its tensors and backend (compare needs them to build inputs)."""
+    events.send({"type": "phase", "phase": "load"})
+    return _describe(_loader(request)())
+
+
 def main() -> int:
     request_path, events_fd = sys.argv[1], int(sys.argv[2])
     events = Events(events_fd)
     with open(request_path) as handle:
         request = json.load(handle)
     try:
-        handler = {"bench": run_bench, "infer": run_infer}[request["mode"]]
+        handler = {"bench": run_bench, "infer": run_infer, "describe": run_describe}[request["mode"]]
         events.send({"type": "result", "result": handler(request, events)})
     except EdgebenchError as exc:
         events.send({"type": "error", "kind": type(exc).__name__, "message": str(exc)})

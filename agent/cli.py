@@ -1,0 +1,261 @@
+"""The ``edgebench`` command line.
+
+Start-up stays cheap: only argparse and the error types are imported here; each subcommand imports its
+module (and numpy, and a runtime) when it runs, so ``edgebench --help`` works on a board in milliseconds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import re
+import sys
+from typing import Callable, Optional, Sequence
+
+from . import __version__
+from .errors import EXIT_FAILURE, EdgebenchError, UsageError
+
+log = logging.getLogger("edgebench")
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*(ms|s|m|min|h)?\s*$")
+_DURATION_SCALE = {None: 1.0, "ms": 1e-3, "s": 1.0, "m": 60.0, "min": 60.0, "h": 3600.0}
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d*)?)\s*([kmgt]?)i?b?\s*$", re.IGNORECASE)
+
+
+def duration(text: str) -> float:
+    """``"10"``, ``"2.5s"``, ``"500ms"``, ``"10m"`` -> seconds."""
+    match = _DURATION.match(text)
+    if not match:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a duration (examples: 10, 2.5s, 500ms, 10m)")
+    return float(match.group(1)) * _DURATION_SCALE[match.group(2)]
+
+
+def size_bytes(text: str) -> int:
+    """``"2G"``, ``"512M"``, ``"1.5GiB"`` -> bytes (binary multiples)."""
+    match = _SIZE.match(text)
+    if not match:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a size (examples: 512M, 2G)")
+    power = " kmgt".index(match.group(2).lower() or " ")
+    return int(float(match.group(1)) * 1024**power)
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive integer")
+    return value
+
+
+def comma_list(text: str) -> list[str]:
+    return [part.strip() for part in text.split(",") if part.strip()]
+
+
+def key_values(items: Sequence[str], flag: str) -> dict[str, str]:
+    pairs = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise UsageError(f"{flag} {item!r}: expected KEY=VALUE")
+        pairs[key] = value
+    return pairs
+
+
+# ---------------------------------------------------------------- shared option groups
+
+def add_runtime_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("runtime")
+    group.add_argument("--runtime", help="litert, onnxruntime, or a plugin as module:Class "
+                       "(default: chosen from the model file)")
+    group.add_argument("--delegate", dest="delegates", type=comma_list, default=[], metavar="CHAIN",
+                       help="TFLite delegates to try in order: xnnpack, gpu, nnapi, edgetpu, hexagon, armnn, "
+                       "qnn, cpu, ref, or a delegate .so path (default: xnnpack,cpu)")
+    group.add_argument("--delegate-option", action="append", default=[], metavar="KEY=VALUE",
+                       help="option passed to external delegates (repeatable)")
+    group.add_argument("--providers", type=comma_list, default=[], metavar="CHAIN",
+                       help="ONNX Runtime execution providers to try in order, e.g. TensorRT,CUDA,CPU "
+                       "(default: CPU)")
+    group.add_argument("--threads", type=positive_int, help="intra-op threads (default: the runtime's)")
+
+
+def add_input_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("inputs")
+    group.add_argument("--shape", action="append", default=[], metavar="NAME=DIMS",
+                       help="concrete shape for an input with dynamic dimensions, e.g. x=1x3x224x224")
+    group.add_argument("--input", action="append", default=[], metavar="NAME=SOURCE",
+                       help="input data: NAME=file.npy, NAME=<number>, NAME=zeros|ones|random "
+                       "(default: random data fitting the dtype)")
+    group.add_argument("--seed", type=int, default=0, help="seed for generated inputs (default 0)")
+
+
+def add_run_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("run length (measured runs continue until both minimums are met)")
+    group.add_argument("--min-runs", type=positive_int, default=400)
+    group.add_argument("--min-duration", type=duration, default=1.0, metavar="SECONDS")
+    group.add_argument("--max-duration", type=duration, default=60.0, metavar="SECONDS",
+                       help="stop the measured phase here even if the minimums are not met (default 60s)")
+    group.add_argument("--warmup-runs", type=int, default=5)
+    group.add_argument("--warmup-duration", type=duration, default=0.5, metavar="SECONDS")
+    group = parser.add_argument_group("isolation")
+    group.add_argument("--timeout", type=duration, metavar="SECONDS",
+                       help="kill the benchmark process after this long (default: max duration x2 + 120s)")
+    group.add_argument("--memory-limit", type=size_bytes, metavar="SIZE",
+                       help="address-space limit for the benchmark process, e.g. 2G")
+    group.add_argument("--memory-interval", type=duration, default=0.05, metavar="SECONDS",
+                       help="how often this process samples the benchmark's RSS; 0 turns it off (default 0.05)")
+
+
+def runtime_options(args: argparse.Namespace):
+    from .runtimes.base import RuntimeOptions
+
+    return RuntimeOptions(threads=args.threads, delegates=args.delegates, providers=args.providers,
+                          delegate_options=key_values(args.delegate_option, "--delegate-option"))
+
+
+def run_settings(args: argparse.Namespace):
+    from .measure import RunSettings
+
+    return RunSettings(min_runs=args.min_runs, min_duration_s=args.min_duration, max_duration_s=args.max_duration,
+                       warmup_runs=args.warmup_runs, warmup_duration_s=args.warmup_duration)
+
+
+def child_limits(args: argparse.Namespace, run_seconds: float):
+    from .isolation import ChildLimits
+
+    timeout = args.timeout if args.timeout is not None else run_seconds * 2 + 120
+    return ChildLimits(timeout_s=timeout, memory_bytes=args.memory_limit,
+                       rss_interval_s=args.memory_interval or None)
+
+
+# ---------------------------------------------------------------- subcommands
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from . import bench
+    from .progress import ProgressLine
+    from .report import emit_json, render
+
+    settings = run_settings(args)
+    request = bench.BenchRequest(
+        model=args.model, runtime=args.runtime, options=runtime_options(args), settings=settings,
+        shape_args=args.shape, input_args=args.input, seed=args.seed,
+        limits=child_limits(args, settings.max_duration_s + settings.warmup_duration_s),
+    )
+    progress = ProgressLine(args.model, settings.min_duration_s, enabled=None if not args.quiet else False)
+    try:
+        report = bench.run(request, progress)
+    finally:
+        progress.close()
+    emit_json(report, args.json)
+    if args.json != "-" and not args.quiet:
+        print(render(report))
+    return 0
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from . import compare
+
+    return compare.main(args)
+
+
+def cmd_variants(args: argparse.Namespace) -> int:
+    from . import variants
+
+    return variants.main(args)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="edgebench", description="Benchmark AI models on edge boards: latency, memory and accuracy drift.")
+    parser.add_argument("--version", action="version", version=f"edgebench {__version__}")
+    parser.add_argument("--debug", action="store_true", help="debug logging and full tracebacks")
+    parser.add_argument("-v", "--verbose", action="store_true", help="more logging")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    bench = commands.add_parser("bench", help="benchmark one model on this machine",
+                                description="Benchmark one model: load time, first inference, latency "
+                                "percentiles with a confidence interval, memory; each run in a child process.")
+    bench.add_argument("model", help="a .tflite or .onnx model file")
+    add_runtime_options(bench)
+    add_input_options(bench)
+    add_run_options(bench)
+    bench.add_argument("--json", metavar="FILE", help="write the full report (every sample) as JSON; - for stdout")
+    bench.add_argument("-q", "--quiet", action="store_true", help="no table, no progress line")
+    bench.set_defaults(handler=cmd_bench)
+
+    compare = commands.add_parser("compare", help="output drift between two models on the same inputs",
+                                  description="Run a reference and a candidate model (e.g. float32 vs int8) "
+                                  "on the same inputs and report drift; with --eval, accuracy of both.")
+    compare.add_argument("reference")
+    compare.add_argument("candidate")
+    compare.add_argument("--samples", type=positive_int, default=16, help="generated input sets (default 16)")
+    compare.add_argument("--eval", metavar="DATA.npz", help="labelled set: arrays 'x' (or per-input names) "
+                         "and 'y' (class indices)")
+    compare.add_argument("--output", metavar="NAME", help="the output to compare (default: the first)")
+    compare.add_argument("--reference-runtime", help="runtime for the reference (default: from the file)")
+    compare.add_argument("--candidate-runtime", help="runtime for the candidate (default: from the file)")
+    compare.add_argument("--shape", action="append", default=[], metavar="NAME=DIMS")
+    compare.add_argument("--input", action="append", default=[], metavar="NAME=SOURCE")
+    compare.add_argument("--seed", type=int, default=0)
+    compare.add_argument("--threads", type=positive_int)
+    compare.add_argument("--timeout", type=duration, default=600.0, metavar="SECONDS")
+    compare.add_argument("--json", metavar="FILE", help="write the drift report as JSON; - for stdout")
+    compare.set_defaults(handler=cmd_compare)
+
+    variants = commands.add_parser("variants", help="make float16 / int8 variants of an ONNX model and "
+                                   "benchmark them against the float model",
+                                   description="Produce float16, dynamic int8 and static int8 (QDQ) variants "
+                                   "with onnxruntime.quantization, benchmark each, and print size, latency "
+                                   "and drift against the float model.")
+    variants.add_argument("model", help="a float32 .onnx model")
+    variants.add_argument("--out-dir", metavar="DIR", help="where the variants are written "
+                          "(default: next to the model, in MODEL.variants/)")
+    variants.add_argument("--only", type=comma_list, metavar="LIST",
+                          help="subset of: fp16,dynamic-int8,static-int8")
+    variants.add_argument("--calibration", metavar="DATA.npz",
+                          help="calibration inputs for static int8 (default: generated inputs)")
+    variants.add_argument("--calibration-samples", type=positive_int, default=16)
+    variants.add_argument("--samples", type=positive_int, default=16, help="input sets for drift (default 16)")
+    add_input_options(variants)
+    add_run_options(variants)
+    variants.add_argument("--threads", type=positive_int)
+    variants.add_argument("--providers", type=comma_list, default=[], metavar="CHAIN")
+    variants.add_argument("--json", metavar="FILE", help="write the table and every report as JSON; - for stdout")
+    variants.set_defaults(handler=cmd_variants)
+    return parser
+
+
+def configure_logging(args: argparse.Namespace) -> None:
+    level = logging.DEBUG if args.debug else logging.INFO if args.verbose else logging.WARNING
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "handler", None):
+        parser.print_help()
+        return 2
+    configure_logging(args)
+    handler: Callable[[argparse.Namespace], int] = args.handler
+    try:
+        return handler(args)
+    except EdgebenchError as exc:
+        if args.debug:
+            raise
+        print(f"edgebench: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("edgebench: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # noqa: BLE001 - an unexpected bug still gets one line, not a traceback
+        if args.debug:
+            raise
+        print(f"edgebench: internal error: {type(exc).__name__}: {exc} (run with --debug for details)",
+              file=sys.stderr)
+        return EXIT_FAILURE
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,268 @@
+"""`edgebench compare REFERENCE CANDIDATE`: output drift between two models on the same inputs.
+
+Inputs are made once in the real-valued domain and then quantized for each model with that model's own
+input scale and zero point, so a float32 and a uint8 model see the same picture. Outputs are dequantized
+the same way before they are compared. Both models run in isolated child processes (worker "infer" mode).
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional, Sequence
+
+import numpy as np
+
+from .errors import InputError, UsageError
+from .inputs import build_feeds, dequantize, format_shape, parse_shapes, parse_sources, quantize, shape_fits
+from .isolation import ChildLimits, run_isolated
+from .modelfile import identify
+from .report import emit_json, utc_now
+from .runtimes import DEFAULT_FOR_FORMAT, choose_runtime
+from .runtimes.base import RuntimeOptions
+from .tensors import TensorSpec
+
+SCHEMA = "edgebench.compare/1"
+
+
+@dataclass
+class ModelRun:
+    """One side of a comparison: a model, the runtime that runs it, and its tensors once described."""
+
+    path: str
+    runtime: Optional[str] = None
+    options: RuntimeOptions = field(default_factory=RuntimeOptions)
+    inputs: list = field(default_factory=list)  # TensorSpec
+    outputs: list = field(default_factory=list)
+    info: dict = field(default_factory=dict)
+
+    def request(self, mode: str, **extra) -> dict:
+        from dataclasses import asdict
+
+        return {"mode": mode, "model": self.path, "runtime": self.runtime, "options": asdict(self.options),
+                **extra}
+
+
+def prepare(run: ModelRun, limits: ChildLimits) -> None:
+    model = identify(run.path)
+    run.runtime = run.runtime or DEFAULT_FOR_FORMAT[model.format]
+    choose_runtime(model.format, run.runtime)
+    described = run_isolated(run.request("describe"), limits).result
+    run.inputs = [TensorSpec.from_dict(t) for t in described["inputs"]]
+    run.outputs = [TensorSpec.from_dict(t) for t in described["outputs"]]
+    run.info = {**model.to_dict(), "runtime": described["backend"]}
+
+
+def infer(run: ModelRun, input_sets: Sequence[dict], limits: ChildLimits) -> list[dict]:
+    """Run every input set through the model once, in a child; return the output arrays per set."""
+    with tempfile.TemporaryDirectory(prefix="edgebench-compare-") as workdir:
+        inputs_npz, outputs_npz = Path(workdir, "inputs.npz"), Path(workdir, "outputs.npz")
+        stored = {f"{i}/{name}": array for i, feeds in enumerate(input_sets) for name, array in feeds.items()}
+        np.savez(inputs_npz, __count__=np.array(len(input_sets)), **stored)
+        run_isolated(run.request("infer", inputs_npz=str(inputs_npz), outputs_npz=str(outputs_npz)), limits)
+        with np.load(outputs_npz, allow_pickle=False) as saved:
+            results: list[dict] = [{} for _ in input_sets]
+            for key in saved.files:
+                index, name = key.split("/", 1)
+                results[int(index)][name] = saved[key]
+    return results
+
+
+# ---------------------------------------------------------------- inputs in the real domain
+
+def pair_specs(reference: Sequence[TensorSpec], candidate: Sequence[TensorSpec], what: str
+               ) -> list[tuple[TensorSpec, TensorSpec]]:
+    """Match tensors by name, else by position (converters often rename them)."""
+    if len(reference) != len(candidate):
+        raise InputError(f"the models have different numbers of {what}: {len(reference)} vs {len(candidate)}")
+    by_name = {spec.name: spec for spec in candidate}
+    if all(spec.name in by_name for spec in reference):
+        return [(spec, by_name[spec.name]) for spec in reference]
+    return list(zip(reference, candidate))
+
+
+def generator_spec(ref: TensorSpec, cand: TensorSpec) -> TensorSpec:
+    """Generate data for the quantized side when there is one: its integer range spans exactly the real
+    values both models were built to accept. Named after the reference so overrides apply to it."""
+    chosen = cand if cand.is_quantized and not ref.is_quantized else ref
+    shape = tuple(r if isinstance(r, int) and r >= 0 else c for r, c in zip(ref.shape, chosen.shape))
+    return TensorSpec(ref.name, chosen.dtype, shape, chosen.scale, chosen.zero_point)
+
+
+def paired_inputs(pairs: Sequence[tuple[TensorSpec, TensorSpec]], real_sets: Sequence[dict]
+                  ) -> tuple[list[dict], list[dict]]:
+    """Per-model feeds from real-valued input sets (keyed by the reference's names)."""
+    ref_sets, cand_sets = [], []
+    for real in real_sets:
+        ref_sets.append({ref.name: quantize(real[ref.name], ref) for ref, _ in pairs})
+        cand_sets.append({cand.name: quantize(real[ref.name], cand) for ref, cand in pairs})
+    return ref_sets, cand_sets
+
+
+def generated_real_sets(pairs: Sequence[tuple[TensorSpec, TensorSpec]], shape_args: Sequence[str],
+                        input_args: Sequence[str], count: int, seed: int) -> list[dict]:
+    specs = [generator_spec(ref, cand) for ref, cand in pairs]
+    shapes, sources = parse_shapes(shape_args), parse_sources(input_args)
+    sets = []
+    for index in range(count):
+        feeds = build_feeds(specs, shapes, sources, seed + index)
+        sets.append({spec.name: dequantize(feeds[spec.name], spec) for spec in specs})
+    return sets
+
+
+def _sample_for(array: np.ndarray, index: int, spec: TensorSpec) -> np.ndarray:
+    """Row ``index`` of a labelled set, with or without the model's batch dimension of 1."""
+    for candidate in (array[index:index + 1], array[index]):
+        if shape_fits(candidate.shape, spec.shape):
+            return candidate
+    raise InputError(f"--eval: samples of shape {format_shape(array.shape[1:])} do not fit input "
+                     f"{spec.name!r} ({format_shape(spec.shape)})")
+
+
+def eval_real_sets(path: str, pairs: Sequence[tuple[TensorSpec, TensorSpec]]) -> tuple[list[dict], np.ndarray]:
+    """Real-valued input sets and labels from an .npz with 'y' plus 'x' (one input) or one array per input."""
+    try:
+        data = dict(np.load(path, allow_pickle=False))
+    except (OSError, ValueError) as exc:
+        raise InputError(f"--eval {path}: not a readable .npz file ({exc})") from None
+    if "y" not in data:
+        raise InputError(f"--eval {path}: needs an array 'y' of class labels (it has: {', '.join(data)})")
+    labels = np.asarray(data["y"]).astype(np.int64).reshape(-1)
+    arrays = {}
+    for ref, _ in pairs:
+        key = ref.name if ref.name in data else ("x" if len(pairs) == 1 and "x" in data else None)
+        if key is None:
+            raise InputError(f"--eval {path}: no array for input {ref.name!r} (give 'x' or '{ref.name}')")
+        if len(data[key]) != len(labels):
+            raise InputError(f"--eval {path}: {key!r} has {len(data[key])} samples but 'y' has {len(labels)}")
+        arrays[ref.name] = data[key]
+    sets = [{ref.name: dequantize(_sample_for(arrays[ref.name], i, ref), ref) for ref, _ in pairs}
+            for i in range(len(labels))]
+    return sets, labels
+
+
+# ---------------------------------------------------------------- drift
+
+def drift(reference: Sequence[np.ndarray], candidate: Sequence[np.ndarray]) -> dict:
+    """Drift of real-valued outputs, one array per input set: errors, cosine similarity, top-1 agreement."""
+    ref = [np.asarray(a, dtype=np.float64).reshape(-1) for a in reference]
+    cand = [np.asarray(a, dtype=np.float64).reshape(-1) for a in candidate]
+    for a, b in zip(ref, cand):
+        if a.shape != b.shape:
+            raise InputError(f"the outputs differ in size: {a.size} vs {b.size} values")
+    diff = np.concatenate([a - b for a, b in zip(ref, cand)])
+    flat_ref = np.concatenate(ref)
+    value_range = float(flat_ref.max() - flat_ref.min()) if flat_ref.size else 0.0
+    cosines = [cosine(a, b) for a, b in zip(ref, cand)]
+    top1 = [int(np.argmax(a) == np.argmax(b)) for a, b in zip(ref, cand)]
+    return {
+        "samples": len(ref),
+        "max_abs_err": float(np.abs(diff).max()),
+        "mean_abs_err": float(np.abs(diff).mean()),
+        "rmse": float(np.sqrt(np.mean(diff**2))),
+        "reference_range": value_range,
+        "cosine_mean": float(np.mean(cosines)),
+        "cosine_min": float(np.min(cosines)),
+        "top1_agreement": float(np.mean(top1)),
+    }
+
+
+def cosine(a: np.ndarray, b: np.ndarray) -> float:
+    norm = float(np.linalg.norm(a) * np.linalg.norm(b))
+    if norm == 0.0:
+        return 1.0 if not a.any() and not b.any() else 0.0
+    return float(np.dot(a, b) / norm)
+
+
+def is_classifier(spec: TensorSpec) -> bool:
+    """One score vector per input: [C], [1, C] or [N, C] with a dynamic batch, C > 1."""
+    dims = list(spec.shape)
+    if dims and not (isinstance(dims[0], int) and dims[0] >= 0):
+        dims = dims[1:]  # a dynamic leading dimension is the batch
+    dims = [d for d in dims if d != 1]
+    return len(dims) == 1 and isinstance(dims[0], int) and dims[0] > 1
+
+
+def accuracy(outputs: Sequence[np.ndarray], labels: np.ndarray) -> dict:
+    scores = [np.asarray(o, dtype=np.float64).reshape(-1) for o in outputs]
+    top1 = np.mean([int(np.argmax(s) == y) for s, y in zip(scores, labels)])
+    top5 = np.mean([int(y in np.argsort(s)[-5:]) for s, y in zip(scores, labels)])
+    return {"top1": float(top1), "top5": float(top5), "samples": int(len(labels))}
+
+
+def pick_output(pairs: Sequence[tuple[TensorSpec, TensorSpec]], name: Optional[str]) -> tuple[TensorSpec, TensorSpec]:
+    if name is None:
+        return pairs[0]
+    for ref, cand in pairs:
+        if name in (ref.name, cand.name):
+            return ref, cand
+    raise UsageError(f"--output {name!r}: the outputs are {', '.join(r.name for r, _ in pairs)}")
+
+
+@dataclass
+class Comparison:
+    reference: ModelRun
+    candidate: ModelRun
+    limits: ChildLimits = field(default_factory=ChildLimits)
+
+    def run(self, real_sets: Sequence[dict], output: Optional[str] = None, labels=None) -> dict:
+        ref_sets, cand_sets = paired_inputs(self.input_pairs(), real_sets)
+        ref_out = infer(self.reference, ref_sets, self.limits)
+        cand_out = infer(self.candidate, cand_sets, self.limits)
+        ref_spec, cand_spec = pick_output(pair_specs(self.reference.outputs, self.candidate.outputs, "outputs"),
+                                          output)
+        ref_real = [dequantize(o[ref_spec.name], ref_spec) for o in ref_out]
+        cand_real = [dequantize(o[cand_spec.name], cand_spec) for o in cand_out]
+        result = {"output": ref_spec.name, "drift": drift(ref_real, cand_real)}
+        if not is_classifier(ref_spec):
+            result["drift"]["top1_agreement"] = None
+        if labels is not None:
+            result["accuracy"] = {"reference": accuracy(ref_real, labels), "candidate": accuracy(cand_real, labels)}
+        return result
+
+    def input_pairs(self) -> list[tuple[TensorSpec, TensorSpec]]:
+        for side in (self.reference, self.candidate):
+            if not side.inputs:
+                prepare(side, self.limits)
+        return pair_specs(self.reference.inputs, self.candidate.inputs, "inputs")
+
+
+def render(document: dict) -> str:
+    d = document["drift"]
+    lines = [
+        f"reference  {document['reference']['name']} ({document['reference']['runtime']['runtime']})",
+        f"candidate  {document['candidate']['name']} ({document['candidate']['runtime']['runtime']})",
+        f"output     {document['output']} · {d['samples']} input sets",
+        f"drift      max abs err {d['max_abs_err']:.4g} · mean abs err {d['mean_abs_err']:.4g} · "
+        f"rmse {d['rmse']:.4g} (reference range {d['reference_range']:.4g})",
+        f"           cosine similarity mean {d['cosine_mean']:.5f}, min {d['cosine_min']:.5f}",
+    ]
+    if d.get("top1_agreement") is not None:
+        lines.append(f"           top-1 agreement {d['top1_agreement']:.1%}")
+    if "accuracy" in document:
+        ref, cand = document["accuracy"]["reference"], document["accuracy"]["candidate"]
+        lines.append(f"accuracy   reference top-1 {ref['top1']:.1%} (top-5 {ref['top5']:.1%}) · candidate top-1 "
+                     f"{cand['top1']:.1%} (top-5 {cand['top5']:.1%}) on {ref['samples']} labelled samples")
+    return "\n".join(lines)
+
+
+def main(args: argparse.Namespace) -> int:
+    options = RuntimeOptions(threads=args.threads)
+    limits = ChildLimits(timeout_s=args.timeout, rss_interval_s=None)
+    comparison = Comparison(ModelRun(args.reference, args.reference_runtime, options),
+                            ModelRun(args.candidate, args.candidate_runtime, options), limits)
+    pairs = comparison.input_pairs()
+    labels = None
+    if args.eval:
+        real_sets, labels = eval_real_sets(args.eval, pairs)
+    else:
+        real_sets = generated_real_sets(pairs, args.shape, args.input, args.samples, args.seed)
+    result = comparison.run(real_sets, args.output, labels)
+    document = {"schema": SCHEMA, "created": utc_now(), "reference": comparison.reference.info,
+                "candidate": comparison.candidate.info, **result}
+    emit_json(document, args.json)
+    if args.json != "-":
+        print(render(document))
+    return 0

@@ -1,0 +1,194 @@
+"""Run the benchmark worker in a child process and turn every way it can die into a clear error.
+
+A runtime is native code: it can segfault, abort, hang or exhaust memory. None of that may take the caller
+(the CLI, later the agent daemon) down with it. The child talks over a dedicated pipe of JSON lines; its
+stdout/stderr (where runtimes print) go to a log file whose tail is kept for the error message.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import select
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Optional
+
+from .errors import ERROR_KINDS, ChildFailed, EdgebenchError
+from .memory import RssSampler
+
+log = logging.getLogger(__name__)
+
+ProgressFn = Callable[[str, int, float], None]
+
+PHASE_WORDS = {
+    "start": "while starting",
+    "load": "while loading the model",
+    "warmup": "during warm-up",
+    "measure": "during the measured run",
+    "infer": "while running inferences",
+}
+OOM_MARKERS = ("std::bad_alloc", "MemoryError", "out of memory", "Cannot allocate memory", "Failed to allocate")
+
+
+@dataclass
+class ChildOutcome:
+    result: dict
+    rss_samples: list = field(default_factory=list)  # (monotonic ns, bytes), taken by this process
+    log_tail: str = ""
+    wall_s: float = 0.0
+
+
+@dataclass
+class ChildLimits:
+    timeout_s: float = 600.0
+    memory_bytes: Optional[int] = None  # RLIMIT_AS for the child: an allocation past it fails there
+    rss_interval_s: Optional[float] = 0.05  # parent-side RSS sampling of the child; None turns it off
+
+
+def _limit_memory(limit: int) -> Callable[[], None]:
+    def apply() -> None:
+        import resource
+
+        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+
+    return apply
+
+
+def _tail(path: Path, max_lines: int = 20) -> str:
+    try:
+        with open(path, "rb") as handle:
+            handle.seek(0, os.SEEK_END)
+            handle.seek(max(0, handle.tell() - 8192))
+            lines = handle.read().decode("utf-8", "replace").splitlines()
+    except OSError:
+        return ""
+    return "\n".join(lines[-max_lines:])
+
+
+def _last_meaningful_line(text: str) -> str:
+    for line in reversed(text.splitlines()):
+        line = line.strip()
+        if line and not line.startswith(("File ", "Current thread", "Thread 0x", "Extension modules")):
+            return line
+    return ""
+
+
+def describe_death(returncode: int, phase: str, log_tail: str) -> str:
+    """One line naming why the child died, from its exit status and what it printed last."""
+    when = PHASE_WORDS.get(phase, f"during {phase}")
+    if any(marker in log_tail for marker in OOM_MARKERS):
+        return f"the runtime ran out of memory {when}"
+    if returncode < 0:
+        signum = -returncode
+        if signum == signal.SIGKILL:
+            return (f"the benchmark process was killed (SIGKILL) {when}; most likely the kernel's "
+                    f"out-of-memory killer (check `dmesg`)")
+        name = signal.Signals(signum).name if signum in signal.Signals._value2member_map_ else f"signal {signum}"
+        causes = {
+            signal.SIGSEGV: "crashed with a segmentation fault",
+            signal.SIGABRT: "aborted",
+            signal.SIGBUS: "crashed with a bus error",
+            signal.SIGILL: "hit an illegal instruction (a build for another CPU?)",
+            signal.SIGFPE: "crashed with an arithmetic exception",
+        }
+        cause = causes.get(signum, "was terminated")
+        return f"the runtime {cause} ({name}) {when}"
+    last = _last_meaningful_line(log_tail)
+    detail = f": {last}" if last else ""
+    return f"the benchmark process exited with status {returncode} {when} without a result{detail}"
+
+
+class _EventReader:
+    """Splits the pipe's bytes into JSON events and remembers the last phase and outcome."""
+
+    def __init__(self, progress: Optional[ProgressFn]):
+        self.progress = progress
+        self.buffer = b""
+        self.phase = "start"
+        self.result: Optional[dict] = None
+        self.error: Optional[dict] = None
+
+    def feed(self, data: bytes) -> None:
+        self.buffer += data
+        *lines, self.buffer = self.buffer.split(b"\n")
+        for line in lines:
+            if line.strip():
+                self._handle(json.loads(line))
+
+    def _handle(self, event: dict) -> None:
+        kind = event.get("type")
+        if kind in ("progress", "phase"):
+            self.phase = event.get("phase", self.phase)
+            if kind == "progress" and self.progress:
+                self.progress(self.phase, event.get("runs", 0), event.get("elapsed_s", 0.0))
+        elif kind == "result":
+            self.result = event["result"]
+        elif kind == "error":
+            self.error = event
+
+
+def _read_events(proc: subprocess.Popen, fd: int, reader: _EventReader, deadline: float) -> bool:
+    """Pump events until the child closes the pipe; False if the deadline passed first."""
+    while True:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            return False
+        ready, _, _ = select.select([fd], [], [], min(remaining, 0.5))
+        if not ready:
+            continue
+        data = os.read(fd, 65536)
+        if not data:
+            return True
+        reader.feed(data)
+
+
+def run_isolated(request: dict, limits: ChildLimits, progress: Optional[ProgressFn] = None) -> ChildOutcome:
+    """Run one worker request in a child process; return its result or raise an EdgebenchError."""
+    with tempfile.TemporaryDirectory(prefix="edgebench-") as workdir:
+        request_path = Path(workdir, "request.json")
+        request_path.write_text(json.dumps(request))
+        log_path = Path(workdir, "child.log")
+        read_fd, write_fd = os.pipe()
+        env = dict(os.environ, PYTHONFAULTHANDLER="1")
+        started = time.monotonic()
+        with open(log_path, "wb") as log_file:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "edgebench.agent.worker", str(request_path), str(write_fd)],
+                stdin=subprocess.DEVNULL, stdout=log_file, stderr=subprocess.STDOUT, pass_fds=(write_fd,),
+                env=env, preexec_fn=_limit_memory(limits.memory_bytes) if limits.memory_bytes else None,
+            )
+        os.close(write_fd)
+        sampler = RssSampler(proc.pid, limits.rss_interval_s).start() if limits.rss_interval_s else None
+        reader = _EventReader(progress)
+        try:
+            finished = _read_events(proc, read_fd, reader, started + limits.timeout_s)
+            if not finished:
+                proc.kill()
+            returncode = proc.wait(timeout=30)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+            os.close(read_fd)
+            samples = sampler.stop() if sampler else []
+        log_tail = _tail(log_path)
+    log.debug("child exited with %s; output tail:\n%s", returncode, log_tail)
+    if not finished:
+        when = PHASE_WORDS.get(reader.phase, reader.phase)
+        raise ChildFailed(f"the runtime hung {when}: no result after {limits.timeout_s:g}s (--timeout), "
+                          f"so the benchmark process was killed")
+    if reader.error is not None:
+        cls = ERROR_KINDS.get(reader.error.get("kind", ""), EdgebenchError)
+        raise cls(reader.error.get("message", "the benchmark process failed"))
+    if reader.result is None:
+        raise ChildFailed(describe_death(returncode, reader.phase, log_tail))
+    if returncode != 0:  # some delegates crash in their destructors, after the result was sent
+        log.warning("the benchmark process exited with %s after sending its result", returncode)
+    return ChildOutcome(reader.result, samples, log_tail, time.monotonic() - started)

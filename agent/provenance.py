@@ -1,0 +1,106 @@
+"""Where a result came from: board, CPU, cores, governor, kernel, OS, Python, edgebench version.
+
+Everything is read from files under a root directory (default ``/``) so the same code describes this
+machine and the recorded board trees in the tests. Missing facts are None, never an error.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import socket
+from pathlib import Path
+from typing import Optional
+
+
+def _read(root: Path, relative: str) -> Optional[str]:
+    try:
+        text = (root / relative).read_bytes().decode("utf-8", "replace")
+    except OSError:
+        return None
+    text = text.replace("\x00", "").strip()
+    return text or None
+
+
+def _cpuinfo_field(cpuinfo: str, *keys: str) -> Optional[str]:
+    for key in keys:
+        for line in cpuinfo.splitlines():
+            name, sep, value = line.partition(":")
+            if sep and name.strip() == key and value.strip():
+                return value.strip()
+    return None
+
+
+def board_model(root: Path) -> Optional[str]:
+    """Device-tree model on ARM boards (Pi, Jetson), DMI vendor + product on PCs and servers."""
+    model = _read(root, "proc/device-tree/model") or _read(root, "sys/firmware/devicetree/base/model")
+    if model:
+        return model
+    vendor, product = _read(root, "sys/class/dmi/id/sys_vendor"), _read(root, "sys/class/dmi/id/product_name")
+    parts = [p for p in (vendor, product) if p]
+    return " ".join(parts) or None
+
+
+def cpu_model(root: Path) -> Optional[str]:
+    cpuinfo = _read(root, "proc/cpuinfo") or ""
+    return _cpuinfo_field(cpuinfo, "model name", "Model", "Hardware", "Processor", "cpu model")
+
+
+def count_cpus(root: Path) -> Optional[int]:
+    present = _read(root, "sys/devices/system/cpu/present")  # e.g. "0-3" or "0-3,6"
+    if present:
+        total = 0
+        for part in present.split(","):
+            low, _, high = part.partition("-")
+            total += int(high or low) - int(low) + 1
+        return total
+    cpuinfo = _read(root, "proc/cpuinfo") or ""
+    return sum(1 for line in cpuinfo.splitlines() if line.startswith("processor")) or None
+
+
+def governors(root: Path) -> dict[str, str]:
+    """scaling_governor per cpufreq policy, e.g. {"policy0": "ondemand", "policy4": "performance"}."""
+    base = root / "sys/devices/system/cpu/cpufreq"
+    found = {}
+    for policy in sorted(base.glob("policy*")) if base.is_dir() else []:
+        governor = _read(root, str((policy / "scaling_governor").relative_to(root)))
+        if governor:
+            found[policy.name] = governor
+    return found
+
+
+def memory_total_bytes(root: Path) -> Optional[int]:
+    meminfo = _read(root, "proc/meminfo") or ""
+    value = _cpuinfo_field(meminfo, "MemTotal")
+    return int(value.split()[0]) * 1024 if value else None
+
+
+def os_name(root: Path) -> Optional[str]:
+    text = _read(root, "etc/os-release") or _read(root, "usr/lib/os-release") or ""
+    fields = dict(line.split("=", 1) for line in text.splitlines() if "=" in line)
+    name = fields.get("PRETTY_NAME") or fields.get("NAME")
+    return name.strip().strip('"') if name else None
+
+
+def collect(root: str = "/", edgebench_version: Optional[str] = None) -> dict:
+    """Provenance of the machine under ``root``; host-only facts (Python, hostname) when root is ``/``."""
+    base = Path(root)
+    live = base.resolve() == Path("/")
+    cores = count_cpus(base) or (os.cpu_count() if live else None)
+    facts = {
+        "board": board_model(base),
+        "cpu": cpu_model(base) or (platform.processor() or None if live else None),
+        "arch": platform.machine() if live else None,
+        "cores": cores,
+        "governors": governors(base),
+        "memory_total_bytes": memory_total_bytes(base),
+        "kernel": _read(base, "proc/sys/kernel/osrelease") or (platform.release() if live else None),
+        "os": os_name(base),
+    }
+    if live:
+        facts.update({
+            "hostname": socket.gethostname(),
+            "python": f"{platform.python_implementation()} {platform.python_version()}",
+            "edgebench": edgebench_version,
+        })
+    return facts

@@ -1,0 +1,121 @@
+"""The benchmark report: one versioned JSON document (docs/report.md) and its terminal rendering."""
+
+from __future__ import annotations
+
+import json
+import math
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Optional, Sequence
+
+SCHEMA = "edgebench.bench/1"
+SCHEMA_FILE = Path(__file__).with_name("schemas") / "bench-report.v1.json"
+
+
+def utc_now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def write_json(document: dict, path: str) -> None:
+    """Write to a temporary name and rename, so a reader never sees half a report."""
+    target = Path(path)
+    partial = target.with_name(target.name + ".partial")
+    partial.write_text(json.dumps(document, indent=1, allow_nan=False) + "\n")
+    partial.replace(target)
+
+
+def emit_json(document: dict, destination: Optional[str]) -> None:
+    """``--json FILE`` writes the document there; ``--json -`` prints it to stdout."""
+    if destination == "-":
+        print(json.dumps(document, indent=1, allow_nan=False))
+    elif destination:
+        write_json(document, destination)
+
+
+# ---------------------------------------------------------------- terminal rendering
+
+def human_bytes(value: Optional[float]) -> str:
+    if value is None:
+        return "n/a"
+    for unit in ("B", "KB", "MB", "GB"):
+        if abs(value) < 1000 or unit == "GB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1000
+    return f"{value:.1f} GB"
+
+
+def latency_unit(reference_ms: float) -> tuple[str, float]:
+    """µs for sub-millisecond models, ms otherwise; one unit for a whole table."""
+    return ("µs", 1000.0) if reference_ms < 1.0 else ("ms", 1.0)
+
+
+def fmt_latency(value_ms: Optional[float], scale: float) -> str:
+    if value_ms is None or (isinstance(value_ms, float) and math.isnan(value_ms)):
+        return "n/a"
+    value = value_ms * scale
+    return f"{value:.1f}" if value >= 100 else f"{value:.3g}" if value < 1 else f"{value:.2f}"
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[str]], align_left: int = 1) -> list[str]:
+    """Plain aligned columns: the first ``align_left`` columns left-aligned, the rest right-aligned."""
+    widths = [max(len(str(r[i])) for r in [headers, *rows]) for i in range(len(headers))]
+
+    def line(cells: Sequence[str]) -> str:
+        parts = [str(c).ljust(w) if i < align_left else str(c).rjust(w) for i, (c, w) in
+                 enumerate(zip(cells, widths))]
+        return "  ".join(parts).rstrip()
+
+    return [line(headers), *(line(r) for r in rows)]
+
+
+def _tensor_line(tensor: dict) -> str:
+    from .inputs import format_shape
+
+    quant = f" (scale {tensor['scale']:.4g}, zp {tensor['zero_point']})" if tensor.get("scale") else ""
+    return f"{tensor['name']} {tensor['dtype']} {format_shape(tensor['shape'])}{quant}"
+
+
+def _backend_line(runtime: dict) -> str:
+    used = ", ".join(runtime["used"]) or "none"
+    text = f"{runtime['runtime']} ({runtime['module']} {runtime['version']}) · ran on: {used}"
+    if runtime.get("threads"):
+        text += f" · threads {runtime['threads']}"
+    return text
+
+
+def render(report: dict) -> str:
+    model, runtime, stats = report["model"], report["runtime"], report["stats"]
+    timing, mem = report["timing"], report["memory"]
+    unit, scale = latency_unit(stats["p50_ms"])
+    lines = [
+        f"model     {model['name']}  ({model['format']}, {human_bytes(model['size_bytes'])}, "
+        f"sha256 {model['sha256'][:12]})",
+        f"runtime   {_backend_line(runtime)}",
+    ]
+    lines += [f"fallback  {f['candidate']}: {f['reason']}" for f in runtime["fallbacks"]]
+    lines += [f"note      {note}" for note in runtime["notes"]]
+    for feed in report["inputs_fed"]:
+        from .inputs import format_shape
+
+        lines.append(f"input     {feed['name']} {feed['dtype']} {format_shape(feed['shape'])} ({feed['source']})")
+    lines.append(f"load      {timing['load_ms']:.1f} ms · first inference {timing['first_inference_ms']:.2f} ms · "
+                 f"warm-up {timing['warmup']['runs']} runs in {timing['warmup']['duration_s']:.2f} s")
+    measured = timing["measured"]
+    lines.append(f"measured  {measured['runs']} runs in {measured['duration_s']:.2f} s · "
+                 f"{stats['throughput_ips']:.1f} inferences/s")
+    lines.append("")
+    keys = ["min", "p50", "p90", "p95", "p99", "max", "mean", "std"]
+    row = [f"latency ({unit})"] + [fmt_latency(stats[f"{k}_ms"], scale) for k in keys]
+    lines += ["  " + line for line in table([""] + keys, [row])]
+    ci = stats.get("p90_ci_ms")
+    if ci:
+        lines.append(f"  p90 {stats['ci_level']:.0%} confidence interval: "
+                     f"[{fmt_latency(ci[0], scale)}, {fmt_latency(ci[1], scale)}] {unit}")
+    lines.append("")
+    steady = mem.get("peak_steady_bytes")
+    lines.append(f"memory    RSS {human_bytes(mem['rss_before_load_bytes'])} before load, "
+                 f"{human_bytes(mem['rss_after_load_bytes'])} after; peak {human_bytes(mem['peak_load_bytes'])} "
+                 f"while loading/warming up, {human_bytes(steady)} while measuring")
+    validity = report["validity"]
+    lines.append("verdict   " + ("valid" if validity["valid"] else "NOT VALID: " + "; ".join(validity["reasons"])))
+    return "\n".join(lines)

@@ -1,0 +1,272 @@
+"""`edgebench variants MODEL.onnx`: float16, dynamic int8 and static int8 (QDQ) variants, benchmarked.
+
+The variants are produced with onnxruntime.quantization (and ORT's float16 converter), then every model,
+the float original included, goes through the same engine (bench.run) and the same drift measurement
+(compare.Comparison). A variant that cannot be produced or run gets a row saying why; the rest still run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Optional, Sequence
+
+import numpy as np
+
+from . import bench, compare
+from .errors import EdgebenchError, ModelError, UsageError
+from .inputs import build_feeds, parse_shapes, parse_sources
+from .isolation import ChildLimits
+from .modelfile import ONNX, identify
+from .report import emit_json, fmt_latency, human_bytes, latency_unit, table, utc_now
+from .runtimes.base import RuntimeOptions
+
+log = logging.getLogger(__name__)
+
+SCHEMA = "edgebench.variants/1"
+KINDS = ("fp16", "dynamic-int8", "static-int8")
+MIN_QUANT_OPSET = 13  # per-channel QDQ and most quantized kernels need opset 13
+
+
+@dataclass
+class Variant:
+    name: str
+    path: Optional[Path] = None
+    error: Optional[str] = None
+    report: Optional[dict] = None
+    drift: Optional[dict] = None
+    notes: list = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        size = self.path.stat().st_size if self.path and self.path.exists() else None
+        return {"name": self.name, "path": str(self.path) if self.path else None, "size_bytes": size,
+                "error": self.error, "notes": self.notes, "drift": self.drift, "report": self.report}
+
+
+# ---------------------------------------------------------------- producing the variants
+
+def _import_quantization():
+    try:
+        import onnx  # noqa: F401 - the quantizer needs it
+        from onnxruntime import quantization
+    except ImportError as exc:
+        raise UsageError(f"making variants needs onnx and onnxruntime: pip install 'edgebench[variants]' ({exc})"
+                         ) from None
+    return quantization
+
+
+def preprocess(source: Path, target: Path) -> tuple[Path, list[str]]:
+    """Opset >= 13 and ORT's quantization pre-processing (shape inference, graph cleanup); on failure the
+    original model is quantized as it is and the note says so."""
+    import onnx
+    from onnx import version_converter
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    notes = []
+    model = onnx.load(str(source))
+    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
+    if opset < MIN_QUANT_OPSET:
+        model = version_converter.convert_version(model, MIN_QUANT_OPSET)
+        notes.append(f"opset {opset} converted to {MIN_QUANT_OPSET} for quantization")
+    upgraded = target.with_name("upgraded.onnx")
+    onnx.save(model, str(upgraded))
+    try:
+        quant_pre_process(str(upgraded), str(target), skip_symbolic_shape=True)
+    except Exception as exc:  # noqa: BLE001 - pre-processing is an optimisation, not a requirement
+        notes.append(f"quantization pre-processing skipped: {str(exc).splitlines()[0] if str(exc) else exc}")
+        return upgraded, notes
+    return target, notes
+
+
+class CalibrationReader:
+    """Feeds calibration input sets to onnxruntime.quantization.quantize_static."""
+
+    def __init__(self, input_sets: Sequence[dict]):
+        self._sets = iter(input_sets)
+
+    def get_next(self) -> Optional[dict]:
+        return next(self._sets, None)
+
+    def rewind(self) -> None:  # older ORT versions never call this; newer ones may
+        pass
+
+
+def calibration_sets(model_inputs: Sequence, args: argparse.Namespace) -> tuple[list[dict], str]:
+    """User data from --calibration (.npz: one array per input, first axis = samples) or generated sets."""
+    if args.calibration:
+        try:
+            data = dict(np.load(args.calibration, allow_pickle=False))
+        except (OSError, ValueError) as exc:
+            raise UsageError(f"--calibration {args.calibration}: not a readable .npz file ({exc})") from None
+        names = [spec.name for spec in model_inputs]
+        if len(names) == 1 and names[0] not in data and "x" in data:
+            data = {names[0]: data["x"]}
+        missing = [n for n in names if n not in data]
+        if missing:
+            raise UsageError(f"--calibration {args.calibration}: no array for input(s) {', '.join(missing)}")
+        count = min(len(data[n]) for n in names)
+        sets = [{n: data[n][i:i + 1] if data[n].ndim == len(spec.shape) else data[n][i]
+                 for n, spec in zip(names, model_inputs)} for i in range(count)]
+        return sets, f"{count} samples from {args.calibration}"
+    shapes, sources = parse_shapes(args.shape), parse_sources(args.input)
+    sets = [build_feeds(model_inputs, shapes, sources, args.seed + 1000 + i) for i in range(args.calibration_samples)]
+    return sets, f"{len(sets)} generated input sets (random data: give --calibration for representative ranges)"
+
+
+def make_fp16(source: Path, target: Path) -> list[str]:
+    import onnx
+    from onnxruntime.transformers.float16 import convert_float_to_float16
+
+    model = convert_float_to_float16(onnx.load(str(source)), keep_io_types=True)
+    onnx.save(model, str(target))
+    return ["float16 weights and activations; inputs and outputs stay float32"]
+
+
+def make_dynamic_int8(source: Path, target: Path) -> list[str]:
+    quantization = _import_quantization()
+    quantization.quantize_dynamic(str(source), str(target), weight_type=quantization.QuantType.QInt8)
+    return ["int8 weights, activations quantized at run time"]
+
+
+def make_static_int8(source: Path, target: Path, input_sets: Sequence[dict]) -> list[str]:
+    quantization = _import_quantization()
+    quantization.quantize_static(str(source), str(target), CalibrationReader(input_sets),
+                                 quant_format=quantization.QuantFormat.QDQ, per_channel=True,
+                                 activation_type=quantization.QuantType.QUInt8,
+                                 weight_type=quantization.QuantType.QInt8)
+    return ["int8 QDQ, per-channel weights, calibrated activations"]
+
+
+def produce(kind: str, maker: Callable[[], list[str]], target: Path) -> Variant:
+    variant = Variant(kind, target)
+    try:
+        variant.notes = maker()
+    except EdgebenchError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - a failed variant is a row in the table, not the end
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        variant.error = f"could not be produced: {first}"
+        variant.path = None
+    return variant
+
+
+# ---------------------------------------------------------------- benchmarking and drift
+
+def bench_variant(variant: Variant, args: argparse.Namespace) -> None:
+    from .cli import child_limits, run_settings
+
+    settings = run_settings(args)
+    request = bench.BenchRequest(
+        model=str(variant.path), runtime="onnxruntime",
+        options=RuntimeOptions(threads=args.threads, providers=args.providers), settings=settings,
+        shape_args=args.shape, input_args=args.input, seed=args.seed,
+        limits=child_limits(args, settings.max_duration_s + settings.warmup_duration_s),
+    )
+    try:
+        variant.report = bench.run(request)
+    except EdgebenchError as exc:
+        variant.error = f"benchmark failed: {exc}"
+
+
+def measure_drift(reference: Path, variants: Sequence[Variant], args: argparse.Namespace) -> None:
+    limits = ChildLimits(timeout_s=args.timeout or 600.0, rss_interval_s=None)
+    options = RuntimeOptions(threads=args.threads)
+    base = compare.ModelRun(str(reference), "onnxruntime", options)
+    compare.prepare(base, limits)
+    real_sets = None
+    for variant in variants:
+        if variant.error or not variant.path:
+            continue
+        comparison = compare.Comparison(base, compare.ModelRun(str(variant.path), "onnxruntime", options), limits)
+        try:
+            pairs = comparison.input_pairs()
+            if real_sets is None:
+                real_sets = compare.generated_real_sets(pairs, args.shape, args.input, args.samples, args.seed)
+            variant.drift = comparison.run(real_sets)["drift"]
+        except EdgebenchError as exc:
+            variant.error = f"drift could not be measured: {exc}"
+
+
+# ---------------------------------------------------------------- the table
+
+def render(model_name: str, rows: Sequence[Variant], calibration: Optional[str]) -> str:
+    baseline = rows[0].report["stats"] if rows[0].report else None
+    unit, scale = latency_unit(baseline["p50_ms"] if baseline else 1.0)
+    headers = ["variant", "size", "p50 " + unit, "p90 " + unit, "vs float", "max abs err", "cosine", "top-1"]
+    body = []
+    base_size = rows[0].path.stat().st_size if rows[0].path else None
+    for row in rows:
+        size = row.path.stat().st_size if row.path and row.path.exists() else None
+        size_text = human_bytes(size)
+        if size and base_size and row is not rows[0]:
+            size_text += f" ({size / base_size:.0%})"
+        if row.report is None:
+            body.append([row.name, size_text, "-", "-", "-", "-", "-", row.error or "failed"])
+            continue
+        stats_ = row.report["stats"]
+        speed = f"{baseline['p50_ms'] / stats_['p50_ms']:.2f}x" if baseline else "-"
+        drift = row.drift or {}
+        top1 = drift.get("top1_agreement")
+        body.append([
+            row.name, size_text, fmt_latency(stats_["p50_ms"], scale), fmt_latency(stats_["p90_ms"], scale),
+            speed if row is not rows[0] else "1.00x",
+            f"{drift['max_abs_err']:.3g}" if drift else "-",
+            f"{drift['cosine_mean']:.4f}" if drift else "-",
+            f"{top1:.0%}" if top1 is not None else "-",
+        ])
+    lines = [f"variants of {model_name} (vs float: p50 speed-up; drift vs the float model)", *table(headers, body)]
+    lines += [f"  {row.name}: {row.error}" for row in rows if row.error and row.report is not None]
+    if calibration:
+        lines.append(f"static int8 calibrated on {calibration}")
+    return "\n".join(lines)
+
+
+def main(args: argparse.Namespace) -> int:
+    model = identify(args.model)
+    if model.format != ONNX:
+        raise UsageError(f"variants are made from ONNX models; {model.path.name} is {model.format}")
+    kinds = args.only or list(KINDS)
+    unknown = sorted(set(kinds) - set(KINDS))
+    if unknown:
+        raise UsageError(f"--only: unknown variant(s) {', '.join(unknown)}; choose from {', '.join(KINDS)}")
+    _import_quantization()
+    out_dir = Path(args.out_dir) if args.out_dir else model.path.with_name(model.path.stem + ".variants")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    stem = model.path.stem
+    rows = [Variant("float32", model.path)]
+    calibration = None
+    try:
+        prepared, prep_notes = preprocess(model.path, out_dir / f"{stem}.prep.onnx")
+    except Exception as exc:  # noqa: BLE001
+        raise ModelError(f"{model.path.name} cannot be prepared for quantization: {exc}") from None
+    rows[0].notes = prep_notes
+    for kind in kinds:
+        target = out_dir / f"{stem}.{kind}.onnx"
+        if kind == "fp16":
+            rows.append(produce(kind, lambda t=target: make_fp16(model.path, t), target))
+        elif kind == "dynamic-int8":
+            rows.append(produce(kind, lambda t=target: make_dynamic_int8(prepared, t), target))
+        else:
+            specs = compare.ModelRun(str(model.path), "onnxruntime")
+            compare.prepare(specs, ChildLimits(timeout_s=args.timeout or 600.0, rss_interval_s=None))
+            input_sets, calibration = calibration_sets(specs.inputs, args)
+            rows.append(produce(kind, lambda t=target, s=input_sets: make_static_int8(prepared, t, s), target))
+    for row in rows:
+        if not row.error:
+            log.info("benchmarking %s", row.name)
+            bench_variant(row, args)
+    if rows[0].report is None:
+        raise rows_error(rows[0])
+    measure_drift(model.path, rows[1:], args)
+    document = {"schema": SCHEMA, "created": utc_now(), "model": model.to_dict(), "calibration": calibration,
+                "variants": [row.to_dict() for row in rows]}
+    emit_json(document, args.json)
+    if args.json != "-":
+        print(render(model.path.name, rows, calibration))
+    return 0
+
+
+def rows_error(row: Variant) -> EdgebenchError:
+    return ModelError(f"the float model itself failed: {row.error}")
