@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass
 from typing import Any, Callable, Optional
 
 from . import memory
-from .errors import EdgebenchError, InferenceError
+from .errors import ChildFailed, EdgebenchError, InferenceError
 from .runtimes.base import Session
 
 ProgressFn = Callable[[str, int, float], None]  # (phase, runs so far, seconds elapsed)
@@ -87,6 +87,8 @@ def _guarded(action: Callable[[], Any], what: str) -> Any:
         return action()
     except EdgebenchError:
         raise
+    except MemoryError:
+        raise ChildFailed(f"the runtime ran out of memory in {what}") from None
     except Exception as exc:  # the runtime's own exception types: report them in one line
         text = str(exc).strip()
         first = text.splitlines()[0] if text else type(exc).__name__

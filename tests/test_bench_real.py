@@ -1,0 +1,120 @@
+"""`edgebench bench` on the real pretrained models (TFLite through LiteRT, ONNX through ONNX Runtime)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+
+import jsonschema
+import numpy as np
+import pytest
+
+from edgebench.agent.report import SCHEMA_FILE
+
+from .conftest import FAST
+
+pytestmark = pytest.mark.slow
+
+
+def check_report(report: dict, model_path) -> None:
+    jsonschema.validate(report, json.loads(SCHEMA_FILE.read_text()))
+    stats, samples = report["stats"], report["samples"]["latency_ns"]
+    assert report["model"]["sha256"] == hashlib.sha256(model_path.read_bytes()).hexdigest()
+    assert report["model"]["size_bytes"] == model_path.stat().st_size
+    assert stats["count"] == len(samples) == report["timing"]["measured"]["runs"] >= 30
+    ms = np.sort(np.array(samples)) / 1e6
+    assert stats["min_ms"] == pytest.approx(ms[0]) and stats["max_ms"] == pytest.approx(ms[-1])
+    assert stats["p50_ms"] == pytest.approx(np.percentile(ms, 50))
+    assert stats["p90_ms"] == pytest.approx(np.percentile(ms, 90))
+    assert stats["min_ms"] <= stats["p50_ms"] <= stats["p90_ms"] <= stats["p99_ms"] <= stats["max_ms"]
+    low, high = stats["p90_ci_ms"]
+    assert low <= stats["p90_ms"] <= high
+    # Every sample lies inside the measured window, and throughput is runs over that window.
+    duration_s = report["timing"]["measured"]["duration_s"]
+    assert sum(samples) / 1e9 <= duration_s
+    assert stats["throughput_ips"] == pytest.approx(len(samples) / duration_s)
+    offsets = report["samples"]["start_offset_ns"]
+    assert offsets[0] == 0 and all(b > a for a, b in zip(offsets, offsets[1:]))
+    memory = report["memory"]
+    assert memory["rss_after_load_bytes"] > memory["rss_before_load_bytes"]
+    assert memory["peak_load_bytes"] >= memory["rss_after_load_bytes"]
+    assert memory["peak_steady_bytes"] >= memory["rss_before_measure_bytes"] * 0.9
+    assert report["device"]["cores"] == os.cpu_count()
+    assert report["device"]["python"].startswith("CPython") or report["device"]["python"]
+
+
+def test_tflite_int8_classifier(cli, models, tmp_path):
+    path = models["efficientnet_lite0_int8.tflite"]
+    result = cli("bench", path, *FAST, "--json", tmp_path / "r.json")
+    assert result.code == 0, result
+    report = json.loads((tmp_path / "r.json").read_text())
+    check_report(report, path)
+    assert report["runtime"]["runtime"] == "litert" and report["runtime"]["used"] == ["xnnpack"]
+    (spec,) = report["model"]["inputs"]
+    assert spec["dtype"] == "uint8" and spec["shape"] == [1, 224, 224, 3]
+    assert spec["scale"] == pytest.approx(0.0126, abs=1e-4) and spec["zero_point"] == 131
+    assert report["model"]["outputs"][0]["shape"] == [1, 1000]
+    assert "latency (ms)" in result.out and "p90 95% confidence interval" in result.out
+
+
+def test_tflite_delegate_fallback_is_reported(cli, models):
+    result = cli("bench", models["sine_float.tflite"], *FAST, "--delegate", "gpu,cpu", "--json", "-")
+    assert result.code == 0, result
+    runtime = result.json()["runtime"]
+    assert runtime["requested"] == ["gpu", "cpu"] and runtime["used"] == ["cpu"]
+    (fallback,) = runtime["fallbacks"]
+    assert fallback["candidate"] == "gpu" and fallback["reason"]
+
+
+def test_tflite_resize_tensor_input(cli, models):
+    """A --shape on a fixed-shape TFLite model resizes it (resize_tensor_input) before the first invoke."""
+    result = cli("bench", models["sine_float.tflite"], *FAST, "--json", "-")
+    name = result.json()["model"]["inputs"][0]["name"]
+    result = cli("bench", models["sine_float.tflite"], *FAST, "--shape", f"{name}=8x1", "--json", "-")
+    assert result.code == 0, result
+    assert result.json()["inputs_fed"][0]["shape"] == [8, 1]
+
+
+def test_onnx_dynamic_shapes_need_and_take_shape(cli, models):
+    path = models["ppocr_rec.onnx"]
+    result = cli("bench", path, *FAST)
+    assert result.code == 3, result
+    assert "dynamic dimension" in result.err and "--shape x=" in result.err and "Traceback" not in result.err
+    result = cli("bench", path, *FAST, "--shape", "x=1x3x48x160", "--threads", "1", "--json", "-")
+    assert result.code == 0, result
+    report = result.json()
+    check_report(report, path)
+    assert report["inputs_fed"] == [{"name": "x", "dtype": "float32", "shape": [1, 3, 48, 160], "source": "random"}]
+    assert report["runtime"]["used"] == ["CPUExecutionProvider"] and report["runtime"]["threads"] == 1
+
+
+def test_onnx_provider_fallback(cli, models):
+    result = cli("bench", models["ppocr_cls.onnx"], *FAST, "--shape", "x=1x3x48x192", "--providers", "CUDA,CPU",
+                 "--json", "-")
+    assert result.code == 0, result
+    runtime = result.json()["runtime"]
+    assert runtime["used"] == ["CPUExecutionProvider"]
+    assert runtime["fallbacks"][0]["candidate"] == "CUDAExecutionProvider"
+
+
+def test_stateful_model_with_literal_and_file_inputs(cli, models, tmp_path):
+    """Silero VAD: audio chunk + recurrent state + a scalar int64 sample rate that must be 16000."""
+    path = models["silero_vad.onnx"]
+    audio = (np.sin(np.arange(512) / 8) * 0.3).astype(np.float32)[None, :]
+    np.save(tmp_path / "audio.npy", audio)
+    result = cli("bench", path, *FAST, "--input", f"input={tmp_path / 'audio.npy'}", "--input", "state=zeros",
+                 "--shape", "state=2x1x128", "--input", "sr=16000", "--json", "-")
+    assert result.code == 0, result
+    fed = {f["name"]: f for f in result.json()["inputs_fed"]}
+    assert fed["input"]["source"].startswith("file:") and fed["input"]["shape"] == [1, 512]
+    assert fed["sr"] == {"name": "sr", "dtype": "int64", "shape": [], "source": "value:16000"}
+    # A wrong chunk length is the model's own error, reported in one line with exit code 5.
+    result = cli("bench", path, *FAST, "--shape", "input=1x100", "--shape", "state=2x1x128", "--input", "sr=16000")
+    assert result.code == 5 and "first inference failed" in result.err and "Traceback" not in result.err
+
+
+def test_json_to_stdout_is_the_only_stdout(cli, models):
+    result = cli("bench", models["sine_float.tflite"], *FAST, "--json", "-")
+    assert result.code == 0
+    assert result.json()["schema"] == "edgebench.bench/1"
