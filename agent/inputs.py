@@ -127,7 +127,8 @@ def shape_fits(shape: Sequence[int], model_shape: Sequence) -> bool:
 def format_shape(shape: Sequence) -> str:
     if len(shape) == 0:
         return "scalar"
-    return "x".join(str(d) if isinstance(d, int) and d >= 0 else (d or "?") for d in shape)
+    return "x".join(str(d) if isinstance(d, int) and d >= 0 else (d if isinstance(d, str) and d else "?")
+                    for d in shape)
 
 
 def resolve_shape(spec: TensorSpec, override: Optional[Shape]) -> Shape:

@@ -68,7 +68,8 @@ def linear_model(weights: np.ndarray, bias: np.ndarray, batch="N", opset: int = 
         "linear",
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, [batch, features])],
         [helper.make_tensor_value_info("probs", TensorProto.FLOAT, [batch, classes])],
-        [numpy_helper.from_array(weights.astype(np.float32), "W"), numpy_helper.from_array(bias.astype(np.float32), "b")],
+        [numpy_helper.from_array(weights.astype(np.float32), "W"),
+         numpy_helper.from_array(bias.astype(np.float32), "b")],
     )
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
 

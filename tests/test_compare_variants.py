@@ -1,0 +1,116 @@
+"""Drift between models (compare) and the variants table, on tiny built models and a real quantized pair."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from edgebench.agent.compare import cosine, drift, is_classifier
+from edgebench.agent.tensors import TensorSpec
+
+from .conftest import FAST
+
+
+def softmax(z):
+    e = np.exp(z - z.max(axis=-1, keepdims=True))
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+def test_drift_numbers_match_numpy(cli, tiny_onnx, tmp_path):
+    """Two linear models whose weights differ: the reported drift equals the drift numpy computes."""
+    ref, weights, bias = tiny_onnx(seed=3, name="ref.onnx")
+    cand, weights2, bias2 = tiny_onnx(seed=3, name="cand.onnx", noise=0.3)
+    result = cli("compare", ref, cand, "--samples", "12", "--seed", "5", "--json", "-")
+    assert result.code == 0, result
+    document = result.json()
+    # The same inputs edgebench generates: float in [0, 1), seeds 5..16, batch 1.
+    xs = [np.random.default_rng(5 + i).random((1, 8), dtype=np.float64).astype(np.float32) for i in range(12)]
+    expected_ref = [softmax(x @ weights.astype(np.float32) + bias.astype(np.float32)) for x in xs]
+    expected_cand = [softmax(x @ weights2.astype(np.float32) + bias2.astype(np.float32)) for x in xs]
+    diff = np.concatenate([(a - b).ravel() for a, b in zip(expected_ref, expected_cand)])
+    got = document["drift"]
+    assert got["samples"] == 12
+    assert got["max_abs_err"] == pytest.approx(np.abs(diff).max(), rel=1e-4)
+    assert got["mean_abs_err"] == pytest.approx(np.abs(diff).mean(), rel=1e-4)
+    agree = np.mean([np.argmax(a) == np.argmax(b) for a, b in zip(expected_ref, expected_cand)])
+    assert got["top1_agreement"] == pytest.approx(agree)
+    assert got["max_abs_err"] > 0 and got["cosine_min"] < 1
+
+
+def test_identical_models_have_zero_drift(cli, tiny_onnx):
+    ref, _, _ = tiny_onnx(name="a.onnx")
+    result = cli("compare", ref, ref, "--samples", "4", "--json", "-")
+    assert result.code == 0, result
+    got = result.json()["drift"]
+    assert got["max_abs_err"] == 0 and got["cosine_min"] == pytest.approx(1.0) and got["top1_agreement"] == 1.0
+
+
+def test_eval_reports_accuracy_of_both(cli, tiny_onnx, tmp_path):
+    ref, weights, bias = tiny_onnx(seed=7, name="ref.onnx")
+    cand, _, _ = tiny_onnx(seed=8, name="other.onnx")  # unrelated weights: near-chance accuracy
+    x = np.random.default_rng(0).random((40, 8)).astype(np.float32)
+    y = np.argmax(x @ weights + bias, axis=1)  # labels the reference gets right by construction
+    np.savez(tmp_path / "eval.npz", x=x, y=y)
+    result = cli("compare", ref, cand, "--eval", tmp_path / "eval.npz", "--json", "-")
+    assert result.code == 0, result
+    accuracy = result.json()["accuracy"]
+    assert accuracy["reference"]["top1"] == 1.0 and accuracy["reference"]["samples"] == 40
+    assert accuracy["candidate"]["top1"] < 1.0
+    np.savez(tmp_path / "bad.npz", x=x)
+    result = cli("compare", ref, cand, "--eval", tmp_path / "bad.npz")
+    assert result.code == 3 and "needs an array 'y'" in result.err
+
+
+def test_quantized_tflite_inputs_and_outputs_are_dequantized(cli, models):
+    """The int8 EfficientNet against itself through both paths of quantize/dequantize: zero drift,
+    and the output (uint8 scores) is read as probabilities, so its range is about [0, 1]."""
+    path = models["efficientnet_lite0_int8.tflite"]
+    result = cli("compare", path, path, "--samples", "3", "--json", "-")
+    assert result.code == 0, result
+    got = result.json()["drift"]
+    assert got["max_abs_err"] == 0 and got["top1_agreement"] == 1.0
+    assert 0 < got["reference_range"] <= 1.0
+
+
+@pytest.mark.slow
+def test_variants_of_a_real_model(cli, models, tmp_path):
+    """PP-OCR's direction classifier: fp16, dynamic and static int8 made, benchmarked, drift measured.
+    This is also the real quantized pair: the static int8 model's drift against the float one."""
+    out = tmp_path / "variants"
+    result = cli("variants", models["ppocr_cls.onnx"], "--shape", "x=1x3x48x192", "--out-dir", out, *FAST,
+                 "--samples", "8", "--calibration-samples", "8", "--json", tmp_path / "v.json")
+    assert result.code == 0, result
+    document = json.loads((tmp_path / "v.json").read_text())
+    rows = {row["name"]: row for row in document["variants"]}
+    assert list(rows) == ["float32", "fp16", "dynamic-int8", "static-int8"]
+    for name in ("fp16", "dynamic-int8", "static-int8"):
+        row = rows[name]
+        assert row["error"] is None, row
+        assert row["size_bytes"] < rows["float32"]["size_bytes"]
+        assert row["report"]["stats"]["p50_ms"] > 0
+        assert 0 < row["drift"]["max_abs_err"] < 1 and row["drift"]["cosine_mean"] > 0.9
+    assert rows["fp16"]["drift"]["max_abs_err"] < rows["static-int8"]["drift"]["max_abs_err"]
+    for line in ("float32", "fp16", "dynamic-int8", "static-int8", "vs float"):
+        assert line in result.out
+    # The produced int8 model compared on its own: the same drift machinery, from the CLI.
+    pair = cli("compare", models["ppocr_cls.onnx"], out / "ppocr_cls.static-int8.onnx", "--shape", "x=1x3x48x192",
+               "--samples", "8", "--json", "-")
+    assert pair.code == 0, pair
+    assert pair.json()["drift"]["max_abs_err"] == pytest.approx(rows["static-int8"]["drift"]["max_abs_err"])
+
+
+def test_variants_rejects_tflite(cli, models):
+    result = cli("variants", models["sine_float.tflite"])
+    assert result.code == 2 and "ONNX models" in result.err
+
+
+def test_drift_and_cosine_units():
+    assert cosine(np.zeros(3), np.zeros(3)) == 1.0
+    assert cosine(np.array([1.0, 0]), np.array([0, 1.0])) == 0.0
+    d = drift([np.array([0.1, 0.9])], [np.array([0.6, 0.4])])
+    assert d["max_abs_err"] == pytest.approx(0.5) and d["top1_agreement"] == 0.0
+    assert is_classifier(TensorSpec("p", "float32", (-1, 1000)))
+    assert is_classifier(TensorSpec("p", "uint8", (1, 1000)))
+    assert not is_classifier(TensorSpec("mask", "float32", (1, 257, 257, 21)))
