@@ -71,7 +71,7 @@ def add_runtime_options(parser: argparse.ArgumentParser) -> None:
                        "(default: chosen from the model file)")
     group.add_argument("--delegate", dest="delegates", type=comma_list, default=[], metavar="CHAIN",
                        help="TFLite delegates to try in order: xnnpack, gpu, nnapi, edgetpu, hexagon, armnn, "
-                       "qnn, cpu, ref, or a delegate .so path (default: xnnpack,cpu)")
+                       "qnn, cpu, ref, or a delegate .so path (default: xnnpack)")
     group.add_argument("--delegate-option", action="append", default=[], metavar="KEY=VALUE",
                        help="option passed to external delegates (repeatable)")
     group.add_argument("--providers", type=comma_list, default=[], metavar="CHAIN",
