@@ -14,7 +14,7 @@ from .isolation import ChildLimits, ProgressFn, run_isolated
 from .measure import RunSettings
 from .modelfile import ModelFile, identify
 from .report import SCHEMA, utc_now
-from .runtimes import DEFAULT_FOR_FORMAT, choose_runtime
+from .runtimes import DEFAULT_FOR_FORMAT, choose_runtime, runtime_class
 from .runtimes.base import RuntimeOptions
 
 
@@ -86,5 +86,9 @@ def build_report(model: ModelFile, request: BenchRequest, result: dict, rss_samp
 
 def run(request: BenchRequest, progress: Optional[ProgressFn] = None) -> dict:
     model, worker_request = prepare(request)
-    outcome = run_isolated(worker_request, request.limits, progress)
+    runtime = runtime_class(worker_request["runtime"])
+    # Out-of-process runtimes (the native harness) run the whole protocol in their own child process and
+    # return the worker's result shape; Python runtimes run inside the worker.
+    execute = getattr(runtime, "execute", None) or run_isolated
+    outcome = execute(worker_request, request.limits, progress)
     return build_report(model, request, outcome.result, outcome.rss_samples)
