@@ -118,3 +118,20 @@ def test_json_to_stdout_is_the_only_stdout(cli, models):
     result = cli("bench", models["sine_float.tflite"], *FAST, "--json", "-")
     assert result.code == 0
     assert result.json()["schema"] == "edgebench.bench/1"
+
+
+def test_external_delegate_paths_fall_back_with_reasons(cli, models, tmp_path):
+    """A delegate .so that does not exist, and a real shared library that is not a delegate: both are
+    skipped with their reason and the next delegate in the chain runs the model."""
+    missing = tmp_path / "libedgetpu.so.1"
+    not_a_delegate = next(p for p in ("/lib/x86_64-linux-gnu/libm.so.6", "/usr/lib/x86_64-linux-gnu/libm.so.6",
+                                      "/lib/aarch64-linux-gnu/libm.so.6") if os.path.exists(p))
+    result = cli("bench", models["sine_float.tflite"], *FAST, "--delegate", f"{missing},{not_a_delegate},xnnpack",
+                 "--json", "-")
+    assert result.code == 0, result
+    runtime = result.json()["runtime"]
+    assert runtime["used"] == ["xnnpack"]
+    assert [f["candidate"] for f in runtime["fallbacks"]] == [str(missing), not_a_delegate]
+    assert all(f["reason"] for f in runtime["fallbacks"])
+    result = cli("bench", models["sine_float.tflite"], *FAST, "--delegate", str(missing))
+    assert result.code == 4 and "no delegate in the chain" in result.err, result
