@@ -171,7 +171,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"edgebench {__version__}")
     parser.add_argument("--debug", action="store_true", help="debug logging and full tracebacks")
     parser.add_argument("-v", "--verbose", action="store_true", help="more logging")
+    parser.add_argument("--config", metavar="FILE", help="TOML file with option defaults per command "
+                        "(default: $EDGEBENCH_CONFIG or ~/.config/edgebench/config.toml; see docs/cli.md)")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    parser.set_defaults(subparsers=commands.choices)
 
     bench = commands.add_parser("bench", help="benchmark one model on this machine",
                                 description="Benchmark one model: load time, first inference, latency "
@@ -233,6 +236,15 @@ def configure_logging(args: argparse.Namespace) -> None:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = build_parser()
+    first, _ = parser.parse_known_args(argv)
+    if first.command:
+        from .config import apply_defaults
+
+        try:
+            apply_defaults(first.subparsers[first.command], first.command, first.config)
+        except UsageError as exc:
+            print(f"edgebench: error: {exc}", file=sys.stderr)
+            return exc.exit_code
     args = parser.parse_args(argv)
     if not getattr(args, "handler", None):
         parser.print_help()
@@ -249,6 +261,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except KeyboardInterrupt:
         print("edgebench: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # the reader (`| head`) went away: stop quietly, as Unix tools do
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 128 + 13
     except Exception as exc:  # noqa: BLE001 - an unexpected bug still gets one line, not a traceback
         if args.debug:
             raise
