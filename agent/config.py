@@ -46,8 +46,8 @@ def config_path(explicit: Optional[str], environ: Mapping[str, str]) -> Optional
 def _settable(parser: argparse.ArgumentParser) -> dict[str, argparse.Action]:
     """Options that take one value (append/list flags stay command-line only), by dest."""
     return {a.dest: a for a in parser._actions
-            if a.option_strings and a.nargs is None and not isinstance(a, (argparse._AppendAction,
-                                                                            argparse._HelpAction))}
+            if a.option_strings and not isinstance(a, argparse._AppendAction)
+            and (a.nargs is None or isinstance(a, argparse._StoreTrueAction))}
 
 
 def _as_text(value: object) -> str:
