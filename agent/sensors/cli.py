@@ -1,0 +1,105 @@
+"""``edgebench sensors``: what sensors this machine (or a recorded tree, or a phone over adb) has, and
+their current readings with units, as a table or as JSON."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from typing import List, Optional, TextIO
+
+from . import board_info, close_all, discover, read_all, read_errors, target
+from .base import Reading
+from .commands import AdbRunner
+from .fs import RemoteFS
+
+PRIME_S = 0.25  # rate-based sensors (RAPL) need two reads to give power
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--root", default="/", metavar="DIR",
+                        help="read a recorded tree instead of this machine (commands replayed from DIR/commands)")
+    parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    parser.add_argument("--adb", metavar="SERIAL", default=None,
+                        help="read an Android device over adb (adb -s SERIAL shell ...)")
+    parser.add_argument("--adb-exe", metavar="PATH", default=os.environ.get("EDGEBENCH_ADB", "adb"),
+                        help="adb executable (default: $EDGEBENCH_ADB or adb on PATH)")
+
+
+def _format_value(r: Reading) -> str:
+    if isinstance(r.value, str):
+        return r.value
+    if r.kind == "frequency":
+        return f"{r.value / 1e6:.0f} MHz"
+    if r.kind == "memory":
+        return f"{r.value / 2**20:.0f} MiB"
+    if r.kind in ("power", "voltage", "current"):
+        return f"{r.value:.3f} {r.unit}"
+    if r.kind == "energy":
+        return f"{r.value:.1f} {r.unit}"
+    return f"{r.value:.1f} {r.unit}"
+
+
+# Clock limits are printed per policy above the table; --json has them as readings too.
+_TABLE_SKIP = ("/min", "/cpuinfo_min", "/cpuinfo_max")
+
+
+def _table(readings: List[Reading], out: TextIO) -> None:
+    rows = [(r.sensor, r.kind, _format_value(r), r.source) for r in readings
+            if not (r.sensor.startswith("cpufreq/") and r.sensor.endswith(_TABLE_SKIP))]
+    header = ("SENSOR", "KIND", "VALUE", "SOURCE")
+    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(3)]
+    for row in [header, *rows]:
+        out.write(f"{row[0]:<{widths[0]}}  {row[1]:<{widths[1]}}  {row[2]:>{widths[2]}}  {row[3]}\n")
+
+
+def _board_lines(info: dict, out: TextIO) -> None:
+    for key in ("board", "soc", "cpu_model", "kernel", "power_mode"):
+        if info.get(key):
+            out.write(f"{key}: {info[key]}\n")
+    if info.get("ram_bytes"):
+        out.write(f"ram: {info['ram_bytes'] / 2**30:.1f} GiB\n")
+    for name, policy in sorted(info.get("cpufreq", {}).items()):
+        lo, hi = policy.get("scaling_min_hz"), policy.get("scaling_max_hz")
+        limits = f"{lo / 1e6:.0f}-{hi / 1e6:.0f} MHz" if lo and hi else "limits unknown"
+        out.write(f"{name}: cpus {policy.get('cpus')}, {policy.get('governor')}, {limits}\n")
+
+
+def run(args: argparse.Namespace, out: Optional[TextIO] = None) -> int:
+    out = out or sys.stdout  # looked up per call, so capture (pytest's capsys) sees it
+    if args.adb:
+        runner = AdbRunner(args.adb, args.adb_exe)
+        if not runner.reachable():
+            sys.stderr.write(f"edgebench sensors: adb device {args.adb!r} not reachable with {args.adb_exe!r}\n")
+            return 1
+        fs, runner = RemoteFS(runner), runner
+    else:
+        fs, runner = target(args.root)
+    sensors = discover(fs, runner)
+    try:
+        if any(s.rate_based for s in sensors):
+            read_all([s for s in sensors if s.rate_based])
+            time.sleep(PRIME_S)
+        readings = read_all(sensors)
+        errors = read_errors(sensors)
+    finally:
+        close_all(sensors)
+    info = board_info(fs, runner)
+    if args.json:
+        json.dump({"root": getattr(fs, "root", None) or f"adb:{args.adb}", "board": info,
+                   "sensors": [s.name for s in sensors], "readings": [r.to_dict() for r in readings],
+                   "errors": errors}, out, indent=2, default=str)
+        out.write("\n")
+        return 0
+    _board_lines(info, out)
+    if readings:
+        out.write("\n")
+        _table(readings, out)
+    else:
+        out.write("\nno sensors found\n")
+    for name, errs in sorted(errors.items()):
+        for err in errs:
+            out.write(f"warning: {name}: {err}\n")
+    return 0

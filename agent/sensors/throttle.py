@@ -1,0 +1,127 @@
+"""Throttling in a sampled series: when it started and why. Pure functions.
+
+Three signs, each only where the board exposes it:
+- Raspberry Pi ``get_throttled`` bits 0-3 (under-voltage, arm frequency capped, throttled, soft temperature
+  limit) set during the run;
+- a CPU clock below the policy's maximum under the ``performance`` governor (which would otherwise hold the
+  maximum): the firmware or the thermal framework took clock away. Under other governors a low clock is
+  the governor's choice and says nothing. ``min_samples`` consecutive low samples are required, because
+  intel_pstate's reported clock wanders by a few percent on its own;
+- a temperature at or over the zone's passive trip point, where the kernel starts cooling by cutting clocks.
+
+The reference limits come from readings taken before the run (``limits_from_readings``), so a maximum that
+the thermal framework lowers during the run still counts as throttling.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Dict, Iterable, List, Optional, Tuple
+
+from .base import Reading
+from .raspberrypi import THROTTLE_BITS
+from .sampler import Series
+
+PI_BITS_FORMAT = "vcgencmd-throttled-bits"
+
+
+@dataclass
+class ThrottleEvent:
+    # pi_under_voltage, pi_arm_freq_capped, pi_throttled, pi_soft_temp_limit, clock_below_max, over_passive_trip
+    reason: str
+    sensor: str
+    onset_ns: int
+    value: object
+    limit: object = None
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class ThrottleLimits:
+    pi_sensors: List[str] = field(default_factory=list)  # readings holding get_throttled bits
+    clocks: Dict[str, Tuple[float, str]] = field(default_factory=dict)  # freq reading -> (max Hz, governor)
+    passive_trips: Dict[str, float] = field(default_factory=dict)  # temperature reading -> trip C
+
+
+def limits_from_readings(readings: Iterable[Reading]) -> ThrottleLimits:
+    limits = ThrottleLimits()
+    for r in readings:
+        if r.kind == "state" and r.labels.get("format") == PI_BITS_FORMAT:
+            limits.pi_sensors.append(r.sensor)
+        elif r.kind == "frequency" and "governor" in r.labels:
+            top = r.labels.get("scaling_max_hz") or r.labels.get("cpuinfo_max_hz")
+            if top:
+                limits.clocks[r.sensor] = (float(top), r.labels["governor"])
+        elif r.kind == "temperature" and "trip_passive_c" in r.labels:
+            limits.passive_trips[r.sensor] = float(r.labels["trip_passive_c"])
+    return limits
+
+
+def _bits(value: object) -> Optional[int]:
+    try:
+        return int(str(value), 0)
+    except ValueError:
+        return None
+
+
+def pi_throttle_events(series: Series, sensor: str = "rpi/throttled") -> List[ThrottleEvent]:
+    """The first tick at which each "now" bit of get_throttled is set."""
+    events: Dict[int, ThrottleEvent] = {}
+    for t, values in series:
+        bits = _bits(values[sensor]) if sensor in values else None
+        if bits is None:
+            continue
+        for bit, name in THROTTLE_BITS.items():
+            if bits & (1 << bit) and bit not in events:
+                events[bit] = ThrottleEvent(f"pi_{name}", sensor, t, hex(bits))
+    return sorted(events.values(), key=lambda e: e.onset_ns)
+
+
+def clock_events(series: Series, sensor: str, max_hz: float, governor: str, tolerance: float = 0.05,
+                 min_samples: int = 3) -> List[ThrottleEvent]:
+    """Onset of the first run of ``min_samples`` samples below max x (1 - tolerance), performance only."""
+    if governor != "performance":
+        return []
+    floor = max_hz * (1 - tolerance)
+    run_start: Optional[Tuple[int, float]] = None
+    count = 0
+    for t, values in series:
+        v = values.get(sensor)
+        if v is None or isinstance(v, str):
+            continue
+        if v < floor:
+            run_start = run_start or (t, v)
+            count += 1
+            if count >= min_samples:
+                return [ThrottleEvent("clock_below_max", sensor, run_start[0], run_start[1], max_hz)]
+        else:
+            run_start, count = None, 0
+    return []
+
+
+def trip_events(series: Series, sensor: str, trip_c: float) -> List[ThrottleEvent]:
+    """The first sample at or over the passive trip point."""
+    for t, values in series:
+        v = values.get(sensor)
+        if v is not None and not isinstance(v, str) and v >= trip_c:
+            return [ThrottleEvent("over_passive_trip", sensor, t, v, trip_c)]
+    return []
+
+
+def detect_throttling(series: Series, limits: ThrottleLimits, tolerance: float = 0.05,
+                      min_samples: int = 3) -> List[ThrottleEvent]:
+    """Every throttle sign in the series, earliest first."""
+    events: List[ThrottleEvent] = []
+    for sensor in limits.pi_sensors:
+        events += pi_throttle_events(series, sensor)
+    for sensor, (max_hz, governor) in limits.clocks.items():
+        events += clock_events(series, sensor, max_hz, governor, tolerance, min_samples)
+    for sensor, trip in limits.passive_trips.items():
+        events += trip_events(series, sensor, trip)
+    return sorted(events, key=lambda e: e.onset_ns)
+
+
+def first_onset(events: Iterable[ThrottleEvent]) -> Optional[int]:
+    return min((e.onset_ns for e in events), default=None)
