@@ -13,6 +13,7 @@ from . import __version__, provenance, stats
 from .isolation import ChildLimits, ProgressFn, run_isolated
 from .measure import RunSettings
 from .modelfile import ModelFile, identify
+from .physics import PhysicsSettings, RunPhysics, relative, sustained_windows
 from .report import SCHEMA, utc_now
 from .runtimes import DEFAULT_FOR_FORMAT, choose_runtime, runtime_class
 from .runtimes.base import RuntimeOptions
@@ -28,6 +29,8 @@ class BenchRequest:
     input_args: Sequence[str] = ()  # --input NAME=file.npy | value | zeros/ones/random
     seed: int = 0
     limits: ChildLimits = field(default_factory=ChildLimits)
+    physics: Optional[PhysicsSettings] = None  # None: no sensors (temperature, clocks, power) sampled
+    sustained_window_s: Optional[float] = None  # set for sustained runs: report latency per window
 
 
 def prepare(request: BenchRequest) -> tuple[ModelFile, dict]:
@@ -90,5 +93,47 @@ def run(request: BenchRequest, progress: Optional[ProgressFn] = None) -> dict:
     # Out-of-process runtimes (the native harness) run the whole protocol in their own child process and
     # return the worker's result shape; Python runtimes run inside the worker.
     execute = getattr(runtime, "execute", None) or run_isolated
-    outcome = execute(worker_request, request.limits, progress)
-    return build_report(model, request, outcome.result, outcome.rss_samples)
+    physics = RunPhysics(request.physics) if request.physics else None
+    series = None
+    try:
+        if physics:
+            physics.wait_until_cool(progress)
+            physics.measure_idle()
+            physics.start()
+        outcome = execute(worker_request, request.limits, progress)
+    finally:
+        if physics:
+            series = physics.stop()
+            physics.close()
+    report = build_report(model, request, outcome.result, outcome.rss_samples)
+    if physics:
+        add_physics(report, physics, series, request.sustained_window_s)
+    return report
+
+
+def add_physics(report: dict, physics: RunPhysics, series: list, window_s: Optional[float]) -> None:
+    measured, samples = report["timing"]["measured"], report["samples"]
+    origin = measured["origin_monotonic_ns"]
+    wall = samples["start_offset_ns"][-1] + samples["latency_ns"][-1]  # first start to last end
+    report["physics"] = physics.summarize(series, origin, wall, measured["runs"])
+    report["physics"]["settings"] = physics.settings.to_dict()
+    if window_s:
+        report["sustained"] = sustained_summary(report, relative(series, origin), physics.units, window_s)
+
+
+def sustained_summary(report: dict, series: list, units: dict, window_s: float) -> dict:
+    """Cold vs steady state: p90 of the first window against p90 over the last quarter of the run."""
+    latency, offsets = report["samples"]["latency_ns"], report["samples"]["start_offset_ns"]
+    windows = sustained_windows(latency, offsets, series, units, window_s)
+    tail_start = offsets[-1] * 3 // 4
+    tail = [lat for lat, off in zip(latency, offsets) if off >= tail_start]
+    steady_p90 = stats.summarize(tail)["p90_ms"] if tail else None
+    cold_p90 = windows[0]["p90_ms"] if windows else None
+    return {
+        "window_s": window_s,
+        "windows": windows,
+        "cold_p90_ms": cold_p90,
+        "steady_p90_ms": steady_p90,
+        "steady_vs_cold_p90": steady_p90 / cold_p90 if steady_p90 and cold_p90 else None,
+        "time_to_first_throttle_s": report["physics"]["throttling"]["onset_s"],
+    }

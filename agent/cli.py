@@ -107,6 +107,37 @@ def add_run_options(parser: argparse.ArgumentParser) -> None:
                        help="how often this process samples the benchmark's RSS; 0 turns it off (default 0.05)")
 
 
+def add_physics_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("board physics (temperature, clocks, power, throttling)")
+    group.add_argument("--no-sensors", dest="sensors", action="store_false",
+                       help="do not sample the board's sensors during the run")
+    group.add_argument("--sensor-rate", type=float, default=10.0, metavar="HZ", help="sampling rate (default 10)")
+    group.add_argument("--sensors-root", default="/", metavar="DIR",
+                       help="read sensors under DIR instead of / (a recorded board tree, a mounted /sys)")
+    group.add_argument("--idle-baseline", type=duration, default=1.0, metavar="SECONDS",
+                       help="measure idle power this long before the run, to report the inference's own energy "
+                       "(default 1s; 0 skips; only where a power sensor exists)")
+    group.add_argument("--max-start-temp", type=float, metavar="C",
+                       help="before measuring, wait until every temperature is at or below C and nothing throttles")
+    group.add_argument("--cooldown-timeout", type=duration, default=300.0, metavar="SECONDS",
+                       help="give up waiting for --max-start-temp after this long (default 300s)")
+    group.add_argument("--sustained", type=duration, metavar="DURATION",
+                       help="run continuously this long (e.g. 10m) and report latency and temperature over time")
+    group.add_argument("--window", type=duration, metavar="SECONDS",
+                       help="window length for --sustained (default: a twentieth of the run, at least 1s)")
+
+
+def physics_settings(args: argparse.Namespace):
+    if not args.sensors:
+        return None
+    from .physics import PhysicsSettings
+
+    if args.sensor_rate <= 0:
+        raise UsageError("--sensor-rate must be positive")
+    return PhysicsSettings(rate_hz=args.sensor_rate, root=args.sensors_root, idle_s=args.idle_baseline,
+                           max_start_temp_c=args.max_start_temp, cooldown_timeout_s=args.cooldown_timeout)
+
+
 def runtime_options(args: argparse.Namespace):
     from .runtimes.base import RuntimeOptions
 
@@ -137,10 +168,18 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from .report import emit_json, render
 
     settings = run_settings(args)
+    window = None
+    if args.sustained:  # one long measured phase: exactly the requested duration
+        settings.min_runs, settings.min_duration_s, settings.max_duration_s = 1, args.sustained, args.sustained
+        window = args.window or max(1.0, args.sustained / 20)
+    physics = physics_settings(args)
+    if window and physics is None:
+        raise UsageError("--sustained reports temperature over time: it cannot run with --no-sensors")
     request = bench.BenchRequest(
         model=args.model, runtime=args.runtime, options=runtime_options(args), settings=settings,
         shape_args=args.shape, input_args=args.input, seed=args.seed,
         limits=child_limits(args, settings.max_duration_s + settings.warmup_duration_s),
+        physics=physics, sustained_window_s=window,
     )
     progress = ProgressLine(args.model, settings.min_duration_s, enabled=None if not args.quiet else False)
     try:
@@ -165,6 +204,31 @@ def cmd_variants(args: argparse.Namespace) -> int:
     return variants.main(args)
 
 
+def cmd_sensors(args: argparse.Namespace) -> int:
+    from .sensors import cli as sensors_cli
+
+    return sensors_cli.run(args)
+
+
+def add_sensors_command(commands, adb: bool = False) -> None:
+    """`edgebench sensors` (this machine or a recorded tree) and `edgebench adb sensors --serial S`."""
+    from .sensors import cli as sensors_cli  # argparse set-up only: imports no numpy, no runtime
+
+    if adb:
+        sensors = commands.add_parser("sensors", help="read an Android device's sensors over adb",
+                                      description="Discover and read an Android device's sensors from this host "
+                                      "through `adb -s SERIAL shell`.")
+        sensors_cli.add_arguments(sensors)
+        sensors.add_argument("--serial", dest="adb", required=True, metavar="SERIAL", help="adb device serial")
+    else:
+        sensors = commands.add_parser("sensors", help="discover this board's sensors and print current readings",
+                                      description="Discover temperature, clock, power and throttling sensors "
+                                      "(thermal zones, hwmon/INA rails, cpufreq, vcgencmd, Jetson, Android, RAPL, "
+                                      "NVML) and print their current readings with units.")
+        sensors_cli.add_arguments(sensors)
+    sensors.set_defaults(handler=cmd_sensors)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="edgebench", description="Benchmark AI models on edge boards: latency, memory and accuracy drift.")
@@ -183,6 +247,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_runtime_options(bench)
     add_input_options(bench)
     add_run_options(bench)
+    add_physics_options(bench)
     bench.add_argument("--json", metavar="FILE", help="write the full report (every sample) as JSON; - for stdout")
     bench.add_argument("-q", "--quiet", action="store_true", help="no table, no progress line")
     bench.set_defaults(handler=cmd_bench)
@@ -226,6 +291,10 @@ def build_parser() -> argparse.ArgumentParser:
     variants.add_argument("--providers", type=comma_list, default=[], metavar="CHAIN")
     variants.add_argument("--json", metavar="FILE", help="write the table and every report as JSON; - for stdout")
     variants.set_defaults(handler=cmd_variants)
+
+    add_sensors_command(commands)
+    adb = commands.add_parser("adb", help="work with an Android device from this host over adb")
+    add_sensors_command(adb.add_subparsers(dest="adb_command", metavar="COMMAND", required=True), adb=True)
     return parser
 
 

@@ -58,17 +58,6 @@ def count_cpus(root: Path) -> Optional[int]:
     return sum(1 for line in cpuinfo.splitlines() if line.startswith("processor")) or None
 
 
-def governors(root: Path) -> dict[str, str]:
-    """scaling_governor per cpufreq policy, e.g. {"policy0": "ondemand", "policy4": "performance"}."""
-    base = root / "sys/devices/system/cpu/cpufreq"
-    found = {}
-    for policy in sorted(base.glob("policy*")) if base.is_dir() else []:
-        governor = _read(root, str((policy / "scaling_governor").relative_to(root)))
-        if governor:
-            found[policy.name] = governor
-    return found
-
-
 def memory_total_bytes(root: Path) -> Optional[int]:
     meminfo = _read(root, "proc/meminfo") or ""
     value = _cpuinfo_field(meminfo, "MemTotal")
@@ -82,8 +71,26 @@ def os_name(root: Path) -> Optional[str]:
     return name.strip().strip('"') if name else None
 
 
+def board_facts(root: str) -> dict:
+    """What the sensor layer knows of the board: SoC, power mode, per-policy clock limits and governors,
+    thermal trip points (read by the same plugins that sample the run, so they agree with it)."""
+    from . import sensors
+
+    info = sensors.board_info(root)
+    cpufreq = info.get("cpufreq") or {}
+    return {
+        "soc": info.get("soc"),
+        "power_mode": info.get("power_mode"),
+        "governors": {policy: limits.get("governor") for policy, limits in cpufreq.items()},
+        "cpufreq": cpufreq,
+        "thermal_trips_c": info.get("thermal_trips_c") or {},
+        "platform": {key: info[key] for key in ("raspberrypi", "jetson", "android") if key in info},
+    }
+
+
 def collect(root: str = "/", edgebench_version: Optional[str] = None) -> dict:
-    """Provenance of the machine under ``root``; host-only facts (Python, hostname) when root is ``/``."""
+    """Provenance of the machine under ``root``; host-only facts (Python, hostname) when root is ``/``.
+    Board facts come from the sensor plugins' board_info: the same root, the same reading of cpufreq."""
     base = Path(root)
     live = base.resolve() == Path("/")
     cores = count_cpus(base) or (os.cpu_count() if live else None)
@@ -92,11 +99,12 @@ def collect(root: str = "/", edgebench_version: Optional[str] = None) -> dict:
         "cpu": cpu_model(base) or (platform.processor() or None if live else None),
         "arch": platform.machine() if live else None,
         "cores": cores,
-        "governors": governors(base),
+        "governors": {},
         "memory_total_bytes": memory_total_bytes(base),
         "kernel": _read(base, "proc/sys/kernel/osrelease") or (platform.release() if live else None),
         "os": os_name(base),
     }
+    facts.update(board_facts(root))
     if live:
         facts.update({
             "hostname": socket.gethostname(),

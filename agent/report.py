@@ -116,6 +116,58 @@ def render(report: dict) -> str:
     lines.append(f"memory    RSS {human_bytes(mem['rss_before_load_bytes'])} before load, "
                  f"{human_bytes(mem['rss_after_load_bytes'])} after; peak {human_bytes(mem['peak_load_bytes'])} "
                  f"while loading/warming up, {human_bytes(steady)} while measuring")
+    lines += physics_lines(report)
     validity = report["validity"]
     lines.append("verdict   " + ("valid" if validity["valid"] else "NOT VALID: " + "; ".join(validity["reasons"])))
     return "\n".join(lines)
+
+
+def _window_summary(window: dict, kind: str, fmt) -> Optional[str]:
+    items = [(sensor, w) for sensor, w in window.items() if w["kind"] == kind]
+    if not items:
+        return None
+    sensor, w = max(items, key=lambda item: item[1]["max"])
+    more = f" (+{len(items) - 1} more)" if len(items) > 1 else ""
+    return f"{fmt(w['first'])} -> {fmt(w['last'])}, max {fmt(w['max'])} [{sensor}]{more}"
+
+
+def physics_lines(report: dict) -> list[str]:
+    physics = report.get("physics")
+    if not physics:
+        return []
+    window = physics["window"]
+    lines = []
+    wait = physics.get("wait")
+    if wait and wait.get("waited_s") is not None and "note" not in wait:
+        lines.append(f"cooldown  waited {wait['waited_s']:.1f} s for {wait['max_start_temp_c']:g} °C "
+                     f"(started at {wait['temp_at_start_c']:.1f} °C)")
+    temperature = _window_summary(window, "temperature", lambda v: f"{v:.1f} °C")
+    if temperature:
+        lines.append(f"temp      {temperature}")
+    clocks = _window_summary(window, "frequency", lambda v: f"{v / 1e6:.0f} MHz")
+    if clocks:
+        lines.append(f"clock     {clocks}")
+    energy = physics.get("energy")
+    if energy and "avg_w" in energy:
+        idle = f", idle {energy['idle_w']:.2f} W" if energy.get("idle_w") is not None else ""
+        per = energy.get("energy_per_inference_mj")
+        per_text = f" · {per:.4g} mJ/inference above idle" if per is not None else ""
+        lines.append(f"power     avg {energy['avg_w']:.2f} W, peak {energy['peak_w']:.2f} W{idle}{per_text} "
+                     f"[{energy['source']}]")
+    elif energy:
+        lines.append(f"power     {energy.get('note', 'n/a')}")
+    if not (temperature or clocks or energy):
+        lines.append("sensors   none readable on this machine (see `edgebench sensors`)")
+    throttling = physics["throttling"]
+    if throttling["detected"]:
+        reasons = ", ".join(sorted({e["reason"] for e in throttling["events"]}))
+        lines.append(f"THROTTLED from {throttling['onset_s']:.1f} s into the run: {reasons}")
+    sustained = report.get("sustained")
+    if sustained and sustained.get("cold_p90_ms"):
+        ratio = sustained["steady_vs_cold_p90"]
+        first = sustained["time_to_first_throttle_s"]
+        lines.append(f"sustained p90 cold {sustained['cold_p90_ms']:.3f} ms -> steady "
+                     f"{sustained['steady_p90_ms']:.3f} ms "
+                     f"(x{ratio:.3f}); first throttle: {'none' if first is None else f'{first:.1f} s'}; "
+                     f"{len(sustained['windows'])} windows of {sustained['window_s']:g} s in the report")
+    return lines
