@@ -229,6 +229,22 @@ def add_sensors_command(commands, adb: bool = False) -> None:
     sensors.set_defaults(handler=cmd_sensors)
 
 
+def add_fleet_commands(commands) -> None:
+    """The fleet's commands register themselves: the agent daemon and engineers' commands (edgebench.agent
+    .fleet, when present) and the collector (edgebench.server, only where the server extra is installed).
+    The agent package never imports server code at start-up; ``server`` is found by name, if it is there."""
+    import importlib
+
+    for module_name in ("edgebench.agent.fleet.commands", "edgebench.server.commands"):
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as exc:
+            if exc.name and module_name.startswith(exc.name):
+                continue  # not installed here (a board without the server extra, or not built yet)
+            raise
+        module.register(commands)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="edgebench", description="Benchmark AI models on edge boards: latency, memory and accuracy drift.")
@@ -293,6 +309,7 @@ def build_parser() -> argparse.ArgumentParser:
     variants.set_defaults(handler=cmd_variants)
 
     add_sensors_command(commands)
+    add_fleet_commands(commands)
     adb = commands.add_parser("adb", help="work with an Android device from this host over adb")
     add_sensors_command(adb.add_subparsers(dest="adb_command", metavar="COMMAND", required=True), adb=True)
     return parser
