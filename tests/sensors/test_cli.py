@@ -112,3 +112,21 @@ def test_adb_device_not_reachable(fake_adb, capsys):
     code, out = run("--adb", "WRONG", "--adb-exe", str(exe))
     assert code == 1 and out == ""
     assert "not reachable" in capsys.readouterr().err
+
+
+def test_edgebench_adb_sensors_command(fake_adb, tmp_path):
+    """The top-level command `edgebench adb sensors --serial S`, as a user types it, against the stand-in adb
+    (the same stand-in as above: no phone is reachable from CI)."""
+    import json
+    import subprocess
+
+    exe, _ = fake_adb
+    result = subprocess.run([sys.executable, "-m", "edgebench.agent.cli", "adb", "sensors", "--serial", "R5CT90XYZ",
+                             "--adb-exe", str(exe), "--json"], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    document = json.loads(result.stdout)
+    assert document["root"] == "adb:R5CT90XYZ"
+    assert any(r["sensor"] == "android/battery/current" for r in document["readings"])
+    result = subprocess.run([sys.executable, "-m", "edgebench.agent.cli", "adb", "sensors"], capture_output=True,
+                            text=True)
+    assert result.returncode == 2 and "--serial" in result.stderr
