@@ -10,6 +10,7 @@ import argparse
 import logging
 import re
 import sys
+from pathlib import Path
 from typing import Callable, Optional, Sequence
 
 from . import __version__
@@ -182,10 +183,12 @@ def cmd_bench(args: argparse.Namespace) -> int:
         physics=physics, sustained_window_s=window,
     )
     progress = ProgressLine(args.model, settings.min_duration_s, enabled=None if not args.quiet else False)
+    labels = key_values(args.label, "--label")
     try:
         report = bench.run(request, progress)
     finally:
         progress.close()
+    report["labels"] = labels
     emit_json(report, args.json)
     if args.json != "-" and not args.quiet:
         print(render(report))
@@ -202,6 +205,31 @@ def cmd_variants(args: argparse.Namespace) -> int:
     from . import variants
 
     return variants.main(args)
+
+
+def cmd_gate(args: argparse.Namespace) -> int:
+    import json
+
+    from . import gates
+
+    rules = gates.load_rules(args.gates_file)
+    if not args.reports:
+        raise UsageError("give the results to judge with --reports FILE... (bench or variants JSON reports)")
+    results = gates.load_reports(args.reports, gates.parse_selector(args.labels or ""))
+    verdicts = gates.evaluate(rules, results)
+    if args.junit:
+        Path(args.junit).write_text(gates.junit_xml(verdicts))
+    if args.markdown:
+        Path(args.markdown).write_text(gates.markdown(verdicts))
+    document = {"schema": "edgebench.gates/1", "exit_code": gates.exit_code(verdicts),
+                "verdicts": [v.to_dict() for v in verdicts]}
+    if args.json == "-":
+        print(json.dumps(document, indent=1))
+    else:
+        if args.json:
+            Path(args.json).write_text(json.dumps(document, indent=1))
+        print(gates.terminal(verdicts))
+    return document["exit_code"]
 
 
 def cmd_sensors(args: argparse.Namespace) -> int:
@@ -265,6 +293,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_run_options(bench)
     add_physics_options(bench)
     bench.add_argument("--json", metavar="FILE", help="write the full report (every sample) as JSON; - for stdout")
+    bench.add_argument("--label", action="append", default=[], metavar="KEY=VALUE",
+                       help="tag the report, e.g. release=v1.4.0 or class=rpi5 (release gates select on labels)")
     bench.add_argument("-q", "--quiet", action="store_true", help="no table, no progress line")
     bench.set_defaults(handler=cmd_bench)
 
@@ -307,6 +337,17 @@ def build_parser() -> argparse.ArgumentParser:
     variants.add_argument("--providers", type=comma_list, default=[], metavar="CHAIN")
     variants.add_argument("--json", metavar="FILE", help="write the table and every report as JSON; - for stdout")
     variants.set_defaults(handler=cmd_variants)
+
+    gate = commands.add_parser("gate", help="release gates: latency budgets and regressions against a baseline",
+                               description="Evaluate [[gate]] rules (docs/gates.md) on the latest results. Exit 0 "
+                               "when all pass, 1 when a rule fails, 2 when data is missing or too thin to decide.")
+    gate.add_argument("--config", dest="gates_file", required=True, metavar="GATES.toml", help="the rules")
+    gate.add_argument("--reports", nargs="+", metavar="FILE", help="bench / variants JSON reports to judge")
+    gate.add_argument("--labels", metavar="K=V,...", help="labels for reports that carry none (e.g. class=rpi5)")
+    gate.add_argument("--junit", metavar="FILE", help="JUnit XML: one testcase per rule x board class")
+    gate.add_argument("--markdown", metavar="FILE", help="a Markdown summary for a pull-request comment")
+    gate.add_argument("--json", metavar="FILE", help="verdicts as JSON; - for stdout")
+    gate.set_defaults(handler=cmd_gate)
 
     add_sensors_command(commands)
     add_fleet_commands(commands)

@@ -101,3 +101,38 @@ def verdict(summary: dict, reached_min_runs: bool = True, reached_min_duration: 
     if not reached_min_duration:
         reasons.append("max duration reached before the minimum duration")
     return {"valid": not reasons, "reasons": reasons}
+
+
+def quantile_regression(baseline_ns: Sequence[int], candidate_ns: Sequence[int], q: float = 0.9,
+                        max_regression_pct: float = 0.0, confidence: float = CONFIDENCE, resamples: int = 1000,
+                        seed: int = 0) -> dict:
+    """Did the candidate's quantile ``q`` regress beyond ``max_regression_pct`` against the baseline?
+
+    Percentile bootstrap of the ratio candidate_q / baseline_q (both samples resampled independently).
+    ``regressed`` needs both: the point ratio is beyond the allowance, AND the regression is real: the
+    one-sided lower confidence bound of the ratio is above 1. Run-to-run noise of the same distribution then
+    fails only ~(1 - confidence)/2 of the time at most, and a true regression well past the allowance fails
+    nearly always once both samples are large. ``decided`` is False when either sample is too small to
+    estimate the quantile with a distribution-free interval (stats.min_samples)."""
+    base = np.asarray(baseline_ns, dtype=np.float64)
+    cand = np.asarray(candidate_ns, dtype=np.float64)
+    need = min_samples(q, confidence)
+    result: dict = {"quantile": q, "baseline_n": int(base.size), "candidate_n": int(cand.size), "min_samples": need,
+                    "max_regression_pct": max_regression_pct, "confidence": confidence}
+    if base.size < need or cand.size < need:
+        result.update(decided=False, regressed=None, reason=f"needs at least {need} samples on each side")
+        return result
+    rng = np.random.default_rng(seed)
+    ratios = np.empty(resamples)
+    for start in range(0, resamples, 100):  # in blocks: bounded memory for large samples
+        count = min(100, resamples - start)
+        b = np.quantile(base[rng.integers(0, base.size, (count, base.size))], q, axis=1)
+        c = np.quantile(cand[rng.integers(0, cand.size, (count, cand.size))], q, axis=1)
+        ratios[start:start + count] = c / b
+    alpha = 1.0 - confidence
+    low, high = np.quantile(ratios, [alpha / 2, 1 - alpha / 2])
+    point = float(np.quantile(cand, q) / np.quantile(base, q))
+    regressed = point > 1 + max_regression_pct / 100 and low > 1.0
+    result.update(decided=True, regressed=bool(regressed), ratio=point, ratio_ci=[float(low), float(high)],
+                  change_pct=(point - 1) * 100)
+    return result

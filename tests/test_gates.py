@@ -1,0 +1,139 @@
+"""Release gates: the regression test's error rates (seeded experiments), rules, and `edgebench gate` on
+real benchmark results."""
+
+from __future__ import annotations
+
+import json
+from xml.etree import ElementTree
+
+import numpy as np
+import pytest
+
+from edgebench.agent import gates
+from edgebench.agent.errors import UsageError
+from edgebench.agent.stats import quantile_regression
+
+from .conftest import FAST
+
+SEEDS = 120
+
+
+def lognormal_ns(rng, n, scale=1.0):
+    """Latency-like samples: right-skewed around 2 ms."""
+    return (rng.lognormal(np.log(2.0 * scale), 0.15, n) * 1e6).astype(np.int64)
+
+
+def test_same_distribution_noise_passes_at_least_95_percent():
+    failed = 0
+    for seed in range(SEEDS):
+        rng = np.random.default_rng(seed)
+        test = quantile_regression(lognormal_ns(rng, 400), lognormal_ns(rng, 400), 0.9, 5.0, resamples=400, seed=seed)
+        failed += test["regressed"]
+    assert failed / SEEDS <= 0.05
+
+
+def test_true_ten_percent_p90_regression_fails_at_least_95_percent():
+    failed = 0
+    for seed in range(SEEDS):
+        rng = np.random.default_rng(10_000 + seed)
+        test = quantile_regression(lognormal_ns(rng, 400), lognormal_ns(rng, 400, 1.10), 0.9, 5.0, resamples=400,
+                                   seed=seed)
+        failed += test["regressed"]
+    assert failed / SEEDS >= 0.95
+
+
+def test_too_few_samples_are_undecided():
+    rng = np.random.default_rng(0)
+    test = quantile_regression(lognormal_ns(rng, 20), lognormal_ns(rng, 400), 0.9)
+    assert not test["decided"] and "36 samples" in test["reason"]
+
+
+def write_rules(path, text):
+    path.write_text(text)
+    return str(path)
+
+
+def test_rule_validation(tmp_path):
+    with pytest.raises(UsageError, match="unknown metric 'p42_ms'"):
+        gates.load_rules(write_rules(tmp_path / "a.toml", '[[gate]]\nmodel = "m"\nmetric = "p42_ms"\nmax = 1\n'))
+    with pytest.raises(UsageError, match="needs a budget"):
+        gates.load_rules(write_rules(tmp_path / "b.toml", '[[gate]]\nmodel = "m"\nmetric = "p90_ms"\n'))
+    with pytest.raises(UsageError, match="unknown key"):
+        gates.load_rules(write_rules(tmp_path / "c.toml", '[[gate]]\nmodel = "m"\nmetric = "p90_ms"\nmax = 1\n'
+                                     'foo = 2\n'))
+    with pytest.raises(UsageError, match="no \\[\\[gate\\]\\]"):
+        gates.load_rules(write_rules(tmp_path / "d.toml", "[gates]\n"))
+
+
+@pytest.fixture(scope="module")
+def real_reports(models, tmp_path_factory):
+    """Two real benchmark runs of the same model, labelled as two releases of a board class."""
+    from .conftest import run_cli
+
+    folder = tmp_path_factory.mktemp("reports")
+    paths = []
+    for release in ("v1", "v2"):
+        path = folder / f"{release}.json"
+        result = run_cli("bench", models["ppocr_cls.onnx"], "--shape", "x=1x3x48x192", *FAST, "--min-runs", "200",
+                         "--no-sensors", "--label", f"release={release}", "--label", "class=x86-ci", "--json", path)
+        assert result.code == 0, result
+        paths.append(str(path))
+    return paths
+
+
+def test_gate_passes_a_loose_budget_and_fails_a_tight_one(cli, real_reports, tmp_path):
+    loose = write_rules(tmp_path / "loose.toml", '[[gate]]\nmodel = "ppocr_cls*"\ndevices = "class=x86-ci"\n'
+                        'metric = "p90_ms"\nmax = 1000.0\n')
+    result = cli("gate", "--config", loose, "--reports", *real_reports, "--junit", tmp_path / "loose.xml")
+    assert result.code == 0, result
+    assert "PASS" in result.out
+    tight = write_rules(tmp_path / "tight.toml", '[[gate]]\nname = "cls p90 tight"\nmodel = "ppocr_cls*"\n'
+                        'metric = "p90_ms"\nmax = 0.001\n')
+    result = cli("gate", "--config", tight, "--reports", *real_reports, "--junit", tmp_path / "tight.xml",
+                 "--markdown", tmp_path / "tight.md", "--json", tmp_path / "tight.json")
+    assert result.code == 1, result
+    suite = ElementTree.parse(tmp_path / "tight.xml").getroot().find("testsuite")
+    assert suite.get("failures") == "1"
+    case = suite.find("testcase")
+    assert case.get("name") == "cls p90 tight" and case.get("classname") == "gates.x86-ci"
+    assert "over the budget" in case.find("failure").get("message")
+    assert "❌ fail" in (tmp_path / "tight.md").read_text()
+    verdict = json.loads((tmp_path / "tight.json").read_text())["verdicts"][0]
+    assert verdict["status"] == "fail" and verdict["value"] > 0.001
+
+
+def test_gate_regression_against_a_baseline_release(cli, real_reports, tmp_path):
+    """v2 against v1 of the same model on the same machine: no true regression, so it must not fail; the
+    verdict carries the bootstrap interval it decided on."""
+    rules = write_rules(tmp_path / "regression.toml", '[[gate]]\nmodel = "ppocr_cls*"\nmetric = "p50_ms"\n'
+                        'baseline = "v1"\nmax_regression_pct = 50\n')
+    result = cli("gate", "--config", rules, "--reports", *real_reports, "--json", "-")
+    verdict = result.json()["verdicts"][0]
+    assert result.code == 0 and verdict["status"] == "pass", result
+    assert verdict["regression"]["decided"] and len(verdict["regression"]["ratio_ci"]) == 2
+
+
+def test_missing_data_exits_2(cli, real_reports, tmp_path):
+    rules = write_rules(tmp_path / "missing.toml", '[[gate]]\nmodel = "mobilenet*"\nmetric = "p90_ms"\nmax = 5\n'
+                        '[[gate]]\nmodel = "ppocr_cls*"\nmetric = "energy_mj"\nmax = 5\n'
+                        '[[gate]]\nmodel = "ppocr_cls*"\nmetric = "p90_ms"\nmax = 1000\nbaseline = "v0"\n')
+    result = cli("gate", "--config", rules, "--reports", *real_reports, "--junit", tmp_path / "m.xml")
+    assert result.code == 2, result
+    suite = ElementTree.parse(tmp_path / "m.xml").getroot().find("testsuite")
+    assert suite.get("errors") == "3"
+    assert "no result labelled release=v0" in result.out
+
+
+def test_synthetic_regression_fails_through_the_gate(tmp_path):
+    rng = np.random.default_rng(7)
+
+    def result(release, scale):
+        return gates.Result(model="m.tflite", labels={"class": "rpi5", "release": release}, runtime="litert",
+                            delegate="xnnpack", variant=None, created=release,
+                            metrics={"p90_ms": float(np.percentile(lognormal_ns(rng, 1000, scale), 90) / 1e6)},
+                            latency_ns=lognormal_ns(rng, 1000, scale))
+
+    rules = gates.load_rules(write_rules(tmp_path / "r.toml", '[[gate]]\nmodel = "m*"\nmetric = "p90_ms"\n'
+                                         'baseline = "v1"\nmax_regression_pct = 5\n'))
+    (verdict,) = gates.evaluate(rules, [result("v1", 1.0), result("v2", 1.15)])
+    assert verdict.status == "fail" and "regressed" in verdict.message
