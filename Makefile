@@ -30,6 +30,7 @@ demo: $(STAMP) $(MODELS)
 	$(BIN)/python scripts/demo.py
 
 test: $(STAMP) $(MODELS)
+	sh scripts/ensure_services.sh
 	$(BIN)/ruff check agent server tests bench scripts
 	$(BIN)/python -m pytest -q
 

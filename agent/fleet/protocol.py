@@ -1,0 +1,383 @@
+"""The fleet's MQTT protocol: one versioned topic tree and the JSON payloads on it (docs/protocol.md).
+
+The agent owns this module; the collector imports it (never the reverse), so both ends validate with the same
+rules. Standard library only: a board imports it at start-up.
+
+Every payload is a JSON object with ``v`` (protocol version), ``device`` (must equal the device id in the topic)
+and ``ts`` (sender's UTC time, seconds since the epoch). ``validate(topic, payload)`` checks size, JSON, schema,
+the topic/payload device match and the numbers (finite, non-negative latencies) and returns a ``Message``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from dataclasses import dataclass
+from typing import Any, Callable, Optional
+
+VERSION = 1
+ROOT = f"edgebench/v{VERSION}"
+
+# Topic kinds under ROOT/devices/{device}/...: who publishes, QoS, retained.
+STATUS = "status"  # device -> all, retained, QoS 1; the last will sets it offline
+INVENTORY = "inventory"  # device -> all, retained, QoS 1: board facts, runtimes, labels
+HEARTBEAT = "heartbeat"  # device -> collector, QoS 0
+TELEMETRY = "telemetry"  # device -> collector, QoS 1, from the outbox
+EVENTS = "events"  # device -> collector, QoS 1, from the outbox: accepted, progress, result, error, ...
+JOBS = "jobs"  # collector -> device, QoS 1 (queued in the device's persistent session)
+CANCEL = "cancel"  # collector -> device, QoS 1
+DEVICE_TOPICS = (STATUS, INVENTORY, HEARTBEAT, TELEMETRY, EVENTS)
+SERVER_TOPICS = (JOBS, CANCEL)
+
+# Size limits (bytes of the encoded payload), checked by the sender and the receiver.
+MAX_PAYLOAD = {
+    STATUS: 4096, INVENTORY: 65536, HEARTBEAT: 4096, TELEMETRY: 65536, EVENTS: 262144, JOBS: 16384, CANCEL: 1024,
+}
+MAX_TELEMETRY_SAMPLES = 500
+
+DEVICE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+JOB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+SHA256 = re.compile(r"^[0-9a-f]{64}$")
+LABEL_KEY = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
+LABEL_VALUE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]{0,127}$")  # model display names, runtimes, delegates
+MAX_LABELS = 16
+
+EVENT_KINDS = ("accepted", "rejected", "progress", "result", "error", "cancelled")
+STATES = ("online", "offline")
+# Jobs are data: runtimes by name only (never a plugin module:Class), delegates by name only (never a .so path),
+# inputs generated only (never a file path). Nothing in a job reaches a shell.
+RUNTIMES = ("litert", "onnxruntime")
+DELEGATES = ("xnnpack", "cpu", "ref", "gpu", "nnapi", "edgetpu", "hexagon", "armnn", "qnn")
+INPUT_SOURCE = re.compile(r"^(zeros|ones|random|-?\d+(\.\d+)?([eE]-?\d+)?)$")
+SHAPE_ARG = re.compile(r"^[A-Za-z0-9_.:/-]{1,128}=(scalar|\d+(x\d+){0,7})$")
+SETTINGS_LIMITS = {  # bench run-length options a job may set, with their allowed range
+    "min_runs": (1, 1_000_000), "min_duration_s": (0.0, 3600.0), "max_duration_s": (0.01, 86400.0),
+    "warmup_runs": (0, 100_000), "warmup_duration_s": (0.0, 3600.0),
+}
+MAX_JOB_TIMEOUT_S = 7 * 86400.0
+
+
+class ProtocolError(ValueError):
+    """A payload or topic that breaks the protocol; the message is the reason (stored with dead letters)."""
+
+
+@dataclass
+class Message:
+    device: str
+    kind: str  # one of DEVICE_TOPICS / SERVER_TOPICS
+    payload: dict
+
+
+# ---------------------------------------------------------------- topics
+
+def topic(device: str, kind: str) -> str:
+    check_device_id(device)
+    if kind not in DEVICE_TOPICS + SERVER_TOPICS:
+        raise ProtocolError(f"unknown topic kind {kind!r}")
+    return f"{ROOT}/devices/{device}/{kind}"
+
+
+def wildcard(kind: str) -> str:
+    """Subscription filter for one kind from every device."""
+    return f"{ROOT}/devices/+/{kind}"
+
+
+def parse_topic(name: str) -> tuple[str, str]:
+    """``edgebench/v1/devices/{device}/{kind}`` -> (device, kind)."""
+    parts = name.split("/")
+    if len(parts) != 5 or "/".join(parts[:3]) != f"{ROOT}/devices":
+        raise ProtocolError(f"topic {name!r} is not under {ROOT}/devices/{{device}}/{{kind}}")
+    device, kind = parts[3], parts[4]
+    check_device_id(device)
+    if kind not in DEVICE_TOPICS + SERVER_TOPICS:
+        raise ProtocolError(f"unknown topic kind {kind!r}")
+    return device, kind
+
+
+def check_device_id(device: object) -> str:
+    if not isinstance(device, str) or not DEVICE_ID.match(device):
+        raise ProtocolError(f"invalid device id {str(device)[:80]!r} (letters, digits, _.- ; at most 64)")
+    return device
+
+
+# ---------------------------------------------------------------- encode / decode
+
+def encode(kind: str, payload: dict) -> bytes:
+    """JSON bytes for a payload, refusing what the receiver would refuse (NaN, oversize)."""
+    data = json.dumps(payload, separators=(",", ":"), allow_nan=False).encode()
+    limit = MAX_PAYLOAD[kind]
+    if len(data) > limit:
+        raise ProtocolError(f"{kind} payload is {len(data)} bytes; the limit is {limit}")
+    return data
+
+
+def _reject_constant(name: str) -> float:
+    raise ProtocolError(f"{name} is not a valid number in a payload")
+
+
+def decode(kind: str, data: bytes) -> dict:
+    limit = MAX_PAYLOAD.get(kind, 4096)
+    if len(data) > limit:
+        raise ProtocolError(f"{kind} payload is {len(data)} bytes; the limit is {limit}")
+    try:
+        payload = json.loads(data, parse_constant=_reject_constant)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ProtocolError(f"payload is not JSON: {exc}") from None
+    if not isinstance(payload, dict):
+        raise ProtocolError("payload is not a JSON object")
+    return payload
+
+
+def validate(topic_name: str, data: bytes) -> Message:
+    """Decode and check one message against the topic it came on; raises ProtocolError with the reason."""
+    device, kind = parse_topic(topic_name)
+    payload = decode(kind, data)
+    if payload.get("v") != VERSION:
+        raise ProtocolError(f"unsupported protocol version {payload.get('v')!r} (expected {VERSION})")
+    if payload.get("device") != device:
+        raise ProtocolError(f"payload device {str(payload.get('device'))[:80]!r} does not match topic device "
+                            f"{device!r}")
+    _number(payload, "ts", minimum=0)
+    VALIDATORS[kind](payload)
+    return Message(device=device, kind=kind, payload=payload)
+
+
+# ---------------------------------------------------------------- field checks
+
+def _field(payload: dict, key: str, kind: type | tuple, required: bool = True) -> Any:
+    value = payload.get(key)
+    if value is None:
+        if required:
+            raise ProtocolError(f"missing field {key!r}")
+        return None
+    if isinstance(value, bool) and kind is not bool:
+        raise ProtocolError(f"field {key!r} must be {getattr(kind, '__name__', kind)}, not a boolean")
+    if not isinstance(value, kind):
+        raise ProtocolError(f"field {key!r} has the wrong type {type(value).__name__}")
+    return value
+
+
+def _number(payload: dict, key: str, required: bool = True, minimum: Optional[float] = None,
+            maximum: Optional[float] = None) -> Optional[float]:
+    value = _field(payload, key, (int, float), required)
+    if value is None:
+        return None
+    if not math.isfinite(value):
+        raise ProtocolError(f"field {key!r} is not finite")
+    if minimum is not None and value < minimum:
+        raise ProtocolError(f"field {key!r} = {value} is below {minimum}")
+    if maximum is not None and value > maximum:
+        raise ProtocolError(f"field {key!r} = {value} is above {maximum}")
+    return value
+
+
+def _text(payload: dict, key: str, pattern: Optional[re.Pattern] = None, required: bool = True,
+          max_len: int = 256) -> Optional[str]:
+    value = _field(payload, key, str, required)
+    if value is None:
+        return None
+    if len(value) > max_len or (pattern is not None and not pattern.match(value)):
+        raise ProtocolError(f"field {key!r} has an invalid value {value[:80]!r}")
+    return value
+
+
+def check_labels(labels: object) -> dict:
+    if not isinstance(labels, dict) or len(labels) > MAX_LABELS:
+        raise ProtocolError(f"labels must be an object of at most {MAX_LABELS} entries")
+    for key, value in labels.items():
+        if not LABEL_KEY.match(key) or not isinstance(value, str) or not LABEL_VALUE.match(value):
+            raise ProtocolError(f"invalid label {str(key)[:40]}={str(value)[:40]}")
+    return labels
+
+
+def parse_labels(text: str) -> dict:
+    """``class=rpi5,site=lab2`` -> dict, checked."""
+    labels = {}
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ProtocolError(f"label {item!r}: expected KEY=VALUE")
+        labels[key.strip()] = value.strip()
+    return check_labels(labels)
+
+
+def _finite_tree(value: object, path: str, depth: int = 0) -> None:
+    """No NaN/Infinity anywhere and bounded nesting (json.loads already refused NaN literals)."""
+    if depth > 12:
+        raise ProtocolError(f"{path} is nested too deeply")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ProtocolError(f"{path} is not finite")
+    if isinstance(value, dict):
+        for key, item in value.items():
+            _finite_tree(item, f"{path}.{key}", depth + 1)
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            _finite_tree(item, f"{path}[{index}]", depth + 1)
+
+
+# ---------------------------------------------------------------- per-kind schemas
+
+def _status(payload: dict) -> None:
+    state = _text(payload, "state")
+    if state not in STATES:
+        raise ProtocolError(f"state must be one of {STATES}")
+    _text(payload, "agent_version", required=False, max_len=64)
+    if payload.get("labels") is not None:
+        check_labels(payload["labels"])
+
+
+def _inventory(payload: dict) -> None:
+    check_labels(_field(payload, "labels", dict))
+    _field(payload, "device_facts", dict)
+    runtimes = _field(payload, "runtimes", list)
+    if not all(isinstance(name, str) and NAME.match(name) for name in runtimes):
+        raise ProtocolError("runtimes must be a list of names")
+    _finite_tree(payload, "inventory")
+
+
+def _heartbeat(payload: dict) -> None:
+    _number(payload, "uptime_s", minimum=0)
+    _number(payload, "outbox_depth", minimum=0)
+    _number(payload, "telemetry_dropped", minimum=0)
+    _text(payload, "job_id", JOB_ID, required=False)
+
+
+_READING_NAMES: set = set()  # names already checked against LABEL_KEY (telemetry repeats the same few)
+
+
+def _reading(key: object, value: object) -> None:
+    if key not in _READING_NAMES:
+        if not isinstance(key, str) or not LABEL_KEY.match(key):
+            raise ProtocolError(f"invalid reading name {str(key)[:40]!r}")
+        if len(_READING_NAMES) < 4096:
+            _READING_NAMES.add(key)
+    if type(value) not in (float, int) or not math.isfinite(value):  # type(): booleans are not readings
+        raise ProtocolError(f"reading {key!r} is not a finite number")
+
+
+def _telemetry(payload: dict) -> None:
+    # The collector's hot path (many samples per message): plain loops rather than the generic field checks.
+    samples = _field(payload, "samples", list)
+    if not samples or len(samples) > MAX_TELEMETRY_SAMPLES:
+        raise ProtocolError(f"samples must hold 1 to {MAX_TELEMETRY_SAMPLES} entries")
+    for sample in samples:
+        if not isinstance(sample, dict):
+            raise ProtocolError("each telemetry sample must be an object")
+        ts, readings = sample.get("ts"), sample.get("readings")
+        if type(ts) not in (float, int) or not math.isfinite(ts) or ts < 0:
+            raise ProtocolError("sample ts must be a finite, non-negative number")
+        if not isinstance(readings, dict) or not 0 < len(readings) <= 64:
+            raise ProtocolError("readings must hold 1 to 64 values")
+        for key, value in readings.items():
+            _reading(key, value)
+
+
+STATS_KEYS = ("count", "min_ms", "mean_ms", "max_ms", "p50_ms", "p90_ms", "p95_ms", "p99_ms", "throughput_ips")
+
+
+def _result(payload: dict) -> None:
+    _text(payload, "run_id", JOB_ID)
+    summary = _field(payload, "summary", dict)
+    stats = _field(summary, "stats", dict)
+    for key in STATS_KEYS:
+        _number(stats, key, required=key in ("count", "p50_ms"), minimum=0)
+    if stats["count"] < 1:
+        raise ProtocolError("a result needs at least one measured run")
+    _field(summary, "model", dict)
+    _field(summary, "runtime", dict)
+    _finite_tree(summary, "summary")
+
+
+def _events(payload: dict) -> None:
+    kind = _text(payload, "event")
+    if kind not in EVENT_KINDS:
+        raise ProtocolError(f"event must be one of {EVENT_KINDS}")
+    _text(payload, "job_id", JOB_ID)
+    _number(payload, "seq", required=False, minimum=0)
+    if kind == "result":
+        _result(payload)
+    elif kind in ("error", "rejected"):
+        _text(payload, "reason", max_len=2000)
+    elif kind == "progress":
+        _text(payload, "phase", NAME)
+        _number(payload, "runs", minimum=0)
+        _number(payload, "elapsed_s", minimum=0)
+
+
+def check_job(payload: dict) -> None:
+    """A job is declarative: a model by sha256, a runtime and delegates by name, generated inputs, bounded numbers."""
+    _text(payload, "job_id", JOB_ID)
+    model = _field(payload, "model", dict)
+    _text(model, "sha256", SHA256)
+    _number(model, "size_bytes", minimum=1, maximum=8 * 1024**3)
+    _text(model, "name", NAME, required=False)
+    url = _text(model, "url", required=False, max_len=1024)
+    if url is not None and not url.startswith(("http://", "https://")):
+        raise ProtocolError("model.url must be http(s)")
+    runtime = _text(payload, "runtime", required=False)
+    if runtime is not None and runtime not in RUNTIMES:
+        raise ProtocolError(f"runtime {runtime!r} is not one of {RUNTIMES} (plugins are not allowed in jobs)")
+    for key, allowed in (("delegates", DELEGATES), ("providers", None)):
+        names = _field(payload, key, list, required=False) or []
+        for name in names:
+            if not isinstance(name, str) or not NAME.match(name) or (allowed and name not in allowed):
+                raise ProtocolError(f"{key}: {str(name)[:80]!r} is not allowed in a job")
+    _number(payload, "threads", required=False, minimum=1, maximum=1024)
+    _number(payload, "seed", required=False, minimum=0, maximum=2**31)
+    for key, pattern in (("shape", SHAPE_ARG), ("input", None)):
+        for arg in _field(payload, key, list, required=False) or []:
+            if not isinstance(arg, str) or len(arg) > 160:
+                raise ProtocolError(f"{key} entries must be strings")
+            if pattern is not None and not pattern.match(arg):
+                raise ProtocolError(f"{key} {arg[:80]!r} is not NAME=DIMS")
+            if key == "input" and not INPUT_SOURCE.match(arg.rpartition("=")[2]):
+                raise ProtocolError(f"input {arg[:80]!r}: jobs may only use zeros, ones, random or a number")
+    settings = _field(payload, "settings", dict, required=False) or {}
+    for key in settings:
+        if key not in SETTINGS_LIMITS:
+            raise ProtocolError(f"settings.{key} is not a bench setting")
+        low, high = SETTINGS_LIMITS[key]
+        _number(settings, key, minimum=low, maximum=high)
+    _number(payload, "timeout_s", required=False, minimum=1, maximum=MAX_JOB_TIMEOUT_S)
+    _field(payload, "sensors", bool, required=False)
+
+
+def _cancel(payload: dict) -> None:
+    _text(payload, "job_id", JOB_ID)
+
+
+VALIDATORS: dict[str, Callable[[dict], None]] = {
+    STATUS: _status, INVENTORY: _inventory, HEARTBEAT: _heartbeat, TELEMETRY: _telemetry, EVENTS: _events,
+    JOBS: check_job, CANCEL: _cancel,
+}
+
+
+# ---------------------------------------------------------------- builders
+
+def envelope(device: str, ts: float, **fields: Any) -> dict:
+    return {"v": VERSION, "device": device, "ts": ts, **fields}
+
+
+def summarize_report(report: dict) -> dict:
+    """The part of an ``edgebench.bench/1`` report that travels in a result event: everything but the per-run
+    samples (the full report stays on the board's data dir)."""
+    memory = {k: v for k, v in (report.get("memory") or {}).items() if k != "rss_samples"}
+    physics = report.get("physics")
+    summary = {
+        "schema": report.get("schema"),
+        "created": report.get("created"),
+        "model": {k: v for k, v in report.get("model", {}).items() if k != "path"},
+        "runtime": report.get("runtime", {}),
+        "inputs_fed": report.get("inputs_fed", []),
+        "settings": report.get("settings", {}),
+        "timing": report.get("timing", {}),
+        "stats": {k: v for k, v in report.get("stats", {}).items() if not isinstance(v, (dict, list))},
+        "validity": report.get("validity", {}),
+        "memory": memory,
+    }
+    if physics:
+        summary["physics"] = {"energy": physics.get("energy"), "throttling": {
+            k: v for k, v in (physics.get("throttling") or {}).items() if k != "checks"}}
+    return summary

@@ -1,0 +1,275 @@
+"""`edgebench server`: MQTT -> validation -> registry + InfluxDB, acknowledging each message only once it is stored.
+
+paho's network thread only queues messages; a preparing thread validates them in batches, updates the registry and
+turns them into points; a writing thread writes each batch's points to InfluxDB and only then sends the batch's
+PUBACKs (manual ack), in the order the messages came. The two threads overlap (the next batch is prepared while
+InfluxDB takes the previous one). A collector killed before the PUBACK gets
+the messages again from its persistent session; points are idempotent, so nothing is counted twice.
+
+While InfluxDB is down the writer keeps its batch and retries with backoff; the in-memory buffer is bounded by the
+session's ReceiveMaximum (the broker sends no more unacknowledged messages than that), and the broker keeps the
+rest in the collector's persistent session (on disk with ``persistence true``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import queue
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional
+
+from edgebench.agent.fleet import protocol as p
+from edgebench.agent.fleet.mqtt import MqttSettings
+
+from .influx import InfluxError, InfluxV1, points_for
+from .metrics import Metrics
+from .registry import Registry
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class CollectorConfig:
+    mqtt: MqttSettings
+    influx_url: str
+    influx_db: str
+    data_dir: Path
+    influx_username: Optional[str] = None
+    influx_password: Optional[str] = None
+    client_id: str = "edgebench-collector"
+    share_group: str = "edgebench-collectors"
+    batch_size: int = 5000
+    linger_s: float = 0.05  # wait this long for more messages before writing a batch
+    receive_maximum: int = 2000  # unacknowledged messages in memory at most
+    public_url: str = ""  # base URL agents fetch models from (the HTTP API)
+
+
+@dataclass
+class Incoming:
+    topic: str
+    payload: bytes
+    mid: int
+    qos: int
+    received: float
+
+
+class Collector:
+    def __init__(self, config: CollectorConfig, registry: Registry, metrics: Metrics):
+        self.config, self.registry, self.metrics = config, registry, metrics
+        self.influx = InfluxV1(config.influx_url, config.influx_db, config.influx_username, config.influx_password)
+        self.inbox: queue.Queue = queue.Queue()
+        self.prepared: queue.Queue = queue.Queue(maxsize=2)  # (batch, lines) waiting for the InfluxDB writer
+        self.stop = threading.Event()
+        self.connected = threading.Event()
+        self.influx_ok = False
+        self.client: Any = None
+        self._job_mids: dict[int, str] = {}
+        self._job_lock = threading.Lock()
+
+    # ------------------------------------------------------------ MQTT
+
+    def subscriptions(self) -> list[tuple[str, int]]:
+        """Data goes through a shared subscription (collectors split the load); retained device state through a
+        plain one (a shared subscription never receives retained messages; the updates are idempotent)."""
+        shared = [(f"$share/{self.config.share_group}/{p.wildcard(kind)}", 1)
+                  for kind in (p.EVENTS, p.TELEMETRY, p.HEARTBEAT)]
+        return shared + [(p.wildcard(p.STATUS), 1), (p.wildcard(p.INVENTORY), 1)]
+
+    def start(self) -> None:
+        from edgebench.agent.fleet import mqtt
+
+        self.client = mqtt.make_client(self.config.mqtt, self.config.client_id, manual_ack=True)
+        self.client.on_connect, self.client.on_disconnect = self._on_connect, self._on_disconnect
+        self.client.on_message, self.client.on_publish = self._on_message, self._on_publish
+        try:
+            self.influx.create_database()
+            self.influx_ok = True
+        except InfluxError as exc:
+            log.warning("cannot create database %s yet: %s (will retry)", self.config.influx_db, exc)
+        mqtt.connect(self.client, self.config.mqtt, receive_maximum=self.config.receive_maximum)
+        threading.Thread(target=self._prepare_loop, name="prepare", daemon=True).start()
+        threading.Thread(target=self._write_loop, name="write", daemon=True).start()
+
+    def _on_connect(self, client: Any, userdata: Any, flags: Any, reason: Any, properties: Any) -> None:
+        if reason.is_failure:
+            log.error("broker refused the connection: %s", reason)
+            return
+        log.info("connected to the broker (session present: %s)", flags.session_present)
+        client.subscribe(self.subscriptions())
+        self.connected.set()
+        self.metrics.set("edgebench_mqtt_connected", 1)
+        for job in self.registry.unsent_jobs():  # jobs submitted while the broker was away, or not yet PUBACKed
+            self.publish_job(job)
+
+    def _on_disconnect(self, client: Any, userdata: Any, flags: Any, reason: Any, properties: Any) -> None:
+        self.connected.clear()
+        self.metrics.set("edgebench_mqtt_connected", 0)
+        if not self.stop.is_set():
+            log.warning("disconnected from the broker (%s); reconnecting", reason)
+
+    def _on_message(self, client: Any, userdata: Any, message: Any) -> None:
+        self.inbox.put(Incoming(message.topic, message.payload, message.mid, message.qos, time.time()))
+        self.metrics.set("edgebench_buffer_depth", self.inbox.qsize())
+
+    def _on_publish(self, client: Any, userdata: Any, mid: int, reason: Any, properties: Any) -> None:
+        with self._job_lock:
+            job_id = self._job_mids.pop(mid, None)
+        if job_id and not reason.is_failure:
+            self.registry.job_sent(job_id)
+
+    def publish_job(self, job: dict) -> None:
+        data = p.encode(p.JOBS, job)
+        with self._job_lock:
+            info = self.client.publish(p.topic(job["device"], p.JOBS), data, qos=1)
+            self._job_mids[info.mid] = job["job_id"]
+
+    def cancel_job(self, device: str, job_id: str) -> None:
+        payload = p.envelope(device, time.time(), job_id=job_id)
+        self.client.publish(p.topic(device, p.CANCEL), p.encode(p.CANCEL, payload), qos=1)
+
+    # ------------------------------------------------------------ the writer
+
+    def _take_batch(self) -> list[Incoming]:
+        try:
+            batch = [self.inbox.get(timeout=0.5)]
+        except queue.Empty:
+            return []
+        deadline = time.monotonic() + self.config.linger_s
+        while len(batch) < self.config.batch_size:
+            remaining = deadline - time.monotonic()
+            try:
+                batch.append(self.inbox.get(timeout=remaining) if remaining > 0 else self.inbox.get_nowait())
+            except queue.Empty:
+                break
+        return batch
+
+    def _prepare_loop(self) -> None:
+        while not self.stop.is_set():
+            batch = self._take_batch()
+            if not batch:
+                continue
+            lines: list[str] = []
+            try:
+                for item in batch:
+                    lines.extend(self._apply(item))
+            except Exception:  # noqa: BLE001 - the collector keeps running; the batch is redelivered after a restart
+                log.exception("batch of %d messages failed; not acknowledged", len(batch))
+                continue
+            self.prepared.put((batch, lines))
+
+    def _write_loop(self) -> None:
+        while not self.stop.is_set():
+            try:
+                batch, lines = self.prepared.get(timeout=0.5)
+            except queue.Empty:
+                continue
+            try:
+                self._store(batch, lines)
+            except Exception:  # noqa: BLE001
+                log.exception("batch of %d messages failed; not acknowledged", len(batch))
+
+    def _store(self, batch: list[Incoming], lines: list[str]) -> None:
+        if lines:
+            self._write(lines)
+        for item in batch:  # only now, with the points stored, may the broker forget the messages
+            if item.qos:
+                self.client.ack(item.mid, item.qos)
+        now = time.time()
+        for item in batch:
+            self.metrics.observe("edgebench_ingest_delay_seconds", now - item.received)
+        self.metrics.inc("edgebench_messages_stored_total", len(batch))
+        self.metrics.set("edgebench_buffer_depth", self.inbox.qsize())
+
+    def _apply(self, item: Incoming) -> list[str]:
+        """Validate one message and update the registry; returns its points (dead letters return none)."""
+        self.metrics.inc("edgebench_messages_received_total")
+        try:
+            msg = p.validate(item.topic, item.payload)
+        except p.ProtocolError as exc:
+            self._dead_letter(item, str(exc))
+            return []
+        if msg.kind in p.SERVER_TOPICS:
+            self._dead_letter(item, f"{msg.kind} is published by the collector, not by devices")
+            return []
+        payload = msg.payload
+        if msg.kind == p.STATUS:
+            self.registry.device_status(msg.device, payload["state"], payload.get("labels"),
+                                        payload.get("agent_version"))
+        elif msg.kind == p.INVENTORY:
+            self.registry.device_inventory(msg.device, payload)
+        elif msg.kind == p.HEARTBEAT:
+            self.registry.device_seen(msg.device, {k: payload.get(k) for k in
+                                                   ("uptime_s", "outbox_depth", "telemetry_dropped", "job_id")})
+        elif msg.kind == p.EVENTS:
+            self.registry.job_event(msg.device, payload)
+            self.registry.device_seen(msg.device)
+        return points_for(msg, self.registry.labels(msg.device))
+
+    def _dead_letter(self, item: Incoming, reason: str) -> None:
+        log.warning("dead letter on %s: %s", item.topic[:200], reason)
+        self.registry.dead_letter(item.topic, reason, item.payload)
+        self.metrics.inc("edgebench_dead_letters_total")
+
+    def _write(self, lines: list[str]) -> None:
+        """Write until InfluxDB takes the points, backing off 0.5 s -> 30 s; a rejected batch is split so one bad
+        point cannot block the others forever."""
+        delay = 0.5
+        while not self.stop.is_set():
+            started = time.monotonic()
+            try:
+                self.influx.write(lines)
+            except InfluxError as exc:
+                self.metrics.inc("edgebench_influx_write_errors_total")
+                self.influx_ok = False
+                if not exc.retryable:
+                    self._write_rejected(lines, exc)
+                    return
+                log.warning("InfluxDB write failed (%s); retrying in %.1fs", exc, delay)
+                self.stop.wait(delay)
+                delay = min(delay * 2, 30.0)
+                self._ensure_database()
+                continue
+            self.influx_ok = True
+            self.metrics.observe("edgebench_influx_write_seconds", time.monotonic() - started)
+            self.metrics.inc("edgebench_points_written_total", len(lines))
+            return
+        raise RuntimeError("stopping before the batch was written")
+
+    def _ensure_database(self) -> None:
+        with contextlib.suppress(InfluxError):
+            self.influx.create_database()
+
+    def _write_rejected(self, lines: list[str], exc: InfluxError) -> None:
+        if "database not found" in str(exc):
+            self._ensure_database()
+            self._write(lines)
+            return
+        if len(lines) == 1:
+            log.error("InfluxDB rejected a point: %s: %s", exc, lines[0][:300])
+            self.registry.dead_letter("influx", str(exc), lines[0].encode())
+            self.metrics.inc("edgebench_dead_letters_total")
+            return
+        half = len(lines) // 2
+        for part in (lines[:half], lines[half:]):
+            self._write(part)
+
+    def close(self) -> None:
+        self.stop.set()
+        if self.client is not None:
+            self.client.disconnect()
+            self.client.loop_stop()
+
+
+def describe(collector: Collector) -> dict:
+    return {"mqtt": collector.connected.is_set(), "influx": collector.influx_ok,
+            "buffer_depth": collector.inbox.qsize() + collector.prepared.qsize(),
+            "subscriptions": [s for s, _ in collector.subscriptions()]}
+
+
+def dumps(value: Any) -> bytes:
+    return json.dumps(value, default=str).encode()

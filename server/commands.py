@@ -1,0 +1,57 @@
+"""Registers `edgebench server` (the collector). Standard library only at import time."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+
+log = logging.getLogger(__name__)
+
+
+def _host_port(text: str) -> tuple[str, int]:
+    host, sep, port = text.rpartition(":")
+    if not sep or not port.isdigit():
+        raise argparse.ArgumentTypeError(f"{text!r}: expected HOST:PORT")
+    return host or "127.0.0.1", int(port)
+
+
+def register(commands) -> None:
+    from edgebench.agent.cli import size_bytes
+    from edgebench.agent.fleet import mqtt
+
+    server = commands.add_parser(
+        "server", help="run the fleet collector: MQTT -> InfluxDB, registry, HTTP API",
+        description="Collect what the fleet's agents publish (MQTT v5 shared subscription), validate it, store "
+        "results and telemetry in InfluxDB (v1 HTTP API) and devices/models/jobs in SQLite, and serve the HTTP API "
+        "engineers use (edgebench push/devices/jobs). See docs/fleet.md.")
+    mqtt.add_arguments(server)
+    group = server.add_argument_group("storage")
+    group.add_argument("--influx-url", default="http://127.0.0.1:8086", metavar="URL",
+                       help="InfluxDB base URL; the v1 /write and /query API (InfluxDB 1.x, or 2.x/3.x with a DBRP "
+                       "mapping) (default http://127.0.0.1:8086)")
+    group.add_argument("--influx-db", default="edgebench", metavar="NAME", help="database (default edgebench)")
+    group.add_argument("--influx-username", help="InfluxDB user (password from $EDGEBENCH_INFLUX_PASSWORD)")
+    group.add_argument("--data-dir", default="~/.local/share/edgebench/server", metavar="DIR",
+                       help="registry (SQLite) and uploaded models (default ~/.local/share/edgebench/server)")
+    group = server.add_argument_group("service")
+    group.add_argument("--http", type=_host_port, default=("127.0.0.1", 8780), metavar="HOST:PORT",
+                       help="HTTP API address (default 127.0.0.1:8780; port 0 picks a free one)")
+    group.add_argument("--public-url", metavar="URL",
+                       help="URL agents reach the HTTP API at, for model downloads (default http://HOST:PORT)")
+    group.add_argument("--client-id", default="edgebench-collector", help="MQTT client id: each collector "
+                       "of a group needs its own, stable across restarts (default edgebench-collector)")
+    group.add_argument("--share-group", default="edgebench-collectors",
+                       help="shared-subscription group: collectors in one group split the messages")
+    group.add_argument("--batch-size", type=int, default=5000, help="points per InfluxDB write at most")
+    group.add_argument("--receive-maximum", type=int, default=2000,
+                       help="unacknowledged messages held in memory at most (MQTT v5 ReceiveMaximum)")
+    group.add_argument("--max-model-size", type=size_bytes, default=2 * 1024**3, metavar="SIZE",
+                       help="largest model upload (default 2G)")
+    server.add_argument("--ready-file", metavar="FILE", help="write {\"http\": URL} here once serving")
+    server.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from .main import serve_forever
+
+    return serve_forever(args)

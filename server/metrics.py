@@ -1,0 +1,56 @@
+"""Prometheus text-format metrics of the collector (``GET /metrics``): counters, gauges and summaries."""
+
+from __future__ import annotations
+
+import threading
+
+HELP = {
+    "edgebench_messages_received_total": ("counter", "MQTT messages taken from the broker"),
+    "edgebench_messages_stored_total": ("counter", "messages stored (registry + InfluxDB) and acknowledged"),
+    "edgebench_dead_letters_total": ("counter", "invalid messages set aside in the dead-letter store"),
+    "edgebench_points_written_total": ("counter", "points written to InfluxDB"),
+    "edgebench_influx_write_errors_total": ("counter", "failed InfluxDB writes (each retried)"),
+    "edgebench_influx_write_seconds": ("summary", "duration of successful InfluxDB batch writes"),
+    "edgebench_ingest_delay_seconds": ("summary", "time from receipt to acknowledgement, per message"),
+    "edgebench_buffer_depth": ("gauge", "messages received and not yet stored"),
+    "edgebench_mqtt_connected": ("gauge", "1 while connected to the broker"),
+    "edgebench_jobs_submitted_total": ("counter", "jobs created through the HTTP API"),
+    "edgebench_models_uploaded_total": ("counter", "model uploads"),
+}
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._values: dict[str, float] = {}
+        self._summaries: dict[str, list[float]] = {}  # name -> [count, sum, max] (max for /healthz)
+
+    def inc(self, name: str, by: float = 1) -> None:
+        with self._lock:
+            self._values[name] = self._values.get(name, 0) + by
+
+    def set(self, name: str, value: float) -> None:
+        with self._lock:
+            self._values[name] = value
+
+    def observe(self, name: str, value: float) -> None:
+        with self._lock:
+            count, total, peak = self._summaries.get(name, [0, 0.0, 0.0])
+            self._summaries[name] = [count + 1, total + value, max(peak, value)]
+
+    def value(self, name: str) -> float:
+        with self._lock:
+            return self._values.get(name, 0)
+
+    def render(self) -> str:
+        with self._lock:
+            values, summaries = dict(self._values), {k: list(v) for k, v in self._summaries.items()}
+        lines = []
+        for name, (kind, text) in HELP.items():
+            lines += [f"# HELP {name} {text}", f"# TYPE {name} {kind}"]
+            if kind == "summary":
+                count, total, peak = summaries.get(name, [0, 0.0, 0.0])
+                lines += [f"{name}_count {count}", f"{name}_sum {total:.6f}"]
+            else:
+                lines.append(f"{name} {values.get(name, 0):g}")
+        return "\n".join(lines) + "\n"

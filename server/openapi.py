@@ -1,0 +1,85 @@
+"""OpenAPI 3.0 description of the collector's HTTP API, served at ``/api/v1/openapi.json``."""
+
+from __future__ import annotations
+
+
+def _ok(description: str, schema: dict | None = None) -> dict:
+    body = {"description": description}
+    if schema is not None:
+        body["content"] = {"application/json": {"schema": schema}}
+    return body
+
+
+OBJ = {"type": "object"}
+ERR = {"400": _ok("invalid request", {"$ref": "#/components/schemas/Error"}),
+       "404": _ok("not found", {"$ref": "#/components/schemas/Error"})}
+
+OPENAPI: dict = {
+    "openapi": "3.0.3",
+    "info": {"title": "edgebench collector", "version": "1",
+             "description": "Devices, models, jobs and results of an edgebench fleet (docs/fleet.md)."},
+    "paths": {
+        "/healthz": {"get": {"summary": "broker and InfluxDB reachable", "responses": {
+            "200": _ok("healthy", OBJ), "503": _ok("broker or InfluxDB unreachable", OBJ)}}},
+        "/metrics": {"get": {"summary": "Prometheus text format", "responses": {"200": _ok("metrics")}}},
+        "/api/v1/devices": {"get": {"summary": "registered devices: state, last seen, labels, inventory",
+                                    "responses": {"200": _ok("devices", OBJ)}}},
+        "/api/v1/models": {
+            "get": {"summary": "uploaded models", "responses": {"200": _ok("models", OBJ)}},
+            "post": {"summary": "upload a model (raw body); stored under its sha256",
+                     "parameters": [{"name": "name", "in": "query", "required": True, "schema": {"type": "string"}}],
+                     "requestBody": {"content": {"application/octet-stream": {"schema": {
+                         "type": "string", "format": "binary"}}}},
+                     "responses": {"201": _ok("the model", {"$ref": "#/components/schemas/Model"}), **ERR}}},
+        "/api/v1/models/{sha256}": {"get": {"summary": "one model", "parameters": [
+            {"name": "sha256", "in": "path", "required": True, "schema": {"type": "string"}}],
+            "responses": {"200": _ok("the model", {"$ref": "#/components/schemas/Model"}), **ERR}}},
+        "/api/v1/models/{sha256}/content": {"get": {
+            "summary": "the model file; honours Range: bytes=N- (resume)", "parameters": [
+                {"name": "sha256", "in": "path", "required": True, "schema": {"type": "string"}}],
+            "responses": {"200": _ok("whole file"), "206": _ok("from the requested offset"), **ERR}}},
+        "/api/v1/jobs": {
+            "get": {"summary": "jobs, newest first", "parameters": [
+                {"name": "batch", "in": "query", "schema": {"type": "string"}}],
+                "responses": {"200": _ok("jobs", OBJ)}},
+            "post": {"summary": "submit a matrix: models x devices x runtimes x delegates x threads",
+                     "requestBody": {"content": {"application/json": {"schema": {
+                         "$ref": "#/components/schemas/JobMatrix"}}}},
+                     "responses": {"201": _ok("batch id and the jobs created", OBJ), **ERR}}},
+        "/api/v1/jobs/{job_id}": {"get": {"summary": "one job's state", "parameters": [
+            {"name": "job_id", "in": "path", "required": True, "schema": {"type": "string"}}],
+            "responses": {"200": _ok("the job", OBJ), **ERR}}},
+        "/api/v1/jobs/{job_id}/cancel": {"post": {"summary": "ask the device to cancel the job", "parameters": [
+            {"name": "job_id", "in": "path", "required": True, "schema": {"type": "string"}}],
+            "responses": {"202": _ok("cancel sent", OBJ), **ERR}}},
+        "/api/v1/results": {"get": {"summary": "result summaries", "parameters": [
+            {"name": "batch", "in": "query", "schema": {"type": "string"}}],
+            "responses": {"200": _ok("results", OBJ)}}},
+        "/api/v1/dead-letters": {"get": {"summary": "invalid messages and why", "parameters": [
+            {"name": "limit", "in": "query", "schema": {"type": "integer"}}],
+            "responses": {"200": _ok("dead letters", OBJ)}}},
+    },
+    "components": {"schemas": {
+        "Error": {"type": "object", "properties": {"error": {"type": "string"}}},
+        "Model": {"type": "object", "properties": {
+            "sha256": {"type": "string"}, "name": {"type": "string"}, "size_bytes": {"type": "integer"},
+            "format": {"type": "string", "enum": ["tflite", "onnx"]}, "uploaded": {"type": "number"}}},
+        "JobMatrix": {"type": "object", "required": ["models", "devices"], "properties": {
+            "models": {"type": "array", "items": {"type": "string", "description": "sha256"}},
+            "devices": {"type": "object", "properties": {
+                "ids": {"type": "array", "items": {"type": "string"}},
+                "labels": {"type": "object", "additionalProperties": {"type": "string"}},
+                "all": {"type": "boolean"}}},
+            "runtimes": {"type": "array", "items": {"type": "string", "enum": ["litert", "onnxruntime"],
+                                                    "nullable": True}},
+            "delegates": {"type": "array", "items": {"type": "array", "items": {"type": "string"}}},
+            "threads": {"type": "array", "items": {"type": "integer", "nullable": True}},
+            "options": {"type": "object", "properties": {
+                "settings": {"type": "object", "description": "min_runs, min_duration_s, max_duration_s, "
+                             "warmup_runs, warmup_duration_s"},
+                "shape": {"type": "array", "items": {"type": "string"}},
+                "input": {"type": "array", "items": {"type": "string"}},
+                "providers": {"type": "array", "items": {"type": "string"}},
+                "seed": {"type": "integer"}, "sensors": {"type": "boolean"}, "timeout_s": {"type": "number"}}}}},
+    }},
+}

@@ -1,0 +1,132 @@
+"""Fixtures of the fleet tests: real Mosquitto and influxd processes, collector and agent processes, real models.
+
+Mosquitto is started per test (fault tests kill it); influxd once per session, each test writing its own database.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import subprocess
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from .services import REPO, Agent, Collector, Influxd, Mosquitto, binary, wait_for
+
+_db_names = itertools.count()
+
+
+def _require_binaries() -> None:
+    if not binary("mosquitto") or not binary("influxd"):
+        subprocess.run(["sh", str(REPO / "scripts" / "ensure_services.sh")], check=False)
+    if not binary("mosquitto") or not binary("influxd"):
+        pytest.fail("mosquitto and influxd are required: run scripts/ensure_services.sh")
+
+
+@pytest.fixture(scope="session")
+def influxd(tmp_path_factory):
+    _require_binaries()
+    server = Influxd(tmp_path_factory.mktemp("influxd"))
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def broker(tmp_path):
+    _require_binaries()
+    server = Mosquitto(tmp_path / "mosquitto")
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def sine_model(models) -> Path:
+    return models["sine_float.tflite"]  # microseconds per run: short jobs
+
+
+@pytest.fixture
+def slow_model(models) -> Path:
+    return models["efficientnet_lite0_int8.tflite"]  # milliseconds per run: jobs that last a few seconds
+
+
+class Fleet:
+    """A collector and agents on one broker, writing to a database of their own; stops them all at the end."""
+
+    def __init__(self, root: Path, broker: Mosquitto, influxd: Influxd):
+        self.root, self.broker, self.influxd = root, broker, influxd
+        self.db = f"fleet{next(_db_names)}_{int(time.time())}"
+        self.services: list = []
+        self.collector = None
+
+    def start_collector(self, **kwargs) -> Collector:
+        self.collector = Collector(self.root / "collector", self.broker.url, self.influxd.url, self.db, **kwargs)
+        self.collector.start()
+        self.services.append(self.collector)
+        return self.collector
+
+    def start_agent(self, device: str, labels: str = "class=x86", extra: tuple = ()) -> Agent:
+        agent = Agent(self.root / f"agent-{device}", self.broker.url, device, labels, extra)
+        agent.start()
+        self.services.append(agent)
+        self.wait_online(device)
+        return agent
+
+    def wait_online(self, device: str, timeout: float = 30) -> None:
+        def online():
+            devices = self.collector.get("/api/v1/devices")["devices"]
+            return any(d["device_id"] == device and d["state"] == "online" and d["inventory"] for d in devices)
+
+        wait_for(online, timeout, f"{device} online in the registry")
+
+    # ---------------------------------------------------------------- HTTP API helpers
+
+    def post(self, path: str, body: bytes, content_type: str = "application/json") -> dict:
+        request = urllib.request.Request(self.collector.url + path, data=body, method="POST",
+                                         headers={"Content-Type": content_type})
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return json.loads(response.read())
+
+    def upload(self, path: Path, name: str = "") -> dict:
+        return self.post(f"/api/v1/models?name={name or path.name}", path.read_bytes(), "application/octet-stream")
+
+    def submit(self, shas: list[str], devices: dict, **options) -> dict:
+        settings = options.pop("settings", {"min_runs": 50, "min_duration_s": 0.1, "warmup_runs": 2,
+                                            "warmup_duration_s": 0.05})
+        body = {"models": shas, "devices": devices, "options": {"settings": settings, "sensors": False, **options}}
+        return self.post("/api/v1/jobs", json.dumps(body).encode())
+
+    def jobs(self, batch: str) -> list[dict]:
+        return self.collector.get(f"/api/v1/jobs?batch={batch}")["jobs"]
+
+    def wait_jobs(self, batch: str, timeout: float = 90, states=("done", "failed", "cancelled", "rejected")):
+        return wait_for(lambda: (lambda jobs: jobs if jobs and all(j["state"] in states for j in jobs) else None)(
+            self.jobs(batch)), timeout, f"batch {batch} to finish")
+
+    def results_in_influx(self) -> list[dict]:
+        return self.influxd.rows(self.db, "SELECT * FROM edgebench_result")
+
+    def wait_results(self, count: int, timeout: float = 60) -> list[dict]:
+        return wait_for(lambda: (lambda rows: rows if len(rows) >= count else None)(self.results_in_influx()),
+                        timeout, f"{count} result point(s) in InfluxDB")
+
+    def close(self) -> None:
+        for service in reversed(self.services):
+            service.stop()
+
+
+@pytest.fixture
+def fleet(tmp_path, broker, influxd):
+    instance = Fleet(tmp_path, broker, influxd)
+    yield instance
+    instance.close()
+
+
+def assert_exactly_once(rows: list[dict], job_ids: list[str]) -> None:
+    """Every job's result is in InfluxDB, once."""
+    run_ids = sorted(row["run_id"] for row in rows)
+    assert run_ids == sorted(job_ids), (run_ids, job_ids)

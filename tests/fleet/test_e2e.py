@@ -1,0 +1,156 @@
+"""End to end: real Mosquitto, influxd, collector and agent processes, a real model, the engineers' CLI."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+
+import pytest
+
+from edgebench.agent.fleet import protocol as p
+
+from .conftest import assert_exactly_once
+from .services import wait_for
+
+FAST = ["--min-runs", "50", "--min-duration", "0.1", "--warmup-runs", "2", "--warmup-duration", "0.05"]
+
+
+def mqtt_publish(port: int, topic: str, payload: bytes, qos: int = 1, username=None, password=None,
+                 client_id: str = "test-publisher"):
+    """Publish one message with a v5 client; returns the PUBACK reason code."""
+    import paho.mqtt.client as mqtt
+
+    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5)
+    if username:
+        client.username_pw_set(username, password)
+    codes = []
+    client.on_publish = lambda c, u, mid, reason, props: codes.append(reason)
+    client.connect("127.0.0.1", port)
+    client.loop_start()
+    try:
+        info = client.publish(topic, payload, qos=qos)
+        info.wait_for_publish(timeout=10)
+        wait_for(lambda: codes or qos == 0, 10, "PUBACK")
+    finally:
+        client.disconnect()
+        client.loop_stop()
+    return codes[0] if codes else None
+
+
+def test_push_wait_prints_the_fleet_comparison(fleet, sine_model, cli, tmp_path):
+    collector = fleet.start_collector()
+    fleet.start_agent("board-a", "class=x86,site=lab1")
+    fleet.start_agent("board-b", "class=x86,site=lab2")
+    out = tmp_path / "push.json"
+    result = cli("push", sine_model, "--server", collector.url, "--devices", "class=x86", "--no-sensors", *FAST,
+                 "--wait", "--wait-timeout", "120", "--json", str(out), timeout=180)
+    assert result.code == 0, result
+    assert "board-a" in result.out and "board-b" in result.out and "p99 ms" in result.out
+    report = json.loads(out.read_text())
+    rows = report["rows"]
+    assert {row["device"] for row in rows} == {"board-a", "board-b"}
+    assert all(row["state"] == "done" and row["p50_ms"] > 0 and row["model"] == "sine_float.tflite" for row in rows)
+    points = fleet.wait_results(2)
+    assert_exactly_once(points, [row["job_id"] for row in rows])
+    assert {pt["label_site"] for pt in points} == {"lab1", "lab2"} and {pt["model"] for pt in points} == {
+        "sine_float.tflite"}
+
+    devices = cli("devices", "--server", collector.url, "--json", "-")
+    assert devices.code == 0 and {d["device_id"] for d in devices.json()} == {"board-a", "board-b"}
+    jobs = cli("jobs", "--server", collector.url, "--batch", report["batch_id"])
+    assert jobs.code == 0 and jobs.out.count(" done") == 2
+    health = collector.get("/healthz")
+    assert health["ok"] and health["mqtt"] and health["influx"]
+    assert collector.metric("edgebench_points_written_total") >= 2
+    # telemetry flows too (sampled every 0.5 s in the tests, batches of 6)
+    wait_for(lambda: fleet.influxd.query(fleet.db, "SELECT count(load1) FROM edgebench_telemetry"), 30, "telemetry")
+
+
+def test_cli_errors_are_one_line(cli, tmp_path):
+    missing = cli("push", tmp_path / "nope.tflite", "--server", "http://127.0.0.1:9")
+    assert missing.code == 3 and missing.err.startswith("edgebench: error: cannot read")
+    unreachable = cli("devices", "--server", "http://127.0.0.1:9")
+    assert unreachable.code == 1 and "cannot reach the collector" in unreachable.err
+    bad_labels = cli("agent", "--labels", "Class=x", "--data-dir", str(tmp_path))
+    assert bad_labels.code == 2 and "invalid label" in bad_labels.err
+
+
+def test_invalid_messages_go_to_dead_letters_and_the_collector_keeps_going(fleet, broker):
+    collector = fleet.start_collector()
+    events = p.topic("dev1", p.EVENTS)
+    good = p.envelope("dev1", time.time(), event="result", job_id="ok-1", run_id="ok-1", finished_ts=time.time(),
+                      summary={"stats": {"count": 5, "p50_ms": 1.0}, "model": {"name": "m"}, "runtime": {}})
+    spoofed = dict(good, device="dev2", job_id="spoof-1", run_id="spoof-1")
+    negative = json.loads(json.dumps(good))
+    negative["summary"]["stats"]["p50_ms"] = -3.0
+    negative["job_id"] = negative["run_id"] = "neg-1"
+    bad = [
+        (events, b"{not json"),
+        (events, json.dumps(good).replace('"p50_ms": 1.0', '"p50_ms": NaN').encode()),
+        (events, json.dumps(negative).encode()),
+        (events, json.dumps(spoofed).encode()),  # dev1's topic, dev2 in the payload
+        (events, b"{" + b" " * (p.MAX_PAYLOAD[p.EVENTS] + 10) + b"}"),  # oversized
+        (p.topic("dev1", p.JOBS), json.dumps(good).encode()),  # not a device topic; no subscription either
+        ("edgebench/v1/devices/dev1/events/extra", b"{}"),  # outside the tree: not subscribed, never arrives
+    ]
+    for topic_name, payload in bad:
+        mqtt_publish(broker.port, topic_name, payload)
+    mqtt_publish(broker.port, events, json.dumps(good).encode())
+    rows = fleet.wait_results(1)
+    assert [row["run_id"] for row in rows] == ["ok-1"]
+    wait_for(lambda: collector.metric("edgebench_dead_letters_total") >= 5, 20, "5 dead letters")
+    letters = collector.get("/api/v1/dead-letters")["dead_letters"]
+    reasons = " | ".join(letter["reason"] for letter in letters)
+    for expected in ("not JSON", "not a valid number", "below 0", "does not match topic device", "limit"):
+        assert expected in reasons
+    assert collector.alive() and collector.health()["ok"]
+
+
+def test_duplicate_job_runs_once_and_bad_model_is_refused(fleet, broker, sine_model):
+    collector = fleet.start_collector()
+    agent = fleet.start_agent("dup-board")
+    model = fleet.upload(sine_model)
+    job = p.envelope("dup-board", time.time(), job_id="dup-1", model={
+        "sha256": model["sha256"], "size_bytes": model["size_bytes"], "name": "sine.tflite",
+        "url": f"{collector.url}/api/v1/models/{model['sha256']}/content"},
+        settings={"min_runs": 20, "min_duration_s": 0.05, "warmup_runs": 1, "warmup_duration_s": 0.0}, sensors=False)
+    for _ in range(3):  # the same job id three times: QoS 1 redelivery or an operator's retry
+        mqtt_publish(broker.port, p.topic("dup-board", p.JOBS), json.dumps(job).encode(), client_id="test-server")
+    wrong = dict(job, job_id="wrong-1", model=dict(job["model"], sha256="0" * 64))
+    mqtt_publish(broker.port, p.topic("dup-board", p.JOBS), json.dumps(wrong).encode(), client_id="test-server")
+    evil = dict(job, job_id="evil-1", runtime="os:system")
+    mqtt_publish(broker.port, p.topic("dup-board", p.JOBS), json.dumps(evil).encode(), client_id="test-server")
+    db = agent.log_path.parent / "data" / "agent.sqlite3"
+
+    def states():
+        with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as conn:
+            return dict(conn.execute("SELECT job_id, state FROM jobs").fetchall())
+
+    final = wait_for(lambda: (lambda s: s if s.get("dup-1") == "done" and s.get("wrong-1") == "failed" else None)(
+        states()), 60, "both jobs to finish")
+    assert set(final) == {"dup-1", "wrong-1"}  # the evil job was refused before it reached the job table
+    assert_exactly_once(fleet.wait_results(1), ["dup-1"])
+    reports = list((agent.log_path.parent / "data" / "reports").glob("*.json"))
+    assert [r.name for r in reports] == ["dup-1.json"]
+    assert "plugins are not allowed" in agent.log_text()
+
+
+@pytest.mark.parametrize("reason", ["cancel", "timeout"])
+def test_cancel_and_timeout(fleet, sine_model, reason):
+    fleet.start_collector()
+    fleet.start_agent("cancel-board")
+    model = fleet.upload(sine_model)
+    options = {"timeout_s": 3} if reason == "timeout" else {}
+    batch = fleet.submit([model["sha256"]], {"ids": ["cancel-board"]}, settings={
+        "min_runs": 1, "min_duration_s": 60, "max_duration_s": 60, "warmup_runs": 1, "warmup_duration_s": 0}, **options)
+    job_id = batch["jobs"][0]["job_id"]
+    if reason == "cancel":
+        wait_for(lambda: fleet.jobs(batch["batch_id"])[0]["state"] == "running", 30, "the job to run")
+        fleet.post(f"/api/v1/jobs/{job_id}/cancel", b"")
+    jobs = fleet.wait_jobs(batch["batch_id"], timeout=60)
+    if reason == "cancel":
+        assert (jobs[0]["state"], jobs[0]["reason"]) == ("cancelled", "cancelled on request")
+    else:  # the engine's own timeout: it names the phase
+        assert jobs[0]["state"] == "failed" and "no result after 3s" in jobs[0]["reason"]
+    assert fleet.results_in_influx() == []

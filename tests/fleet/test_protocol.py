@@ -1,0 +1,206 @@
+"""The protocol module, the outbox, the model cache and line protocol: fast checks without services."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+from functools import partial
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+
+from edgebench.agent.errors import ModelError
+from edgebench.agent.fleet import protocol as p
+from edgebench.agent.fleet.modelcache import ModelCache
+from edgebench.agent.fleet.store import AgentStore
+from edgebench.server import influx
+
+SHA = "a" * 64
+
+
+def result_payload(device: str = "dev1", **stats) -> dict:
+    summary = {"stats": {"count": 10, "p50_ms": 1.5, "p90_ms": 2.0, "p99_ms": 3.0, **stats},
+               "model": {"name": "m.tflite", "sha256": SHA}, "runtime": {"runtime": "litert", "used": "xnnpack"}}
+    return p.envelope(device, 1.7e9, event="result", job_id="j1", run_id="j1", summary=summary)
+
+
+def encoded(payload: dict) -> bytes:
+    return json.dumps(payload).encode()
+
+
+def test_topic_tree_round_trip():
+    assert p.topic("dev1", p.STATUS) == "edgebench/v1/devices/dev1/status"
+    assert p.parse_topic("edgebench/v1/devices/dev1/events") == ("dev1", "events")
+    assert p.wildcard(p.TELEMETRY) == "edgebench/v1/devices/+/telemetry"
+    for bad in ("edgebench/v2/devices/d/status", "edgebench/v1/devices/d/other", "edgebench/v1/devices/d/status/x",
+                "edgebench/v1/devices/../status"):
+        with pytest.raises(p.ProtocolError):
+            p.parse_topic(bad)
+    for bad_id in ("a/b", "+", "#", "", "x" * 65, "$SYS", ".."):
+        with pytest.raises(p.ProtocolError):
+            p.topic(bad_id, p.STATUS)
+
+
+def test_valid_result_and_telemetry():
+    msg = p.validate(p.topic("dev1", p.EVENTS), encoded(result_payload()))
+    assert (msg.device, msg.kind) == ("dev1", "events")
+    telemetry = p.envelope("dev1", 1.7e9, samples=[{"ts": 1.7e9, "readings": {"load1": 0.5, "temp_max_c": 41.0}}])
+    assert p.validate(p.topic("dev1", p.TELEMETRY), encoded(telemetry)).payload["samples"]
+
+
+@pytest.mark.parametrize("mutate, reason", [
+    (lambda d: d.update(device="dev2"), "does not match topic device"),
+    (lambda d: d.update(v=2), "unsupported protocol version"),
+    (lambda d: d["summary"]["stats"].update(p50_ms=-1.0), "below 0"),
+    (lambda d: d["summary"]["stats"].update(count=0), "at least one measured run"),
+    (lambda d: d["summary"]["stats"].update(p90_ms="fast"), "wrong type"),
+    (lambda d: d.pop("run_id"), "missing field 'run_id'"),
+    (lambda d: d.update(event="exploded"), "event must be one of"),
+    (lambda d: d.update(job_id="../../etc"), "invalid value"),
+])
+def test_invalid_results_are_refused_with_a_reason(mutate, reason):
+    payload = result_payload()
+    mutate(payload)
+    with pytest.raises(p.ProtocolError, match=reason):
+        p.validate(p.topic("dev1", p.EVENTS), encoded(payload))
+
+
+def test_nan_oversize_and_garbage_are_refused():
+    data = encoded(result_payload()).replace(b'"p50_ms": 1.5', b'"p50_ms": NaN')
+    with pytest.raises(p.ProtocolError, match="not a valid number"):
+        p.validate(p.topic("dev1", p.EVENTS), data)
+    big = result_payload()
+    big["summary"]["padding"] = "x" * (p.MAX_PAYLOAD[p.EVENTS] + 1)
+    with pytest.raises(p.ProtocolError, match="limit"):
+        p.validate(p.topic("dev1", p.EVENTS), encoded(big))
+    with pytest.raises(p.ProtocolError, match="limit"):
+        p.encode(p.EVENTS, big)  # the sender refuses it too
+    with pytest.raises(p.ProtocolError, match="not JSON"):
+        p.validate(p.topic("dev1", p.EVENTS), b"\xff\xfe not json")
+    with pytest.raises(p.ProtocolError, match="not a JSON object"):
+        p.validate(p.topic("dev1", p.EVENTS), b"[1, 2]")
+
+
+def job(**fields) -> dict:
+    return p.envelope("dev1", 1.7e9, job_id="b1-0001", model={"sha256": SHA, "size_bytes": 10, "name": "m.tflite",
+                                                              "url": "http://127.0.0.1:1/x"}, **fields)
+
+
+@pytest.mark.parametrize("fields, reason", [
+    ({"runtime": "evil.module:Runtime"}, "plugins are not allowed"),
+    ({"delegates": ["/tmp/libevil.so"]}, "not allowed in a job"),
+    ({"input": ["x=/etc/passwd"]}, "may only use zeros"),
+    ({"input": ["x=$(reboot)"]}, "may only use zeros"),
+    ({"shape": ["x=1x3;rm -rf /"]}, "NAME=DIMS"),
+    ({"settings": {"command": "sh"}}, "not a bench setting"),
+    ({"settings": {"min_runs": -5}}, "below"),
+    ({"timeout_s": float("inf")}, "not finite"),
+])
+def test_jobs_are_declarative_data(fields, reason):
+    with pytest.raises(p.ProtocolError, match=reason):
+        p.check_job(job(**fields))
+
+
+def test_a_good_job_passes():
+    p.check_job(job(runtime="litert", delegates=["xnnpack"], threads=2, input=["x=random", "sr=16000"],
+                    shape=["x=1x3x224x224"], settings={"min_runs": 10, "max_duration_s": 5.0}, timeout_s=60))
+
+
+def test_labels():
+    assert p.parse_labels("class=rpi5, site=lab2") == {"class": "rpi5", "site": "lab2"}
+    for bad in ("class", "Class=x", "class=a b", ",".join(f"k{i}=v" for i in range(17))):
+        with pytest.raises(p.ProtocolError):
+            p.parse_labels(bad)
+
+
+def test_summarize_report_drops_samples():
+    report = {"schema": "edgebench.bench/1", "model": {"path": "/secret/path", "name": "m"}, "stats": {
+        "count": 3, "p50_ms": 1.0, "percentile_ci_ms": {"p50": [0.9, 1.1]}}, "samples": {"latency_ns": [1, 2, 3]},
+        "memory": {"rss_samples": [[0, 1]], "peak_steady_bytes": 5}, "runtime": {"runtime": "litert"}}
+    summary = p.summarize_report(report)
+    assert "samples" not in summary and "rss_samples" not in summary["memory"] and "path" not in summary["model"]
+    assert summary["stats"] == {"count": 3, "p50_ms": 1.0}
+
+
+# ---------------------------------------------------------------- outbox
+
+def test_outbox_drops_telemetry_oldest_first_never_results(tmp_path):
+    store = AgentStore(tmp_path / "a.sqlite3", max_telemetry=3)
+    store.enqueue("t/result", b"r", "result")
+    for n in range(6):
+        store.enqueue("t/telemetry", str(n).encode(), "telemetry")
+    rows = store.pending(set(), 100)
+    assert [payload for _, _, payload in rows] == [b"r", b"3", b"4", b"5"]
+    assert store.counter("telemetry_dropped") == 3
+    store.acknowledged(rows[0][0])
+    assert store.depth() == 3
+
+
+def test_job_dedup_and_final_state_with_result(tmp_path):
+    store = AgentStore(tmp_path / "a.sqlite3")
+    assert store.add_job("j1", "{}") and not store.add_job("j1", "{}")
+    assert store.next_job()[0] == "j1"
+    store.start_job("j1")
+    assert store.next_job() == ("j1", "{}", 1)  # a job left 'running' (agent killed) runs again
+    store.finish_job("j1", "done", "t/events", b"result", "result")
+    assert store.next_job() is None and store.job_state("j1") == "done" and store.depth() == 1
+    store.close()
+    reopened = AgentStore(tmp_path / "a.sqlite3")  # survives a restart
+    assert reopened.depth() == 1 and not reopened.add_job("j1", "{}")
+
+
+# ---------------------------------------------------------------- model cache
+
+@pytest.fixture
+def http_dir(tmp_path):
+    root = tmp_path / "served"
+    root.mkdir()
+    server = ThreadingHTTPServer(("127.0.0.1", 0), partial(SimpleHTTPRequestHandler, directory=str(root)))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield root, f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+
+
+def test_model_cache_verifies_and_refuses(tmp_path, http_dir):
+    root, url = http_dir
+    data = b"TFL3" * 100
+    (root / "model.bin").write_bytes(data)
+    sha = hashlib.sha256(data).hexdigest()
+    cache = ModelCache(tmp_path / "cache")
+    path = cache.get(sha, len(data), f"{url}/model.bin")
+    assert path == (tmp_path / "cache" / sha).resolve() and path.read_bytes() == data
+    with pytest.raises(ModelError, match="refused"):
+        cache.get("b" * 64, len(data), f"{url}/model.bin")  # content does not match the announced digest
+    assert not list((tmp_path / "cache").glob("b*"))
+    with pytest.raises(ModelError, match="truncated"):
+        cache.get("c" * 64, len(data) + 10, f"{url}/model.bin")
+    for escape in ("../../etc/passwd", "/etc/passwd", "a" * 63 + "/"):
+        with pytest.raises(ModelError, match="not a sha256"):
+            cache.path_for(escape)
+
+
+def test_model_cache_lru_eviction(tmp_path):
+    cache = ModelCache(tmp_path / "cache", quota_bytes=250)
+    for n, name in enumerate(("a", "b", "c")):
+        path = tmp_path / "cache" / (name * 64)
+        path.write_bytes(b"x" * 100)
+        import os
+
+        os.utime(path, (1000 + n, 1000 + n))
+    assert cache.evict(reserve=100) == ["a" * 64, "b" * 64]
+    assert Path(tmp_path / "cache" / ("c" * 64)).exists()
+
+
+# ---------------------------------------------------------------- line protocol
+
+def test_line_protocol_escaping_and_idempotent_timestamps():
+    text = influx.line("m", {"model": "a b,c=d", "empty": ""}, {"v": 1.5, "n": 3, "s": 'q"x', "nan": float("nan")}, 7)
+    assert text == 'm,model=a\\ b\\,c\\=d v=1.5,n=3i,s="q\\"x" 7'
+    assert influx.run_timestamp_ns("run-1", 1.7e9) == influx.run_timestamp_ns("run-1", 1.7e9)
+    assert influx.run_timestamp_ns("run-1", 1.7e9) != influx.run_timestamp_ns("run-2", 1.7e9)
+    msg = p.validate(p.topic("dev1", p.EVENTS), encoded(result_payload()))
+    point = influx.result_point(msg, {"class": "rpi5"})
+    assert point.startswith("edgebench_result,delegate=xnnpack,device=dev1,label_class=rpi5,model=m.tflite")
+    assert 'run_id="j1"' in point and "p50_ms=1.5" in point
