@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import random
 import statistics
 import sys
 import time
@@ -115,27 +116,35 @@ def within_goal(candidate: float, baseline: float) -> bool:
 
 
 def measure_case(name: str, path: str, shape_args: list, rounds: int, runs: int, threads: int) -> dict:
-    columns = {"bare": [], "engine": [], "isolated": [], "no-rss": [], "sensors": []}
+    columns: dict = {"bare": [], "engine": [], "isolated": [], "no-rss": [], "sensors": []}
+    children = {
+        "isolated": lambda: isolated_p50(path, shape_args, runs, threads, rss=True),
+        "no-rss": lambda: isolated_p50(path, shape_args, runs, threads, rss=False),
+        "sensors": lambda: isolated_p50(path, shape_args, runs, threads, rss=True, sensors=True),
+    }
+    order = random.Random(name)
     for _ in range(rounds):  # alternate so drift (thermal, other load) hits every column alike
         engine, feeds = engine_p50(path, shape_args, runs, threads)
         bare = (bare_loop_litert if path.endswith(".tflite") else bare_loop_ort)(path, feeds, runs, threads)
         columns["bare"].append(p50_ms(bare))
         columns["engine"].append(engine)
-        columns["isolated"].append(isolated_p50(path, shape_args, runs, threads, rss=True))
-        columns["no-rss"].append(isolated_p50(path, shape_args, runs, threads, rss=False))
-        columns["sensors"].append(isolated_p50(path, shape_args, runs, threads, rss=True, sensors=True))
+        for key in order.sample(list(children), len(children)):  # shuffled: no column always runs first
+            columns[key].append(children[key]())
     median = {key: statistics.median(values) for key, values in columns.items()}
+
+    def paired(numerator: str, denominator: str) -> float:
+        """Median of per-round ratios: each pair ran minutes apart at most, so slow drift cancels."""
+        return statistics.median(a / b for a, b in zip(columns[numerator], columns[denominator]))
+
+    ratios = {"engine_vs_bare": paired("engine", "bare"), "isolated_vs_bare": paired("isolated", "bare"),
+              "rss_on_vs_off": paired("isolated", "no-rss"), "sensors_on_vs_off": paired("sensors", "isolated")}
     return {
         "model": name, "rounds": rounds, "runs_per_round": runs, "threads": threads,
-        "p50_ms": median, "per_round_p50_ms": columns,
-        "engine_vs_bare": median["engine"] / median["bare"],
-        "isolated_vs_bare": median["isolated"] / median["bare"],
-        "rss_on_vs_off": median["isolated"] / median["no-rss"],
-        "sensors_on_vs_off": median["sensors"] / median["isolated"],
+        "p50_ms": median, "per_round_p50_ms": columns, **ratios,
         "engine_within_goal": within_goal(median["engine"], median["bare"]),
         "isolated_within_goal": within_goal(median["isolated"], median["bare"]),
-        "rss_within_goal": median["isolated"] / median["no-rss"] <= 1.01,
-        "sensors_within_goal": median["sensors"] / median["isolated"] <= 1.01,
+        "rss_within_goal": ratios["rss_on_vs_off"] <= 1.01,
+        "sensors_within_goal": ratios["sensors_on_vs_off"] <= 1.01,
     }
 
 
