@@ -10,7 +10,7 @@ export EDGEBENCH_CACHE
 STAMP := $(VENV)/.installed
 MODELS := $(EDGEBENCH_CACHE)/models/.fetched
 
-.PHONY: demo test lint bench install models clean
+.PHONY: demo demo-stop test lint bench install models clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -27,7 +27,11 @@ $(MODELS): scripts/fetch_models.py $(STAMP)
 models: $(MODELS)
 
 demo: $(STAMP) $(MODELS)
+	sh scripts/ensure_services.sh
 	$(BIN)/python scripts/demo.py
+
+demo-stop: $(STAMP)
+	$(BIN)/python scripts/demo.py --stop
 
 test: $(STAMP) $(MODELS)
 	sh scripts/ensure_services.sh

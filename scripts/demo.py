@@ -1,14 +1,23 @@
 #!/usr/bin/env python3
-"""`make demo`: benchmark the real demo models on this machine and print the comparison.
+"""`make demo`: a local fleet on this machine, the demo models benchmarked through it, and the variants table.
 
-Each model goes through the same engine as `edgebench bench` (child process, same statistics); then
-`edgebench variants` shows the float32 / float16 / int8 trade-off on a real ONNX classifier.
-Reports are written to out/demo/ (one JSON per model).
+1. Brings up Mosquitto, InfluxDB, the collector and one local agent on free loopback ports, under out/fleet/
+   (edgebench.server.localfleet; `scripts/ensure_services.sh` installs the binaries if they are missing).
+2. Pushes the real demo models with `edgebench push --wait`: each runs on the agent through the same engine as
+   `edgebench bench`, its result lands in InfluxDB, and the fleet comparison is printed.
+3. `edgebench variants` shows the float32 / float16 / int8 trade-off on a real ONNX classifier.
+The fleet keeps running afterwards so you can query it; `make demo-stop` (this script with --stop) stops it.
 """
 
 from __future__ import annotations
 
+import argparse
+import json
+import os
+import signal
 import sys
+import urllib.parse
+import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -16,44 +25,90 @@ sys.path.insert(0, str(ROOT / "scripts"))
 
 import fetch_models  # noqa: E402
 
-from edgebench.agent import bench, cli  # noqa: E402
-from edgebench.agent.progress import ProgressLine  # noqa: E402
-from edgebench.agent.report import fmt_latency, human_bytes, table, write_json  # noqa: E402
+from edgebench.agent import cli  # noqa: E402
+from edgebench.server.localfleet import Agent, Collector, Influxd, Mosquitto, wait_for  # noqa: E402
 
-DEMO = [  # model, --shape, --input, what it is
-    ("efficientnet_lite0_int8.tflite", [], [], "image classifier, int8, LiteRT"),
-    ("deeplabv3.tflite", [], [], "segmentation, float32, LiteRT"),
-    ("ppocr_det.onnx", ["x=1x3x320x320"], [], "text detection, float32, ONNX Runtime"),
-    ("ppocr_rec.onnx", ["x=1x3x48x320"], [], "text recognition, float32, ONNX Runtime"),
-    ("silero_vad.onnx", ["input=1x512", "state=2x1x128"], ["sr=16000"], "voice activity, stateful, ONNX Runtime"),
+OUT = ROOT / "out"
+FLEET = OUT / "fleet"
+STATE = FLEET / "fleet.json"
+DEVICE = "local-1"
+# (models, push options): one push per group, because --shape applies to every model of a push
+PUSHES = [
+    (["efficientnet_lite0_int8.tflite", "deeplabv3.tflite"], []),
+    (["ppocr_rec.onnx"], ["--shape", "x=1x3x48x320"]),
+    (["silero_vad.onnx"], ["--shape", "input=1x512", "--shape", "state=2x1x128", "--input", "sr=16000"]),
 ]
 
 
-def main() -> int:
-    out = ROOT / "out" / "demo"
-    out.mkdir(parents=True, exist_ok=True)
-    paths = fetch_models.fetch([name for name, *_ in DEMO] + ["ppocr_cls.onnx"])
-    rows = []
-    for name, shapes, inputs, what in DEMO:
-        request = bench.BenchRequest(str(paths[name]), shape_args=shapes, input_args=inputs)
-        progress = ProgressLine(name, request.settings.min_duration_s)
+def stop_fleet() -> int:
+    """Stop a fleet a previous demo left running, by the PIDs it recorded."""
+    if not STATE.exists():
+        print("no demo fleet is running")
+        return 0
+    for name, pid in json.loads(STATE.read_text())["pids"].items():
         try:
-            report = bench.run(request, progress)
-        finally:
-            progress.close()
-        write_json(report, str(out / f"{Path(name).stem}.json"))
-        stats, runtime = report["stats"], report["runtime"]
-        rows.append([name, what, f"{runtime['runtime']}/{','.join(runtime['used'])}",
-                     fmt_latency(stats["p50_ms"], 1), fmt_latency(stats["p90_ms"], 1), fmt_latency(stats["p99_ms"], 1),
-                     f"{stats['throughput_ips']:.0f}", human_bytes(report["memory"]["peak_steady_bytes"]),
-                     "yes" if report["validity"]["valid"] else "no"])
-    device = report["device"]
-    print(f"edgebench demo on {device['cpu']} ({device['cores']} cores, {device['os']}); reports in {out}")
-    headers = ["model", "what", "runtime/ran on", "p50 ms", "p90 ms", "p99 ms", "inf/s", "peak RSS", "valid"]
-    print("\n".join(table(headers, rows, align_left=3)))
-    print()
-    return cli.main(["variants", str(paths["ppocr_cls.onnx"]), "--shape", "x=1x3x48x192",
-                     "--out-dir", str(out / "ppocr_cls.variants"), "--json", str(out / "ppocr_cls.variants.json")])
+            os.kill(pid, signal.SIGTERM)
+            print(f"stopped {name} (pid {pid})")
+        except ProcessLookupError:
+            pass
+    STATE.unlink()
+    return 0
+
+
+def start_fleet() -> dict:
+    broker = Mosquitto(FLEET / "mosquitto")
+    influxd = Influxd(FLEET / "influxdb")
+    broker.start()
+    influxd.start()
+    collector = Collector(FLEET / "collector", broker.url, influxd.url, "edgebench")
+    collector.start()
+    agent = Agent(FLEET / "agent", broker.url, DEVICE, f"class=demo-{os.uname().machine}", ("--heartbeat", "5"))
+    agent.start()
+
+    def online() -> bool:
+        devices = collector.get("/api/v1/devices")["devices"]
+        return any(d["device_id"] == DEVICE and d["state"] == "online" and d["inventory"] for d in devices)
+
+    wait_for(online, 60, f"agent {DEVICE} to come online")
+    state = {"collector": collector.url, "influxdb": influxd.url, "mqtt": broker.url, "database": "edgebench",
+             "pids": {"mosquitto": broker.proc.pid, "influxd": influxd.proc.pid, "collector": collector.proc.pid,
+                      "agent": agent.proc.pid}}
+    STATE.write_text(json.dumps(state, indent=1))
+    return state
+
+
+def count_results(state: dict) -> int:
+    query = urllib.parse.urlencode({"db": state["database"], "q": "SELECT count(p50_ms) FROM edgebench_result"})
+    with urllib.request.urlopen(f"{state['influxdb']}/query?{query}", timeout=10) as response:
+        series = json.loads(response.read())["results"][0].get("series", [])
+    return int(series[0]["values"][0][1]) if series else 0
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--stop", action="store_true", help="stop the fleet a previous demo left running")
+    args = parser.parse_args()
+    if args.stop:
+        return stop_fleet()
+    stop_fleet()
+    FLEET.mkdir(parents=True, exist_ok=True)
+    paths = fetch_models.fetch([m for models, _ in PUSHES for m in models] + ["ppocr_cls.onnx"])
+    state = start_fleet()
+    print(f"local fleet up: collector {state['collector']}, MQTT {state['mqtt']}, InfluxDB {state['influxdb']}")
+    for models, options in PUSHES:
+        code = cli.main(["push", *(str(paths[m]) for m in models), *options, "--server", state["collector"],
+                         "--devices", "all", "--wait", "--wait-timeout", "600",
+                         "--json", str(FLEET / f"push-{Path(models[0]).stem}.json")])
+        if code != 0:
+            print(f"push of {', '.join(models)} failed (exit {code}); logs in {FLEET}", file=sys.stderr)
+            return code
+    print(f"\n{count_results(state)} results in InfluxDB (database {state['database']}, measurement "
+          f"edgebench_result)\n")
+    code = cli.main(["variants", str(paths["ppocr_cls.onnx"]), "--shape", "x=1x3x48x192",
+                     "--out-dir", str(OUT / "variants"), "--json", str(OUT / "ppocr_cls.variants.json")])
+    print(f"\nThe fleet is still running (PIDs in {STATE}): try `edgebench devices --server {state['collector']}`."
+          f"\nStop it with: make demo-stop")
+    return code
 
 
 if __name__ == "__main__":

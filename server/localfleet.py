@@ -1,0 +1,230 @@
+"""A local fleet on one machine: Mosquitto, influxd, collector and agent processes.
+
+Used by `make demo` (scripts/demo.py), the fleet tests and the fleet benchmarks. Each service runs on a free
+loopback port with its own config under a work directory and is stopped by its PID (never by name). Waiting
+is by polling with a deadline, never by fixed sleeps.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from pathlib import Path
+from typing import Callable, Optional
+
+
+class ServiceError(RuntimeError):
+    """A service did not start or answer in time."""
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_for(predicate: Callable[[], object], timeout: float, what: str, interval: float = 0.1):
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise ServiceError(f"timed out after {timeout:g}s waiting for {what}")
+        time.sleep(interval)
+
+
+def port_open(port: int) -> bool:
+    with socket.socket() as sock:
+        sock.settimeout(0.2)
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+def binary(name: str) -> Optional[str]:
+    return shutil.which(name) or next((p for p in (f"/usr/sbin/{name}", f"/usr/bin/{name}") if os.path.exists(p)),
+                                      None)
+
+
+class Service:
+    """A child process started in its own session, stopped (or killed) by PID."""
+
+    cwd: Optional[Path] = None  # where processes start (the tests set their checkout, for tests.plugins)
+
+    def __init__(self, argv: list[str], log_path: Path, env: Optional[dict] = None):
+        self.argv, self.log_path, self.env = argv, log_path, env
+        self.proc: Optional[subprocess.Popen] = None
+
+    def start(self) -> None:
+        self.log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
+        self.proc = subprocess.Popen(self.argv, stdout=self.log, stderr=subprocess.STDOUT, env=self.env,
+                                     start_new_session=True, cwd=self.cwd)
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def kill(self) -> None:
+        """SIGKILL: a crash, for the fault tests."""
+        if self.alive():
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(10)
+        self.log.close()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        if self.alive():
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        if self.proc is not None:
+            self.log.close()
+
+    def _check_alive(self) -> None:
+        if not self.alive():
+            raise ServiceError(f"{Path(self.argv[0]).name} exited while starting:\n{self.log_text()}")
+
+    def log_text(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")[-6000:]
+        except OSError:
+            return ""
+
+
+class Mosquitto(Service):
+    def __init__(self, workdir: Path, port: Optional[int] = None, extra: str = ""):
+        self.workdir, self.port = workdir, port or free_port()
+        workdir.mkdir(parents=True, exist_ok=True)
+        conf = workdir / "mosquitto.conf"
+        # `user root`: run as root, mosquitto would switch to user mosquitto and lose access to the files here.
+        conf.write_text(f"user root\nlistener {self.port} 127.0.0.1\npersistence true\n"
+                        f"persistence_location {workdir}/\nautosave_interval 1\nmax_queued_messages 0\n"
+                        f"max_inflight_messages 0\nlog_dest stdout\nlog_type error\nlog_type warning\n"
+                        f"{extra or 'allow_anonymous true'}\n")
+        super().__init__([binary("mosquitto") or "mosquitto", "-c", str(conf)], workdir / "mosquitto.log")
+
+    def start(self) -> None:
+        super().start()
+        wait_for(lambda: port_open(self.port) or not self.alive(), 10, "mosquitto to listen")
+        self._check_alive()
+
+    @property
+    def url(self) -> str:
+        return f"mqtt://127.0.0.1:{self.port}"
+
+
+class Influxd(Service):
+    def __init__(self, workdir: Path):
+        self.workdir, self.port = workdir, free_port()
+        workdir.mkdir(parents=True, exist_ok=True)
+        conf = workdir / "influxdb.conf"
+        conf.write_text(f"""reporting-disabled = true
+bind-address = "127.0.0.1:{free_port()}"
+[meta]
+  dir = "{workdir}/meta"
+[data]
+  dir = "{workdir}/data"
+  wal-dir = "{workdir}/wal"
+  query-log-enabled = false
+[http]
+  bind-address = "127.0.0.1:{self.port}"
+  log-enabled = false
+[monitor]
+  store-enabled = false
+[continuous_queries]
+  enabled = false
+""")
+        super().__init__([binary("influxd") or "influxd", "-config", str(conf)], workdir / "influxd.log")
+
+    def start(self) -> None:
+        super().start()
+        wait_for(lambda: self.ping() or not self.alive(), 30, "influxd to answer /ping")
+        self._check_alive()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def ping(self) -> bool:
+        try:
+            with urllib.request.urlopen(f"{self.url}/ping", timeout=1):
+                return True
+        except OSError:
+            return False
+
+    def query(self, db: str, text: str) -> list:
+        url = f"{self.url}/query?" + urllib.parse.urlencode({"db": db, "q": text, "epoch": "ns"})
+        with urllib.request.urlopen(url, timeout=10) as response:
+            result = json.loads(response.read())["results"][0]
+        if "error" in result:
+            raise ServiceError(f"InfluxQL {text!r}: {result['error']}")
+        return result.get("series", [])
+
+    def rows(self, db: str, text: str) -> list[dict]:
+        series = self.query(db, text)
+        return [dict(zip(s["columns"], v)) for s in series for v in s["values"]]
+
+
+def edgebench_argv(*args: str) -> list[str]:
+    return [sys.executable, "-m", "edgebench.agent.cli", *args]
+
+
+class Collector(Service):
+    def __init__(self, workdir: Path, mqtt_url: str, influx_url: str, db: str, extra: tuple = (),
+                 http_port: Optional[int] = None):
+        self.workdir, self.http_port, self.db = workdir, http_port or free_port(), db
+        workdir.mkdir(parents=True, exist_ok=True)
+        self.ready = workdir / "ready.json"
+        super().__init__(edgebench_argv("-v", "server", "--mqtt", mqtt_url, "--influx-url", influx_url,
+                                        "--influx-db", db, "--data-dir", str(workdir / "data"),
+                                        "--http", f"127.0.0.1:{self.http_port}", "--ready-file", str(self.ready),
+                                        *extra), workdir / "collector.log")
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.http_port}"
+
+    def start(self, wait_mqtt: bool = True) -> None:
+        self.ready.unlink(missing_ok=True)
+        super().start()
+        wait_for(lambda: self.ready.exists() or not self.alive(), 30, "the collector to serve")
+        self._check_alive()
+        if wait_mqtt:
+            wait_for(lambda: self.health().get("mqtt"), 30, "the collector to connect to the broker")
+
+    def get(self, path: str):
+        with urllib.request.urlopen(self.url + path, timeout=10) as response:
+            body = response.read()
+        return json.loads(body) if path != "/metrics" else body.decode()
+
+    def health(self) -> dict:
+        try:
+            return self.get("/healthz")
+        except urllib.error.HTTPError as exc:
+            return json.loads(exc.read())
+        except OSError:
+            return {}
+
+    def metric(self, name: str) -> float:
+        for line in self.get("/metrics").splitlines():
+            if line.startswith(name + " "):
+                return float(line.split()[1])
+        return 0.0
+
+
+class Agent(Service):
+    def __init__(self, workdir: Path, mqtt_url: str, device: str, labels: str = "", extra: tuple = ()):
+        self.device = device
+        workdir.mkdir(parents=True, exist_ok=True)
+        super().__init__(edgebench_argv("-v", "agent", "--mqtt", mqtt_url, "--device-id", device, "--labels", labels,
+                                        "--data-dir", str(workdir / "data"), "--heartbeat", "2",
+                                        "--telemetry-interval", "0.5", *extra), workdir / "agent.log")
