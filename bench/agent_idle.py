@@ -18,7 +18,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from tests.fleet.services import Mosquitto, Service, edgebench_argv, wait_for  # noqa: E402
+from edgebench.server.localfleet import Mosquitto, Service, edgebench_argv, wait_for  # noqa: E402
 
 
 def cpu_seconds(pid: int) -> float:

@@ -24,7 +24,7 @@ sys.path.insert(0, str(REPO))
 
 from edgebench.agent.fleet import protocol as p  # noqa: E402
 from edgebench.server.influx import InfluxV1, telemetry_points  # noqa: E402
-from tests.fleet.services import Collector, Influxd, Mosquitto, wait_for  # noqa: E402
+from edgebench.server.localfleet import Collector, Influxd, Mosquitto, wait_for  # noqa: E402
 
 READINGS = ("load1", "mem_available_bytes", "temp_max_c", "cpu_freq_hz")
 
