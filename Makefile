@@ -10,7 +10,10 @@ export EDGEBENCH_CACHE
 STAMP := $(VENV)/.installed
 MODELS := $(EDGEBENCH_CACHE)/models/.fetched
 
-.PHONY: demo demo-stop test lint bench install models clean
+NATIVE_BUILD ?= native/build
+NATIVE_DEPS ?= $(EDGEBENCH_CACHE)/native
+
+.PHONY: demo demo-stop test lint bench install models clean native native-test native-bench
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -33,7 +36,16 @@ demo: $(STAMP) $(MODELS)
 demo-stop: $(STAMP)
 	$(BIN)/python scripts/demo.py --stop
 
-test: $(STAMP) $(MODELS)
+# The C++ harness (docs/native.md): pinned runtime headers/libraries fetched into the cache once, then CMake.
+native: $(STAMP)
+	$(BIN)/python native/fetch_deps.py --cache $(NATIVE_DEPS) --python $(BIN)/python
+	cmake -S native -B $(NATIVE_BUILD) -DCMAKE_BUILD_TYPE=Release -DEDGEBENCH_DEPS_DIR=$(NATIVE_DEPS)
+	cmake --build $(NATIVE_BUILD) -j 2
+
+native-test: native $(MODELS)
+	cd $(NATIVE_BUILD) && ctest --output-on-failure
+
+test: $(STAMP) $(MODELS) native-test
 	sh scripts/ensure_services.sh
 	$(BIN)/ruff check agent server tests bench scripts
 	$(BIN)/python -m pytest -q
@@ -41,8 +53,11 @@ test: $(STAMP) $(MODELS)
 bench: $(STAMP) $(MODELS)
 	$(BIN)/python bench/engine_overhead.py
 
+native-bench: native $(MODELS)
+	$(BIN)/python bench/native_overhead.py
+
 lint: $(STAMP)
 	$(BIN)/ruff check agent server tests bench scripts
 
 clean:
-	rm -rf $(VENV) build *.egg-info
+	rm -rf $(VENV) build *.egg-info $(NATIVE_BUILD)

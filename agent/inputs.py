@@ -200,6 +200,8 @@ def build_feeds(specs: Sequence[TensorSpec], shapes: dict[str, Shape], sources: 
 
 
 def describe_feeds(feeds: dict[str, np.ndarray], sources: dict[str, InputSource]) -> list[dict]:
+    if "" in sources and len(feeds) == 1:  # `--input file.npy` without a name: the model's only input
+        sources = {next(iter(feeds)): sources[""]}
     return [{"name": name, "dtype": str(array.dtype), "shape": list(array.shape),
              "source": sources.get(name, InputSource(kind="random")).describe()}
             for name, array in feeds.items()]

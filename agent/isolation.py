@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Optional
 
-from .errors import ERROR_KINDS, ChildFailed, EdgebenchError
+from .errors import ERROR_KINDS, ChildFailed, EdgebenchError, RuntimeUnavailable
 from .memory import RssSampler
 
 log = logging.getLogger(__name__)
@@ -106,18 +106,25 @@ def describe_death(returncode: int, phase: str, log_tail: str) -> str:
 
 
 class _EventReader:
-    """Splits the pipe's bytes into JSON events and remembers the last phase and outcome."""
+    """Splits the pipe's bytes into JSON events and remembers the last phase and outcome. Chunks are joined
+    only once a line is complete: a result line holds every sample (tens of MB for a sub-microsecond model),
+    and re-splitting a growing buffer on every read would make reading it quadratic."""
 
     def __init__(self, progress: Optional[ProgressFn]):
         self.progress = progress
-        self.buffer = b""
+        self._pending: list = []
         self.phase = "start"
         self.result: Optional[dict] = None
         self.error: Optional[dict] = None
 
     def feed(self, data: bytes) -> None:
-        self.buffer += data
-        *lines, self.buffer = self.buffer.split(b"\n")
+        end = data.rfind(b"\n")
+        if end < 0:
+            self._pending.append(data)
+            return
+        self._pending.append(data[:end])
+        lines = b"".join(self._pending).split(b"\n")
+        self._pending = [data[end + 1:]]
         for line in lines:
             if line.strip():
                 self._handle(json.loads(line))
@@ -149,22 +156,46 @@ def _read_events(proc: subprocess.Popen, fd: int, reader: _EventReader, deadline
         reader.feed(data)
 
 
-def run_isolated(request: dict, limits: ChildLimits, progress: Optional[ProgressFn] = None) -> ChildOutcome:
-    """Run one worker request in a child process; return its result or raise an EdgebenchError."""
+@dataclass
+class ChildExit:
+    """How a child ended: its exit status, the last phase it reported, its events, the tail of its output."""
+
+    returncode: int
+    phase: str
+    error: Optional[dict]
+    result: Optional[dict]
+    log_tail: str
+
+
+def worker_error(event: dict) -> EdgebenchError:
+    cls = ERROR_KINDS.get(event.get("kind", ""), EdgebenchError)
+    return cls(event.get("message", "the benchmark process failed"))
+
+
+def run_child(argv_for: Callable[[int], list], limits: ChildLimits, progress: Optional[ProgressFn] = None,
+              to_error: Callable[[ChildExit], EdgebenchError] = lambda end: worker_error(end.error or {}),
+              on_death: Callable[[ChildExit], EdgebenchError] = lambda end: ChildFailed(
+                  describe_death(end.returncode, end.phase, end.log_tail))) -> ChildOutcome:
+    """Run a benchmark process that writes JSON-line events to the fd it is given (``argv_for(fd)``): sample its
+    RSS, enforce the timeout and memory limit, and return its result or raise the error it reported
+    (``to_error``) or the one its death means (``on_death``). Shared by the Python worker and the native harness."""
     with tempfile.TemporaryDirectory(prefix="edgebench-") as workdir:
-        request_path = Path(workdir, "request.json")
-        request_path.write_text(json.dumps(request))
         log_path = Path(workdir, "child.log")
         read_fd, write_fd = os.pipe()
         env = dict(os.environ, PYTHONFAULTHANDLER="1")
         started = time.monotonic()
-        with open(log_path, "wb") as log_file:
-            proc = subprocess.Popen(
-                [sys.executable, "-m", "edgebench.agent.worker", str(request_path), str(write_fd)],
-                stdin=subprocess.DEVNULL, stdout=log_file, stderr=subprocess.STDOUT, pass_fds=(write_fd,),
-                env=env, preexec_fn=_limit_memory(limits.memory_bytes) if limits.memory_bytes else None,
-            )
-        os.close(write_fd)
+        try:
+            with open(log_path, "wb") as log_file:
+                proc = subprocess.Popen(
+                    argv_for(write_fd), stdin=subprocess.DEVNULL, stdout=log_file, stderr=subprocess.STDOUT,
+                    pass_fds=(write_fd,), env=env,
+                    preexec_fn=_limit_memory(limits.memory_bytes) if limits.memory_bytes else None,
+                )
+        except OSError as exc:
+            os.close(read_fd)
+            raise RuntimeUnavailable(f"cannot start {argv_for(write_fd)[0]}: {exc.strerror}") from None
+        finally:
+            os.close(write_fd)
         sampler = RssSampler(proc.pid, limits.rss_interval_s).start() if limits.rss_interval_s else None
         reader = _EventReader(progress)
         try:
@@ -184,11 +215,20 @@ def run_isolated(request: dict, limits: ChildLimits, progress: Optional[Progress
         when = PHASE_WORDS.get(reader.phase, reader.phase)
         raise ChildFailed(f"the runtime hung {when}: no result after {limits.timeout_s:g}s (--timeout), "
                           f"so the benchmark process was killed")
+    end = ChildExit(returncode, reader.phase, reader.error, reader.result, log_tail)
     if reader.error is not None:
-        cls = ERROR_KINDS.get(reader.error.get("kind", ""), EdgebenchError)
-        raise cls(reader.error.get("message", "the benchmark process failed"))
+        raise to_error(end)
     if reader.result is None:
-        raise ChildFailed(describe_death(returncode, reader.phase, log_tail))
+        raise on_death(end)
     if returncode != 0:  # some delegates crash in their destructors, after the result was sent
         log.warning("the benchmark process exited with %s after sending its result", returncode)
     return ChildOutcome(reader.result, samples, log_tail, time.monotonic() - started)
+
+
+def run_isolated(request: dict, limits: ChildLimits, progress: Optional[ProgressFn] = None) -> ChildOutcome:
+    """Run one worker request (edgebench.agent.worker) in a child process; return its result or raise."""
+    with tempfile.TemporaryDirectory(prefix="edgebench-request-") as workdir:
+        request_path = Path(workdir, "request.json")
+        request_path.write_text(json.dumps(request))
+        return run_child(lambda fd: [sys.executable, "-m", "edgebench.agent.worker", str(request_path), str(fd)],
+                         limits, progress)

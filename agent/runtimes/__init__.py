@@ -15,6 +15,7 @@ from .base import Runtime
 BUILTIN = {
     "litert": "edgebench.agent.runtimes.litert:LiteRTRuntime",
     "onnxruntime": "edgebench.agent.runtimes.ort:OnnxRuntime",
+    "native": "edgebench.agent.runtimes.native:NativeRuntime",
 }
 ALIASES = {"tflite": "litert", "tflite-runtime": "litert", "ort": "onnxruntime", "onnx": "onnxruntime"}
 DEFAULT_FOR_FORMAT = {"tflite": "litert", "onnx": "onnxruntime"}

@@ -1,0 +1,153 @@
+"""The native C++ harness (``native/``) as a runtime plugin: ``edgebench bench MODEL --runtime native``.
+
+The harness runs the whole measurement protocol in its own process (no interpreter between the clock and the
+runtime) and writes the worker's JSON-line events: progress, then one result with every sample, or one error.
+This plugin starts it, samples its RSS, enforces the timeout and memory limit, and turns its deaths and exit
+codes into edgebench errors, like ``isolation.run_isolated`` does for the Python worker. Statistics are then
+computed from its samples by ``agent/stats.py``, the same code as for every other runtime.
+
+The binary is ``$EDGEBENCH_NATIVE_BIN``, else ``native/build/edgebench-native`` in the source tree, else
+``edgebench-native`` on ``PATH``. Build it with ``make native`` (docs/native.md).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+from typing import Optional
+
+from ..errors import (
+    ERROR_KINDS,
+    ChildFailed,
+    EdgebenchError,
+    InferenceError,
+    InputError,
+    ModelError,
+    RuntimeUnavailable,
+    UsageError,
+)
+from ..isolation import (
+    ChildExit,
+    ChildLimits,
+    ChildOutcome,
+    ProgressFn,
+    _last_meaningful_line,
+    describe_death,
+    run_child,
+)
+from ..modelfile import ONNX, TFLITE
+from .base import Runtime, RuntimeOptions, Session
+
+BINARY_ENV = "EDGEBENCH_NATIVE_BIN"
+BINARY_NAME = "edgebench-native"
+SOURCE_TREE = Path(__file__).resolve().parents[2]
+BUILD_DIR = SOURCE_TREE / "native" / "build"
+BUILD_HINT = "build it with `make native` (CMake + a C++17 compiler; see docs/native.md)"
+
+# edgebench-native's exit codes (docs/native.md) -> the error each one is in edgebench.
+EXIT_KINDS: dict[int, type[EdgebenchError]] = {
+    2: UsageError,  # bad command line
+    3: ModelError,  # bad model file
+    4: InputError,  # --shape / --input / .npy that does not fit
+    5: RuntimeUnavailable,  # the runtime library cannot be loaded
+    6: UsageError,  # unknown delegate or execution provider
+    7: RuntimeUnavailable,  # no delegate / provider in the chain could run the model
+    8: InferenceError,  # the runtime failed while running
+}
+
+
+def find_binary() -> Optional[Path]:
+    """The harness binary to run, or None when it is not built."""
+    configured = os.environ.get(BINARY_ENV)
+    if configured:
+        path = Path(configured)
+        return path if path.is_file() and os.access(path, os.X_OK) else None
+    built = BUILD_DIR / BINARY_NAME
+    if built.is_file() and os.access(built, os.X_OK):
+        return built
+    on_path = shutil.which(BINARY_NAME)
+    return Path(on_path) if on_path else None
+
+
+def _seconds(value: float) -> str:
+    return repr(float(value))  # the harness parses plain and exponent notation
+
+
+def command(binary: Path, worker_request: dict, events_fd: int) -> list[str]:
+    """The harness command line for a worker request (the shape bench.prepare builds)."""
+    options = worker_request.get("options") or {}
+    settings = worker_request.get("settings") or {}
+    argv = [str(binary), worker_request["model"], "--events-fd", str(events_fd)]
+    model_format = worker_request.get("format")
+    if model_format:
+        argv += ["--format", model_format]
+    if options.get("threads"):
+        argv += ["--threads", str(int(options["threads"]))]
+    if options.get("delegates"):
+        argv += ["--delegate", ",".join(options["delegates"])]
+    if options.get("providers"):
+        argv += ["--providers", ",".join(options["providers"])]
+    for key, value in (options.get("delegate_options") or {}).items():
+        argv += ["--delegate-option", f"{key}={value}"]
+    flags = {"min_runs": "--min-runs", "warmup_runs": "--warmup-runs"}
+    for key, flag in flags.items():
+        if key in settings:
+            argv += [flag, str(int(settings[key]))]
+    durations = {"min_duration_s": "--min-duration", "max_duration_s": "--max-duration",
+                 "warmup_duration_s": "--warmup-duration", "progress_interval_s": "--progress-interval"}
+    for key, flag in durations.items():
+        if key in settings:
+            argv += [flag, _seconds(settings[key])]
+    for item in worker_request.get("shape_args") or ():
+        argv += ["--shape", item]
+    for item in worker_request.get("input_args") or ():
+        argv += ["--input", item]
+    argv += ["--seed", str(int(worker_request.get("seed", 0)))]
+    return argv
+
+
+def _failure(returncode: int, phase: str, log_tail: str) -> EdgebenchError:
+    """The error for a harness that exited without a result event."""
+    cls = EXIT_KINDS.get(returncode)
+    if cls is None:
+        return ChildFailed(describe_death(returncode, phase, log_tail))
+    last = _last_meaningful_line(log_tail).removeprefix("edgebench-native: error: ")
+    return cls(last or f"the native harness exited with status {returncode}")
+
+
+class NativeRuntime(Runtime):
+    """Runs .tflite (TensorFlow Lite C API) and .onnx (ONNX Runtime C API) models in the C++ harness."""
+
+    name = "native"
+    formats = (TFLITE, ONNX)
+
+    @classmethod
+    def unavailable_reason(cls) -> Optional[str]:
+        if find_binary() is not None:
+            return None
+        configured = os.environ.get(BINARY_ENV)
+        if configured:
+            return f"the native harness is not at ${BINARY_ENV}={configured} (not an executable file); {BUILD_HINT}"
+        return f"the native harness (edgebench-native) is not built: {BUILD_HINT}"
+
+    def load(self, path: str, options: RuntimeOptions) -> Session:
+        raise RuntimeUnavailable("the native harness runs in its own process and only through `edgebench bench`; "
+                                 "use --runtime litert or onnxruntime here")
+
+    @classmethod
+    def execute(cls, worker_request: dict, limits: ChildLimits, progress: Optional[ProgressFn] = None
+                ) -> ChildOutcome:
+        """Run the protocol in the harness; return the worker's result shape or raise an EdgebenchError."""
+        binary = find_binary()
+        if binary is None:
+            raise RuntimeUnavailable(cls.unavailable_reason() or BUILD_HINT)
+        return run_child(lambda fd: command(binary, worker_request, fd), limits, progress, _reported_error,
+                         lambda end: _failure(end.returncode, end.phase, end.log_tail))
+
+
+def _reported_error(end: ChildExit) -> EdgebenchError:
+    """The harness's own error event: its kind if it names one of ours, else by its exit code."""
+    event = end.error or {}
+    kind = ERROR_KINDS.get(event.get("kind", "")) or EXIT_KINDS.get(int(event.get("exit_code", 1)), EdgebenchError)
+    return kind(event.get("message", "the native harness failed"))
