@@ -47,7 +47,7 @@ native-test: native $(MODELS)
 
 test: $(STAMP) $(MODELS) native-test
 	sh scripts/ensure_services.sh
-	$(BIN)/ruff check agent server tests bench scripts
+	$(BIN)/ruff check agent server dashboards tests bench scripts
 	$(BIN)/python -m pytest -q
 
 bench: $(STAMP) $(MODELS)
@@ -57,7 +57,7 @@ native-bench: native $(MODELS)
 	$(BIN)/python bench/native_overhead.py
 
 lint: $(STAMP)
-	$(BIN)/ruff check agent server tests bench scripts
+	$(BIN)/ruff check agent server dashboards tests bench scripts
 
 clean:
 	rm -rf $(VENV) build *.egg-info $(NATIVE_BUILD)

@@ -213,16 +213,36 @@ def cmd_gate(args: argparse.Namespace) -> int:
     from . import gates
 
     rules = gates.load_rules(args.gates_file)
-    if not args.reports:
-        raise UsageError("give the results to judge with --reports FILE... (bench or variants JSON reports)")
-    results = gates.load_reports(args.reports, gates.parse_selector(args.labels or ""))
+    if not (args.reports or args.server or args.influx_url):
+        raise UsageError("give the results to judge: --reports FILE... (bench or variants JSON reports), --server "
+                         "URL (the collector) or --influx-url URL --influx-db NAME")
+    results = gates.load_reports(args.reports, gates.parse_selector(args.labels or "")) if args.reports else []
+    influx = None
+    if args.server or args.influx_url:
+        import os
+
+        from . import gate_sources
+
+        if args.influx_url:
+            influx = gate_sources.Influx(args.influx_url, args.influx_db, args.influx_username,
+                                         os.environ.get("EDGEBENCH_INFLUX_PASSWORD"))
+            results += gate_sources.results_from_influx(influx, rules)
+        if args.server:
+            results += gate_sources.results_from_server(args.server)
     verdicts = gates.evaluate(rules, results)
     if args.junit:
         Path(args.junit).write_text(gates.junit_xml(verdicts))
     if args.markdown:
         Path(args.markdown).write_text(gates.markdown(verdicts))
-    document = {"schema": "edgebench.gates/1", "exit_code": gates.exit_code(verdicts),
-                "verdicts": [v.to_dict() for v in verdicts]}
+    document = gates.document(verdicts)
+    if (influx or args.server) and args.record:  # the verdict history (measurement edgebench_gate)
+        try:
+            if influx:
+                gate_sources.record_to_influx(influx, document)
+            else:
+                gate_sources.record_to_server(args.server, document)
+        except EdgebenchError as exc:
+            print(f"edgebench: warning: verdicts not recorded: {exc}", file=sys.stderr)
     if args.json == "-":
         print(json.dumps(document, indent=1))
     else:
@@ -263,7 +283,7 @@ def add_fleet_commands(commands) -> None:
     The agent package never imports server code at start-up; ``server`` is found by name, if it is there."""
     import importlib
 
-    for module_name in ("edgebench.agent.fleet.commands", "edgebench.server.commands"):
+    for module_name in ("edgebench.agent.fleet.commands", "edgebench.server.commands", "edgebench.dashboards.commands"):
         try:
             module = importlib.import_module(module_name)
         except ModuleNotFoundError as exc:
@@ -344,6 +364,15 @@ def build_parser() -> argparse.ArgumentParser:
     gate.add_argument("--config", dest="gates_file", required=True, metavar="GATES.toml", help="the rules")
     gate.add_argument("--reports", nargs="+", metavar="FILE", help="bench / variants JSON reports to judge")
     gate.add_argument("--labels", metavar="K=V,...", help="labels for reports that carry none (e.g. class=rpi5)")
+    gate.add_argument("--server", metavar="URL", help="judge the fleet's latest results held by this collector "
+                      "(with their raw latency samples)")
+    gate.add_argument("--influx-url", metavar="URL", help="judge the latest results in this InfluxDB (v1 API, "
+                      "InfluxQL); verdicts are recorded there (measurement edgebench_gate)")
+    gate.add_argument("--influx-db", default="edgebench", metavar="NAME", help="InfluxDB database (default edgebench)")
+    gate.add_argument("--influx-username", help="InfluxDB user (password from $EDGEBENCH_INFLUX_PASSWORD)")
+    gate.add_argument("--no-record", dest="record", action="store_false",
+                      help="do not write the verdicts to InfluxDB (by default they go to --influx-url, else through "
+                      "the --server collector)")
     gate.add_argument("--junit", metavar="FILE", help="JUnit XML: one testcase per rule x board class")
     gate.add_argument("--markdown", metavar="FILE", help="a Markdown summary for a pull-request comment")
     gate.add_argument("--json", metavar="FILE", help="verdicts as JSON; - for stdout")

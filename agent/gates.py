@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import fnmatch
 import json
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Optional, Sequence
@@ -84,7 +85,9 @@ class Verdict:
                 "board_class": self.board_class, "status": self.status, "message": self.message,
                 "value": self.value, "max": self.rule.max, "min": self.rule.min, "baseline": self.rule.baseline,
                 "regression": self.regression, "source": self.result.source if self.result else None,
-                "result_created": self.result.created if self.result else None}
+                "result_created": self.result.created if self.result else None,
+                "result_model": self.result.model if self.result else None,
+                "result_labels": self.result.labels if self.result else None}
 
 
 # ---------------------------------------------------------------- rules
@@ -122,14 +125,35 @@ def _rule(table: dict, index: int, path: str) -> Rule:
 def load_rules(path: str) -> list[Rule]:
     from .config import _load_toml
 
-    document = _load_toml(Path(path))
-    tables = document.get("gate")
-    if not isinstance(tables, list) or not tables:
-        raise UsageError(f"{path}: no [[gate]] tables")
-    return [_rule(table, i, path) for i, table in enumerate(tables)]
+    return rules_from_document(_load_toml(Path(path)), path)
+
+
+def rules_from_document(document: dict, where: str) -> list[Rule]:
+    """Rules from a parsed gates document (``{"gate": [table, ...]}``, as TOML or JSON)."""
+    tables = document.get("gate") if isinstance(document, dict) else None
+    if not isinstance(tables, list) or not tables or not all(isinstance(t, dict) for t in tables):
+        raise UsageError(f"{where}: no [[gate]] tables")
+    return [_rule(table, i, where) for i, table in enumerate(tables)]
+
+
+def rules_from_toml(text: str, where: str = "gates") -> list[Rule]:
+    if sys.version_info >= (3, 11):
+        import tomllib
+    else:  # pragma: no cover - Python 3.9/3.10
+        import tomli as tomllib
+    try:
+        document = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise UsageError(f"{where} is not valid TOML: {exc}") from None
+    return rules_from_document(document, where)
 
 
 # ---------------------------------------------------------------- results from bench reports on disk
+
+def result_metrics(report: dict) -> dict:
+    """The gate metrics of a bench report or of a fleet result's summary (what a metric name means)."""
+    return _metrics(report)
+
 
 def _metrics(report: dict) -> dict:
     stats_ = report["stats"]
@@ -138,7 +162,7 @@ def _metrics(report: dict) -> dict:
     energy = ((report.get("physics") or {}).get("energy") or {}).get("energy_per_inference_mj")
     runtime = report.get("runtime", {})
     requested, used = runtime.get("requested") or [], runtime.get("used") or []
-    metrics = {"p50_ms": stats_["p50_ms"], "p90_ms": stats_["p90_ms"], "p99_ms": stats_["p99_ms"],
+    metrics = {"p50_ms": stats_.get("p50_ms"), "p90_ms": stats_.get("p90_ms"), "p99_ms": stats_.get("p99_ms"),
                "peak_rss_mb": max(peaks) / 1e6 if peaks else None, "energy_mj": energy,
                "delegate_coverage": float(bool(requested and used and used[0] == requested[0]))}
     return metrics
@@ -174,6 +198,25 @@ def load_reports(paths: Iterable[str], labels: Optional[dict] = None) -> list[Re
         else:
             raise UsageError(f"--reports {path}: not an edgebench bench or variants report (schema {schema!r})")
     return results
+
+
+# ---------------------------------------------------------------- results from the fleet (collector registry rows)
+
+def utc_iso(ts: float) -> str:
+    from datetime import datetime, timezone
+
+    return datetime.fromtimestamp(ts, timezone.utc).isoformat(timespec="microseconds").replace("+00:00", "Z")
+
+
+def result_from_fleet(row: dict, source: str) -> Result:
+    """A collector result (``GET /api/v1/results?samples=1``: summary, labels, latency_ns, finished) as a Result;
+    ``created`` is when the run finished, so fleet results order by time like reports do."""
+    summary = dict(row["summary"], samples={"latency_ns": row.get("latency_ns") or []}, labels={})
+    result = result_from_report(summary, f"{source} job {row['job_id']} on {row['device_id']}",
+                                row.get("labels") or {})
+    result.labels.setdefault("device", row["device_id"])
+    result.created = utc_iso(float(row.get("finished") or row.get("received") or 0))
+    return result
 
 
 # ---------------------------------------------------------------- evaluation
@@ -273,7 +316,42 @@ def exit_code(verdicts: Sequence[Verdict]) -> int:
     return 1 if FAIL in statuses else 2 if MISSING in statuses or not verdicts else 0
 
 
+def document(verdicts: Sequence[Verdict]) -> dict:
+    """The ``edgebench.gates/1`` JSON document (``edgebench gate --json`` and ``/api/gates/evaluate``)."""
+    return {"schema": "edgebench.gates/1", "exit_code": exit_code(verdicts),
+            "verdicts": [v.to_dict() for v in verdicts]}
+
+
 # ---------------------------------------------------------------- outputs
+
+GATE_MEASUREMENT = "edgebench_gate"
+
+
+def _lp_key(text: str) -> str:
+    return text.replace("\\", "\\\\").replace(",", r"\,").replace("=", r"\=").replace(" ", r"\ ")
+
+
+def _lp_string(text: str) -> str:
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", " ") + '"'
+
+
+def verdict_lines(verdicts: Sequence[dict], ts_ns: int) -> list[str]:
+    """InfluxDB line protocol of verdicts (``Verdict.to_dict()`` records) for the gate-history dashboard:
+    measurement ``edgebench_gate``, tags ``rule``, ``model`` (the judged result's model, else the rule's pattern),
+    ``board_class``, ``status``; fields ``passed`` (boolean), ``value`` (float, absent when there is none),
+    ``message`` (string). One evaluation shares one time (plus the verdict's index in ns)."""
+    lines = []
+    for index, v in enumerate(verdicts):
+        tags = {"board_class": v.get("board_class") or "unlabelled", "model": v.get("result_model") or v["model"],
+                "rule": v["rule"], "status": v["status"]}
+        tag_text = "".join(f",{k}={_lp_key(str(val))}" for k, val in sorted(tags.items()) if str(val))
+        fields = [f"passed={'true' if v['status'] == PASS else 'false'}", f"message={_lp_string(v['message'])}"]
+        value = v.get("value")
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and value == value \
+                and abs(value) != float("inf"):
+            fields.insert(1, f"value={float(value)!r}")
+        lines.append(f"{GATE_MEASUREMENT}{tag_text} {','.join(fields)} {int(ts_ns) + index}")
+    return lines
 
 def junit_xml(verdicts: Sequence[Verdict], suite: str = "edgebench gates") -> str:
     root = ElementTree.Element("testsuites")

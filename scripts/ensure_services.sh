@@ -1,12 +1,13 @@
 #!/bin/sh
-# Make sure the binaries the fleet tests and the local-fleet demo need are installed: Mosquitto and InfluxDB 1.x
-# (Debian's influxdb). Idempotent: does nothing when both are present. Starts nothing: tests and the demo start
+# Make sure the binaries the fleet tests and the local-fleet demo need are installed: Mosquitto, InfluxDB 1.x
+# (Debian's influxdb) and Debian's victoria-metrics (a real /api/v2/write server for the InfluxDB 2.x write path). Idempotent: does nothing when both are present. Starts nothing: tests and the demo start
 # their own instances on free loopback ports and stop them by PID.
 set -eu
 
 missing=""
 command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || missing="$missing mosquitto"
 command -v influxd >/dev/null 2>&1 || [ -x /usr/bin/influxd ] || missing="$missing influxdb"
+command -v victoria-metrics >/dev/null 2>&1 || [ -x /usr/bin/victoria-metrics ] || missing="$missing victoria-metrics"
 [ -z "$missing" ] && exit 0
 
 SUDO=""

@@ -44,8 +44,8 @@ class Api:
     """The request-independent part: what each route does, given parsed input."""
 
     def __init__(self, registry: Registry, collector: Collector, metrics: Metrics, models_dir: Path,
-                 public_url: str, max_model_bytes: int):
-        self.registry, self.collector, self.metrics = registry, collector, metrics
+                 public_url: str, max_model_bytes: int, gates_file: Optional[str] = None):
+        self.registry, self.collector, self.metrics, self.gates_file = registry, collector, metrics, gates_file
         self.models_dir, self.public_url, self.max_model_bytes = models_dir, public_url.rstrip("/"), max_model_bytes
         models_dir.mkdir(parents=True, exist_ok=True)
 
@@ -111,8 +111,14 @@ class Api:
         combos = list(itertools.product(devices, models, *axes))
         if len(combos) > MAX_JOBS_PER_REQUEST:
             raise ApiError(400, f"the matrix makes {len(combos)} jobs; the limit is {MAX_JOBS_PER_REQUEST}")
+        labels = request.get("labels") or {}
+        try:
+            p.check_labels(labels)
+        except p.ProtocolError as exc:
+            raise ApiError(400, f"labels: {exc}") from None
         batch = time.strftime("b%Y%m%d%H%M%S-", time.gmtime()) + secrets.token_hex(3)
-        jobs = [self._job(f"{batch}-{n:04d}", batch, *combo, options) for n, combo in enumerate(combos)]
+        jobs = [self._job(f"{batch}-{n:04d}", batch, *combo, dict(options, labels=labels or None))
+                for n, combo in enumerate(combos)]
         self.registry.add_jobs(jobs, batch)
         for job in jobs:
             self.collector.publish_job(job)
@@ -133,6 +139,66 @@ class Api:
         except p.ProtocolError as exc:
             raise ApiError(400, f"invalid job: {exc}") from None
         return job
+
+    # ------------------------------------------------------------ release gates (edgebench.agent.gates)
+
+    def gate_rules(self, body: Optional[bytes], content_type: str) -> list:
+        """The rules POSTed (TOML, or JSON ``{"gate": [...]}``), else those of ``--gates FILE``."""
+        from edgebench.agent import gates
+        from edgebench.agent.errors import UsageError
+
+        try:
+            if body is None:
+                if not self.gates_file:
+                    raise ApiError(409, "no gates file configured (edgebench server --gates FILE); POST the rules "
+                                   "to /api/gates/evaluate instead")
+                return gates.load_rules(self.gates_file)
+            if "json" in content_type:
+                try:
+                    document = json.loads(body)
+                except ValueError:
+                    raise ApiError(400, "body is not JSON") from None
+                return gates.rules_from_document(document, "request body")
+            try:
+                text = body.decode()
+            except UnicodeDecodeError:
+                raise ApiError(400, "body is not UTF-8 TOML") from None
+            return gates.rules_from_toml(text, "request body")
+        except UsageError as exc:
+            raise ApiError(400, str(exc)) from None
+
+    def evaluate_gates(self, rules: list, record: bool) -> tuple[list, dict]:
+        """The same evaluation as ``edgebench gate --server``: gates.evaluate on the latest results with samples."""
+        from edgebench.agent import gates
+
+        results = [gates.result_from_fleet(row, "collector")
+                   for row in self.registry.results(samples=True, latest=True)]
+        verdicts = gates.evaluate(rules, results)
+        document = gates.document(verdicts)
+        if record:
+            document["recorded"] = self.record_verdicts(document)
+        return verdicts, document
+
+    def record_verdicts(self, document: dict) -> int:
+        """Write verdicts to InfluxDB (measurement edgebench_gate, the gate-history dashboard)."""
+        from edgebench.agent import gates
+
+        from .influx import InfluxError
+
+        verdicts = document.get("verdicts") if isinstance(document, dict) else None
+        required = ("rule", "model", "status", "message")
+        if not isinstance(verdicts, list) or not all(
+                isinstance(v, dict) and all(isinstance(v.get(k), str) for k in required) for v in verdicts):
+            raise ApiError(400, "expected an edgebench.gates/1 document: verdicts with rule, model, status, message")
+        if any(v["status"] not in (gates.PASS, gates.FAIL, gates.MISSING) for v in verdicts):
+            raise ApiError(400, "verdict status must be pass, fail or missing")
+        lines = gates.verdict_lines(verdicts, time.time_ns())
+        try:
+            if lines:
+                self.collector.influx.write(lines)
+        except InfluxError as exc:
+            raise ApiError(503, f"verdicts not recorded: {exc}") from None
+        return len(lines)
 
     def cancel(self, job_id: str) -> dict:
         rows = self.registry.jobs(job_id=job_id)
@@ -157,7 +223,11 @@ ROUTES: list[tuple[str, re.Pattern, str]] = [
     ("POST", re.compile(r"^/api/v1/jobs/(?P<job>[A-Za-z0-9_.-]+)/cancel$"), "cancel"),
     ("GET", re.compile(r"^/api/v1/results$"), "results"),
     ("GET", re.compile(r"^/api/v1/dead-letters$"), "dead_letters"),
+    ("GET", re.compile(r"^/api/gates/evaluate$"), "gates_configured"),
+    ("POST", re.compile(r"^/api/gates/evaluate$"), "gates_posted"),
+    ("POST", re.compile(r"^/api/gates/verdicts$"), "gates_record"),
 ]
+TRUE = ("1", "true", "yes")
 
 
 def make_handler(api: Api) -> type[BaseHTTPRequestHandler]:
@@ -285,7 +355,39 @@ def make_handler(api: Api) -> type[BaseHTTPRequestHandler]:
             self._json(api.cancel(job), 202)
 
         def r_results(self) -> None:
-            self._json({"results": api.registry.results(batch_id=self.query.get("batch"))})
+            self._json({"results": api.registry.results(
+                batch_id=self.query.get("batch"), samples=self.query.get("samples", "").lower() in TRUE,
+                latest=self.query.get("latest", "").lower() in TRUE)})
+
+        def _body(self) -> bytes:
+            length = int(self.headers.get("Content-Length") or 0)
+            if length > MAX_JSON_BODY:
+                raise ApiError(413, "request body too large")
+            return self.rfile.read(length)
+
+        def _gates(self, body: Optional[bytes]) -> None:
+            from edgebench.agent import gates
+
+            rules = api.gate_rules(body, self.headers.get("Content-Type") or "")
+            verdicts, document = api.evaluate_gates(rules, self.query.get("record", "").lower() in TRUE)
+            fmt = self.query.get("format", "json")
+            if fmt == "junit":
+                self._send(gates.junit_xml(verdicts).encode(), content_type="application/xml")
+            elif fmt == "markdown":
+                self._send(gates.markdown(verdicts).encode(), content_type="text/markdown; charset=utf-8")
+            elif fmt == "json":
+                self._json(document)
+            else:
+                raise ApiError(400, "format must be json, junit or markdown")
+
+        def r_gates_configured(self) -> None:
+            self._gates(None)
+
+        def r_gates_posted(self) -> None:
+            self._gates(self._body())
+
+        def r_gates_record(self) -> None:
+            self._json({"written": api.record_verdicts(self._body_json())}, 201)
 
         def r_dead_letters(self) -> None:
             self._json({"dead_letters": api.registry.dead_letters(int(self.query.get("limit", 100)))})

@@ -31,6 +31,11 @@ def register(commands) -> None:
                        "mapping) (default http://127.0.0.1:8086)")
     group.add_argument("--influx-db", default="edgebench", metavar="NAME", help="database (default edgebench)")
     group.add_argument("--influx-username", help="InfluxDB user (password from $EDGEBENCH_INFLUX_PASSWORD)")
+    group.add_argument("--influx-bucket", metavar="NAME", help="InfluxDB 2.x/3.x: write through the native "
+                       "/api/v2/write API (influxdb-client) into this bucket instead of the v1 API")
+    group.add_argument("--influx-org", metavar="NAME", help="InfluxDB 2.x/3.x organization (with --influx-bucket)")
+    group.add_argument("--influx-token", metavar="TOKEN", help="InfluxDB 2.x/3.x API token (with --influx-bucket; "
+                       "better: $EDGEBENCH_INFLUX_TOKEN, which is not visible in the process list)")
     group.add_argument("--data-dir", default="~/.local/share/edgebench/server", metavar="DIR",
                        help="registry (SQLite) and uploaded models (default ~/.local/share/edgebench/server)")
     group = server.add_argument_group("service")
@@ -47,6 +52,8 @@ def register(commands) -> None:
                        help="unacknowledged messages held in memory at most (MQTT v5 ReceiveMaximum)")
     group.add_argument("--max-model-size", type=size_bytes, default=2 * 1024**3, metavar="SIZE",
                        help="largest model upload (default 2G)")
+    group.add_argument("--gates", metavar="GATES.toml", help="release gate rules that GET /api/gates/evaluate "
+                       "evaluates (docs/gates.md); read at each request, checked at start-up")
     server.add_argument("--ready-file", metavar="FILE", help="write {\"http\": URL} here once serving")
     server.set_defaults(handler=run)
 

@@ -23,6 +23,8 @@ from edgebench.agent.fleet import protocol as p
 
 RESULT = "edgebench_result"
 TELEMETRY = "edgebench_telemetry"
+LATENCY = "edgebench_latency"  # one point per raw latency sample of a result (release gates' regression tests)
+GATE = "edgebench_gate"  # release gate verdicts (edgebench.agent.gates.verdict_lines)
 
 
 class InfluxError(Exception):
@@ -51,10 +53,14 @@ def _field_value(value: Any) -> Optional[str]:
     return None
 
 
+def _tag_text(tags: dict) -> str:
+    return "".join(f",{_escape_key(k)}={_escape_key(str(v))}" for k, v in sorted(tags.items())
+                   if v is not None and str(v) != "")
+
+
 def line(measurement: str, tags: dict, fields: dict, ts_ns: int) -> Optional[str]:
     """One line of line protocol; None if no field has a value. Tags are sorted (InfluxDB's canonical order)."""
-    tag_text = "".join(f",{_escape_key(k)}={_escape_key(str(v))}" for k, v in sorted(tags.items())
-                       if v is not None and str(v) != "")
+    tag_text = _tag_text(tags)
     field_text = ",".join(f"{_escape_key(k)}={v}" for k, v in
                           ((k, _field_value(raw)) for k, raw in fields.items()) if v is not None)
     if not field_text:
@@ -80,18 +86,41 @@ def _delegate(runtime: dict) -> Optional[str]:
     return str(used) if used else None
 
 
+def result_points(msg: p.Message, labels: dict) -> list[str]:
+    """The result's summary point, then one ``edgebench_latency`` point per raw latency sample it carries: same
+    tags, at the result's time + the sample's index in ns (a device finishes at most one run per millisecond, so
+    a run's samples never meet another run's; a redelivery overwrites the same points)."""
+    point = result_point(msg, labels)
+    if point is None:
+        return []
+    latency = (msg.payload.get("samples") or {}).get("latency_ns") or []
+    if not latency:
+        return [point]
+    ts = int(point.rpartition(" ")[2])
+    prefix = LATENCY + _tag_text(_result_tags(msg, labels)) + " latency_ns="
+    return [point] + [f"{prefix}{value}i {ts + index}" for index, value in enumerate(latency)]
+
+
+def _result_tags(msg: p.Message, labels: dict) -> dict:
+    summary = msg.payload["summary"]
+    model, runtime = summary["model"], summary["runtime"]
+    return {"device": msg.device, "model": model.get("name"), "model_sha": str(model.get("sha256", ""))[:12],
+            "format": model.get("format"), "runtime": runtime.get("runtime"), "delegate": _delegate(runtime),
+            "threads": runtime.get("threads"), **_label_tags(labels)}
+
+
 def result_point(msg: p.Message, labels: dict) -> Optional[str]:
+    from edgebench.agent.gates import result_metrics
+
     payload = msg.payload
     summary = payload["summary"]
-    stats, model, runtime = summary["stats"], summary["model"], summary["runtime"]
+    stats = summary["stats"]
     memory = summary.get("memory") or {}
     timing = summary.get("timing") or {}
     physics = summary.get("physics") or {}
     energy = physics.get("energy") or {}
     throttling = physics.get("throttling") or {}
-    tags = {"device": msg.device, "model": model.get("name"), "model_sha": str(model.get("sha256", ""))[:12],
-            "format": model.get("format"), "runtime": runtime.get("runtime"), "delegate": _delegate(runtime),
-            "threads": runtime.get("threads"), **_label_tags(labels)}
+    tags = _result_tags(msg, labels)
     fields: dict[str, Any] = {key: float(stats[key]) for key in p.STATS_KEYS if stats.get(key) is not None}
     fields["count"] = int(stats["count"])
     fields.update(
@@ -100,8 +129,11 @@ def result_point(msg: p.Message, labels: dict) -> Optional[str]:
         energy_per_inference_mj=energy.get("energy_per_inference_mj"), avg_w=energy.get("avg_w"),
         throttled=bool(throttling.get("detected")) if throttling else None,
         valid=bool((summary.get("validity") or {}).get("valid")),
-        run_id=payload["run_id"], job_id=payload["job_id"])
-    fields = {k: float(v) if isinstance(v, int) and not isinstance(v, bool) and k not in ("count",) else v
+        run_id=payload["run_id"], job_id=payload["job_id"],
+        delegate_coverage=result_metrics(summary)["delegate_coverage"],
+        samples_total=int((payload.get("samples") or {}).get("total") or 0) or None)
+    integers = ("count", "samples_total")
+    fields = {k: float(v) if isinstance(v, int) and not isinstance(v, bool) and k not in integers else v
               for k, v in fields.items()}
     return line(RESULT, tags, fields, run_timestamp_ns(payload["run_id"], payload.get("finished_ts") or
                                                         payload["ts"]))
@@ -112,22 +144,72 @@ def telemetry_points(msg: p.Message, labels: dict) -> list[str]:
     ([a-z][a-z0-9_]*, nothing to escape) and values finite numbers."""
     tags = {"device": msg.device, **_label_tags(labels)}
     series = "".join(f",{_escape_key(k)}={_escape_key(str(v))}" for k, v in sorted(tags.items()) if v)
-    return [f"{TELEMETRY}{series} "
-            + ",".join(f"{key}={float(value)!r}" for key, value in sample["readings"].items())
-            + f" {int(round(sample['ts'] * 1e6)) * 1000}"
-            for sample in msg.payload["samples"]]
+    prefix = f"{TELEMETRY}{series} "
+    return [f"{prefix}{','.join([f'{k}={v!r}' if type(v) is float else f'{k}={float(v)!r}' for k, v in readings])} "
+            f"{round(sample['ts'] * 1e6) * 1000}"
+            for sample in msg.payload["samples"] for readings in (sample["readings"].items(),)]
 
 
 def points_for(msg: p.Message, labels: dict) -> list[str]:
     if msg.kind == p.EVENTS and msg.payload["event"] == "result":
-        point = result_point(msg, labels)
-        return [point] if point else []
+        return result_points(msg, labels)
     if msg.kind == p.TELEMETRY:
         return telemetry_points(msg, labels)
     return []
 
 
 # ---------------------------------------------------------------- the v1 HTTP API
+
+class InfluxV2:
+    """InfluxDB 2.x/3.x's native write API (``POST /api/v2/write``: token, org, bucket) through ``influxdb-client``.
+
+    Only writes: the collector never queries InfluxDB, and the release gates and dashboards read through InfluxQL
+    (the v1-compatible ``/query``, a DBRP mapping on 2.x). The bucket must exist (create it with ``influx bucket
+    create``); retries are the collector's own (backoff, manual ack), so the client's are off."""
+
+    def __init__(self, url: str, org: str, bucket: str, token: Optional[str], timeout_s: float = 10.0):
+        try:
+            from influxdb_client import InfluxDBClient
+            from influxdb_client.client.write_api import SYNCHRONOUS
+        except ImportError:
+            from edgebench.agent.errors import UsageError
+
+            raise UsageError("--influx-bucket needs the influxdb-client package (pip install edgebench[server])") \
+                from None
+        self.url, self.org, self.bucket = url.rstrip("/"), org, bucket
+        self.client = InfluxDBClient(url=self.url, token=token or "", org=org, timeout=int(timeout_s * 1000),
+                                     retries=False)
+        self.write_api = self.client.write_api(write_options=SYNCHRONOUS)
+
+    def write(self, lines: list[str]) -> None:
+        from influxdb_client import WritePrecision
+        from influxdb_client.rest import ApiException
+
+        try:
+            self.write_api.write(bucket=self.bucket, org=self.org, record="\n".join(lines),
+                                 write_precision=WritePrecision.NS)
+        except ApiException as exc:
+            detail = str(exc.body or exc.reason or "")[:300]
+            # 4xx but 429 (too many requests): the points or the credentials are wrong, retrying cannot help
+            raise InfluxError(f"InfluxDB {exc.status} on /api/v2/write: {detail}",
+                              retryable=exc.status is None or exc.status >= 500 or exc.status == 429) from None
+        except Exception as exc:  # noqa: BLE001 - urllib3's connection errors, timeouts
+            raise InfluxError(f"InfluxDB unreachable at {self.url}: {type(exc).__name__}: {exc}") from None
+
+    def create_database(self) -> None:
+        """Nothing to create: the bucket is made by the server's administrator."""
+
+    def close(self) -> None:
+        self.client.close()
+
+
+def writer(url: str, database: str, username: Optional[str] = None, password: Optional[str] = None,
+           token: Optional[str] = None, org: Optional[str] = None, bucket: Optional[str] = None):
+    """The v2 native writer when a bucket is given, else the v1 HTTP API."""
+    if bucket:
+        return InfluxV2(url, org or "", bucket, token)
+    return InfluxV1(url, database, username, password)
+
 
 class InfluxV1:
     def __init__(self, url: str, database: str, username: Optional[str] = None, password: Optional[str] = None,

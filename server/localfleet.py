@@ -174,6 +174,41 @@ bind-address = "127.0.0.1:{free_port()}"
         return [dict(zip(s["columns"], v)) for s in series for v in s["values"]]
 
 
+class VictoriaMetrics(Service):
+    """Debian's victoria-metrics: accepts line protocol on InfluxDB 2.x's ``/api/v2/write`` (no InfluxQL); read
+    back through its own export API."""
+
+    def __init__(self, workdir: Path):
+        self.workdir, self.port = workdir, free_port()
+        workdir.mkdir(parents=True, exist_ok=True)
+        super().__init__([binary("victoria-metrics") or "victoria-metrics", f"-httpListenAddr=127.0.0.1:{self.port}",
+                          f"-storageDataPath={workdir / 'data'}", "-retentionPeriod=100y", "-loggerLevel=ERROR",
+                          "-search.latencyOffset=0s"], workdir / "victoria-metrics.log")
+
+    def start(self) -> None:
+        super().start()
+        wait_for(lambda: self.healthy() or not self.alive(), 30, "victoria-metrics to answer /health")
+        self._check_alive()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def healthy(self) -> bool:
+        try:
+            with urllib.request.urlopen(f"{self.url}/health", timeout=1):
+                return True
+        except OSError:
+            return False
+
+    def export(self, match: str) -> list[dict]:
+        """Every sample of the series matching a selector (``{__name__=~"edgebench_.*"}``), as JSON lines."""
+        urllib.request.urlopen(f"{self.url}/internal/force_flush", timeout=10).read()
+        url = f"{self.url}/api/v1/export?" + urllib.parse.urlencode({"match[]": match})
+        with urllib.request.urlopen(url, timeout=10) as response:
+            return [json.loads(line) for line in response.read().splitlines() if line.strip()]
+
+
 def edgebench_argv(*args: str) -> list[str]:
     return [sys.executable, "-m", "edgebench.agent.cli", *args]
 

@@ -26,9 +26,15 @@ def serve_forever(args: argparse.Namespace) -> int:
     data_dir.mkdir(parents=True, exist_ok=True)
     if args.receive_maximum < 1 or args.receive_maximum > 65535 or args.batch_size < 1:
         raise UsageError("--receive-maximum must be 1..65535 and --batch-size positive")
+    if args.influx_bucket and not args.influx_org:
+        raise UsageError("--influx-bucket needs --influx-org (InfluxDB 2.x/3.x)")
     settings = mqtt.from_args(args)
     registry, metrics = Registry(data_dir / "registry.sqlite3"), Metrics()
-    api = Api(registry, None, metrics, data_dir / "models", "", args.max_model_size)
+    if args.gates:
+        from edgebench.agent.gates import load_rules
+
+        load_rules(args.gates)  # a broken gates file fails the start, not the first request
+    api = Api(registry, None, metrics, data_dir / "models", "", args.max_model_size, args.gates)
     host, port = args.http
     try:  # bind first: with port 0 the public URL needs the port the system picked
         httpd = serve(api, host, port)
@@ -39,7 +45,9 @@ def serve_forever(args: argparse.Namespace) -> int:
         mqtt=settings, influx_url=args.influx_url, influx_db=args.influx_db, data_dir=data_dir,
         influx_username=args.influx_username, influx_password=os.environ.get("EDGEBENCH_INFLUX_PASSWORD"),
         client_id=args.client_id, share_group=args.share_group, batch_size=args.batch_size,
-        receive_maximum=args.receive_maximum, public_url=public_url)
+        receive_maximum=args.receive_maximum, public_url=public_url,
+        influx_token=args.influx_token or os.environ.get("EDGEBENCH_INFLUX_TOKEN"), influx_org=args.influx_org,
+        influx_bucket=args.influx_bucket)
     collector = Collector(config, registry, metrics)
     api.collector, api.public_url = collector, public_url
     collector.start()

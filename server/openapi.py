@@ -14,6 +14,12 @@ OBJ = {"type": "object"}
 ERR = {"400": _ok("invalid request", {"$ref": "#/components/schemas/Error"}),
        "404": _ok("not found", {"$ref": "#/components/schemas/Error"})}
 
+GATE_PARAMS = [
+    {"name": "record", "in": "query", "schema": {"type": "boolean"},
+     "description": "also write the verdicts to InfluxDB (measurement edgebench_gate)"},
+    {"name": "format", "in": "query", "schema": {"type": "string", "enum": ["json", "junit", "markdown"]},
+     "description": "json (default): the edgebench.gates/1 document; junit: JUnit XML; markdown: a PR comment"}]
+
 OPENAPI: dict = {
     "openapi": "3.0.3",
     "info": {"title": "edgebench collector", "version": "1",
@@ -52,15 +58,64 @@ OPENAPI: dict = {
         "/api/v1/jobs/{job_id}/cancel": {"post": {"summary": "ask the device to cancel the job", "parameters": [
             {"name": "job_id", "in": "path", "required": True, "schema": {"type": "string"}}],
             "responses": {"202": _ok("cancel sent", OBJ), **ERR}}},
-        "/api/v1/results": {"get": {"summary": "result summaries", "parameters": [
-            {"name": "batch", "in": "query", "schema": {"type": "string"}}],
-            "responses": {"200": _ok("results", OBJ)}}},
+        "/api/v1/results": {"get": {
+            "summary": "result summaries with their labels (the device's plus the job's, e.g. release)",
+            "parameters": [
+                {"name": "batch", "in": "query", "schema": {"type": "string"}},
+                {"name": "samples", "in": "query", "schema": {"type": "boolean"},
+                 "description": "add latency_ns: the raw latency samples the result carried (at most 10000)"},
+                {"name": "latest", "in": "query", "schema": {"type": "boolean"},
+                 "description": "only the newest result per device x model x runtime x delegates x labels"}],
+            "responses": {"200": _ok("results", {"type": "object", "properties": {"results": {
+                "type": "array", "items": {"$ref": "#/components/schemas/Result"}}}})}}},
+        "/api/gates/evaluate": {
+            "get": {"summary": "evaluate the release gates of the collector's --gates file on the latest results "
+                               "(the same evaluation as `edgebench gate --server`)",
+                    "parameters": GATE_PARAMS,
+                    "responses": {"200": _ok("verdicts", {"$ref": "#/components/schemas/GateDocument"}),
+                                  "409": _ok("no gates file configured", {"$ref": "#/components/schemas/Error"})}},
+            "post": {"summary": "evaluate the rules in the body on the latest results",
+                     "parameters": GATE_PARAMS,
+                     "requestBody": {"required": True, "content": {
+                         "application/toml": {"schema": {"type": "string", "description": "[[gate]] tables "
+                                                         "(docs/gates.md); any non-JSON content type is read as TOML"}},
+                         "application/json": {"schema": {"type": "object", "properties": {
+                             "gate": {"type": "array", "items": {"type": "object"}}}}}}},
+                     "responses": {"200": _ok("verdicts", {"$ref": "#/components/schemas/GateDocument"}), **ERR}}},
+        "/api/gates/verdicts": {"post": {
+            "summary": "record verdicts (an edgebench.gates/1 document) in InfluxDB, measurement edgebench_gate",
+            "requestBody": {"required": True, "content": {"application/json": {"schema": {
+                "$ref": "#/components/schemas/GateDocument"}}}},
+            "responses": {"201": _ok("points written", {"type": "object", "properties": {
+                "written": {"type": "integer"}}}), **ERR,
+                "503": _ok("InfluxDB unreachable", {"$ref": "#/components/schemas/Error"})}}},
         "/api/v1/dead-letters": {"get": {"summary": "invalid messages and why", "parameters": [
             {"name": "limit", "in": "query", "schema": {"type": "integer"}}],
             "responses": {"200": _ok("dead letters", OBJ)}}},
     },
     "components": {"schemas": {
         "Error": {"type": "object", "properties": {"error": {"type": "string"}}},
+        "Result": {"type": "object", "properties": {
+            "job_id": {"type": "string"}, "device_id": {"type": "string"}, "batch_id": {"type": "string"},
+            "summary": {"type": "object", "description": "the bench report without its per-run arrays"},
+            "labels": {"type": "object", "additionalProperties": {"type": "string"}},
+            "received": {"type": "number"}, "finished": {"type": "number"},
+            "latency_ns": {"type": "array", "items": {"type": "integer"}, "description": "with samples=1"}}},
+        "GateDocument": {"type": "object", "required": ["verdicts"], "properties": {
+            "schema": {"type": "string", "enum": ["edgebench.gates/1"]},
+            "exit_code": {"type": "integer", "enum": [0, 1, 2],
+                          "description": "0 all pass, 1 a rule failed, 2 data missing or too thin"},
+            "recorded": {"type": "integer", "description": "points written to InfluxDB (record=1)"},
+            "verdicts": {"type": "array", "items": {"type": "object", "properties": {
+                "rule": {"type": "string"}, "model": {"type": "string"}, "metric": {"type": "string"},
+                "board_class": {"type": "string"}, "status": {"type": "string", "enum": ["pass", "fail", "missing"]},
+                "message": {"type": "string"}, "value": {"type": "number", "nullable": True},
+                "max": {"type": "number", "nullable": True}, "min": {"type": "number", "nullable": True},
+                "baseline": {"type": "string", "nullable": True},
+                "regression": {"type": "object", "nullable": True}, "source": {"type": "string", "nullable": True},
+                "result_created": {"type": "string", "nullable": True},
+                "result_model": {"type": "string", "nullable": True},
+                "result_labels": {"type": "object", "nullable": True}}}}}},
         "Model": {"type": "object", "properties": {
             "sha256": {"type": "string"}, "name": {"type": "string"}, "size_bytes": {"type": "integer"},
             "format": {"type": "string", "enum": ["tflite", "onnx"]}, "uploaded": {"type": "number"}}},
@@ -74,6 +129,8 @@ OPENAPI: dict = {
                                                     "nullable": True}},
             "delegates": {"type": "array", "items": {"type": "array", "items": {"type": "string"}}},
             "threads": {"type": "array", "items": {"type": "integer", "nullable": True}},
+            "labels": {"type": "object", "additionalProperties": {"type": "string"},
+                       "description": "labels every job's result carries, e.g. {\"release\": \"v1.5.0\"}"},
             "options": {"type": "object", "properties": {
                 "settings": {"type": "object", "description": "min_runs, min_duration_s, max_duration_s, "
                              "warmup_runs, warmup_duration_s"},

@@ -49,6 +49,10 @@ class Registry:
         self._db.row_factory = sqlite3.Row
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.executescript(SCHEMA)
+        columns = {row["name"] for row in self._db.execute("PRAGMA table_info(results)")}
+        for column, kind in (("labels", "TEXT"), ("samples", "TEXT"), ("finished", "REAL")):
+            if column not in columns:  # a registry made by an older collector
+                self._db.execute(f"ALTER TABLE results ADD COLUMN {column} {kind}")
 
     def _exec(self, sql: str, args: tuple = ()) -> sqlite3.Cursor:
         with self._lock:
@@ -128,8 +132,9 @@ class Registry:
     def job_sent(self, job_id: str) -> None:
         self._exec("UPDATE jobs SET sent = 1 WHERE job_id = ?", (job_id,))
 
-    def job_event(self, device: str, payload: dict) -> None:
-        """Move a job along from one of its device's events; a final state is never left."""
+    def job_event(self, device: str, payload: dict, labels: Optional[dict] = None) -> None:
+        """Move a job along from one of its device's events; a final state is never left. A result is kept with
+        its raw latency samples and ``labels`` (the device's plus the job's, e.g. release=v1.5.0)."""
         kind, job_id = payload["event"], payload["job_id"]
         state = EVENT_STATE[kind]
         progress = json.dumps({k: payload[k] for k in ("phase", "runs", "elapsed_s")}) if kind == "progress" else None
@@ -137,8 +142,12 @@ class Registry:
                    f"WHERE job_id=? AND device_id=? AND state NOT IN {FINAL_STATES}",
                    (state, payload.get("reason"), progress, time.time(), job_id, device))
         if kind == "result":
-            self._exec("INSERT OR IGNORE INTO results (job_id, device_id, summary, received) VALUES (?, ?, ?, ?)",
-                       (job_id, device, json.dumps(payload["summary"]), time.time()))
+            samples = (payload.get("samples") or {}).get("latency_ns")
+            self._exec("INSERT OR IGNORE INTO results (job_id, device_id, summary, received, labels, samples, "
+                       "finished) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                       (job_id, device, json.dumps(payload["summary"]), time.time(), json.dumps(labels or {}),
+                        json.dumps(samples) if samples is not None else None,
+                        payload.get("finished_ts") or payload["ts"]))
 
     def jobs(self, batch_id: Optional[str] = None, job_id: Optional[str] = None, limit: int = 1000) -> list[dict]:
         where, args = [], []
@@ -155,13 +164,36 @@ class Registry:
             row["progress"] = json.loads(row["progress"]) if row["progress"] else None
         return rows
 
-    def results(self, batch_id: Optional[str] = None) -> list[dict]:
-        sql = ("SELECT r.job_id, r.device_id, r.summary, r.received, j.batch_id FROM results r "
-               "LEFT JOIN jobs j ON j.job_id = r.job_id")
+    def results(self, batch_id: Optional[str] = None, samples: bool = False, latest: bool = False) -> list[dict]:
+        """Result summaries with their labels (oldest first); ``samples`` adds the raw latency samples
+        (``latency_ns``); ``latest`` keeps only the newest result of each device x model x runtime x delegates x
+        labels: every release gate filter is constant within such a group, so gates see exactly what they would
+        see in the full list."""
+        if samples and latest:  # reduce first: the samples of the results kept only
+            rows = self.results(batch_id, samples=False, latest=True)
+            for row in rows:
+                stored = self._all("SELECT samples FROM results WHERE job_id = ?", (row["job_id"],))
+                row["latency_ns"] = json.loads(stored[0]["samples"] or "[]") if stored else []
+            return rows
+        sql = ("SELECT r.job_id, r.device_id, r.summary, r.received, r.labels, r.finished, j.batch_id"
+               + (", r.samples" if samples else "") + " FROM results r LEFT JOIN jobs j ON j.job_id = r.job_id")
         rows = self._all(sql + (" WHERE j.batch_id = ?" if batch_id else "") + " ORDER BY r.received",
                          (batch_id,) if batch_id else ())
         for row in rows:
             row["summary"] = json.loads(row["summary"])
+            row["labels"] = json.loads(row["labels"] or "{}")
+            row["finished"] = row["finished"] or row["received"]
+            if samples:
+                row["latency_ns"] = json.loads(row.pop("samples") or "[]")
+        if latest:
+            newest: dict[str, dict] = {}
+            for row in rows:
+                runtime = row["summary"].get("runtime") or {}
+                key = json.dumps([row["device_id"], row["summary"]["model"].get("name"), runtime.get("runtime"),
+                                  runtime.get("used"), sorted(row["labels"].items())], default=str)
+                if key not in newest or row["finished"] >= newest[key]["finished"]:
+                    newest[key] = row
+            rows = sorted(newest.values(), key=lambda row: row["finished"])
         return rows
 
     # ------------------------------------------------------------ dead letters

@@ -4,6 +4,7 @@ real benchmark results."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from xml.etree import ElementTree
 
 import numpy as np
@@ -103,14 +104,27 @@ def test_gate_passes_a_loose_budget_and_fails_a_tight_one(cli, real_reports, tmp
 
 
 def test_gate_regression_against_a_baseline_release(cli, real_reports, tmp_path):
-    """v2 against v1 of the same model on the same machine: no true regression, so it must not fail; the
-    verdict carries the bootstrap interval it decided on."""
-    rules = write_rules(tmp_path / "regression.toml", '[[gate]]\nmodel = "ppocr_cls*"\nmetric = "p50_ms"\n'
-                        'baseline = "v1"\nmax_regression_pct = 50\n')
-    result = cli("gate", "--config", rules, "--reports", *real_reports, "--json", "-")
+    """Two releases whose samples are a random split of one real run (exchangeable by construction, so the
+    machine's load during the test cannot fake a regression): the gate decides on those real samples, does
+    not fail, and its verdict carries the bootstrap interval it decided on."""
+    report = json.loads(Path(real_reports[0]).read_text())
+    latencies = np.random.default_rng(0).permutation(report["samples"]["latency_ns"]).tolist()
+    half = len(latencies) // 2
+    paths = []
+    for release, part, created in (("v1", latencies[:half], "2026-01-01T00:00:00Z"),
+                                   ("v2", latencies[half:], "2026-01-02T00:00:00Z")):
+        derived = {**report, "created": created, "labels": {**report["labels"], "release": release},
+                   "samples": {"latency_ns": part, "start_offset_ns": list(range(len(part)))}}
+        paths.append(tmp_path / f"{release}.json")
+        paths[-1].write_text(json.dumps(derived))
+    rules = write_rules(tmp_path / "regression.toml", '[[gate]]\nmodel = "ppocr_cls*"\nmetric = "p90_ms"\n'
+                        'baseline = "v1"\nmax_regression_pct = 5\n')
+    result = cli("gate", "--config", rules, "--reports", *paths, "--json", "-")
     verdict = result.json()["verdicts"][0]
     assert result.code == 0 and verdict["status"] == "pass", result
-    assert verdict["regression"]["decided"] and len(verdict["regression"]["ratio_ci"]) == 2
+    assert verdict["regression"]["decided"] and verdict["regression"]["candidate_n"] == len(latencies) - half
+    low, high = verdict["regression"]["ratio_ci"]
+    assert low <= high and low < 1.05  # the interval does not claim a regression beyond the allowance
 
 
 def test_missing_data_exits_2(cli, real_reports, tmp_path):
@@ -137,3 +151,42 @@ def test_synthetic_regression_fails_through_the_gate(tmp_path):
                                          'baseline = "v1"\nmax_regression_pct = 5\n'))
     (verdict,) = gates.evaluate(rules, [result("v1", 1.0), result("v2", 1.15)])
     assert verdict.status == "fail" and "regressed" in verdict.message
+
+
+def test_rules_from_toml_and_json_documents():
+    text = '[[gate]]\nmodel = "m*"\nmetric = "p90_ms"\nmax = 5\n'
+    (rule,) = gates.rules_from_toml(text)
+    (same,) = gates.rules_from_document({"gate": [{"model": "m*", "metric": "p90_ms", "max": 5}]}, "json")
+    assert rule == same and rule.name == "m* p90_ms"
+    with pytest.raises(UsageError, match="not valid TOML"):
+        gates.rules_from_toml("[[gate]\n")
+    with pytest.raises(UsageError, match="no \\[\\[gate\\]\\]"):
+        gates.rules_from_document({"gate": "x"}, "json")
+
+
+def test_fleet_rows_become_results():
+    row = {"job_id": "b1-0000", "device_id": "pi-07", "finished": 1.7e9, "labels": {"class": "rpi5", "release": "v2"},
+           "latency_ns": [2_000_000, 2_100_000], "summary": {
+               "stats": {"count": 2, "p50_ms": 2.05, "p90_ms": 2.09, "p99_ms": 2.1}, "model": {"name": "m.tflite"},
+               "runtime": {"runtime": "litert", "requested": ["xnnpack"], "used": ["xnnpack"]},
+               "memory": {"peak_steady_bytes": 30e6}}}
+    result = gates.result_from_fleet(row, "collector")
+    assert (result.model, result.board_class, result.labels["release"], result.labels["device"]) == (
+        "m.tflite", "rpi5", "v2", "pi-07")
+    assert list(result.latency_ns) == [2_000_000, 2_100_000] and result.created == "2023-11-14T22:13:20.000000Z"
+    assert result.metrics["peak_rss_mb"] == 30.0 and result.metrics["delegate_coverage"] == 1.0
+    assert result.source == "collector job b1-0000 on pi-07"
+
+
+def test_verdict_lines_for_the_gate_history():
+    rules = gates.rules_from_toml('[[gate]]\nname = "p90, Pi 5"\nmodel = "m*"\nmetric = "p90_ms"\nmax = 1\n'
+                                  '[[gate]]\nmodel = "x*"\nmetric = "p90_ms"\nmax = 1\n')
+    result = gates.Result(model="m.tflite", labels={"class": "rpi 5"}, runtime="litert", delegate="", variant=None,
+                          created="1", metrics={"p90_ms": 2.5})
+    document = gates.document(gates.evaluate(rules, [result]))
+    assert document["exit_code"] == 1
+    fail, missing = gates.verdict_lines(document["verdicts"], 1_700_000_000_000_000_000)
+    assert fail == ('edgebench_gate,board_class=rpi\\ 5,model=m.tflite,rule=p90\\,\\ Pi\\ 5,status=fail '
+                    'passed=false,value=2.5,message="p90_ms 2.5ms is over the budget 1ms" 1700000000000000000')
+    assert missing == ('edgebench_gate,board_class=any,model=x*,rule=x*\\ p90_ms,status=missing '
+                       'passed=false,message="no result matches this rule" 1700000000000000001')

@@ -75,9 +75,23 @@ def job_matrix(args: argparse.Namespace, shas: list[str]) -> dict:
         threads = [int(t) for t in args.threads] or None
     except ValueError:
         raise UsageError(f"--threads {','.join(args.threads)}: expected numbers") from None
-    return {"models": shas, "devices": device_selector(args.devices), "runtimes": args.runtimes or None,
-            "delegates": [[d.strip() for d in chain.split(",") if d.strip()] for chain in args.delegates] or None,
-            "threads": threads, "options": options}
+    matrix = {"models": shas, "devices": device_selector(args.devices), "runtimes": args.runtimes or None,
+              "delegates": [[d.strip() for d in chain.split(",") if d.strip()] for chain in args.delegates] or None,
+              "threads": threads, "options": options}
+    labels = job_labels(getattr(args, "label", None) or [])
+    if labels:
+        matrix["labels"] = labels
+    return matrix
+
+
+def job_labels(items: list[str]) -> dict:
+    """``--label release=v1.5.0`` (repeatable, or comma-separated) -> the labels every job's result carries."""
+    from .protocol import ProtocolError, parse_labels
+
+    try:
+        return parse_labels(",".join(items))
+    except ProtocolError as exc:
+        raise UsageError(f"--label: {exc}") from None
 
 
 def emit(value: Any, target: Optional[str]) -> None:

@@ -77,6 +77,9 @@ def _add_engineer_commands(commands) -> None:
     push.add_argument("--providers", type=comma_list, default=[], metavar="CHAIN")
     push.add_argument("--threads", type=comma_list, default=[], metavar="LIST", help="thread counts, e.g. 1,4")
     push.add_argument("--no-sensors", dest="sensors", action="store_false")
+    push.add_argument("--label", action="append", default=[], metavar="KEY=VALUE",
+                      help="label every result of this push, e.g. release=v1.5.0 (release gates compare releases "
+                      "by this label; repeatable)")
     add_input_options(push)
     add_run_options(push)
     push.add_argument("--wait", action="store_true", help="wait for every job and print the comparison")

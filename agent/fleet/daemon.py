@@ -357,10 +357,25 @@ class Agent:
             self._finish(job_id, "failed", "error", reason=outcome["error"][:2000], error_kind=outcome.get("kind"))
             return
         report = outcome["report"]
+        labels = job.get("labels") or {}  # e.g. release=v1.5.0 from `edgebench push --label`
+        report["labels"] = {**(report.get("labels") or {}), **labels}
         (self.reports / f"{job_id}.json").write_text(json.dumps(report))
         summary = p.summarize_report(report)
         summary["model"]["name"] = job["model"].get("name") or summary["model"].get("name")  # not the cache name
-        self._finish(job_id, "done", "result", run_id=job_id, finished_ts=time.time(), summary=summary)
+        extra: dict[str, Any] = {"labels": labels} if labels else {}
+        limit = p.MAX_RESULT_SAMPLES
+        while True:  # the raw samples (for regression gates), as many as fit in one event
+            extra["samples"] = p.result_samples(report, limit)
+            try:
+                p.encode(p.EVENTS, p.envelope(self.device, time.time(), event="result", job_id=job_id,
+                                              run_id=job_id, finished_ts=time.time(), summary=summary, **extra))
+                break
+            except p.ProtocolError:
+                if limit <= 100:
+                    extra.pop("samples")
+                    break
+                limit //= 2
+        self._finish(job_id, "done", "result", run_id=job_id, finished_ts=time.time(), summary=summary, **extra)
 
     # ------------------------------------------------------------ lifecycle
 

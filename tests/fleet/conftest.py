@@ -57,20 +57,25 @@ def slow_model(models) -> Path:
 class Fleet:
     """A collector and agents on one broker, writing to a database of their own; stops them all at the end."""
 
-    def __init__(self, root: Path, broker: Mosquitto, influxd: Influxd):
+    def __init__(self, root: Path, broker: Mosquitto, influxd: Influxd, mqtt_url: str = "", mqtt_args: tuple = ()):
+        """``mqtt_url``/``mqtt_args``: how collectors and agents reach the broker (e.g. mqtts:// and --tls-ca)."""
         self.root, self.broker, self.influxd = root, broker, influxd
+        self.mqtt_url, self.mqtt_args = mqtt_url or broker.url, tuple(mqtt_args)
         self.db = f"fleet{next(_db_names)}_{int(time.time())}"
         self.services: list = []
         self.collector = None
 
-    def start_collector(self, **kwargs) -> Collector:
-        self.collector = Collector(self.root / "collector", self.broker.url, self.influxd.url, self.db, **kwargs)
-        self.collector.start()
-        self.services.append(self.collector)
-        return self.collector
+    def start_collector(self, name: str = "collector", extra: tuple = (), **kwargs) -> Collector:
+        """The first collector is ``self.collector``; more (``name`` = their directory) share its group."""
+        collector = Collector(self.root / name, self.mqtt_url, self.influxd.url, self.db,
+                              extra=(*self.mqtt_args, *extra), **kwargs)
+        collector.start()
+        self.services.append(collector)
+        self.collector = self.collector or collector
+        return collector
 
     def start_agent(self, device: str, labels: str = "class=x86", extra: tuple = ()) -> Agent:
-        agent = Agent(self.root / f"agent-{device}", self.broker.url, device, labels, extra)
+        agent = Agent(self.root / f"agent-{device}", self.mqtt_url, device, labels, (*self.mqtt_args, *extra))
         agent.start()
         self.services.append(agent)
         self.wait_online(device)

@@ -11,6 +11,7 @@ from edgebench.server.localfleet import (  # noqa: F401 - re-exported for the te
     Mosquitto,
     Service,
     ServiceError,
+    VictoriaMetrics,
     binary,
     edgebench_argv,
     free_port,

@@ -204,3 +204,47 @@ def test_line_protocol_escaping_and_idempotent_timestamps():
     point = influx.result_point(msg, {"class": "rpi5"})
     assert point.startswith("edgebench_result,delegate=xnnpack,device=dev1,label_class=rpi5,model=m.tflite")
     assert 'run_id="j1"' in point and "p50_ms=1.5" in point
+
+
+def test_result_samples_and_labels_are_checked():
+    good = result_payload()
+    good.update(labels={"release": "v1.5.0"}, samples={"latency_ns": [1000, 2000, 3000], "total": 3})
+    msg = p.validate(p.topic("dev1", p.EVENTS), encoded(good))
+    assert msg.payload["samples"]["latency_ns"] == [1000, 2000, 3000]
+    for samples, reason in (({"latency_ns": [1, -2]}, "non-negative integers"),
+                            ({"latency_ns": [1.5]}, "non-negative integers"),
+                            ({"latency_ns": [True]}, "non-negative integers"),
+                            ({"latency_ns": [1] * (p.MAX_RESULT_SAMPLES + 1)}, "at most"),
+                            ({"latency_ns": [1, 2], "total": 1}, "below"),
+                            ({}, "missing field 'latency_ns'")):
+        with pytest.raises(p.ProtocolError, match=reason):
+            p.validate(p.topic("dev1", p.EVENTS), encoded(dict(good, samples=samples)))
+    with pytest.raises(p.ProtocolError, match="invalid label"):
+        p.validate(p.topic("dev1", p.EVENTS), encoded(dict(good, labels={"release": "v 1"})))
+    job = p.envelope("dev1", 1.7e9, job_id="j1", model={"sha256": SHA, "size_bytes": 10}, labels={"release": "v1"})
+    p.check_job(job)
+    with pytest.raises(p.ProtocolError, match="invalid label"):
+        p.check_job(dict(job, labels={"Release": "v1"}))
+
+
+def test_result_samples_subsample_uniformly_and_deterministically():
+    report = {"samples": {"latency_ns": list(range(25000))}}
+    first, second = p.result_samples(report, 10000), p.result_samples(report, 10000)
+    assert first == second and first["total"] == 25000 and len(first["latency_ns"]) == 10000
+    kept = first["latency_ns"]
+    assert kept == sorted(kept) and len(set(kept)) == 10000  # run order, no repeats
+    assert 11000 < kept[5000] < 14000  # uniform: the median stays near the middle
+    assert p.result_samples({"samples": {"latency_ns": [5, 6]}}) == {"latency_ns": [5, 6], "total": 2}
+    assert p.result_samples({}) == {"latency_ns": [], "total": 0}
+
+
+def test_result_points_carry_one_latency_point_per_sample():
+    payload = result_payload()
+    payload.update(labels={"release": "v2"}, samples={"latency_ns": [1500000, 1600000], "total": 40})
+    msg = p.validate(p.topic("dev1", p.EVENTS), encoded(payload))
+    summary, *latency = influx.points_for(msg, {"class": "rpi5", "release": "v2"})
+    assert summary.startswith("edgebench_result,delegate=xnnpack,device=dev1,label_class=rpi5,label_release=v2,")
+    assert "samples_total=40i" in summary and "delegate_coverage=0.0" in summary
+    ts = int(summary.rpartition(" ")[2])
+    series = summary.split(" ")[0].replace("edgebench_result", "edgebench_latency")
+    assert latency == [f"{series} latency_ns=1500000i {ts}", f"{series} latency_ns=1600000i {ts + 1}"]

@@ -1,0 +1,91 @@
+"""Model comparison: latency percentiles by model x board class x runtime/delegate, model variants side by side
+(latency vs memory vs energy: the quantization trade-off), energy per inference, peak memory.
+
+Each run's point carries that run's percentiles; across runs the panels show the median of them (a typical run),
+and the run count, so a single lucky run does not decide a comparison.
+"""
+
+from __future__ import annotations
+
+from grafanalib import core as g
+
+from . import schema as s
+from .common import dashboard, grid, match, override, tag_variable, target, thresholds, where
+
+UID = "edgebench-models"
+
+FILTERS = (match(s.BOARD_CLASS_LABEL, "board_class"), match(s.MODEL, "model"), match(s.RUNTIME, "runtime"),
+           match(s.DELEGATE, "delegate"))
+CONFIG = f'"{s.MODEL}", "{s.BOARD_CLASS_LABEL}", "{s.RUNTIME}", "{s.DELEGATE}", "{s.THREADS}"'
+RENAME = {"transformations": [{"id": "organize", "options": {
+    "excludeByName": {"Time": True}, "renameByName": {s.BOARD_CLASS_LABEL: "class"}}}]}
+
+
+def _table(title: str, description: str, select: str, group_by: str, overrides: list) -> g.Table:
+    return g.Table(title=title, description=description,
+                   targets=[target(f'SELECT {select} FROM "{s.RESULT}" WHERE {where(*FILTERS)} GROUP BY {group_by}',
+                                   table=True)],
+                   overrides=overrides, **RENAME)
+
+
+def _gauge(name: str, unit: str) -> dict:
+    return override("byName", name, unit=unit, custom__cellOptions={"type": "gauge", "mode": "basic"})
+
+
+def build() -> g.Dashboard:
+    variables = [
+        tag_variable("board_class", "Board class", s.RESULT, s.BOARD_CLASS_LABEL),
+        tag_variable("model", "Model", s.RESULT, s.MODEL, match(s.BOARD_CLASS_LABEL, "board_class")),
+        tag_variable("runtime", "Runtime", s.RESULT, s.RUNTIME, match(s.MODEL, "model")),
+        tag_variable("delegate", "Delegate", s.RESULT, s.DELEGATE, match(s.RUNTIME, "runtime")),
+    ]
+    ms = override("byRegexp", "/^p\\d+/", unit="ms")
+    percentiles = _table(
+        "Latency percentiles: model x board class x runtime/delegate",
+        "Median over the runs in the time range of each run's p50, p90 and p99; runs = how many runs.",
+        'median("p50_ms") AS "p50", median("p90_ms") AS "p90", median("p99_ms") AS "p99", '
+        'median("throughput_ips") AS "inferences/s", count("p50_ms") AS "runs"', CONFIG, [ms])
+    variants = _table(
+        "Variants side by side: latency vs memory vs energy",
+        "One row per model file (format, sha256 prefix) per board class and runtime: the float32 / float16 / int8 "
+        "trade-off. Name variants alike (mobilenet_fp32, mobilenet_int8) and pick them in the Model variable.",
+        'median("p50_ms") AS "p50", median("p90_ms") AS "p90", max("peak_steady_bytes") AS "peak memory", '
+        'median("load_ms") AS "load ms", median("energy_per_inference_mj") AS "mJ/inference", '
+        'count("p50_ms") AS "runs"',
+        f'"{s.BOARD_CLASS_LABEL}", "{s.RUNTIME}", "{s.MODEL}", "{s.FORMAT}", "{s.MODEL_SHA}"',
+        [ms, override("byName", "peak memory", unit="bytes"), override("byName", "load ms", unit="ms"),
+         override("byName", "mJ/inference", unit="mJ")])
+    p90 = g.TimeSeries(
+        title="p90 per run", description="Each run's p90, per model, board class, runtime and delegate.",
+        targets=[target(f'SELECT mean("p90_ms") FROM "{s.RESULT}" WHERE {where(*FILTERS)} '
+                        f'GROUP BY time($__interval), {CONFIG} fill(none)',
+                        alias="$tag_model · $tag_label_class · $tag_runtime/$tag_delegate")],
+        unit="ms", drawStyle="points", pointSize=6, legendDisplayMode="table", legendCalcs=["min", "mean", "max"])
+    energy = _table(
+        "Energy per inference",
+        "Median energy per inference from the board's widest-scope power sensor (empty where a board has none).",
+        'median("energy_per_inference_mj") AS "mJ/inference", median("avg_w") AS "average W"', CONFIG,
+        [_gauge("mJ/inference", "mJ"), override("byName", "average W", unit="watt")])
+    memory = _table(
+        "Peak memory",
+        "Highest resident set size while measuring (steady) and while loading + warming up (load).",
+        'max("peak_steady_bytes") AS "steady peak", max("peak_load_bytes") AS "load peak"', CONFIG,
+        [_gauge("steady peak", "bytes"), _gauge("load peak", "bytes")])
+    throttled = g.Stat(
+        title="Throttled runs", description="Runs during which the board throttled (their latencies are suspect).",
+        targets=[target(f'SELECT count("throttled") AS "throttled runs" FROM "{s.RESULT}" '
+                        f'WHERE {where(*FILTERS)} AND "throttled" = true')],
+        reduceCalc="lastNotNull", graphMode="none", noValue="0", thresholds=thresholds(("green", None), ("red", 1.0)))
+    runs = g.Stat(
+        title="Runs", description="Result points matching the filters.",
+        targets=[target(f'SELECT count("p50_ms") AS "runs" FROM "{s.RESULT}" WHERE {where(*FILTERS)}')],
+        reduceCalc="lastNotNull", graphMode="none", noValue="0", thresholds=thresholds(("blue", None)))
+    return dashboard(
+        "edgebench: model comparison", UID,
+        "p50/p90/p99 by model x board class x runtime/delegate, variants side by side, energy and peak memory.",
+        variables, grid([
+            (10, [(percentiles, 20), (runs, 4)]),
+            (10, [(variants, 20), (throttled, 4)]),
+            (9, [(p90, 24)]),
+            (8, [(energy, 12), (memory, 12)]),
+        ]))

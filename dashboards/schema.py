@@ -1,0 +1,39 @@
+"""The InfluxDB names the dashboards query: measurements, tags and fields.
+
+What the collector writes today is documented in docs/fleet.md ("InfluxDB schema"); the release-gate verdicts in
+docs/gates.md. ``PROPOSED`` lists what the dashboards also use but nothing writes yet (docs/dashboards.md, "Data the
+dashboards expect"): the tests know those panels return no series until the collector and agent write them.
+"""
+
+from __future__ import annotations
+
+# ---------------------------------------------------------------- written today
+
+RESULT = "edgebench_result"  # one point per benchmark run (collector, from `result` events)
+TELEMETRY = "edgebench_telemetry"  # one point per telemetry sample (collector, from `telemetry` messages)
+GATE = "edgebench_gate"  # one point per release-gate verdict (edgebench gate / GET /api/gates/evaluate)
+
+# tags of edgebench_result (edgebench_telemetry has device and the label_* tags)
+DEVICE, MODEL, MODEL_SHA, FORMAT, RUNTIME, DELEGATE, THREADS = (
+    "device", "model", "model_sha", "format", "runtime", "delegate", "threads")
+BOARD_CLASS_LABEL = "label_class"  # the device label class=..., what boards are compared by
+
+# tags of edgebench_gate
+GATE_RULE, GATE_MODEL, GATE_BOARD_CLASS, GATE_STATUS = "rule", "model", "board_class", "status"
+
+# ---------------------------------------------------------------- proposed (nothing writes them yet)
+
+DEVICE_STATE = "edgebench_device"  # device state from `status` and `heartbeat` messages
+
+PROPOSED: dict[str, str] = {
+    DEVICE_STATE: "measurement edgebench_device (tags device, label_*; fields online, state, agent_version from "
+                  "status messages, job_id, uptime_s, outbox_depth from heartbeats): the collector does not write it",
+    "cpu_freq_hz": "telemetry reading cpu_freq_hz (current CPU clock): the agent's telemetry has no clock reading",
+    "cpu_freq_max_hz": "telemetry reading cpu_freq_max_hz (the clock limit in force): not in the agent's telemetry",
+    "power_w": "telemetry reading power_w (board power): the agent's telemetry has no power reading",
+}
+
+
+def proposed_names(query: str) -> list[str]:
+    """The proposed measurements and fields a query uses (quoted, as the dashboards write them)."""
+    return [name for name in PROPOSED if f'"{name}"' in query]

@@ -1,0 +1,90 @@
+"""Every template variable and every panel target, run against a real influxd holding a real fleet run (conftest:
+collector + two agents + ``edgebench push``), with the variables filled in with values their own SHOW TAG VALUES
+queries returned. A target that returns no series fails; so does an InfluxQL error.
+
+Targets that read what nothing writes yet (``schema.PROPOSED``: the edgebench_device measurement, telemetry clocks
+and power) are expected to return nothing: they xfail, and the test fails as soon as they return data, so the
+marker cannot outlive the gap.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+
+from edgebench.dashboards import queries, schema
+from edgebench.dashboards.build import DASHBOARDS, JSON_DIR
+
+from .conftest import JETSON, FleetRun
+
+TIME_FILTER, INTERVAL = "time > now() - 1h", "10s"
+PREFERRED = {"device": JETSON}  # single-value variables: the board with sensors
+SENSOR_DATA = re.compile(r'"(temp_max_c|energy_per_inference_mj|avg_w)"|"throttled" = true')
+
+COMMITTED = {name: json.loads((JSON_DIR / f"{name}.json").read_text()) for name in DASHBOARDS}
+TARGETS = [pytest.param(name, q, id=f"{name}:{q.panel}:{q.ref}")
+           for name, dash in COMMITTED.items() for q in queries.panel_queries(dash)]
+
+
+def tag_values(run: FleetRun, text: str) -> list[str]:
+    return sorted({value for series in run.query(text) for _, value in series["values"]})
+
+
+def select(run: FleetRun, dash: dict, all_values: bool) -> dict:
+    """Fill the variables in dashboard order (later ones are filtered by earlier ones, as in Grafana)."""
+    chosen: dict = {}
+    for variable in queries.query_variables(dash):
+        values = tag_values(run, queries.interpolate(variable["query"], dash, chosen))
+        assert values, f"${variable['name']} lists nothing: {variable['query']}"
+        if not variable.get("multi"):
+            chosen[variable["name"]] = PREFERRED.get(variable["name"], values[0])
+            assert chosen[variable["name"]] in values
+        else:
+            chosen[variable["name"]] = "$__all" if all_values else values
+    return chosen
+
+
+@pytest.fixture(scope="module")
+def selections(fleet_run) -> dict:
+    return {(name, mode): select(fleet_run, dash, mode == "all") for name, dash in COMMITTED.items()
+            for mode in ("values", "all")}
+
+
+def test_the_fleet_run_is_real(fleet_run):
+    """What the panels are checked against: results of real benchmark runs on both boards, telemetry, verdicts."""
+    rows = fleet_run.query('SELECT count("p50_ms") FROM "edgebench_result" GROUP BY "device", "model"')
+    assert {(s["tags"]["device"], s["tags"]["model"]) for s in rows} == {
+        (device, model) for device in fleet_run.devices
+        for model in ("sine_float.tflite", "efficientnet_lite0_int8.tflite")}
+    classes = tag_values(fleet_run, 'SHOW TAG VALUES FROM "edgebench_result" WITH KEY = "label_class"')
+    assert classes == sorted(set(fleet_run.devices.values()))
+
+
+@pytest.mark.parametrize("name", DASHBOARDS)
+def test_variables_list_real_values(fleet_run, selections, name):
+    chosen = selections[(name, "values")]
+    for variable in queries.query_variables(COMMITTED[name]):
+        assert chosen[variable["name"]], variable["name"]
+    if "board_class" in chosen:
+        assert set(chosen["board_class"]) == set(fleet_run.devices.values())
+
+
+@pytest.mark.parametrize("mode", ["values", "all"])
+@pytest.mark.parametrize("name,query", TARGETS)
+def test_panel_query_returns_series(fleet_run, selections, name, query, mode):
+    dash = COMMITTED[name]
+    text = queries.interpolate(query.text, dash, selections[(name, mode)], TIME_FILTER, INTERVAL)
+    series = fleet_run.query(text)  # an InfluxQL error raises here
+    values = [value for s in series for row in s["values"] for column, value in zip(s["columns"], row)
+              if column != "time" and value is not None]
+    proposed = schema.proposed_names(query.text)
+    if proposed:
+        if values:
+            pytest.fail(f"{query.panel} now returns data: remove {proposed} from dashboards/schema.py PROPOSED")
+        pytest.xfail("; ".join(schema.PROPOSED[n] for n in proposed))
+    if SENSOR_DATA.search(query.text) and not fleet_run.sensors:
+        pytest.skip("no mount namespace here: the agent could not read a recorded board's sensors")
+    assert series, f"{query.panel} ({query.ref}) returns no series:\n{text}"
+    assert values, f"{query.panel} ({query.ref}) returns only nulls:\n{text}\n{series}"
