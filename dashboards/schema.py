@@ -21,17 +21,11 @@ BOARD_CLASS_LABEL = "label_class"  # the device label class=..., what boards are
 # tags of edgebench_gate
 GATE_RULE, GATE_MODEL, GATE_BOARD_CLASS, GATE_STATUS = "rule", "model", "board_class", "status"
 
+DEVICE_STATE = "edgebench_device"  # device state from `status` and `heartbeat` messages (collector)
+
 # ---------------------------------------------------------------- proposed (nothing writes them yet)
 
-DEVICE_STATE = "edgebench_device"  # device state from `status` and `heartbeat` messages
-
-PROPOSED: dict[str, str] = {
-    DEVICE_STATE: "measurement edgebench_device (tags device, label_*; fields online, state, agent_version from "
-                  "status messages, job_id, uptime_s, outbox_depth from heartbeats): the collector does not write it",
-    "cpu_freq_hz": "telemetry reading cpu_freq_hz (current CPU clock): the agent's telemetry has no clock reading",
-    "cpu_freq_max_hz": "telemetry reading cpu_freq_max_hz (the clock limit in force): not in the agent's telemetry",
-    "power_w": "telemetry reading power_w (board power): the agent's telemetry has no power reading",
-}
+PROPOSED: dict[str, str] = {}  # everything the dashboards query is written today
 
 
 def proposed_names(query: str) -> list[str]:

@@ -232,7 +232,7 @@ class Collector:
                 labels = {**payload["labels"], **labels}
             self.registry.job_event(msg.device, payload, labels)
             self.registry.device_seen(msg.device)
-        return points_for(msg, labels)
+        return points_for(msg, labels, item.received)
 
     def _dead_letter(self, item: Incoming, reason: str) -> None:
         log.warning("dead letter on %s: %s", item.topic[:200], reason)

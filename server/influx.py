@@ -14,6 +14,7 @@ import http.client
 import json
 import math
 import threading
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -25,6 +26,7 @@ RESULT = "edgebench_result"
 TELEMETRY = "edgebench_telemetry"
 LATENCY = "edgebench_latency"  # one point per raw latency sample of a result (release gates' regression tests)
 GATE = "edgebench_gate"  # release gate verdicts (edgebench.agent.gates.verdict_lines)
+DEVICE = "edgebench_device"  # device state from status and heartbeat messages (fleet dashboards)
 
 
 class InfluxError(Exception):
@@ -150,11 +152,40 @@ def telemetry_points(msg: p.Message, labels: dict) -> list[str]:
             for sample in msg.payload["samples"] for readings in (sample["readings"].items(),)]
 
 
-def points_for(msg: p.Message, labels: dict) -> list[str]:
+def device_points(msg: p.Message, labels: dict, received_ts: float) -> list[str]:
+    """Device state for the fleet dashboards (InfluxQL cannot read the registry): one point per status message
+    (online as 1/0 so panels can sum it; at the receive time, since a last will carries no useful ts) and one
+    per heartbeat (at its own ts)."""
+    tags = {"device": msg.device, **_label_tags(labels)}
+    payload = msg.payload
+    if msg.kind == p.STATUS:
+        fields = {"online": int(payload["state"] == "online"), "state": payload["state"],
+                  "agent_version": payload.get("agent_version")}
+        ts = received_ts
+    else:
+        fields = {"job_id": payload.get("job_id") or "", "uptime_s": _as_float(payload.get("uptime_s")),
+                  "outbox_depth": _as_int(payload.get("outbox_depth")),
+                  "telemetry_dropped": _as_int(payload.get("telemetry_dropped"))}
+        ts = payload.get("ts") or received_ts
+    point = line(DEVICE, tags, fields, int(ts * 1e9))
+    return [point] if point else []
+
+
+def _as_float(value: Any) -> Optional[float]:
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
+def _as_int(value: Any) -> Optional[int]:
+    return int(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
+def points_for(msg: p.Message, labels: dict, received_ts: Optional[float] = None) -> list[str]:
     if msg.kind == p.EVENTS and msg.payload["event"] == "result":
         return result_points(msg, labels)
     if msg.kind == p.TELEMETRY:
         return telemetry_points(msg, labels)
+    if msg.kind in (p.STATUS, p.HEARTBEAT):
+        return device_points(msg, labels, received_ts if received_ts is not None else time.time())
     return []
 
 

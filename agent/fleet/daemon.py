@@ -74,8 +74,34 @@ def available_runtimes() -> list[str]:
     return found
 
 
-def read_telemetry() -> dict:
-    """Cheap readings straight from /proc and /sys (no psutil, no sensor plugins: the daemon stays small)."""
+class Telemetry:
+    """What the agent reports between jobs: load and free memory from /proc, and the board's temperature, CPU
+    clock and power through the sensor plugins (the same readers `edgebench bench` samples; discovered once)."""
+
+    def __init__(self, root: str = "/"):
+        from ..sensors import discover
+
+        self.sensors = discover(root)
+
+    def read(self) -> dict:
+        from ..sensors import pick_power, read_all
+
+        readings = system_readings()
+        values = read_all(self.sensors)
+        temps = [r.value for r in values if r.kind == "temperature" and isinstance(r.value, float)]
+        clocks = [r for r in values if r.kind == "frequency" and isinstance(r.value, float)
+                  and r.sensor.startswith("cpufreq/")]
+        current = [r.value for r in clocks if r.sensor.endswith("/cur")]
+        allowed = [r.value for r in clocks if r.sensor.endswith("/max")]  # scaling_max: lowered by thermal caps
+        power = pick_power(values)
+        derived = {"temp_max_c": max(temps, default=None), "cpu_freq_hz": max(current, default=None),
+                   "cpu_freq_max_hz": max(allowed, default=None),
+                   "power_w": float(power.value) if power is not None else None}
+        readings.update({k: v for k, v in derived.items() if v is not None})
+        return readings
+
+
+def system_readings() -> dict:
     readings: dict[str, float] = {}
     try:
         readings["load1"] = float(Path("/proc/loadavg").read_text().split()[0])
@@ -84,14 +110,6 @@ def read_telemetry() -> dict:
                 readings["mem_available_bytes"] = float(line.split()[1]) * 1024
     except (OSError, ValueError, IndexError):
         pass
-    temps = []
-    for zone in Path("/sys/class/thermal").glob("thermal_zone*/temp"):
-        try:
-            temps.append(int(zone.read_text()) / 1000.0)
-        except (OSError, ValueError):
-            continue
-    if temps:
-        readings["temp_max_c"] = max(temps)
     return readings
 
 
@@ -129,6 +147,7 @@ class Agent:
         self.current_job: Optional[str] = None
         self.cancel_requested: Optional[str] = None
         self.telemetry: list[dict] = []
+        self.telemetry_source = Telemetry()
         self.client: Any = None
 
     # ------------------------------------------------------------ MQTT callbacks (paho's thread)
@@ -234,7 +253,7 @@ class Agent:
             self.inflight[info.mid] = row  # paho resends it after a reconnect, with the same mid
 
     def _sample_telemetry(self) -> None:
-        readings = read_telemetry()
+        readings = self.telemetry_source.read()
         if readings:
             self.telemetry.append({"ts": time.time(), "readings": readings})
         if len(self.telemetry) >= 6:

@@ -140,7 +140,8 @@ def test_interpolation_follows_grafanas_influxdb_datasource():
         queries.interpolate("$device", dash, {})
 
 
-def test_proposed_names_are_recognised():
+def test_proposed_names_are_recognised(monkeypatch):
+    monkeypatch.setattr(schema, "PROPOSED", {"edgebench_device": "a measurement", "power_w": "a field"})
     assert schema.proposed_names('SELECT last("online") FROM "edgebench_device"') == ["edgebench_device"]
     assert schema.proposed_names('SELECT mean("power_w") FROM "edgebench_telemetry"') == ["power_w"]
     assert schema.proposed_names('SELECT "avg_w" FROM "edgebench_result"') == []
