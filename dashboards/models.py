@@ -1,5 +1,5 @@
 """Model comparison: latency percentiles by model x board class x runtime/delegate, model variants side by side
-(latency vs memory vs energy: the quantization trade-off), energy per inference, peak memory.
+(size vs latency vs drift: the quantization trade-off), energy per inference, peak memory.
 
 Each run's point carries that run's percentiles; across runs the panels show the median of them (a typical run),
 and the run count, so a single lucky run does not decide a comparison.
@@ -46,15 +46,20 @@ def build() -> g.Dashboard:
         'median("p50_ms") AS "p50", median("p90_ms") AS "p90", median("p99_ms") AS "p99", '
         'median("throughput_ips") AS "inferences/s", count("p50_ms") AS "runs"', CONFIG, [ms])
     variants = _table(
-        "Variants side by side: latency vs memory vs energy",
+        "Variants side by side: size vs latency vs drift",
         "One row per model file (format, sha256 prefix) per board class and runtime: the float32 / float16 / int8 "
-        "trade-off. Name variants alike (mobilenet_fp32, mobilenet_int8) and pick them in the Model variable.",
-        'median("p50_ms") AS "p50", median("p90_ms") AS "p90", max("peak_steady_bytes") AS "peak memory", '
-        'median("load_ms") AS "load ms", median("energy_per_inference_mj") AS "mJ/inference", '
-        'count("p50_ms") AS "runs"',
+        "trade-off. Size is the model file's; drift (max abs error, cosine similarity, top-1 agreement of the "
+        "outputs on 8 generated input sets) is against the reference of `edgebench push --reference REF` and empty "
+        "for runs pushed without one. Name variants alike (mobilenet_fp32, mobilenet_int8) and pick them in the "
+        "Model variable.",
+        f'last("{s.MODEL_SIZE}") AS "size", median("p50_ms") AS "p50", median("p90_ms") AS "p90", '
+        f'median("{s.DRIFT_MAX_ABS_ERR}") AS "max abs err", median("{s.DRIFT_COSINE}") AS "cosine", '
+        f'median("{s.DRIFT_TOP1}") AS "top-1 agreement", max("peak_steady_bytes") AS "peak memory", '
+        'median("energy_per_inference_mj") AS "mJ/inference", count("p50_ms") AS "runs"',
         f'"{s.BOARD_CLASS_LABEL}", "{s.RUNTIME}", "{s.MODEL}", "{s.FORMAT}", "{s.MODEL_SHA}"',
-        [ms, override("byName", "peak memory", unit="bytes"), override("byName", "load ms", unit="ms"),
-         override("byName", "mJ/inference", unit="mJ")])
+        [ms, override("byName", "size", unit="bytes"), override("byName", "peak memory", unit="bytes"),
+         override("byName", "max abs err", decimals=4), override("byName", "cosine", decimals=5),
+         override("byName", "top-1 agreement", unit="percentunit"), override("byName", "mJ/inference", unit="mJ")])
     p90 = g.TimeSeries(
         title="p90 per run", description="Each run's p90, per model, board class, runtime and delegate.",
         targets=[target(f'SELECT mean("p90_ms") FROM "{s.RESULT}" WHERE {where(*FILTERS)} '

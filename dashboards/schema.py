@@ -17,6 +17,11 @@ GATE = "edgebench_gate"  # one point per release-gate verdict (edgebench gate / 
 DEVICE, MODEL, MODEL_SHA, FORMAT, RUNTIME, DELEGATE, THREADS = (
     "device", "model", "model_sha", "format", "runtime", "delegate", "threads")
 BOARD_CLASS_LABEL = "label_class"  # the device label class=..., what boards are compared by
+REFERENCE = "reference"  # sha256 prefix of the reference model drift was measured against (push --reference)
+
+# fields of edgebench_result beyond the latency statistics
+MODEL_SIZE = "model_size_bytes"
+DRIFT_MAX_ABS_ERR, DRIFT_COSINE, DRIFT_TOP1 = "drift_max_abs_err", "drift_cosine", "drift_top1_agreement"
 
 # tags of edgebench_gate
 GATE_RULE, GATE_MODEL, GATE_BOARD_CLASS, GATE_STATUS = "rule", "model", "board_class", "status"

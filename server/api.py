@@ -108,6 +108,11 @@ class Api:
         unknown = set(options) - {"settings", "shape", "input", "seed", "sensors", "timeout_s", "providers"}
         if unknown:
             raise ApiError(400, f"options: unknown key(s) {sorted(unknown)}")
+        reference = request.get("reference")
+        if reference is not None:
+            if not isinstance(reference, str) or not self.registry.model(reference):
+                raise ApiError(400, "reference: give the sha256 of an uploaded model (POST /api/v1/models first)")
+            options = dict(options, reference=reference)
         combos = list(itertools.product(devices, models, *axes))
         if len(combos) > MAX_JOBS_PER_REQUEST:
             raise ApiError(400, f"the matrix makes {len(combos)} jobs; the limit is {MAX_JOBS_PER_REQUEST}")

@@ -123,6 +123,9 @@ def result_point(msg: p.Message, labels: dict) -> Optional[str]:
     energy = physics.get("energy") or {}
     throttling = physics.get("throttling") or {}
     tags = _result_tags(msg, labels)
+    drift = payload.get("drift") or {}
+    if drift.get("reference_sha"):  # on the result point only: the latency points keep their series
+        tags["reference"] = str(drift["reference_sha"])[:12]
     fields: dict[str, Any] = {key: float(stats[key]) for key in p.STATS_KEYS if stats.get(key) is not None}
     fields["count"] = int(stats["count"])
     fields.update(
@@ -133,8 +136,13 @@ def result_point(msg: p.Message, labels: dict) -> Optional[str]:
         valid=bool((summary.get("validity") or {}).get("valid")),
         run_id=payload["run_id"], job_id=payload["job_id"],
         delegate_coverage=result_metrics(summary)["delegate_coverage"],
-        samples_total=int((payload.get("samples") or {}).get("total") or 0) or None)
-    integers = ("count", "samples_total")
+        samples_total=int((payload.get("samples") or {}).get("total") or 0) or None,
+        model_size_bytes=_as_int(summary["model"].get("size_bytes")),
+        drift_max_abs_err=_as_float(drift.get("max_abs_err")), drift_mean_abs_err=_as_float(drift.get("mean_abs_err")),
+        drift_cosine=_as_float(drift.get("cosine_mean")), drift_top1_agreement=_as_float(drift.get("top1_agreement")),
+        drift_samples=_as_int(drift.get("samples")),
+        drift_error=str(drift["error"])[:500] if drift.get("error") else None)
+    integers = ("count", "samples_total", "model_size_bytes", "drift_samples")
     fields = {k: float(v) if isinstance(v, int) and not isinstance(v, bool) and k not in integers else v
               for k, v in fields.items()}
     return line(RESULT, tags, fields, run_timestamp_ns(payload["run_id"], payload.get("finished_ts") or

@@ -100,6 +100,8 @@ OPENAPI: dict = {
             "summary": {"type": "object", "description": "the bench report without its per-run arrays"},
             "labels": {"type": "object", "additionalProperties": {"type": "string"}},
             "received": {"type": "number"}, "finished": {"type": "number"},
+            "drift": {"type": "object", "nullable": True, "description": "drift against the job's reference: "
+                      "max_abs_err, mean_abs_err, cosine_mean, top1_agreement, samples, reference_sha; or error"},
             "latency_ns": {"type": "array", "items": {"type": "integer"}, "description": "with samples=1"}}},
         "GateDocument": {"type": "object", "required": ["verdicts"], "properties": {
             "schema": {"type": "string", "enum": ["edgebench.gates/1"]},
@@ -131,6 +133,8 @@ OPENAPI: dict = {
             "threads": {"type": "array", "items": {"type": "integer", "nullable": True}},
             "labels": {"type": "object", "additionalProperties": {"type": "string"},
                        "description": "labels every job's result carries, e.g. {\"release\": \"v1.5.0\"}"},
+            "reference": {"type": "string", "description": "sha256 of an uploaded reference model: every job also "
+                          "measures its model's output drift against it"},
             "options": {"type": "object", "properties": {
                 "settings": {"type": "object", "description": "min_runs, min_duration_s, max_duration_s, "
                              "warmup_runs, warmup_duration_s"},

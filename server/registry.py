@@ -50,7 +50,7 @@ class Registry:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.executescript(SCHEMA)
         columns = {row["name"] for row in self._db.execute("PRAGMA table_info(results)")}
-        for column, kind in (("labels", "TEXT"), ("samples", "TEXT"), ("finished", "REAL")):
+        for column, kind in (("labels", "TEXT"), ("samples", "TEXT"), ("finished", "REAL"), ("drift", "TEXT")):
             if column not in columns:  # a registry made by an older collector
                 self._db.execute(f"ALTER TABLE results ADD COLUMN {column} {kind}")
 
@@ -143,11 +143,12 @@ class Registry:
                    (state, payload.get("reason"), progress, time.time(), job_id, device))
         if kind == "result":
             samples = (payload.get("samples") or {}).get("latency_ns")
+            drift = payload.get("drift")
             self._exec("INSERT OR IGNORE INTO results (job_id, device_id, summary, received, labels, samples, "
-                       "finished) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                       "finished, drift) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                        (job_id, device, json.dumps(payload["summary"]), time.time(), json.dumps(labels or {}),
                         json.dumps(samples) if samples is not None else None,
-                        payload.get("finished_ts") or payload["ts"]))
+                        payload.get("finished_ts") or payload["ts"], json.dumps(drift) if drift else None))
 
     def jobs(self, batch_id: Optional[str] = None, job_id: Optional[str] = None, limit: int = 1000) -> list[dict]:
         where, args = [], []
@@ -175,7 +176,7 @@ class Registry:
                 stored = self._all("SELECT samples FROM results WHERE job_id = ?", (row["job_id"],))
                 row["latency_ns"] = json.loads(stored[0]["samples"] or "[]") if stored else []
             return rows
-        sql = ("SELECT r.job_id, r.device_id, r.summary, r.received, r.labels, r.finished, j.batch_id"
+        sql = ("SELECT r.job_id, r.device_id, r.summary, r.received, r.labels, r.finished, r.drift, j.batch_id"
                + (", r.samples" if samples else "") + " FROM results r LEFT JOIN jobs j ON j.job_id = r.job_id")
         rows = self._all(sql + (" WHERE j.batch_id = ?" if batch_id else "") + " ORDER BY r.received",
                          (batch_id,) if batch_id else ())
@@ -183,6 +184,7 @@ class Registry:
             row["summary"] = json.loads(row["summary"])
             row["labels"] = json.loads(row["labels"] or "{}")
             row["finished"] = row["finished"] or row["received"]
+            row["drift"] = json.loads(row["drift"]) if row["drift"] else None
             if samples:
                 row["latency_ns"] = json.loads(row.pop("samples") or "[]")
         if latest:

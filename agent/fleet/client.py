@@ -106,13 +106,16 @@ def emit(value: Any, target: Optional[str]) -> None:
 
 def cmd_push(args: argparse.Namespace) -> int:
     models = [upload(args.server, Path(model)) for model in args.models]
+    reference = upload(args.server, Path(args.reference)) if getattr(args, "reference", None) else None
     quiet = args.json == "-"
-    for model in models:
+    for model in models + ([reference] if reference else []):
         if not quiet:
             print(f"uploaded {model['name']} ({model['format']}, {model['size_bytes']} bytes) sha256 "
                   f"{model['sha256'][:12]}", file=sys.stderr)
-    batch = request(args.server, "POST", "/api/v1/jobs", json.dumps(job_matrix(args, [m["sha256"] for m in models]))
-                    .encode())
+    matrix = job_matrix(args, [m["sha256"] for m in models])
+    if reference:
+        matrix["reference"] = reference["sha256"]  # every job measures its model's drift against it
+    batch = request(args.server, "POST", "/api/v1/jobs", json.dumps(matrix).encode())
     if not quiet:
         print(f"batch {batch['batch_id']}: {len(batch['jobs'])} job(s) dispatched", file=sys.stderr)
     if not args.wait:
@@ -153,6 +156,7 @@ def wait_for(server: str, batch: str, timeout: float, show: bool) -> list[dict]:
 
 def comparison(jobs: list[dict], results: list[dict]) -> list[dict]:
     by_job = {r["job_id"]: r["summary"] for r in results}
+    drifts = {r["job_id"]: r.get("drift") or {} for r in results}
     rows = []
     for job in sorted(jobs, key=lambda j: (j["device_id"], j["spec"]["model"]["name"], j["job_id"])):
         summary = by_job.get(job["job_id"]) or {}
@@ -166,6 +170,8 @@ def comparison(jobs: list[dict], results: list[dict]) -> list[dict]:
             "p50_ms": stats.get("p50_ms"), "p90_ms": stats.get("p90_ms"), "p99_ms": stats.get("p99_ms"),
             "energy_per_inference_mj": (physics.get("energy") or {}).get("energy_per_inference_mj"),
             "throttled": (physics.get("throttling") or {}).get("detected"),
+            "size_bytes": (summary.get("model") or {}).get("size_bytes"),
+            "drift": drifts.get(job["job_id"]) or None,
         })
     return rows
 
@@ -185,6 +191,12 @@ def render(rows: list[dict]) -> str:
         energy = row["energy_per_inference_mj"]
         throttled = "-" if row["throttled"] is None else ("yes" if row["throttled"] else "no")
         state = row["state"] if row["state"] == "done" else f"{row['state']}: {(row['reason'] or '')[:60]}"
+        drift = row.get("drift") or {}
+        if drift.get("error"):
+            state += f" (no drift: {drift['error'][:60]})"
+        elif drift:
+            state += f" (drift vs {drift['reference_sha'][:12]}: max abs err {drift['max_abs_err']:.4g}, " \
+                     f"cosine {drift['cosine_mean']:.5f})"
         lines.append(f"{row['device'][:24]:<24} {row['model'][:28]:<28} {str(row['runtime'] or '-')[:12]:<12} "
                      f"{_ms(row['p50_ms']):>9} {_ms(row['p90_ms']):>9} {_ms(row['p99_ms']):>9} "
                      f"{(f'{energy:.3f}' if energy is not None else '-'):>8} {throttled:>4}  {state}")

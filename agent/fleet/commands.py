@@ -76,6 +76,9 @@ def _add_engineer_commands(commands) -> None:
                       help="a TFLite delegate chain (xnnpack or gpu,xnnpack); repeat to compare chains")
     push.add_argument("--providers", type=comma_list, default=[], metavar="CHAIN")
     push.add_argument("--threads", type=comma_list, default=[], metavar="LIST", help="thread counts, e.g. 1,4")
+    push.add_argument("--reference", metavar="REF", help="a reference model (.onnx/.tflite, e.g. the float32 "
+                      "original): uploaded too, and each job also measures its model's output drift against it "
+                      "(max/mean abs error, cosine, top-1 agreement on 8 generated input sets)")
     push.add_argument("--no-sensors", dest="sensors", action="store_false")
     push.add_argument("--label", action="append", default=[], metavar="KEY=VALUE",
                       help="label every result of this push, e.g. release=v1.5.0 (release gates compare releases "

@@ -25,7 +25,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Optional, Union
 
 from .. import __version__
 from ..errors import EdgebenchError
@@ -307,11 +307,30 @@ class Agent:
             except EdgebenchError as exc:
                 self._finish(job_id, "failed", "error", reason=str(exc), error_kind="ModelError")
                 return
-            self._execute(job_id, job, path)
+            reference = self._reference(job, url)
+            self._execute(job_id, job, path, reference)
         finally:
             self.current_job = None
 
-    def _execute(self, job_id: str, job: dict, model_path: Path) -> None:
+    def _reference(self, job: dict, model_url: str) -> Union[Path, str, None]:
+        """The job's reference model (drift is measured against it), through the same content-addressed cache:
+        its path, or why it could not be had (the benchmark still runs; the result says why it has no drift)."""
+        sha = job.get("reference")
+        if not sha:
+            return None
+        suffix = f"/{job['model']['sha256']}/content"
+        if model_url.endswith(suffix) and model_url.startswith(("http://", "https://")):
+            base = model_url[:-len(suffix)]
+        elif self.config.model_url:
+            base = f"{self.config.model_url.rstrip('/')}/api/v1/models"
+        else:
+            return "reference model: no download URL (the model's URL is not the collector's, and no --model-url)"
+        try:
+            return self.cache.get(sha, None, f"{base}/{sha}/content")
+        except (EdgebenchError, ValueError) as exc:
+            return f"reference model: {exc}"
+
+    def _execute(self, job_id: str, job: dict, model_path: Path, reference: Union[Path, str, None] = None) -> None:
         work = self.config.data_dir / "work"
         work.mkdir(exist_ok=True)
         job_file, out_file = work / f"{job_id}.job.json", work / f"{job_id}.out.json"
@@ -321,8 +340,10 @@ class Agent:
         # a little later, is the backstop for a job process that hangs outside the benchmark.
         timeout = float(job.get("timeout_s") or self.config.default_timeout_s) + JOB_GRACE_S
         with open(work / f"{job_id}.log", "wb") as log_file:  # the engine's own output, for post-mortems
-            proc = subprocess.Popen([sys.executable, "-m", "edgebench.agent.fleet.jobrunner", str(job_file),
-                                     str(model_path), str(out_file)], stdout=subprocess.PIPE, stderr=log_file,
+            argv = [str(job_file), str(model_path), str(out_file)] + ([str(reference)] if isinstance(reference, Path)
+                                                                       else [])
+            proc = subprocess.Popen([sys.executable, "-m", "edgebench.agent.fleet.jobrunner", *argv],
+                                    stdout=subprocess.PIPE, stderr=log_file,
                                     start_new_session=True)
             self.store.set_pid(job_id, proc.pid)
             reason = self._watch(proc, job_id, timeout)
@@ -332,7 +353,10 @@ class Agent:
             self._finish(job_id, "cancelled" if reason.startswith("cancelled") else "failed",
                          "cancelled" if reason.startswith("cancelled") else "error", reason=reason)
             return
-        self._report(job_id, job, out_file)
+        if isinstance(reference, str):
+            self._report(job_id, job, out_file, {"error": reference[:2000], "reference_sha": job["reference"]})
+        else:
+            self._report(job_id, job, out_file)
 
     def _watch(self, proc: subprocess.Popen, job_id: str, timeout: float) -> Optional[str]:
         """Relay progress until the child exits; kill its process group on cancel, timeout or shutdown."""
@@ -366,7 +390,7 @@ class Agent:
         except (ValueError, KeyError, p.ProtocolError):
             pass
 
-    def _report(self, job_id: str, job: dict, out_file: Path) -> None:
+    def _report(self, job_id: str, job: dict, out_file: Path, drift: Optional[dict] = None) -> None:
         try:
             outcome = json.loads(out_file.read_text())
         except (OSError, ValueError):
@@ -378,10 +402,19 @@ class Agent:
         report = outcome["report"]
         labels = job.get("labels") or {}  # e.g. release=v1.5.0 from `edgebench push --label`
         report["labels"] = {**(report.get("labels") or {}), **labels}
+        drift = drift or outcome.get("drift")
+        if drift is not None:
+            try:
+                p.check_drift(drift)
+            except p.ProtocolError as exc:
+                drift = {"error": f"drift: {exc}", "reference_sha": job["reference"]}
+            report["drift"] = drift
         (self.reports / f"{job_id}.json").write_text(json.dumps(report))
         summary = p.summarize_report(report)
         summary["model"]["name"] = job["model"].get("name") or summary["model"].get("name")  # not the cache name
         extra: dict[str, Any] = {"labels": labels} if labels else {}
+        if drift is not None:
+            extra["drift"] = drift
         limit = p.MAX_RESULT_SAMPLES
         while True:  # the raw samples (for regression gates), as many as fit in one event
             extra["samples"] = p.result_samples(report, limit)

@@ -1,15 +1,18 @@
-"""Run one fleet job: ``python -m edgebench.agent.fleet.jobrunner JOB.json MODEL OUT.json``.
+"""Run one fleet job: ``python -m edgebench.agent.fleet.jobrunner JOB.json MODEL OUT.json [REFERENCE]``.
 
 The daemon starts this in a child process of its own, so the daemon never imports numpy or a runtime (its idle
 footprint stays small) and a job can be cancelled or timed out by killing one process group. The job goes through
 the single-board engine (``edgebench.agent.bench.run``), which runs the model in yet another isolated child.
 Progress goes to stdout as JSON lines; the outcome (``{"report": ...}`` or ``{"error": ..., "kind": ...}``) to
-OUT.json.
+OUT.json. With a REFERENCE model (the job's ``reference``), the outcome also has ``drift``: the model's output drift
+against the reference on the job's inputs (edgebench.agent.compare), or ``{"error": ...}`` when it cannot be
+measured; the benchmark's report is kept either way.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import sys
 import time
 from pathlib import Path
@@ -36,8 +39,40 @@ def build_request(job: dict, model_path: str, default_timeout_s: float = 3600.0)
                         seed=int(job.get("seed") or 0), limits=ChildLimits(timeout_s=timeout), physics=physics)
 
 
+def measure_drift(job: dict, model_path: str, reference_path: str, timeout_s: float) -> dict:
+    """Drift of the job's model against its reference on ``DRIFT_SAMPLES`` generated input sets, with the compare
+    machinery (both models run in isolated children): ``{max_abs_err, mean_abs_err, cosine_mean, top1_agreement,
+    samples, reference_sha}``, or ``{error, reference_sha}``."""
+    from .. import compare
+    from ..errors import EdgebenchError
+    from ..isolation import ChildLimits
+    from ..runtimes.base import RuntimeOptions
+    from .protocol import DRIFT_NUMBERS, DRIFT_SAMPLES
+
+    sha = str(job.get("reference"))
+    options = RuntimeOptions(threads=int(job["threads"]) if job.get("threads") else None,
+                             providers=list(job.get("providers") or []))
+    limits = ChildLimits(timeout_s=timeout_s, rss_interval_s=None)
+    comparison = compare.Comparison(compare.ModelRun(reference_path, None, options),
+                                    compare.ModelRun(model_path, job.get("runtime"), options), limits)
+    try:
+        pairs = comparison.input_pairs()
+        real_sets = compare.generated_real_sets(pairs, list(job.get("shape") or []), list(job.get("input") or []),
+                                                DRIFT_SAMPLES, int(job.get("seed") or 0))
+        drift = comparison.run(real_sets)["drift"]
+    except EdgebenchError as exc:
+        return {"error": str(exc)[:2000], "reference_sha": sha}
+    except Exception as exc:  # noqa: BLE001 - a drift failure must not lose the benchmark's result
+        return {"error": f"internal error: {type(exc).__name__}: {exc}"[:2000], "reference_sha": sha}
+    result = {key: drift[key] for key in DRIFT_NUMBERS if drift.get(key) is not None}
+    if not all(math.isfinite(v) for v in result.values()):  # NaN or infinite outputs
+        return {"error": "the outputs are not finite numbers", "reference_sha": sha}
+    return {**result, "reference_sha": sha}
+
+
 def main(argv: list[str]) -> int:
-    job_file, model_path, out_file = argv
+    job_file, model_path, out_file = argv[:3]
+    reference_path = argv[3] if len(argv) > 3 else None
     job = json.loads(Path(job_file).read_text())
     last = [0.0]
 
@@ -52,6 +87,10 @@ def main(argv: list[str]) -> int:
 
     try:
         outcome = {"report": bench.run(build_request(job, model_path), progress)}
+        if reference_path and job.get("reference"):
+            print(json.dumps({"phase": "drift", "runs": 0, "elapsed_s": 0.0}), flush=True)
+            outcome["drift"] = measure_drift(job, model_path, reference_path,
+                                             min(float(job.get("timeout_s") or 600.0), 600.0))
     except EdgebenchError as exc:
         outcome = {"error": str(exc), "kind": type(exc).__name__}
     except Exception as exc:  # noqa: BLE001 - reported to the fleet as the job's error, not a crash

@@ -14,6 +14,7 @@ import os
 import urllib.error
 import urllib.request
 from pathlib import Path
+from typing import Optional
 
 from ..errors import ModelError
 from .protocol import SHA256
@@ -44,16 +45,20 @@ class ModelCache:
             raise ModelError(f"model path {path} escapes the cache directory")
         return path
 
-    def get(self, sha256: str, size: int, url: str, timeout_s: float = 60.0) -> Path:
-        """The verified model file, fetched if absent; raises ModelError on a mismatch or a failed download."""
+    def get(self, sha256: str, size: Optional[int], url: str, timeout_s: float = 60.0) -> Path:
+        """The verified model file, fetched if absent; raises ModelError on a mismatch or a failed download.
+        ``size`` None (a job's reference model is named by its sha256 only): the download is bounded by the quota
+        and the sha256 alone verifies it."""
         path = self.path_for(sha256)
         if path.exists():
-            if path.stat().st_size == size and file_sha256(path) == sha256:
+            if (size is None or path.stat().st_size == size) and file_sha256(path) == sha256:
                 os.utime(path)  # LRU: last use is the file's mtime
                 return path
             log.warning("cached model %s is corrupt: fetching it again", sha256[:12])
             path.unlink()
-        self.evict(reserve=size)
+        self.evict(reserve=size or 0)
+        if size is None:
+            path.with_name(sha256 + ".part").unlink(missing_ok=True)  # no size to resume against
         self._download(url, path.with_name(sha256 + ".part"), size, timeout_s)
         part = path.with_name(sha256 + ".part")
         actual = file_sha256(part)
@@ -63,12 +68,14 @@ class ModelCache:
         os.replace(part, path)
         return path
 
-    def _download(self, url: str, part: Path, size: int, timeout_s: float) -> None:
+    def _download(self, url: str, part: Path, size: Optional[int], timeout_s: float) -> None:
+        bounded = size is not None
+        size = size if size is not None else self.quota_bytes
         have = part.stat().st_size if part.exists() else 0
         if have > size:
             part.unlink()
             have = 0
-        if have == size:
+        if bounded and have == size:
             return
         request = urllib.request.Request(url, headers={"Range": f"bytes={have}-"} if have else {})
         try:
@@ -80,11 +87,12 @@ class ModelCache:
                     for block in iter(lambda: response.read(CHUNK), b""):
                         written += len(block)
                         if written > size:
-                            raise ModelError(f"model from {url} is larger than the announced {size} bytes")
+                            raise ModelError(f"model from {url} is larger than the "
+                                             f"{'announced' if bounded else 'cache quota of'} {size} bytes")
                         out.write(block)
         except (urllib.error.URLError, OSError) as exc:
             raise ModelError(f"cannot fetch model from {url}: {exc}") from None
-        if part.stat().st_size != size:
+        if bounded and part.stat().st_size != size:
             raise ModelError(f"model from {url} is truncated: {part.stat().st_size} of {size} bytes (resumable)")
 
     def evict(self, reserve: int = 0) -> list[str]:

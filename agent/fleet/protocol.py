@@ -59,6 +59,8 @@ SETTINGS_LIMITS = {  # bench run-length options a job may set, with their allowe
     "warmup_runs": (0, 100_000), "warmup_duration_s": (0.0, 3600.0),
 }
 MAX_JOB_TIMEOUT_S = 7 * 86400.0
+DRIFT_NUMBERS = ("max_abs_err", "mean_abs_err", "cosine_mean", "top1_agreement", "samples")  # a result's drift
+DRIFT_SAMPLES = 8  # input sets a job's drift is measured on
 
 
 class ProtocolError(ValueError):
@@ -314,6 +316,24 @@ def _result(payload: dict) -> None:
     _field(summary, "model", dict)
     _field(summary, "runtime", dict)
     _finite_tree(summary, "summary")
+    drift = _field(payload, "drift", dict, required=False)
+    if drift is not None:
+        check_drift(drift)
+
+
+def check_drift(drift: dict) -> dict:
+    """A result's drift against the job's reference: finite numbers, or the reason it could not be measured."""
+    unknown = set(drift) - set(DRIFT_NUMBERS) - {"reference_sha", "error"}
+    if unknown:
+        raise ProtocolError(f"drift: unknown key(s) {sorted(unknown)[:5]}")
+    _text(drift, "reference_sha", SHA256)
+    error = _text(drift, "error", required=False, max_len=2000)
+    for key in DRIFT_NUMBERS:
+        limits = {"samples": (1, 1_000_000), "cosine_mean": (-1.000001, 1.000001),
+                  "top1_agreement": (0, 1)}.get(key, (0, None))
+        _number(drift, key, required=error is None and key != "top1_agreement", minimum=limits[0],
+                maximum=limits[1])
+    return drift
 
 
 def _events(payload: dict) -> None:
@@ -342,6 +362,7 @@ def check_job(payload: dict) -> None:
     url = _text(model, "url", required=False, max_len=1024)
     if url is not None and not url.startswith(("http://", "https://")):
         raise ProtocolError("model.url must be http(s)")
+    _text(payload, "reference", SHA256, required=False)  # a sha256 only: fetched from the same model store
     runtime = _text(payload, "runtime", required=False)
     if runtime is not None and runtime not in RUNTIMES:
         raise ProtocolError(f"runtime {runtime!r} is not one of {RUNTIMES} (plugins are not allowed in jobs)")

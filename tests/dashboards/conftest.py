@@ -9,7 +9,8 @@ is mounted over /sys/class and /sys/devices/system/cpu/cpufreq: the real agent, 
 report its temperature and its INA3221 board power (energy per inference). A second, longer job on that board
 heats it: once the job is measuring, the test writes a CPU temperature past the zone's passive trip into the tree,
 and the engine's throttle detection marks the run as throttled, as on a board that overheats mid-run. The other
-agent reads this machine as it is.
+agent reads this machine as it is. On that board, a dynamic-int8 variant of PP-OCR's direction classifier (made here
+with edgebench.agent.variants) is pushed with ``--reference`` the float32 original: its result carries the drift.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Optional
 
 import pytest
 
@@ -34,6 +36,9 @@ DB = "edgebench"
 JETSON, HOST = "jetson-orin-01", "x86-host-01"
 BOARDS = REPO / "tests" / "fixtures" / "boards"
 PUSH_ARGS = ("--min-runs", "400", "--min-duration", "0.3", "--warmup-runs", "5", "--warmup-duration", "0.05")
+VARIANT, VARIANT_REFERENCE = "ppocr_cls.dynamic-int8.onnx", "ppocr_cls.onnx"
+VARIANT_ARGS = ("--shape", "x=1x3x48x192", "--min-runs", "50", "--min-duration", "0.1", "--warmup-runs", "2",
+                "--warmup-duration", "0.05")
 
 
 @pytest.fixture(scope="session")
@@ -125,10 +130,12 @@ def write_gate_verdicts(influxd: Influxd, db: str, models: list[str], classes: l
 
 
 def push(collector: Collector, out: Path, model_files: list[Path], devices: str, settings: tuple,
-         wait: bool = True) -> dict:
+         wait: bool = True, reference: Optional[Path] = None) -> dict:
     """``edgebench push`` (the engineers' command) against the collector; its --json answer."""
     argv = [sys.executable, "-m", "edgebench.agent.cli", "push", *map(str, model_files), "--server", collector.url,
             "--devices", devices, *settings, "--json", str(out)]
+    if reference is not None:
+        argv += ["--reference", str(reference)]
     if wait:
         argv += ["--wait", "--wait-timeout", "150"]
     proc = subprocess.run(argv, capture_output=True, text=True, timeout=200, cwd=REPO)
@@ -194,11 +201,18 @@ def fleet_run(tmp_path_factory, models) -> FleetRun:
                                                       models["efficientnet_lite0_int8.tflite"]], "all", PUSH_ARGS)
         if sensors:
             heat_mid_run(collector, root / "push-hot.json", models["efficientnet_lite0_int8.tflite"], tree)
+        from edgebench.agent.variants import make_dynamic_int8
+
+        variant = root / VARIANT
+        make_dynamic_int8(models[VARIANT_REFERENCE], variant)
+        drifted = push(collector, root / "push-variant.json", [variant], HOST, VARIANT_ARGS,
+                       reference=models[VARIANT_REFERENCE])
+        assert "error" not in (drifted["rows"][0]["drift"] or {"error": "no drift"}), drifted["rows"]
 
         def points(text: str) -> list:
             return influxd.query(DB, text)
 
-        runs = 5 if sensors else 4
+        runs = 6 if sensors else 5
         wait_for(lambda: sum(len(s["values"]) for s in points('SELECT "p50_ms" FROM "edgebench_result"')) >= runs,
                  60, f"{runs} result points in InfluxDB")
         wait_for(lambda: len(points('SELECT last("load1") FROM "edgebench_telemetry" GROUP BY "device"')) == 2, 60,

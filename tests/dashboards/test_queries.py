@@ -17,7 +17,7 @@ import pytest
 from edgebench.dashboards import queries, schema
 from edgebench.dashboards.build import DASHBOARDS, JSON_DIR
 
-from .conftest import JETSON, FleetRun
+from .conftest import HOST, JETSON, VARIANT, FleetRun
 
 TIME_FILTER, INTERVAL = "time > now() - 1h", "10s"
 PREFERRED = {"device": JETSON}  # single-value variables: the board with sensors
@@ -57,7 +57,7 @@ def test_the_fleet_run_is_real(fleet_run):
     rows = fleet_run.query('SELECT count("p50_ms") FROM "edgebench_result" GROUP BY "device", "model"')
     assert {(s["tags"]["device"], s["tags"]["model"]) for s in rows} == {
         (device, model) for device in fleet_run.devices
-        for model in ("sine_float.tflite", "efficientnet_lite0_int8.tflite")}
+        for model in ("sine_float.tflite", "efficientnet_lite0_int8.tflite")} | {(HOST, VARIANT)}
     classes = tag_values(fleet_run, 'SHOW TAG VALUES FROM "edgebench_result" WITH KEY = "label_class"')
     assert classes == sorted(set(fleet_run.devices.values()))
 
@@ -88,3 +88,19 @@ def test_panel_query_returns_series(fleet_run, selections, name, query, mode):
         pytest.skip("no mount namespace here: the agent could not read a recorded board's sensors")
     assert series, f"{query.panel} ({query.ref}) returns no series:\n{text}"
     assert values, f"{query.panel} ({query.ref}) returns only nulls:\n{text}\n{series}"
+
+
+def test_variants_table_shows_size_and_drift(fleet_run, selections):
+    """The variants table's size and drift columns hold the pushed variant's real values (push --reference)."""
+    dash = COMMITTED["model-comparison"]
+    [query] = [q for q in queries.panel_queries(dash) if q.panel.startswith("Variants side by side")]
+    for mode in ("values", "all"):
+        text = queries.interpolate(query.text, dash, selections[("model-comparison", mode)], TIME_FILTER, INTERVAL)
+        rows = {s["tags"]["model"]: dict(zip(s["columns"], s["values"][0])) for s in fleet_run.query(text)
+                if s["tags"]["label_class"] == fleet_run.devices[HOST]}
+        variant = rows[VARIANT]
+        assert variant["size"] > 100_000 and variant["p50"] > 0 and variant["p90"] >= variant["p50"]
+        assert 0 < variant["max abs err"] < 1 and 0.9 < variant["cosine"] <= 1
+        assert 0 <= variant["top-1 agreement"] <= 1
+        sine = rows["sine_float.tflite"]  # pushed without a reference: a size, no drift
+        assert sine["size"] > 0 and sine["max abs err"] is None and sine["cosine"] is None
