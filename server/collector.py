@@ -13,6 +13,7 @@ rest in the collector's persistent session (on disk with ``persistence true``).
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import json
 import logging
@@ -81,6 +82,8 @@ class Collector:
         self._writing = False  # the writer is busy with a batch
         self._labels: dict[str, dict] = {}  # device -> labels, a cache of the registry's (prepare thread only)
         self._job_lock = threading.Lock()
+        self.model_requests: queue.Queue = queue.Queue()  # model-request messages, served by their own thread
+        self.models_dir = config.data_dir / "models"  # where the HTTP API stores uploads (api.py)
 
     # ------------------------------------------------------------ MQTT
 
@@ -88,7 +91,7 @@ class Collector:
         """Data goes through a shared subscription (collectors split the load); retained device state through a
         plain one (a shared subscription never receives retained messages; the updates are idempotent)."""
         shared = [(f"$share/{self.config.share_group}/{p.wildcard(kind)}", 1)
-                  for kind in (p.EVENTS, p.TELEMETRY, p.HEARTBEAT)]
+                  for kind in (p.EVENTS, p.TELEMETRY, p.HEARTBEAT, p.MODEL_REQUEST)]
         return shared + [(p.wildcard(p.STATUS), 1), (p.wildcard(p.INVENTORY), 1)]
 
     def start(self) -> None:
@@ -105,6 +108,7 @@ class Collector:
         mqtt.connect(self.client, self.config.mqtt, receive_maximum=self.config.receive_maximum)
         threading.Thread(target=self._prepare_loop, name="prepare", daemon=True).start()
         threading.Thread(target=self._write_loop, name="write", daemon=True).start()
+        threading.Thread(target=self._model_loop, name="models", daemon=True).start()
 
     def _on_connect(self, client: Any, userdata: Any, flags: Any, reason: Any, properties: Any) -> None:
         if reason.is_failure:
@@ -124,6 +128,9 @@ class Collector:
             log.warning("disconnected from the broker (%s); reconnecting", reason)
 
     def _on_message(self, client: Any, userdata: Any, message: Any) -> None:
+        if message.topic.endswith("/" + p.MODEL_REQUEST):  # not data: served apart, never held up by InfluxDB
+            self.model_requests.put(Incoming(message.topic, message.payload, message.mid, message.qos, time.time()))
+            return
         self.inbox.put(Incoming(message.topic, message.payload, message.mid, message.qos, time.time()))
         self.metrics.set("edgebench_buffer_depth", self.inbox.qsize())
 
@@ -142,6 +149,65 @@ class Collector:
     def cancel_job(self, device: str, job_id: str) -> None:
         payload = p.envelope(device, time.time(), job_id=job_id)
         self.client.publish(p.topic(device, p.CANCEL), p.encode(p.CANCEL, payload), qos=1)
+
+    # ------------------------------------------------------------ models over MQTT
+
+    def _model_loop(self) -> None:
+        while not self.stop.is_set():
+            try:
+                item = self.model_requests.get(timeout=0.5)
+            except queue.Empty:
+                continue
+            try:
+                self.serve_model_request(item)
+            except Exception:  # noqa: BLE001 - the device asks again after its timeout
+                log.exception("model request on %s failed", item.topic[:200])
+            if item.qos:
+                self.client.ack(item.mid, item.qos)
+
+    def serve_model_request(self, item: Incoming) -> None:
+        """Answer a model-request on the requesting device's own model-chunk topic: the window's bytes in chunks of
+        at most MODEL_CHUNK_BYTES, from a model in the registry only, or one chunk with an ``error``."""
+        self.metrics.inc("edgebench_messages_received_total")
+        try:
+            msg = p.validate(item.topic, item.payload, FAST_LOADS)
+        except p.ProtocolError as exc:
+            self._dead_letter(item, str(exc))
+            return
+        device, sha, offset, length = msg.device, msg.payload["sha256"], msg.payload["offset"], msg.payload["length"]
+        self.metrics.inc("edgebench_model_requests_total")
+        model, path = self.registry.model(sha), self.models_dir / sha
+        error = ("no such model in the registry" if model is None or not path.is_file() else
+                 f"offset {offset} is beyond the model's {model['size_bytes']} bytes"
+                 if offset >= model["size_bytes"] else None)
+        if error:
+            log.warning("model request from %s for %s: %s", device, sha[:12], error)
+            self._publish_chunk(device, {"sha256": sha, "offset": offset, "error": error})
+            return
+        total, end = model["size_bytes"], min(offset + length, model["size_bytes"])
+        info = None
+        with open(path, "rb") as handle:
+            handle.seek(offset)
+            while offset < end:
+                data = handle.read(min(p.MODEL_CHUNK_BYTES, end - offset))
+                if not data:
+                    break
+                info = self._publish_chunk(device, {"sha256": sha, "offset": offset, "total": total,
+                                                    "data": base64.b64encode(data).decode()})
+                self.metrics.inc("edgebench_model_chunk_bytes_total", len(data))
+                offset += len(data)
+        if info is not None:  # one window in paho's queue at a time per request: memory stays bounded
+            with contextlib.suppress(Exception):
+                info.wait_for_publish(timeout=10)
+
+    def _publish_chunk(self, device: str, fields: dict) -> Any:
+        from paho.mqtt.packettypes import PacketTypes
+        from paho.mqtt.properties import Properties
+
+        props = Properties(PacketTypes.PUBLISH)
+        props.MessageExpiryInterval = 600  # a device away longer asks again; stale chunks do not pile up
+        data = p.encode(p.MODEL_CHUNK, p.envelope(device, time.time(), **fields))
+        return self.client.publish(p.topic(device, p.MODEL_CHUNK), data, qos=1, properties=props)
 
     # ------------------------------------------------------------ the writer
 

@@ -16,6 +16,8 @@ HELP = {
     "edgebench_mqtt_connected": ("gauge", "1 while connected to the broker"),
     "edgebench_jobs_submitted_total": ("counter", "jobs created through the HTTP API"),
     "edgebench_models_uploaded_total": ("counter", "model uploads"),
+    "edgebench_model_requests_total": ("counter", "valid model-request messages served over MQTT"),
+    "edgebench_model_chunk_bytes_total": ("counter", "model bytes sent in model-chunk messages over MQTT"),
 }
 
 

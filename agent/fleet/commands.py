@@ -32,6 +32,12 @@ def _add_agent(commands) -> None:
                        help="outbox, job table, model cache, reports (default ~/.local/share/edgebench/agent)")
     agent.add_argument("--model-url", metavar="URL", help="collector HTTP API for model downloads when a job "
                        "names no URL")
+    agent.add_argument("--model-transport", choices=("auto", "http", "mqtt"), default="auto",
+                       help="how models are fetched from the collector: auto (HTTP, then in chunks over MQTT when "
+                       "there is no URL or HTTP is unreachable), http, or mqtt (default auto)")
+    agent.add_argument("--model-chunk-timeout", type=duration, default=30.0, metavar="SECONDS",
+                       help="ask again for a model window over MQTT after this long without a chunk; gives up "
+                       "after 6 tries (default 30s)")
     agent.add_argument("--heartbeat", type=duration, default=30.0, metavar="SECONDS",
                        help="heartbeat period (default 30s)")
     agent.add_argument("--telemetry-interval", type=duration, default=10.0, metavar="SECONDS",
@@ -56,7 +62,8 @@ def run_agent(args: argparse.Namespace) -> int:
     config = AgentConfig(mqtt=mqtt.from_args(args), device_id=device, labels=labels,
                          data_dir=Path(os.path.expanduser(args.data_dir)), model_url=args.model_url,
                          heartbeat_s=args.heartbeat, telemetry_s=args.telemetry_interval,
-                         cache_quota_bytes=args.cache_quota, default_timeout_s=args.job_timeout)
+                         cache_quota_bytes=args.cache_quota, default_timeout_s=args.job_timeout,
+                         model_transport=args.model_transport, model_chunk_timeout_s=args.model_chunk_timeout)
     return Agent(config).run()
 
 

@@ -30,7 +30,7 @@ from typing import Any, Optional, Union
 from .. import __version__
 from ..errors import EdgebenchError
 from . import protocol as p
-from .modelcache import ModelCache
+from .modelcache import ChunkSource, ModelCache
 from .mqtt import MqttSettings
 from .store import AgentStore
 
@@ -53,6 +53,8 @@ class AgentConfig:
     cache_quota_bytes: int = 2 * 1024**3
     max_telemetry_rows: int = 2000
     default_timeout_s: float = 3600.0
+    model_transport: str = "auto"  # auto: HTTP, then MQTT chunks; http or mqtt: that one only
+    model_chunk_timeout_s: float = 30.0  # a model-request window without a chunk this long is asked for again
 
 
 def default_device_id() -> str:
@@ -149,6 +151,7 @@ class Agent:
         self.telemetry: list[dict] = []
         self.telemetry_source = Telemetry()
         self.client: Any = None
+        self.chunks = ChunkSource(self._request_model)
 
     # ------------------------------------------------------------ MQTT callbacks (paho's thread)
 
@@ -161,7 +164,8 @@ class Agent:
         self._publish_now(p.STATUS, p.envelope(self.device, time.time(), state="online",
                                                agent_version=__version__, labels=self.config.labels), retain=True)
         self._publish_now(p.INVENTORY, self._inventory(), retain=True)
-        client.subscribe([(p.topic(self.device, p.JOBS), 1), (p.topic(self.device, p.CANCEL), 1)])
+        client.subscribe([(p.topic(self.device, p.JOBS), 1), (p.topic(self.device, p.CANCEL), 1),
+                          (p.topic(self.device, p.MODEL_CHUNK), 1)])
         self.connected.set()
         self.wake.set()
 
@@ -180,9 +184,12 @@ class Agent:
             msg = p.validate(message.topic, message.payload)
         except p.ProtocolError as exc:
             log.error("refused a message on %s: %s", message.topic, exc)
-            self._reject(message.payload, str(exc))
+            if not message.topic.endswith("/" + p.MODEL_CHUNK):
+                self._reject(message.payload, str(exc))
             return
-        if msg.kind == p.JOBS:
+        if msg.kind == p.MODEL_CHUNK:
+            self.chunks.offer(msg.payload)
+        elif msg.kind == p.JOBS:
             self._receive_job(msg.payload)
         elif msg.kind == p.CANCEL:
             self._cancel(msg.payload["job_id"])
@@ -261,6 +268,16 @@ class Agent:
             self.store.enqueue(p.topic(self.device, p.TELEMETRY), p.encode(p.TELEMETRY, payload), "telemetry")
             self.telemetry = []
 
+    def _request_model(self, sha256: str, offset: int, length: int) -> None:
+        """A model-request (QoS 1, straight out: paho resends it after a reconnect; the fetch retries on timeout)."""
+        self._publish_now(p.MODEL_REQUEST, p.envelope(self.device, time.time(), sha256=sha256, offset=offset,
+                                                      length=length))
+
+    def _model(self, sha256: str, size: Optional[int], url: Optional[str]) -> Path:
+        """A verified model through the cache, by the agent's --model-transport."""
+        return self.cache.get(sha256, size, url, chunks=self.chunks, transport=self.config.model_transport,
+                              chunk_timeout_s=self.config.model_chunk_timeout_s)
+
     def _heartbeat(self) -> None:
         if self.connected.is_set():
             self._publish_now(p.HEARTBEAT, p.envelope(
@@ -300,10 +317,10 @@ class Agent:
         self.current_job, self.cancel_requested = job_id, None
         try:
             model = job["model"]
-            url = model.get("url") or f"{(self.config.model_url or '').rstrip('/')}/api/v1/models/" \
-                f"{model['sha256']}/content"
+            url = model.get("url") or (f"{self.config.model_url.rstrip('/')}/api/v1/models/{model['sha256']}/content"
+                                       if self.config.model_url else None)
             try:
-                path = self.cache.get(model["sha256"], int(model["size_bytes"]), url)
+                path = self._model(model["sha256"], int(model["size_bytes"]), url)
             except EdgebenchError as exc:
                 self._finish(job_id, "failed", "error", reason=str(exc), error_kind="ModelError")
                 return
@@ -312,21 +329,22 @@ class Agent:
         finally:
             self.current_job = None
 
-    def _reference(self, job: dict, model_url: str) -> Union[Path, str, None]:
+    def _reference(self, job: dict, model_url: Optional[str]) -> Union[Path, str, None]:
         """The job's reference model (drift is measured against it), through the same content-addressed cache:
         its path, or why it could not be had (the benchmark still runs; the result says why it has no drift)."""
         sha = job.get("reference")
         if not sha:
             return None
         suffix = f"/{job['model']['sha256']}/content"
-        if model_url.endswith(suffix) and model_url.startswith(("http://", "https://")):
+        base: Optional[str] = None
+        if model_url and model_url.endswith(suffix) and model_url.startswith(("http://", "https://")):
             base = model_url[:-len(suffix)]
         elif self.config.model_url:
             base = f"{self.config.model_url.rstrip('/')}/api/v1/models"
-        else:
+        elif self.config.model_transport == "http":
             return "reference model: no download URL (the model's URL is not the collector's, and no --model-url)"
-        try:
-            return self.cache.get(sha, None, f"{base}/{sha}/content")
+        try:  # without an HTTP base, over MQTT (the collector serves its registry's models there too)
+            return self._model(sha, None, f"{base}/{sha}/content" if base else None)
         except (EdgebenchError, ValueError) as exc:
             return f"reference model: {exc}"
 

@@ -2,7 +2,8 @@
 
 A file's name is its sha256 (64 hex digits, checked against a strict pattern), never a name from a job, so nothing
 a job says can make a path outside the cache directory. Downloads go to ``<sha256>.part`` and resume with an HTTP
-Range request; the file is hashed before it is renamed into place. A file whose content does not match its name
+Range request, or from the collector in model-chunk messages over MQTT (resuming from the partial file's size,
+docs/protocol.md); the file is hashed before it is renamed into place. A file whose content does not match its name
 (truncated, corrupted, wrong) is refused and deleted.
 """
 
@@ -11,16 +12,92 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import queue
+import time
 import urllib.error
 import urllib.request
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 
 from ..errors import ModelError
-from .protocol import SHA256
+from . import protocol
+from .protocol import MODEL_WINDOW_BYTES, SHA256
 
 log = logging.getLogger(__name__)
 CHUNK = 1 << 20
+CHUNK_RETRIES = 5  # model-request windows re-sent without an answer before a transfer over MQTT gives up
+
+
+class Unreachable(ModelError):
+    """The HTTP model source could not be reached (connection refused, no route, timeout): try MQTT."""
+
+
+class ChunkSource:
+    """Model chunks over MQTT: ``request(sha256, offset, length)`` publishes a model-request; the agent's MQTT
+    thread puts each validated model-chunk payload for the transfer under way into ``inbox``."""
+
+    def __init__(self, request: Callable[[str, int, int], None], window: int = MODEL_WINDOW_BYTES):
+        self.request, self.window = request, window
+        self.inbox: queue.Queue = queue.Queue()
+        self.wanted: Optional[str] = None  # the sha256 being transferred (chunks of others are dropped)
+
+    def offer(self, payload: dict) -> None:
+        if payload.get("sha256") == self.wanted:
+            self.inbox.put(payload)
+
+
+def fetch_chunks(part: Path, sha256: str, size: Optional[int], quota: int, source: ChunkSource,
+                 timeout_s: float, retries: int = CHUNK_RETRIES) -> None:
+    """Fill ``part`` over MQTT, window by window, resuming from its current size; each window is asked for again
+    when ``timeout_s`` passes without a chunk, at most ``retries`` times in a row. The caller verifies the sha256."""
+    have = part.stat().st_size if part.exists() else 0
+    if size is not None and have > size:
+        part.unlink()
+        have = 0
+    total = size
+    if total is not None and have == total:
+        return
+    source.wanted = sha256
+    while not source.inbox.empty():  # chunks of an earlier, abandoned transfer
+        source.inbox.get_nowait()
+    failures = 0
+    try:
+        with open(part, "ab") as out:
+            while total is None or have < total:
+                end = have + (source.window if total is None else min(source.window, total - have))
+                source.request(sha256, have, end - have)
+                deadline = time.monotonic() + timeout_s
+                progressed = False
+                while have < end:
+                    try:
+                        chunk = source.inbox.get(timeout=max(0.0, deadline - time.monotonic()))
+                    except queue.Empty:
+                        break
+                    if chunk.get("error"):
+                        raise ModelError(f"model {sha256[:12]} over MQTT: the collector says: {chunk['error']}")
+                    if total is None:
+                        total = int(chunk["total"])
+                        if total > quota:
+                            raise ModelError(f"model {sha256[:12]} over MQTT is larger than the cache quota of "
+                                             f"{quota} bytes")
+                        end = min(end, total)
+                    elif chunk["total"] != total:
+                        raise ModelError(f"model {sha256[:12]} over MQTT: the collector has {chunk['total']} bytes, "
+                                         f"the job announced {total}")
+                    if chunk["offset"] != have:
+                        continue  # a duplicate, or the answer to an earlier request: not the next bytes
+                    data = protocol.chunk_data(chunk)
+                    out.write(data)
+                    out.flush()
+                    have += len(data)
+                    progressed = True
+                    deadline = time.monotonic() + timeout_s
+                failures = 0 if progressed else failures + 1
+                if failures > retries:
+                    raise ModelError(f"model {sha256[:12]} over MQTT: no answer in {timeout_s:g}s, {retries + 1} "
+                                     f"times; {have} of {total or '?'} bytes kept (resumable)")
+    finally:
+        source.wanted = None
 
 
 def file_sha256(path: Path) -> str:
@@ -45,10 +122,12 @@ class ModelCache:
             raise ModelError(f"model path {path} escapes the cache directory")
         return path
 
-    def get(self, sha256: str, size: Optional[int], url: str, timeout_s: float = 60.0) -> Path:
+    def get(self, sha256: str, size: Optional[int], url: Optional[str], timeout_s: float = 60.0,
+            chunks: Optional[ChunkSource] = None, transport: str = "auto", chunk_timeout_s: float = 30.0) -> Path:
         """The verified model file, fetched if absent; raises ModelError on a mismatch or a failed download.
         ``size`` None (a job's reference model is named by its sha256 only): the download is bounded by the quota
-        and the sha256 alone verifies it."""
+        and the sha256 alone verifies it. ``transport``: ``http`` (``url``), ``mqtt`` (``chunks``), or ``auto``:
+        HTTP, then MQTT chunks when there is no URL or the collector's HTTP cannot be reached."""
         path = self.path_for(sha256)
         if path.exists():
             if (size is None or path.stat().st_size == size) and file_sha256(path) == sha256:
@@ -57,16 +136,35 @@ class ModelCache:
             log.warning("cached model %s is corrupt: fetching it again", sha256[:12])
             path.unlink()
         self.evict(reserve=size or 0)
-        if size is None:
-            path.with_name(sha256 + ".part").unlink(missing_ok=True)  # no size to resume against
-        self._download(url, path.with_name(sha256 + ".part"), size, timeout_s)
         part = path.with_name(sha256 + ".part")
+        if size is None:
+            part.unlink(missing_ok=True)  # no size to resume against
+        source = self._fetch(sha256, part, size, url, timeout_s, chunks, transport, chunk_timeout_s)
         actual = file_sha256(part)
         if actual != sha256:
             part.unlink()
-            raise ModelError(f"model {sha256[:12]} from {url}: content has sha256 {actual[:12]}, refused")
+            raise ModelError(f"model {sha256[:12]} {source}: content has sha256 {actual[:12]}, refused")
         os.replace(part, path)
         return path
+
+    def _fetch(self, sha256: str, part: Path, size: Optional[int], url: Optional[str], timeout_s: float,
+               chunks: Optional[ChunkSource], transport: str, chunk_timeout_s: float) -> str:
+        """Fill ``part``; returns where it came from (for messages)."""
+        if transport not in ("auto", "http", "mqtt"):
+            raise ModelError(f"unknown model transport {transport!r}")
+        if transport != "mqtt" and url:
+            try:
+                self._download(url, part, size, timeout_s)
+                return f"from {url}"
+            except Unreachable as exc:
+                if transport == "http" or chunks is None:
+                    raise
+                log.warning("%s: fetching model %s over MQTT instead", exc, sha256[:12])
+        if transport == "http" or chunks is None:
+            raise ModelError(f"model {sha256[:12]}: no download URL" + (
+                "" if transport == "http" else " and no MQTT model transport"))
+        fetch_chunks(part, sha256, size, self.quota_bytes, chunks, chunk_timeout_s)
+        return "over MQTT"
 
     def _download(self, url: str, part: Path, size: Optional[int], timeout_s: float) -> None:
         bounded = size is not None
@@ -90,7 +188,11 @@ class ModelCache:
                             raise ModelError(f"model from {url} is larger than the "
                                              f"{'announced' if bounded else 'cache quota of'} {size} bytes")
                         out.write(block)
-        except (urllib.error.URLError, OSError) as exc:
+        except urllib.error.HTTPError as exc:
+            raise ModelError(f"cannot fetch model from {url}: {exc}") from None
+        except (urllib.error.URLError, OSError) as exc:  # refused, unreachable, timed out: MQTT may still work
+            raise Unreachable(f"cannot fetch model from {url}: {exc}") from None
+        except ValueError as exc:  # not a URL urllib can open
             raise ModelError(f"cannot fetch model from {url}: {exc}") from None
         if bounded and part.stat().st_size != size:
             raise ModelError(f"model from {url} is truncated: {part.stat().st_size} of {size} bytes (resumable)")

@@ -10,6 +10,8 @@ the topic/payload device match and the numbers (finite, non-negative latencies) 
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
 import math
 import re
@@ -28,13 +30,19 @@ TELEMETRY = "telemetry"  # device -> collector, QoS 1, from the outbox
 EVENTS = "events"  # device -> collector, QoS 1, from the outbox: accepted, progress, result, error, ...
 JOBS = "jobs"  # collector -> device, QoS 1 (queued in the device's persistent session)
 CANCEL = "cancel"  # collector -> device, QoS 1
-DEVICE_TOPICS = (STATUS, INVENTORY, HEARTBEAT, TELEMETRY, EVENTS)
-SERVER_TOPICS = (JOBS, CANCEL)
+MODEL_REQUEST = "model-request"  # device -> collector, QoS 1: a window of a model's bytes (no HTTP to the collector)
+MODEL_CHUNK = "model-chunk"  # collector -> device, QoS 1: one chunk of the window, or an error
+DEVICE_TOPICS = (STATUS, INVENTORY, HEARTBEAT, TELEMETRY, EVENTS, MODEL_REQUEST)
+SERVER_TOPICS = (JOBS, CANCEL, MODEL_CHUNK)
 
 # Size limits (bytes of the encoded payload), checked by the sender and the receiver.
 MAX_PAYLOAD = {
     STATUS: 4096, INVENTORY: 65536, HEARTBEAT: 4096, TELEMETRY: 65536, EVENTS: 262144, JOBS: 16384, CANCEL: 1024,
+    MODEL_REQUEST: 1024, MODEL_CHUNK: 262144,
 }
+MODEL_CHUNK_BYTES = 128 * 1024  # raw bytes per model-chunk (base64: ~175 KB, under the 256 KiB limit)
+MODEL_WINDOW_BYTES = 8 * MODEL_CHUNK_BYTES  # a model-request's ``length`` is at most this (8 chunks answer it)
+MAX_MODEL_BYTES = 8 * 1024**3
 MAX_TELEMETRY_SAMPLES = 500
 MAX_RESULT_SAMPLES = 10000  # raw latency samples a result event carries at most (a uniform subsample beyond)
 
@@ -357,7 +365,7 @@ def check_job(payload: dict) -> None:
     _text(payload, "job_id", JOB_ID)
     model = _field(payload, "model", dict)
     _text(model, "sha256", SHA256)
-    _number(model, "size_bytes", minimum=1, maximum=8 * 1024**3)
+    _number(model, "size_bytes", minimum=1, maximum=MAX_MODEL_BYTES)
     _text(model, "name", NAME, required=False)
     url = _text(model, "url", required=False, max_len=1024)
     if url is not None and not url.startswith(("http://", "https://")):
@@ -397,9 +405,47 @@ def _cancel(payload: dict) -> None:
     _text(payload, "job_id", JOB_ID)
 
 
+def _integer(payload: dict, key: str, minimum: int, maximum: int, required: bool = True) -> Optional[int]:
+    value = _number(payload, key, required=required, minimum=minimum, maximum=maximum)
+    if value is not None and type(value) is not int:
+        raise ProtocolError(f"field {key!r} must be an integer")
+    return value
+
+
+def _model_request(payload: dict) -> None:
+    """A device asks for ``length`` bytes of model ``sha256`` from ``offset`` (answered in model-chunk messages)."""
+    _text(payload, "sha256", SHA256)
+    _integer(payload, "offset", 0, MAX_MODEL_BYTES)
+    _integer(payload, "length", 1, MODEL_WINDOW_BYTES)
+
+
+def chunk_data(payload: dict) -> bytes:
+    """The raw bytes of a validated model-chunk (empty for an error)."""
+    data = payload.get("data")
+    return base64.b64decode(data, validate=True) if data else b""
+
+
+def _model_chunk(payload: dict) -> None:
+    """One chunk of a model (``offset``, ``total``, ``data`` base64) or ``error`` (unknown model, bad range)."""
+    _text(payload, "sha256", SHA256)
+    offset = _integer(payload, "offset", 0, MAX_MODEL_BYTES)
+    if _text(payload, "error", required=False, max_len=500) is not None:
+        return
+    total = _integer(payload, "total", 1, MAX_MODEL_BYTES)
+    text = _field(payload, "data", str)
+    if len(text) > 4 * ((MODEL_CHUNK_BYTES + 2) // 3):
+        raise ProtocolError(f"data holds more than {MODEL_CHUNK_BYTES} bytes")
+    try:
+        data = chunk_data(payload)
+    except (binascii.Error, ValueError):
+        raise ProtocolError("data is not base64") from None
+    if not data or offset + len(data) > total:
+        raise ProtocolError(f"chunk {offset}+{len(data)} is empty or beyond the model's {total} bytes")
+
+
 VALIDATORS: dict[str, Callable[[dict], None]] = {
     STATUS: _status, INVENTORY: _inventory, HEARTBEAT: _heartbeat, TELEMETRY: _telemetry, EVENTS: _events,
-    JOBS: check_job, CANCEL: _cancel,
+    JOBS: check_job, CANCEL: _cancel, MODEL_REQUEST: _model_request, MODEL_CHUNK: _model_chunk,
 }
 
 

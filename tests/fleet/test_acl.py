@@ -80,6 +80,25 @@ def test_devices_publish_only_under_their_own_subtree(tmp_path, influxd):
                           collector_publishes)
         assert got == [p.topic("dev1", p.CANCEL)]
 
+        # Models over MQTT: a device asks under its own subtree only and reads only its own chunks.
+        request = p.envelope("dev2", time.time(), sha256="f" * 64, offset=0, length=10)
+        code = mqtt_publish(broker.port, p.topic("dev2", p.MODEL_REQUEST), json.dumps(request).encode(),
+                            username="dev1", password="dev1-secret", client_id="dev1-req2")
+        assert code.value == NOT_AUTHORIZED
+
+        def dev2_chunk_then_dev1_request():
+            chunk = p.envelope("dev2", time.time(), sha256="f" * 64, offset=0, error="test")
+            mqtt_publish(broker.port, p.topic("dev2", p.MODEL_CHUNK), json.dumps(chunk).encode(),
+                         username="collector", password="collector-secret", client_id="collector-test")
+            code = mqtt_publish(broker.port, p.topic("dev1", p.MODEL_REQUEST),
+                                json.dumps(dict(request, device="dev1")).encode(), username="dev1",
+                                password="dev1-secret", client_id="dev1-req")
+            assert code.value == 0  # the collector answers it (unknown model) on dev1's model-chunk topic
+
+        chunk_topics = [p.topic("dev2", p.MODEL_CHUNK), p.topic("dev1", p.MODEL_CHUNK)]
+        got = received_by(broker.port, "dev1", "dev1-secret", chunk_topics, dev2_chunk_then_dev1_request)
+        assert got == [p.topic("dev1", p.MODEL_CHUNK)]
+
         import paho.mqtt.client as mqtt  # anonymous clients are refused
 
         anonymous = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="anon", protocol=mqtt.MQTTv5)
