@@ -54,5 +54,10 @@ class Metrics:
                 count, total, peak = summaries.get(name, [0, 0.0, 0.0])
                 lines += [f"{name}_count {count}", f"{name}_sum {total:.6f}"]
             else:
-                lines.append(f"{name} {values.get(name, 0):g}")
+                lines.append(f"{name} {_number(values.get(name, 0))}")
         return "\n".join(lines) + "\n"
+
+
+def _number(value: float) -> str:
+    """Exact integers for counters (``:g`` would round 1234567 to 1.23457e+06), shortest repr otherwise."""
+    return str(int(value)) if float(value).is_integer() else repr(float(value))
