@@ -31,16 +31,6 @@ def _cpuinfo_field(cpuinfo: str, *keys: str) -> Optional[str]:
     return None
 
 
-def board_model(root: Path) -> Optional[str]:
-    """Device-tree model on ARM boards (Pi, Jetson), DMI vendor + product on PCs and servers."""
-    model = _read(root, "proc/device-tree/model") or _read(root, "sys/firmware/devicetree/base/model")
-    if model:
-        return model
-    vendor, product = _read(root, "sys/class/dmi/id/sys_vendor"), _read(root, "sys/class/dmi/id/product_name")
-    parts = [p for p in (vendor, product) if p]
-    return " ".join(parts) or None
-
-
 def cpu_model(root: Path) -> Optional[str]:
     cpuinfo = _read(root, "proc/cpuinfo") or ""
     return _cpuinfo_field(cpuinfo, "model name", "Model", "Hardware", "Processor", "cpu model")
@@ -58,12 +48,6 @@ def count_cpus(root: Path) -> Optional[int]:
     return sum(1 for line in cpuinfo.splitlines() if line.startswith("processor")) or None
 
 
-def memory_total_bytes(root: Path) -> Optional[int]:
-    meminfo = _read(root, "proc/meminfo") or ""
-    value = _cpuinfo_field(meminfo, "MemTotal")
-    return int(value.split()[0]) * 1024 if value else None
-
-
 def os_name(root: Path) -> Optional[str]:
     text = _read(root, "etc/os-release") or _read(root, "usr/lib/os-release") or ""
     fields = dict(line.split("=", 1) for line in text.splitlines() if "=" in line)
@@ -72,13 +56,17 @@ def os_name(root: Path) -> Optional[str]:
 
 
 def board_facts(root: str) -> dict:
-    """What the sensor layer knows of the board: SoC, power mode, per-policy clock limits and governors,
-    thermal trip points (read by the same plugins that sample the run, so they agree with it)."""
+    """What the sensor layer knows of the board (board model, kernel, RAM, SoC, power mode, per-policy clock
+    limits and governors, thermal trip points), read by the same plugins that sample the run."""
     from . import sensors
 
     info = sensors.board_info(root)
     cpufreq = info.get("cpufreq") or {}
     return {
+        "board": info.get("board"),
+        "kernel": info.get("kernel"),
+        "memory_total_bytes": info.get("ram_bytes"),
+        "cpu_model": info.get("cpu_model"),
         "soc": info.get("soc"),
         "power_mode": info.get("power_mode"),
         "governors": {policy: limits.get("governor") for policy, limits in cpufreq.items()},
@@ -93,18 +81,18 @@ def collect(root: str = "/", edgebench_version: Optional[str] = None) -> dict:
     Board facts come from the sensor plugins' board_info: the same root, the same reading of cpufreq."""
     base = Path(root)
     live = base.resolve() == Path("/")
-    cores = count_cpus(base) or (os.cpu_count() if live else None)
+    board = board_facts(root)
     facts = {
-        "board": board_model(base),
-        "cpu": cpu_model(base) or (platform.processor() or None if live else None),
+        "board": board.pop("board"),
+        # board_info reads x86's "model name"; ARM boards name the CPU under other keys
+        "cpu": board.pop("cpu_model") or cpu_model(base) or (platform.processor() or None if live else None),
         "arch": platform.machine() if live else None,
-        "cores": cores,
-        "governors": {},
-        "memory_total_bytes": memory_total_bytes(base),
-        "kernel": _read(base, "proc/sys/kernel/osrelease") or (platform.release() if live else None),
+        "cores": count_cpus(base) or (os.cpu_count() if live else None),
+        "memory_total_bytes": board.pop("memory_total_bytes"),
+        "kernel": board.pop("kernel") or (platform.release() if live else None),
         "os": os_name(base),
+        **board,
     }
-    facts.update(board_facts(root))
     if live:
         facts.update({
             "hostname": socket.gethostname(),
