@@ -208,9 +208,8 @@ def cmd_variants(args: argparse.Namespace) -> int:
 
 
 def cmd_gate(args: argparse.Namespace) -> int:
-    import json
-
     from . import gates
+    from .report import emit_json
 
     rules = gates.load_rules(args.gates_file)
     if not (args.reports or args.server or args.influx_url):
@@ -243,11 +242,8 @@ def cmd_gate(args: argparse.Namespace) -> int:
                 gate_sources.record_to_server(args.server, document)
         except EdgebenchError as exc:
             print(f"edgebench: warning: verdicts not recorded: {exc}", file=sys.stderr)
-    if args.json == "-":
-        print(json.dumps(document, indent=1))
-    else:
-        if args.json:
-            Path(args.json).write_text(json.dumps(document, indent=1))
+    emit_json(document, args.json)
+    if args.json != "-":
         print(gates.terminal(verdicts))
     return document["exit_code"]
 
