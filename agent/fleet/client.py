@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from ..errors import EdgebenchError, ModelError, UsageError
+from ..report import emit_json
 
 FINAL = ("done", "failed", "cancelled", "rejected")
 
@@ -94,16 +95,6 @@ def job_labels(items: list[str]) -> dict:
         raise UsageError(f"--label: {exc}") from None
 
 
-def emit(value: Any, target: Optional[str]) -> None:
-    if not target:
-        return
-    text = json.dumps(value, indent=2, default=str)
-    if target == "-":
-        print(text)
-    else:
-        Path(target).write_text(text + "\n")
-
-
 def cmd_push(args: argparse.Namespace) -> int:
     models = [upload(args.server, Path(model)) for model in args.models]
     reference = upload(args.server, Path(args.reference)) if getattr(args, "reference", None) else None
@@ -119,14 +110,14 @@ def cmd_push(args: argparse.Namespace) -> int:
     if not quiet:
         print(f"batch {batch['batch_id']}: {len(batch['jobs'])} job(s) dispatched", file=sys.stderr)
     if not args.wait:
-        emit(batch, args.json)
+        emit_json(batch, args.json)
         if not args.json:
             print(batch["batch_id"])
         return 0
     jobs = wait_for(args.server, batch["batch_id"], args.wait_timeout, show=not quiet)
     results = request(args.server, "GET", f"/api/v1/results?batch={batch['batch_id']}")["results"]
     table = comparison(jobs, results)
-    emit({"batch_id": batch["batch_id"], "rows": table, "jobs": jobs}, args.json)
+    emit_json({"batch_id": batch["batch_id"], "rows": table, "jobs": jobs}, args.json)
     if not quiet:
         print(render(table))
     pending = [job for job in jobs if job["state"] not in FINAL]
@@ -205,7 +196,7 @@ def render(rows: list[dict]) -> str:
 
 def cmd_devices(args: argparse.Namespace) -> int:
     devices = request(args.server, "GET", "/api/v1/devices")["devices"]
-    emit(devices, args.json)
+    emit_json(devices, args.json)
     if args.json != "-":
         now = time.time()
         print(f"{'device':<28} {'state':<8} {'last seen':>10}  labels")
@@ -218,7 +209,7 @@ def cmd_devices(args: argparse.Namespace) -> int:
 def cmd_jobs(args: argparse.Namespace) -> int:
     path = "/api/v1/jobs" + (f"?batch={urllib.parse.quote(args.batch)}" if args.batch else "")
     jobs = request(args.server, "GET", path)["jobs"]
-    emit(jobs, args.json)
+    emit_json(jobs, args.json)
     if args.json != "-":
         print(f"{'job':<34} {'device':<24} {'model':<28} state")
         for job in jobs:
