@@ -122,16 +122,10 @@ class RunPhysics:
         """Mean power while nothing runs, to subtract from the run's power (energy of the inference alone)."""
         if self.power_id is None or self.settings.idle_s <= 0:
             return
-        points = []
-        deadline = self.clock() + int(self.settings.idle_s * 1e9)
-        while True:
-            now = self.clock()
-            for r in sensor_api.read_all(self.sensors):
-                if r.sensor == self.power_id and not isinstance(r.value, str):
-                    points.append((now, float(r.value)))
-            if now >= deadline:
-                break
-            time.sleep(1.0 / self.settings.rate_hz)
+        idle = Sampler(self.sensors, self.settings.rate_hz, only=[self.power_id], clock=self.clock)
+        idle.start()
+        time.sleep(self.settings.idle_s)
+        points = series_of(idle.stop(), self.power_id)
         self.idle_w = energy.idle_baseline_w(points, points[0][0], points[-1][0]) if points else None
 
     # ------------------------------------------------------------ the run
