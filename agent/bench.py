@@ -15,7 +15,7 @@ from .measure import RunSettings
 from .modelfile import ModelFile, identify
 from .physics import PhysicsSettings, RunPhysics, relative, sustained_windows
 from .report import SCHEMA, utc_now
-from .runtimes import DEFAULT_FOR_FORMAT, choose_runtime, runtime_class
+from .runtimes import DEFAULT_FOR_FORMAT, choose_runtime
 from .runtimes.base import RuntimeOptions
 
 
@@ -33,12 +33,13 @@ class BenchRequest:
     sustained_window_s: Optional[float] = None  # set for sustained runs: report latency per window
 
 
-def prepare(request: BenchRequest) -> tuple[ModelFile, dict]:
-    """Check everything that can be checked without loading the model; return the worker request."""
+def prepare(request: BenchRequest) -> tuple[ModelFile, dict, type]:
+    """Check everything that can be checked without loading the model; return the model file, the worker
+    request and the runtime plugin's class."""
     request.settings.validate()
     model = identify(request.model)
     runtime = request.runtime or DEFAULT_FOR_FORMAT[model.format]
-    choose_runtime(model.format, runtime)
+    runtime_cls = choose_runtime(model.format, runtime)
     worker_request = {
         "mode": "bench",
         "model": str(model.path),
@@ -49,7 +50,7 @@ def prepare(request: BenchRequest) -> tuple[ModelFile, dict]:
         "input_args": list(request.input_args),
         "seed": request.seed,
     }
-    return model, worker_request
+    return model, worker_request, runtime_cls
 
 
 def _memory_section(child_memory: dict, rss_samples: list, origin_ns: int, measured_ns: int) -> dict:
@@ -88,8 +89,7 @@ def build_report(model: ModelFile, request: BenchRequest, result: dict, rss_samp
 
 
 def run(request: BenchRequest, progress: Optional[ProgressFn] = None) -> dict:
-    model, worker_request = prepare(request)
-    runtime = runtime_class(worker_request["runtime"])
+    model, worker_request, runtime = prepare(request)
     # Out-of-process runtimes (the native harness) run the whole protocol in their own child process and
     # return the worker's result shape; Python runtimes run inside the worker.
     execute = getattr(runtime, "execute", None) or run_isolated
