@@ -170,11 +170,10 @@ def bench_variant(variant: Variant, args: argparse.Namespace) -> None:
         variant.error = f"benchmark failed: {exc}"
 
 
-def measure_drift(reference: Path, variants: Sequence[Variant], args: argparse.Namespace) -> None:
-    limits = ChildLimits(timeout_s=args.timeout or 600.0, rss_interval_s=None)
-    options = RuntimeOptions(threads=args.threads)
-    base = compare.ModelRun(str(reference), "onnxruntime", options)
-    compare.prepare(base, limits)
+def measure_drift(base: compare.ModelRun, variants: Sequence[Variant], args: argparse.Namespace,
+                  limits: ChildLimits) -> None:
+    """Drift of each variant against the float model (described once, shared by every comparison)."""
+    options = base.options
     real_sets = None
     for variant in variants:
         if variant.error or not variant.path:
@@ -237,6 +236,8 @@ def main(args: argparse.Namespace) -> int:
     stem = model.path.stem
     rows = [Variant("float32", model.path)]
     calibration = None
+    limits = ChildLimits(timeout_s=args.timeout or 600.0, rss_interval_s=None)
+    base = compare.ModelRun(str(model.path), "onnxruntime", RuntimeOptions(threads=args.threads))
     try:
         prepared, prep_notes = preprocess(model.path, out_dir / f"{stem}.prep.onnx")
     except Exception as exc:  # noqa: BLE001
@@ -249,17 +250,17 @@ def main(args: argparse.Namespace) -> int:
         elif kind == "dynamic-int8":
             rows.append(produce(kind, lambda t=target: make_dynamic_int8(prepared, t), target))
         else:
-            specs = compare.ModelRun(str(model.path), "onnxruntime")
-            compare.prepare(specs, ChildLimits(timeout_s=args.timeout or 600.0, rss_interval_s=None))
-            input_sets, calibration = calibration_sets(specs.inputs, args)
+            if not base.inputs:
+                compare.prepare(base, limits)
+            input_sets, calibration = calibration_sets(base.inputs, args)
             rows.append(produce(kind, lambda t=target, s=input_sets: make_static_int8(prepared, t, s), target))
     for row in rows:
         if not row.error:
             log.info("benchmarking %s", row.name)
             bench_variant(row, args)
     if rows[0].report is None:
-        raise rows_error(rows[0])
-    measure_drift(model.path, rows[1:], args)
+        raise ModelError(f"the float model itself failed: {rows[0].error}")
+    measure_drift(base, rows[1:], args, limits)
     document = {"schema": SCHEMA, "created": utc_now(), "model": model.to_dict(), "calibration": calibration,
                 "variants": [row.to_dict() for row in rows]}
     emit_json(document, args.json)
@@ -267,6 +268,3 @@ def main(args: argparse.Namespace) -> int:
         print(render(model.path.name, rows, calibration))
     return 0
 
-
-def rows_error(row: Variant) -> EdgebenchError:
-    return ModelError(f"the float model itself failed: {row.error}")
