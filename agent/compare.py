@@ -222,6 +222,12 @@ class Comparison:
             result["accuracy"] = {"reference": accuracy(ref_real, labels), "candidate": accuracy(cand_real, labels)}
         return result
 
+    def run_generated(self, shape_args: Sequence[str], input_args: Sequence[str], count: int, seed: int,
+                      output: Optional[str] = None) -> dict:
+        """Drift on ``count`` generated input sets (seeds seed..seed+count-1, so every caller gets the same)."""
+        real_sets = generated_real_sets(self.input_pairs(), shape_args, input_args, count, seed)
+        return self.run(real_sets, output)
+
     def input_pairs(self) -> list[tuple[TensorSpec, TensorSpec]]:
         for side in (self.reference, self.candidate):
             if not side.inputs:

@@ -173,17 +173,14 @@ def bench_variant(variant: Variant, args: argparse.Namespace) -> None:
 def measure_drift(base: compare.ModelRun, variants: Sequence[Variant], args: argparse.Namespace,
                   limits: ChildLimits) -> None:
     """Drift of each variant against the float model (described once, shared by every comparison)."""
-    options = base.options
-    real_sets = None
     for variant in variants:
         if variant.error or not variant.path:
             continue
-        comparison = compare.Comparison(base, compare.ModelRun(str(variant.path), "onnxruntime", options), limits)
+        candidate = compare.ModelRun(str(variant.path), "onnxruntime", base.options)
         try:
-            pairs = comparison.input_pairs()
-            if real_sets is None:
-                real_sets = compare.generated_real_sets(pairs, args.shape, args.input, args.samples, args.seed)
-            variant.drift = comparison.run(real_sets)["drift"]
+            result = compare.Comparison(base, candidate, limits).run_generated(args.shape, args.input, args.samples,
+                                                                               args.seed)
+            variant.drift = result["drift"]
         except EdgebenchError as exc:
             variant.error = f"drift could not be measured: {exc}"
 
