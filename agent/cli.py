@@ -182,7 +182,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
         limits=child_limits(args, settings.max_duration_s + settings.warmup_duration_s),
         physics=physics, sustained_window_s=window,
     )
-    progress = ProgressLine(args.model, settings.min_duration_s, enabled=None if not args.quiet else False)
+    mode = args.progress or ("off" if args.quiet else "auto")
+    progress = ProgressLine(args.model, settings.min_duration_s, mode=mode)
     labels = key_values(args.label, "--label")
     try:
         report = bench.run(request, progress)
@@ -312,6 +313,9 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--label", action="append", default=[], metavar="KEY=VALUE",
                        help="tag the report, e.g. release=v1.4.0 or class=rpi5 (release gates select on labels)")
     bench.add_argument("-q", "--quiet", action="store_true", help="no table, no progress line")
+    bench.add_argument("--progress", choices=("auto", "line", "json", "off"),
+                       help="progress on stderr: auto (a line on a terminal; default, off with -q), line, json "
+                       "(one JSON object per update, for programs) or off")
     bench.set_defaults(handler=cmd_bench)
 
     compare = commands.add_parser("compare", help="output drift between two models on the same inputs",

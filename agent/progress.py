@@ -1,27 +1,43 @@
-"""A one-line progress indicator on stderr for long runs (only on a terminal, never in logs or pipes)."""
+"""Progress of a long run on stderr: a one-line indicator on a terminal, or JSON lines for a program.
+
+Modes (``edgebench bench --progress``): ``auto`` (the line on a terminal, nothing in logs or pipes), ``line``,
+``json`` (one object per update: ``{"event": "progress", "phase": ..., "runs": ..., "elapsed_s": ...}``, so a
+script or a test can act on a phase as it starts) and ``off``.
+"""
 
 from __future__ import annotations
 
+import json
 import sys
 import time
 from typing import Optional, TextIO
 
-PHASE_LABELS = {"load": "loading", "warmup": "warming up", "measure": "measuring", "infer": "running"}
+PHASE_LABELS = {"cooldown": "waiting for the board to cool", "load": "loading", "warmup": "warming up",
+                "measure": "measuring", "infer": "running"}
+MODES = ("auto", "line", "json", "off")
 
 
 class ProgressLine:
     def __init__(self, label: str, target_s: Optional[float] = None, stream: TextIO = sys.stderr,
-                 enabled: Optional[bool] = None):
+                 mode: str = "auto"):
+        if mode not in MODES:
+            raise ValueError(f"progress mode {mode!r}: choose one of {', '.join(MODES)}")
         self.label = label
         self.target_s = target_s  # the measured phase's minimum duration, to show how far along it is
         self.stream = stream
-        self.enabled = stream.isatty() if enabled is None else enabled
+        self.mode = ("line" if stream.isatty() else "off") if mode == "auto" else mode
         self._shown = False
         self._started = time.monotonic()
 
     def __call__(self, phase: str, runs: int, elapsed_s: float) -> None:
-        if not self.enabled:
-            return
+        if self.mode == "json":
+            self.stream.write(json.dumps({"event": "progress", "phase": phase, "runs": runs,
+                                          "elapsed_s": round(elapsed_s, 3)}) + "\n")
+            self.stream.flush()
+        elif self.mode == "line":
+            self._line(phase, runs, elapsed_s)
+
+    def _line(self, phase: str, runs: int, elapsed_s: float) -> None:
         text = f"{self.label}: {PHASE_LABELS.get(phase, phase)}"
         if phase in ("warmup", "measure", "infer") and runs:
             text += f" · {runs} runs · {elapsed_s:.1f} s"

@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
 import pytest
@@ -37,10 +38,17 @@ class CliResult:
         return f"exit {self.code}\nstdout:\n{self.out}\nstderr:\n{self.err}"
 
 
-def run_cli(*args: str, timeout: float = 300) -> CliResult:
-    env = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    proc = subprocess.run([sys.executable, "-m", "edgebench.agent.cli", *map(str, args)], capture_output=True,
-                          text=True, timeout=timeout, cwd=REPO, env=env)
+def cli_env(extra: Optional[dict] = None) -> dict:
+    return dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""), **(extra or {}))
+
+
+def cli_argv(*args: str) -> list:
+    return [sys.executable, "-m", "edgebench.agent.cli", *map(str, args)]
+
+
+def run_cli(*args: str, timeout: float = 300, env: Optional[dict] = None) -> CliResult:
+    proc = subprocess.run(cli_argv(*args), capture_output=True, text=True, timeout=timeout, cwd=REPO,
+                          env=cli_env(env))
     return CliResult(proc)
 
 

@@ -75,3 +75,35 @@ class Killed(_Misbehaving):
 class LoadSegfault(OnnxRuntime):
     def load(self, path, options):
         ctypes.string_at(0)
+
+
+class WritesFileAtCall(OnnxRuntime):
+    """Runs the model for real and, inside its Nth call, writes a file: a board event (a thermal zone crossing
+    its trip point, a throttle bit) placed at a known inference instead of at a wall-clock time, so a test of
+    what the sampler sees *during* the measured run does not race the run's start.
+
+    The file, its text and N come from $EDGEBENCH_TEST_WRITE_FILE, $EDGEBENCH_TEST_WRITE_TEXT and
+    $EDGEBENCH_TEST_WRITE_AT (call 1 is the first inference; with --warmup-runs 0 --warmup-duration 0, call
+    k + 1 is measured run k)."""
+
+    def load(self, path, options):
+        session = super().load(path, options)
+        bind = session.bind
+        target, text = os.environ["EDGEBENCH_TEST_WRITE_FILE"], os.environ["EDGEBENCH_TEST_WRITE_TEXT"]
+        at = int(os.environ["EDGEBENCH_TEST_WRITE_AT"])
+        calls = [0]
+
+        def writing_bind(feeds):
+            run = bind(feeds)
+
+            def call():
+                calls[0] += 1
+                if calls[0] == at:
+                    with open(target, "w") as handle:
+                        handle.write(text)
+                return run()
+
+            return call
+
+        session.bind = writing_bind
+        return session
