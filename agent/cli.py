@@ -8,19 +8,36 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import re
 import sys
 from pathlib import Path
-from typing import Callable, Optional, Sequence
+from typing import Callable, NoReturn, Optional, Sequence
 
 from . import __version__
-from .errors import EXIT_FAILURE, EdgebenchError, UsageError
+from .errors import EXIT_CHILD_FAILED, EXIT_FAILURE, EXIT_USAGE, EdgebenchError, UsageError, first_line
 
 log = logging.getLogger("edgebench")
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*(ms|s|m|min|h)?\s*$")
 _DURATION_SCALE = {None: 1.0, "ms": 1e-3, "s": 1.0, "m": 60.0, "min": 60.0, "h": 3600.0}
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d*)?)\s*([kmgt]?)i?b?\s*$", re.IGNORECASE)
+# Bounds of every numeric flag (docs/cli.md): beyond them a value is a typo, and sleep(), RLIMIT_AS or a C++
+# harness's integers would overflow on it.
+MAX_DURATION_S = 720 * 3600.0  # 30 days
+MAX_SIZE = 2**50  # 1024T
+MIN_MEMORY_LIMIT = 2**20  # 1M: a limit without a unit is bytes, and "--memory-limit 512" is a mistake
+MAX_COUNT = 10**9  # runs, samples
+MAX_THREADS = 1024
+MAX_SAMPLES = 10_000  # generated input sets, each held in memory
+MAX_SEED = 2**32 - 1
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse whose errors are the one line docs/cli.md promises, not a usage block."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
 def duration(text: str) -> float:
@@ -28,7 +45,17 @@ def duration(text: str) -> float:
     match = _DURATION.match(text)
     if not match:
         raise argparse.ArgumentTypeError(f"{text!r} is not a duration (examples: 10, 2.5s, 500ms, 10m)")
-    return float(match.group(1)) * _DURATION_SCALE[match.group(2)]
+    value = float(match.group(1)) * _DURATION_SCALE[match.group(2)]
+    if value > MAX_DURATION_S:
+        raise argparse.ArgumentTypeError(f"{text!r} is longer than 720h, the longest duration accepted")
+    return value
+
+
+def positive_duration(text: str) -> float:
+    value = duration(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive duration")
+    return value
 
 
 def size_bytes(text: str) -> int:
@@ -37,17 +64,69 @@ def size_bytes(text: str) -> int:
     if not match:
         raise argparse.ArgumentTypeError(f"{text!r} is not a size (examples: 512M, 2G)")
     power = " kmgt".index(match.group(2).lower() or " ")
-    return int(float(match.group(1)) * 1024**power)
+    value = float(match.group(1)) * 1024**power
+    if value > MAX_SIZE:  # also inf, from a thousand digits
+        raise argparse.ArgumentTypeError(f"{text!r} is more than 1024T, the largest size accepted")
+    return int(value)
 
 
-def positive_int(text: str) -> int:
+def memory_limit(text: str) -> int:
+    value = size_bytes(text)
+    if value < MIN_MEMORY_LIMIT:
+        raise argparse.ArgumentTypeError(f"{text!r} is less than 1M: give a unit (examples: 512M, 2G)")
+    return value
+
+
+def positive_int(text: str, most: int = MAX_COUNT) -> int:
     try:
         value = int(text)
     except ValueError:
         value = 0
     if value < 1:
         raise argparse.ArgumentTypeError(f"{text!r} is not a positive integer")
+    if value > most:
+        raise argparse.ArgumentTypeError(f"{text!r} is more than {most:,}, the most accepted")
     return value
+
+
+def count_up_to(most: int) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        return positive_int(text, most)
+
+    return parse
+
+
+def int_in(low: int, high: int) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = low - 1
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"{text!r} is not an integer from {low} to {high:,}")
+        return value
+
+    return parse
+
+
+def number_in(low: float, high: float, unit: str) -> Callable[[str], float]:
+    """A finite float within [low, high]: nan and inf are never a setting."""
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            value = math.nan
+        if not low <= value <= high:  # false for nan too
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number from {low:g} to {high:g} {unit}")
+        return value
+
+    return parse
+
+
+def directory(text: str) -> str:
+    if not Path(text).is_dir():
+        raise argparse.ArgumentTypeError(f"{text!r} is not a directory")
+    return text
 
 
 def comma_list(text: str) -> list[str]:
@@ -78,7 +157,7 @@ def add_runtime_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--providers", type=comma_list, default=[], metavar="CHAIN",
                        help="ONNX Runtime execution providers to try in order, e.g. TensorRT,CUDA,CPU "
                        "(default: CPU)")
-    group.add_argument("--threads", type=positive_int, help="intra-op threads (default: the runtime's)")
+    group.add_argument("--threads", type=count_up_to(MAX_THREADS), help="intra-op threads (default: the runtime's)")
 
 
 def add_input_options(parser: argparse.ArgumentParser) -> None:
@@ -88,21 +167,21 @@ def add_input_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--input", action="append", default=[], metavar="NAME=SOURCE",
                        help="input data: NAME=file.npy, NAME=<number>, NAME=zeros|ones|random "
                        "(default: random data fitting the dtype)")
-    group.add_argument("--seed", type=int, default=0, help="seed for generated inputs (default 0)")
+    group.add_argument("--seed", type=int_in(0, MAX_SEED), default=0, help="seed for generated inputs (default 0)")
 
 
 def add_run_options(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("run length (measured runs continue until both minimums are met)")
     group.add_argument("--min-runs", type=positive_int, default=400)
     group.add_argument("--min-duration", type=duration, default=1.0, metavar="SECONDS")
-    group.add_argument("--max-duration", type=duration, default=60.0, metavar="SECONDS",
+    group.add_argument("--max-duration", type=positive_duration, default=60.0, metavar="SECONDS",
                        help="stop the measured phase here even if the minimums are not met (default 60s)")
-    group.add_argument("--warmup-runs", type=int, default=5)
+    group.add_argument("--warmup-runs", type=int_in(0, MAX_COUNT), default=5)
     group.add_argument("--warmup-duration", type=duration, default=0.5, metavar="SECONDS")
     group = parser.add_argument_group("isolation")
-    group.add_argument("--timeout", type=duration, metavar="SECONDS",
+    group.add_argument("--timeout", type=positive_duration, metavar="SECONDS",
                        help="kill the benchmark process after this long (default: max duration x2 + 120s)")
-    group.add_argument("--memory-limit", type=size_bytes, metavar="SIZE",
+    group.add_argument("--memory-limit", type=memory_limit, metavar="SIZE",
                        help="address-space limit for the benchmark process, e.g. 2G")
     group.add_argument("--memory-interval", type=duration, default=0.05, metavar="SECONDS",
                        help="how often this process samples the benchmark's RSS; 0 turns it off (default 0.05)")
@@ -112,19 +191,20 @@ def add_physics_options(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("board physics (temperature, clocks, power, throttling)")
     group.add_argument("--no-sensors", dest="sensors", action="store_false",
                        help="do not sample the board's sensors during the run")
-    group.add_argument("--sensor-rate", type=float, default=10.0, metavar="HZ", help="sampling rate (default 10)")
-    group.add_argument("--sensors-root", default="/", metavar="DIR",
+    group.add_argument("--sensor-rate", type=number_in(0.01, 1000, "Hz"), default=10.0, metavar="HZ",
+                       help="sampling rate (default 10)")
+    group.add_argument("--sensors-root", type=directory, default="/", metavar="DIR",
                        help="read sensors under DIR instead of / (a recorded board tree, a mounted /sys)")
     group.add_argument("--idle-baseline", type=duration, default=1.0, metavar="SECONDS",
                        help="measure idle power this long before the run, to report the inference's own energy "
                        "(default 1s; 0 skips; only where a power sensor exists)")
-    group.add_argument("--max-start-temp", type=float, metavar="C",
+    group.add_argument("--max-start-temp", type=number_in(-50, 150, "°C"), metavar="C",
                        help="before measuring, wait until every temperature is at or below C and nothing throttles")
     group.add_argument("--cooldown-timeout", type=duration, default=300.0, metavar="SECONDS",
                        help="give up waiting for --max-start-temp after this long (default 300s)")
-    group.add_argument("--sustained", type=duration, metavar="DURATION",
+    group.add_argument("--sustained", type=positive_duration, metavar="DURATION",
                        help="run continuously this long (e.g. 10m) and report latency and temperature over time")
-    group.add_argument("--window", type=duration, metavar="SECONDS",
+    group.add_argument("--window", type=positive_duration, metavar="SECONDS",
                        help="window length for --sustained (default: a twentieth of the run, at least 1s)")
 
 
@@ -133,8 +213,6 @@ def physics_settings(args: argparse.Namespace):
         return None
     from .physics import PhysicsSettings
 
-    if args.sensor_rate <= 0:
-        raise UsageError("--sensor-rate must be positive")
     return PhysicsSettings(rate_hz=args.sensor_rate, root=args.sensors_root, idle_s=args.idle_baseline,
                            max_start_temp_c=args.max_start_temp, cooldown_timeout_s=args.cooldown_timeout)
 
@@ -161,6 +239,27 @@ def child_limits(args: argparse.Namespace, run_seconds: float):
                        rss_interval_s=args.memory_interval or None)
 
 
+def check_outputs(args: argparse.Namespace, *flags: str) -> None:
+    """Output files are checked before any work: a typo in --json must not cost a whole benchmark."""
+    from .report import check_writable
+
+    for flag in flags:
+        path = getattr(args, flag)
+        if path and not (flag == "json" and path == "-"):
+            check_writable(path, f"--{flag}")
+
+
+def check_url(url: Optional[str], flag: str) -> None:
+    from urllib.parse import urlsplit
+
+    try:
+        parts = urlsplit(url) if url else None
+    except ValueError as exc:
+        raise UsageError(f"{flag} {url!r}: not a URL ({exc})") from None
+    if parts and (parts.scheme not in ("http", "https") or not parts.hostname):
+        raise UsageError(f"{flag} {url!r}: expected an http:// or https:// URL with a host")
+
+
 # ---------------------------------------------------------------- subcommands
 
 def cmd_bench(args: argparse.Namespace) -> int:
@@ -168,8 +267,13 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from .progress import ProgressLine
     from .report import emit_json, render
 
+    check_outputs(args, "json")
     settings = run_settings(args)
     window = None
+    if args.window and not args.sustained:
+        raise UsageError("--window sets the windows of a --sustained run: give --sustained too")
+    if args.window and args.window > args.sustained:
+        raise UsageError(f"--window ({args.window:g}s) is longer than --sustained ({args.sustained:g}s)")
     if args.sustained:  # one long measured phase: exactly the requested duration
         settings.min_runs, settings.min_duration_s, settings.max_duration_s = 1, args.sustained, args.sustained
         window = args.window or max(1.0, args.sustained / 20)
@@ -199,12 +303,14 @@ def cmd_bench(args: argparse.Namespace) -> int:
 def cmd_compare(args: argparse.Namespace) -> int:
     from . import compare
 
+    check_outputs(args, "json")
     return compare.main(args)
 
 
 def cmd_variants(args: argparse.Namespace) -> int:
     from . import variants
 
+    check_outputs(args, "json")
     return variants.main(args)
 
 
@@ -212,6 +318,9 @@ def cmd_gate(args: argparse.Namespace) -> int:
     from . import gates
     from .report import emit_json
 
+    check_outputs(args, "json", "junit", "markdown")
+    check_url(args.server, "--server")
+    check_url(args.influx_url, "--influx-url")
     rules = gates.load_rules(args.gates_file)
     if not (args.reports or args.server or args.influx_url):
         raise UsageError("give the results to judge: --reports FILE... (bench or variants JSON reports), --server "
@@ -250,8 +359,14 @@ def cmd_gate(args: argparse.Namespace) -> int:
 
 
 def cmd_sensors(args: argparse.Namespace) -> int:
+    import shutil
+
     from .sensors import cli as sensors_cli
 
+    if args.adb and not shutil.which(args.adb_exe):
+        raise UsageError(f"--adb-exe {args.adb_exe}: no such executable (install adb or set $EDGEBENCH_ADB)")
+    if not args.adb and not Path(args.root).is_dir():  # a recorded tree that is not there reads as "no sensors"
+        raise UsageError(f"--root {args.root} is not a directory")
     return sensors_cli.run(args)
 
 
@@ -291,7 +406,7 @@ def add_fleet_commands(commands) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="edgebench", description="Benchmark AI models on edge boards: latency, memory and accuracy drift.")
     parser.add_argument("--version", action="version", version=f"edgebench {__version__}")
     parser.add_argument("--debug", action="store_true", help="debug logging and full tracebacks")
@@ -323,17 +438,16 @@ def build_parser() -> argparse.ArgumentParser:
                                   "on the same inputs and report drift; with --eval, accuracy of both.")
     compare.add_argument("reference")
     compare.add_argument("candidate")
-    compare.add_argument("--samples", type=positive_int, default=16, help="generated input sets (default 16)")
+    compare.add_argument("--samples", type=count_up_to(MAX_SAMPLES), default=16,
+                         help="generated input sets (default 16)")
     compare.add_argument("--eval", metavar="DATA.npz", help="labelled set: arrays 'x' (or per-input names) "
                          "and 'y' (class indices)")
     compare.add_argument("--output", metavar="NAME", help="the output to compare (default: the first)")
     compare.add_argument("--reference-runtime", help="runtime for the reference (default: from the file)")
     compare.add_argument("--candidate-runtime", help="runtime for the candidate (default: from the file)")
-    compare.add_argument("--shape", action="append", default=[], metavar="NAME=DIMS")
-    compare.add_argument("--input", action="append", default=[], metavar="NAME=SOURCE")
-    compare.add_argument("--seed", type=int, default=0)
-    compare.add_argument("--threads", type=positive_int)
-    compare.add_argument("--timeout", type=duration, default=600.0, metavar="SECONDS")
+    add_input_options(compare)
+    compare.add_argument("--threads", type=count_up_to(MAX_THREADS))
+    compare.add_argument("--timeout", type=positive_duration, default=600.0, metavar="SECONDS")
     compare.add_argument("--json", metavar="FILE", help="write the drift report as JSON; - for stdout")
     compare.set_defaults(handler=cmd_compare)
 
@@ -349,11 +463,12 @@ def build_parser() -> argparse.ArgumentParser:
                           help="subset of: fp16,dynamic-int8,static-int8")
     variants.add_argument("--calibration", metavar="DATA.npz",
                           help="calibration inputs for static int8 (default: generated inputs)")
-    variants.add_argument("--calibration-samples", type=positive_int, default=16)
-    variants.add_argument("--samples", type=positive_int, default=16, help="input sets for drift (default 16)")
+    variants.add_argument("--calibration-samples", type=count_up_to(MAX_SAMPLES), default=16)
+    variants.add_argument("--samples", type=count_up_to(MAX_SAMPLES), default=16,
+                          help="input sets for drift (default 16)")
     add_input_options(variants)
     add_run_options(variants)
-    variants.add_argument("--threads", type=positive_int)
+    variants.add_argument("--threads", type=count_up_to(MAX_THREADS))
     variants.add_argument("--providers", type=comma_list, default=[], metavar="CHAIN")
     variants.add_argument("--json", metavar="FILE", help="write the table and every report as JSON; - for stdout")
     variants.set_defaults(handler=cmd_variants)
@@ -390,6 +505,22 @@ def configure_logging(args: argparse.Namespace) -> None:
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
 
 
+def command_parser(parser: argparse.ArgumentParser, args: argparse.Namespace) -> argparse.ArgumentParser:
+    """The (sub)command's own parser (``edgebench adb sensors``), so its errors name the command."""
+    while True:
+        action = next((a for a in parser._actions if isinstance(a, argparse._SubParsersAction)), None)
+        name = getattr(args, action.dest, None) if action else None
+        if name not in getattr(action, "choices", {}):
+            return parser
+        parser = action.choices[name]
+
+
+def error_line(exc: BaseException) -> str:
+    """One line: a message that spans several (a library's) keeps its first; --debug shows the rest."""
+    line = first_line(exc)
+    return line if line == str(exc).strip() else f"{line} [...] (the rest with --debug)"
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = build_parser()
     first, _ = parser.parse_known_args(argv)
@@ -399,9 +530,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         try:
             apply_defaults(first.subparsers[first.command], first.command, first.config)
         except UsageError as exc:
-            print(f"edgebench: error: {exc}", file=sys.stderr)
+            print(f"edgebench: error: {error_line(exc)}", file=sys.stderr)
             return exc.exit_code
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        command_parser(parser, args).error(f"unrecognized arguments: {' '.join(extra)}")
     if not getattr(args, "handler", None):
         parser.print_help()
         return 2
@@ -412,8 +545,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except EdgebenchError as exc:
         if args.debug:
             raise
-        print(f"edgebench: error: {exc}", file=sys.stderr)
+        print(f"edgebench: error: {error_line(exc)}", file=sys.stderr)
         return exc.exit_code
+    except MemoryError:  # e.g. compare holding many large generated input sets
+        if args.debug:
+            raise
+        print("edgebench: error: out of memory: use a smaller --shape or fewer --samples", file=sys.stderr)
+        return EXIT_CHILD_FAILED
     except KeyboardInterrupt:
         print("edgebench: interrupted", file=sys.stderr)
         return 130
@@ -425,7 +563,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except Exception as exc:  # noqa: BLE001 - an unexpected bug still gets one line, not a traceback
         if args.debug:
             raise
-        print(f"edgebench: internal error: {type(exc).__name__}: {exc} (run with --debug for details)",
+        print(f"edgebench: internal error: {type(exc).__name__}: {first_line(exc)} (run with --debug for details)",
               file=sys.stderr)
         return EXIT_FAILURE
 

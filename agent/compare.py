@@ -15,8 +15,8 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from .errors import InputError, UsageError
-from .inputs import build_feeds, dequantize, format_shape, parse_shapes, parse_sources, quantize, shape_fits
+from .errors import InferenceError, InputError, UsageError
+from .inputs import build_feeds, dequantize, format_shape, load_npz, parse_shapes, parse_sources, quantize, shape_fits
 from .isolation import ChildLimits, run_isolated
 from .modelfile import identify
 from .report import emit_json, utc_now
@@ -83,6 +83,16 @@ def pair_specs(reference: Sequence[TensorSpec], candidate: Sequence[TensorSpec],
     return list(zip(reference, candidate))
 
 
+def check_same_shapes(pairs: Sequence[tuple[TensorSpec, TensorSpec]]) -> None:
+    """Both models must take the same data: a static dimension that differs would only fail in the runtime."""
+    for ref, cand in pairs:
+        static = [(r, c) for r, c in zip(ref.shape, cand.shape) if isinstance(r, int) and r >= 0
+                  and isinstance(c, int) and c >= 0]
+        if len(ref.shape) != len(cand.shape) or any(r != c for r, c in static):
+            raise InputError(f"input {ref.name!r}: the reference takes {format_shape(ref.shape)}, the candidate "
+                             f"{format_shape(cand.shape)}: the models do not take the same inputs")
+
+
 def generator_spec(ref: TensorSpec, cand: TensorSpec) -> TensorSpec:
     """Generate data for the quantized side when there is one: its integer range spans exactly the real
     values both models were built to accept. Named after the reference so overrides apply to it."""
@@ -123,13 +133,13 @@ def _sample_for(array: np.ndarray, index: int, spec: TensorSpec) -> np.ndarray:
 
 def eval_real_sets(path: str, pairs: Sequence[tuple[TensorSpec, TensorSpec]]) -> tuple[list[dict], np.ndarray]:
     """Real-valued input sets and labels from an .npz with 'y' plus 'x' (one input) or one array per input."""
-    try:
-        data = dict(np.load(path, allow_pickle=False))
-    except (OSError, ValueError) as exc:
-        raise InputError(f"--eval {path}: not a readable .npz file ({exc})") from None
+    data = load_npz(path, "--eval")
     if "y" not in data:
         raise InputError(f"--eval {path}: needs an array 'y' of class labels (it has: {', '.join(data)})")
-    labels = np.asarray(data["y"]).astype(np.int64).reshape(-1)
+    labels = np.asarray(data["y"])
+    if labels.dtype.kind not in "iu":
+        raise InputError(f"--eval {path}: 'y' holds {labels.dtype}, not integer class indices")
+    labels = labels.astype(np.int64).reshape(-1)
     arrays = {}
     for ref, _ in pairs:
         key = ref.name if ref.name in data else ("x" if len(pairs) == 1 and "x" in data else None)
@@ -149,10 +159,17 @@ def drift(reference: Sequence[np.ndarray], candidate: Sequence[np.ndarray]) -> d
     """Drift of real-valued outputs, one array per input set: errors, cosine similarity, top-1 agreement."""
     ref = [np.asarray(a, dtype=np.float64).reshape(-1) for a in reference]
     cand = [np.asarray(a, dtype=np.float64).reshape(-1) for a in candidate]
+    for side, arrays in (("reference", ref), ("candidate", cand)):
+        bad = next((i for i, a in enumerate(arrays) if not np.isfinite(a).all()), None)
+        if bad is not None:
+            raise InferenceError(f"the {side} model's output on input set {bad} holds NaN or infinite values: "
+                                 f"drift is undefined")
     for a, b in zip(ref, cand):
         if a.shape != b.shape:
             raise InputError(f"the outputs differ in size: {a.size} vs {b.size} values")
     diff = np.concatenate([a - b for a, b in zip(ref, cand)])
+    if not diff.size:
+        raise InputError("the compared output is empty (0 values): nothing to measure; check --shape")
     flat_ref = np.concatenate(ref)
     value_range = float(flat_ref.max() - flat_ref.min()) if flat_ref.size else 0.0
     cosines = [cosine(a, b) for a, b in zip(ref, cand)]
@@ -209,10 +226,10 @@ class Comparison:
 
     def run(self, real_sets: Sequence[dict], output: Optional[str] = None, labels=None) -> dict:
         ref_sets, cand_sets = paired_inputs(self.input_pairs(), real_sets)
+        ref_spec, cand_spec = pick_output(pair_specs(self.reference.outputs, self.candidate.outputs, "outputs"),
+                                          output)  # before running anything: a wrong --output costs nothing
         ref_out = infer(self.reference, ref_sets, self.limits)
         cand_out = infer(self.candidate, cand_sets, self.limits)
-        ref_spec, cand_spec = pick_output(pair_specs(self.reference.outputs, self.candidate.outputs, "outputs"),
-                                          output)
         ref_real = [dequantize(o[ref_spec.name], ref_spec) for o in ref_out]
         cand_real = [dequantize(o[cand_spec.name], cand_spec) for o in cand_out]
         result = {"output": ref_spec.name, "drift": drift(ref_real, cand_real)}
@@ -232,7 +249,9 @@ class Comparison:
         for side in (self.reference, self.candidate):
             if not side.inputs:
                 prepare(side, self.limits)
-        return pair_specs(self.reference.inputs, self.candidate.inputs, "inputs")
+        pairs = pair_specs(self.reference.inputs, self.candidate.inputs, "inputs")
+        check_same_shapes(pairs)
+        return pairs
 
 
 def render(document: dict) -> str:
@@ -255,6 +274,8 @@ def render(document: dict) -> str:
 
 
 def main(args: argparse.Namespace) -> int:
+    parse_shapes(args.shape)  # syntax errors before two models are loaded
+    parse_sources(args.input)
     options = RuntimeOptions(threads=args.threads)
     limits = ChildLimits(timeout_s=args.timeout, rss_interval_s=None)
     comparison = Comparison(ModelRun(args.reference, args.reference_runtime, options),

@@ -48,6 +48,12 @@ class ChildFailed(EdgebenchError):
     exit_code = EXIT_CHILD_FAILED
 
 
+def first_line(exc: BaseException) -> str:
+    """The first non-empty line of an exception's message (a library's own, often a whole traceback), or its
+    type's name: what fits in the one line every error gets."""
+    return next((line.strip() for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
+
+
 # Names used to carry an error across the child-process boundary and rebuild it in the parent.
 ERROR_KINDS: dict[str, type[EdgebenchError]] = {
     cls.__name__: cls

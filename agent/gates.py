@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import fnmatch
 import json
+import math
+import numbers
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,7 +20,7 @@ from typing import Iterable, Optional, Sequence
 from xml.etree import ElementTree
 
 from . import stats
-from .errors import UsageError
+from .errors import UsageError, first_line
 
 # metric -> (description, unit, quantile for sample-based regression tests or None)
 METRICS = {
@@ -33,7 +35,14 @@ METRICS = {
 }
 RULE_KEYS = {"name", "model", "devices", "metric", "max", "min", "baseline", "max_regression_pct", "runtime",
              "delegate", "variant", "min_samples"}
+_TEXT_KEYS = ("name", "model", "metric", "devices", "baseline", "runtime", "delegate", "variant")
+_NUMBER_KEYS = ("max", "min", "max_regression_pct")
 PASS, FAIL, MISSING = "pass", "fail", "missing"
+
+
+def is_finite(value: object) -> bool:
+    """A real number, not NaN or infinite: the only thing a budget or a measured value may be."""
+    return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
 
 
 @dataclass
@@ -102,14 +111,32 @@ def parse_selector(text: str) -> dict:
     return selector
 
 
+def _check_types(table: dict, where: str) -> None:
+    """Every value of the type its key needs; a NaN or infinite limit is a mistake, never a budget."""
+    for key in _TEXT_KEYS:
+        if key in table and not isinstance(table[key], str):
+            raise UsageError(f"{where}: {key} = {table[key]!r} is not a string")
+    for key in _NUMBER_KEYS:
+        if key in table and not is_finite(table[key]):
+            raise UsageError(f"{where}: {key} = {table[key]!r} is not a finite number")
+    if table.get("max_regression_pct", 0) < 0:
+        raise UsageError(f"{where}: max_regression_pct = {table['max_regression_pct']!r} is negative")
+    samples = table.get("min_samples", 1)
+    if not isinstance(samples, int) or isinstance(samples, bool) or samples < 1:
+        raise UsageError(f"{where}: min_samples = {samples!r} is not a positive integer")
+    if "max" in table and "min" in table and table["min"] > table["max"]:
+        raise UsageError(f"{where}: min = {table['min']!r} is above max = {table['max']!r}: no value can pass")
+
+
 def _rule(table: dict, index: int, path: str) -> Rule:
-    where = f"{path}: gate #{index + 1}"
+    where = f"{path}: gate #{index + 1}" + (f" ({table['name']})" if isinstance(table.get("name"), str) else "")
     unknown = set(table) - RULE_KEYS
     if unknown:
         raise UsageError(f"{where}: unknown key(s) {', '.join(sorted(unknown))}")
     for key in ("model", "metric"):
         if not isinstance(table.get(key), str):
             raise UsageError(f"{where}: needs {key} = \"...\"")
+    _check_types(table, where)
     if table["metric"] not in METRICS:
         raise UsageError(f"{where}: unknown metric {table['metric']!r}; one of {', '.join(METRICS)}")
     if all(table.get(k) is None for k in ("max", "min", "baseline")):
@@ -125,7 +152,7 @@ def _rule(table: dict, index: int, path: str) -> Rule:
 def load_rules(path: str) -> list[Rule]:
     from .config import _load_toml
 
-    return rules_from_document(_load_toml(Path(path)), path)
+    return rules_from_document(_load_toml(Path(path), "gates file"), path)
 
 
 def rules_from_document(document: dict, where: str) -> list[Rule]:
@@ -180,23 +207,51 @@ def result_from_report(report: dict, source: str, labels: dict, variant: Optiona
                   latency_ns=report.get("samples", {}).get("latency_ns", ()), source=source)
 
 
+def _read_report(path: str) -> dict:
+    from .modelfile import file_problem
+
+    problem = file_problem(Path(path))  # a FIFO would block read_text() forever
+    if problem:
+        raise UsageError(f"--reports {path} {problem}")
+    try:
+        document = json.loads(Path(path).read_text())
+    except (OSError, ValueError) as exc:  # UnicodeDecodeError (a binary file) is a ValueError
+        raise UsageError(f"--reports {path}: not a readable JSON report ({first_line(exc)})") from None
+    if not isinstance(document, dict):
+        raise UsageError(f"--reports {path}: not an edgebench report (a JSON {type(document).__name__}, not an object)")
+    return document
+
+
+def _checked(result: Result) -> Result:
+    """A result whose fields have the types evaluation relies on (a hand-edited report may not)."""
+    for name in ("model", "created", "runtime"):
+        if not isinstance(getattr(result, name), str):
+            raise ValueError(f"{name} {getattr(result, name)!r} is not a string")
+    if not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in result.latency_ns):
+        raise ValueError("samples.latency_ns holds values that are not non-negative integer nanoseconds")
+    return result
+
+
+def _report_results(document: dict, path: str, labels: dict) -> list[Result]:
+    schema = document.get("schema", "")
+    if not isinstance(schema, str) or not schema.startswith(("edgebench.bench/", "edgebench.variants/")):
+        raise UsageError(f"--reports {path}: not an edgebench bench or variants report (schema {schema!r})")
+    if schema.startswith("edgebench.bench/"):
+        return [_checked(result_from_report(document, path, labels))]
+    return [_checked(result_from_report(row["report"], path, labels, row["name"], row.get("drift")))
+            for row in document["variants"] if row.get("report")]
+
+
 def load_reports(paths: Iterable[str], labels: Optional[dict] = None) -> list[Result]:
     """Bench reports (edgebench.bench/1) and variants documents (edgebench.variants/1, one result per variant)."""
     results = []
     for path in paths:
+        document = _read_report(path)
         try:
-            document = json.loads(Path(path).read_text())
-        except (OSError, ValueError) as exc:
-            raise UsageError(f"--reports {path}: not a readable JSON report ({exc})") from None
-        schema = document.get("schema", "")
-        if schema.startswith("edgebench.bench/"):
-            results.append(result_from_report(document, path, labels or {}))
-        elif schema.startswith("edgebench.variants/"):
-            for row in document["variants"]:
-                if row.get("report"):
-                    results.append(result_from_report(row["report"], path, labels or {}, row["name"], row.get("drift")))
-        else:
-            raise UsageError(f"--reports {path}: not an edgebench bench or variants report (schema {schema!r})")
+            results += _report_results(document, path, labels or {})
+        except (KeyError, TypeError, AttributeError, ValueError) as exc:
+            detail = f"no {exc.args[0]!r} field" if isinstance(exc, KeyError) else first_line(exc)
+            raise UsageError(f"--reports {path}: not a well-formed edgebench report ({detail})") from None
     return results
 
 
@@ -256,8 +311,8 @@ def _regression(rule: Rule, current: Result, baseline: Result) -> tuple[Optional
             return failure, None, test
         return None, None, test
     old, new = baseline.metrics.get(rule.metric), current.metrics.get(rule.metric)
-    if old is None or new is None or old == 0:
-        return None, f"{rule.metric} is missing from the baseline or the current result", {}
+    if not (is_finite(old) and is_finite(new)) or old == 0:
+        return None, f"{rule.metric} is missing from the baseline or the current result, or not a number", {}
     change = (new / old - 1) * 100
     details = {"baseline": old, "current": new, "change_pct": change}
     higher_is_worse = rule.metric not in ("drift_cosine", "delegate_coverage")
@@ -289,6 +344,10 @@ def evaluate_rule(rule: Rule, results: Sequence[Result]) -> list[Verdict]:
         if value is None:
             verdicts.append(Verdict(rule, board_class, MISSING, f"the latest result has no {rule.metric}",
                                     result=current))
+            continue
+        if not is_finite(value):  # NaN compares false with every limit: it would pass them all
+            verdicts.append(Verdict(rule, board_class, MISSING, f"the latest result's {rule.metric} is not a "
+                                    f"finite number ({value!r}): no verdict on it", result=current))
             continue
         problems, missing, details = [_budget(rule, value)], None, None
         if rule.baseline is not None:

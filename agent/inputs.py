@@ -6,16 +6,24 @@ Everything here is runtime-independent: plugins describe inputs as TensorSpec an
 
 from __future__ import annotations
 
+import math
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Sequence, Tuple
 
 import numpy as np
 
-from .errors import InputError, UsageError
+from .errors import InputError, UsageError, first_line
+from .modelfile import file_problem
 from .tensors import TensorSpec
 
 Shape = Tuple[int, ...]
+# One input tensor may hold at most this much data. Larger is a typo (x=100000x100000x100000), not a
+# benchmark: refusing it beats a MemoryError or an allocator abort in the middle of the run.
+MAX_INPUT_BYTES = 2**31
+# What np.load raises on a file that is not what it should be (BadZipFile: "PK" then garbage).
+NUMPY_LOAD_ERRORS = (OSError, ValueError, EOFError, zipfile.BadZipFile)
 
 
 @dataclass
@@ -36,9 +44,19 @@ class InputSource:
 
 def _split_assignment(text: str, flag: str) -> tuple[str, str]:
     name, sep, value = text.rpartition("=")
-    if not sep or not value:
+    if not sep or not value or not name:
         raise UsageError(f"{flag} {text!r}: expected NAME=VALUE")
     return name, value
+
+
+def check_size(name: str, shape: Shape, dtype: Optional[np.dtype] = None) -> None:
+    """Refuse a shape whose data would exceed MAX_INPUT_BYTES (one byte per element while the dtype is unknown)."""
+    elements = math.prod(shape)
+    if elements * (dtype.itemsize if dtype else 1) > MAX_INPUT_BYTES:
+        count = f"{elements:.3g}" if elements < 1e300 else f"about 1e{len(str(elements)) - 1}"
+        what = f"{count} elements" + (f" of {dtype}" if dtype else "")
+        raise UsageError(f"--shape {name}={format_shape(shape)}: {what} is more than one input may hold "
+                         f"({MAX_INPUT_BYTES // 2**30} GiB)")
 
 
 def parse_shapes(items: Sequence[str]) -> dict[str, Shape]:
@@ -55,6 +73,7 @@ def parse_shapes(items: Sequence[str]) -> dict[str, Shape]:
             raise UsageError(f"--shape {item!r}: dimensions must be integers like 1x3x224x224") from None
         if any(d < 0 for d in dims):
             raise UsageError(f"--shape {item!r}: dimensions cannot be negative")
+        check_size(name, dims)
         shapes[name] = dims
     return shapes
 
@@ -67,16 +86,35 @@ def parse_sources(items: Sequence[str]) -> dict[str, InputSource]:
         name, sep, value = item.rpartition("=")
         if not sep:
             name, value = "", item
+        if not value or (sep and not name):
+            raise UsageError(f"--input {item!r}: expected NAME=SOURCE (a .npy file, a number, zeros, ones or random)")
         if value in ("zeros", "ones", "random"):
             sources[name] = InputSource(kind=value)
             continue
         try:
-            sources[name] = InputSource(kind="value", value=float(value))
-            continue
+            number = float(value)
         except ValueError:
-            pass
-        sources[name] = InputSource(kind="file", file=Path(value))
+            sources[name] = InputSource(kind="file", file=Path(value))
+            continue
+        if not math.isfinite(number):
+            raise UsageError(f"--input {item!r}: the value must be a finite number")
+        sources[name] = InputSource(kind="value", value=number)
     return sources
+
+
+def literal(spec: TensorSpec, shape: Shape, value: float) -> np.ndarray:
+    """``--input NAME=<number>`` as the input's dtype; a number the dtype cannot hold is an error, not wrapped."""
+    dtype = np.dtype(spec.dtype)
+    if dtype.kind in "iu":
+        info = np.iinfo(dtype)
+        if value != int(value) or not info.min <= value <= info.max:
+            raise InputError(f"--input {spec.name}={value:g}: input {spec.name!r} is {dtype}, which holds integers "
+                             f"from {info.min} to {info.max}")
+    elif dtype.kind == "f" and abs(value) > np.finfo(dtype).max:
+        raise InputError(f"--input {spec.name}={value:g}: too large for input {spec.name!r} ({dtype})")
+    elif dtype.kind not in "fb":
+        raise InputError(f"--input {spec.name}={value:g}: input {spec.name!r} has dtype {dtype}, not a number")
+    return np.full(shape, value, dtype=dtype)
 
 
 def _check_names(overrides: dict, specs: Sequence[TensorSpec], flag: str) -> None:
@@ -98,13 +136,25 @@ def _resolve_unnamed(sources: dict[str, InputSource], specs: Sequence[TensorSpec
     return resolved
 
 
+def _numpy_format(path: Path) -> Optional[str]:
+    """"npy" or "npz" from the first bytes; None for anything else, which np.load would try to unpickle."""
+    with open(path, "rb") as handle:
+        head = handle.read(6)
+    return "npy" if head == b"\x93NUMPY" else "npz" if head[:4] == b"PK\x03\x04" else None
+
+
 def load_npy(path: Path, spec: TensorSpec) -> np.ndarray:
-    if not path.exists():
+    problem = file_problem(path)
+    if problem == "not found":
         raise InputError(f"input {spec.name!r}: file not found: {path}")
+    if problem:
+        raise InputError(f"input {spec.name!r}: {path} {problem}")
     try:
+        if _numpy_format(path) is None:
+            raise ValueError("no NumPy header")
         array = np.load(path, allow_pickle=False)
-    except (ValueError, OSError) as exc:
-        raise InputError(f"input {spec.name!r}: {path} is not a readable .npy file ({exc})") from None
+    except NUMPY_LOAD_ERRORS as exc:
+        raise InputError(f"input {spec.name!r}: {path} is not a readable .npy file ({first_line(exc)})") from None
     if not isinstance(array, np.ndarray):
         raise InputError(f"input {spec.name!r}: {path} holds several arrays; give a single-array .npy file")
     target = np.dtype(spec.dtype)
@@ -116,6 +166,26 @@ def load_npy(path: Path, spec: TensorSpec) -> np.ndarray:
         raise InputError(f"input {spec.name!r}: {path} has shape {format_shape(array.shape)}, the model expects "
                          f"{format_shape(spec.shape)}")
     return array
+
+
+def load_npz(path: str, flag: str) -> dict[str, np.ndarray]:
+    """The arrays of an .npz given to ``flag`` (--eval, --calibration): finite numbers along a first axis."""
+    problem = file_problem(Path(path))
+    if problem:
+        raise InputError(f"{flag} {path} {problem}")
+    try:
+        kind = _numpy_format(Path(path))
+        if kind != "npz":
+            raise ValueError("a single .npy array, not an .npz archive" if kind else "not a zip archive")
+        with np.load(path, allow_pickle=False) as loaded:
+            data = dict(loaded)
+    except NUMPY_LOAD_ERRORS as exc:
+        raise InputError(f"{flag} {path}: not a readable .npz file ({first_line(exc)})") from None
+    for name, array in data.items():
+        if array.dtype.kind not in "biuf" or array.ndim == 0 or not np.isfinite(array).all():
+            raise InputError(f"{flag} {path}: {name!r} holds {array.dtype} {format_shape(array.shape)}, not finite "
+                             f"numeric samples along the first axis")
+    return data
 
 
 def shape_fits(shape: Sequence[int], model_shape: Sequence) -> bool:
@@ -191,8 +261,9 @@ def build_feeds(specs: Sequence[TensorSpec], shapes: dict[str, Shape], sources: 
                                  f"{source.file} ({format_shape(array.shape)})")
         else:
             shape = resolve_shape(spec, shapes.get(spec.name))
+            check_size(spec.name, shape, np.dtype(spec.dtype))
             if source.kind == "value":
-                array = np.full(shape, source.value, dtype=np.dtype(spec.dtype))
+                array = literal(spec, shape, source.value)
             else:
                 array = generate(spec, shape, rng, source.kind)
         feeds[spec.name] = array

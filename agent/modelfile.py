@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import hashlib
 import os
+import stat
 import struct
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Optional
 
 from .errors import ModelError
 
@@ -51,13 +53,33 @@ def _sniff(head: bytes, size: int) -> str | None:
     return None
 
 
+_FILE_KINDS = ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a character device"),
+               (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"))
+
+
+def file_problem(path: Path) -> Optional[str]:
+    """Why ``path`` cannot be read as a file, or None. Checked before opening: open() on a FIFO waits for a
+    writer forever and a device never ends, so both must be refused, not read."""
+    try:
+        mode = path.stat().st_mode
+    except (FileNotFoundError, NotADirectoryError):
+        return "not found"
+    except OSError as exc:
+        return f"cannot be read ({exc.strerror})"
+    if not stat.S_ISREG(mode):
+        kind = next((name for test, name in _FILE_KINDS if test(mode)), "not a file")
+        return f"is not a regular file (it is {kind})"
+    if not os.access(path, os.R_OK):
+        return "cannot be read (permission denied)"
+    return None
+
+
 def identify(path: str | os.PathLike) -> ModelFile:
     """Return the model's format and size, or raise ModelError naming what is wrong with the file."""
     path = Path(path)
-    if not path.exists():
-        raise ModelError(f"model file not found: {path}")
-    if path.is_dir():
-        raise ModelError(f"{path} is a directory, not a model file")
+    problem = file_problem(path)
+    if problem:
+        raise ModelError(f"model file {path} {problem}")
     size = path.stat().st_size
     if size == 0:
         raise ModelError(f"{path} is empty")

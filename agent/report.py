@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import json
 import math
+import stat
+import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Optional, Sequence
+
+from .errors import UsageError
 
 SCHEMA = "edgebench.bench/1"
 SCHEMA_FILE = Path(__file__).with_name("schemas") / "bench-report.v1.json"
@@ -22,6 +26,28 @@ def write_json(document: dict, path: str) -> None:
     partial = target.with_name(target.name + ".partial")
     partial.write_text(json.dumps(document, indent=1, allow_nan=False) + "\n")
     partial.replace(target)
+
+
+def check_writable(path: str, flag: str) -> None:
+    """Raise UsageError unless a file can be written at ``path``: its folder takes a new file (write_json
+    writes a partial file there and renames it), and the path is not a directory or a device."""
+    target = Path(path)
+    try:
+        mode: Optional[int] = target.stat().st_mode
+    except (FileNotFoundError, NotADirectoryError):
+        mode = None
+    except OSError as exc:
+        raise UsageError(f"{flag} {path}: cannot write there ({exc.strerror})") from None
+    if mode is not None and not stat.S_ISREG(mode):
+        raise UsageError(f"{flag} {path}: is not a regular file (a directory or a device), cannot write a file there")
+    folder = target.parent
+    if not folder.is_dir():
+        raise UsageError(f"{flag} {path}: {folder} is not an existing folder")
+    try:
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as exc:
+        raise UsageError(f"{flag} {path}: cannot write in {folder} ({exc.strerror})") from None
 
 
 def emit_json(document: dict, destination: Optional[str]) -> None:

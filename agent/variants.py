@@ -9,15 +9,16 @@ from __future__ import annotations
 
 import argparse
 import logging
+import tempfile
+import warnings
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Optional, Sequence
-
-import numpy as np
+from typing import Callable, Iterator, Optional, Sequence
 
 from . import bench, compare
-from .errors import EdgebenchError, ModelError, UsageError
-from .inputs import build_feeds, parse_shapes, parse_sources
+from .errors import EdgebenchError, InputError, ModelError, UsageError, first_line
+from .inputs import build_feeds, load_npz, parse_shapes, parse_sources
 from .isolation import ChildLimits
 from .modelfile import ONNX, identify
 from .report import emit_json, fmt_latency, human_bytes, latency_unit, table, utc_now
@@ -57,6 +58,27 @@ def _import_quantization():
     return quantization
 
 
+@contextmanager
+def quiet_libraries() -> Iterator[None]:
+    """The quantizer logs its own tracebacks, warns, and ORT prints C++ log lines for failures that edgebench
+    reports in one line anyway (a row's error): silence them unless --debug asks for everything."""
+    if logging.getLogger().isEnabledFor(logging.DEBUG):
+        yield
+        return
+    import onnxruntime
+
+    previous = logging.root.manager.disable
+    logging.disable(logging.CRITICAL)
+    onnxruntime.set_default_logger_severity(4)  # fatal only
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        onnxruntime.set_default_logger_severity(2)  # ORT's default: warnings
+        logging.disable(previous)
+
+
 def preprocess(source: Path, target: Path) -> tuple[Path, list[str]]:
     """Opset >= 13 and ORT's quantization pre-processing (shape inference, graph cleanup); on failure the
     original model is quantized as it is and the note says so."""
@@ -75,7 +97,7 @@ def preprocess(source: Path, target: Path) -> tuple[Path, list[str]]:
     try:
         quant_pre_process(str(upgraded), str(target), skip_symbolic_shape=True)
     except Exception as exc:  # noqa: BLE001 - pre-processing is an optimisation, not a requirement
-        notes.append(f"quantization pre-processing skipped: {str(exc).splitlines()[0] if str(exc) else exc}")
+        notes.append(f"quantization pre-processing skipped: {first_line(exc)}")
         return upgraded, notes
     return target, notes
 
@@ -96,17 +118,16 @@ class CalibrationReader:
 def calibration_sets(model_inputs: Sequence, args: argparse.Namespace) -> tuple[list[dict], str]:
     """User data from --calibration (.npz: one array per input, first axis = samples) or generated sets."""
     if args.calibration:
-        try:
-            data = dict(np.load(args.calibration, allow_pickle=False))
-        except (OSError, ValueError) as exc:
-            raise UsageError(f"--calibration {args.calibration}: not a readable .npz file ({exc})") from None
+        data = load_npz(args.calibration, "--calibration")
         names = [spec.name for spec in model_inputs]
         if len(names) == 1 and names[0] not in data and "x" in data:
             data = {names[0]: data["x"]}
         missing = [n for n in names if n not in data]
         if missing:
-            raise UsageError(f"--calibration {args.calibration}: no array for input(s) {', '.join(missing)}")
+            raise InputError(f"--calibration {args.calibration}: no array for input(s) {', '.join(missing)}")
         count = min(len(data[n]) for n in names)
+        if not count:
+            raise InputError(f"--calibration {args.calibration}: holds no samples")
         sets = [{n: data[n][i:i + 1] if data[n].ndim == len(spec.shape) else data[n][i]
                  for n, spec in zip(names, model_inputs)} for i in range(count)]
         return sets, f"{count} samples from {args.calibration}"
@@ -142,12 +163,12 @@ def make_static_int8(source: Path, target: Path, input_sets: Sequence[dict]) -> 
 def produce(kind: str, maker: Callable[[], list[str]], target: Path) -> Variant:
     variant = Variant(kind, target)
     try:
-        variant.notes = maker()
+        with quiet_libraries():
+            variant.notes = maker()
     except EdgebenchError:
         raise
     except Exception as exc:  # noqa: BLE001 - a failed variant is a row in the table, not the end
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        variant.error = f"could not be produced: {first}"
+        variant.error = f"could not be produced: {first_line(exc)}"
         variant.path = None
     return variant
 
@@ -219,7 +240,24 @@ def render(model_name: str, rows: Sequence[Variant], calibration: Optional[str])
     return "\n".join(lines)
 
 
+def make_out_dir(path: Path) -> Path:
+    if path.exists() and not path.is_dir():
+        raise UsageError(f"--out-dir {path}: exists and is not a directory")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=path):  # before quantizing, not after
+            pass
+    except OSError as exc:
+        raise UsageError(f"--out-dir {path}: cannot write there ({exc.strerror})") from None
+    return path
+
+
 def main(args: argparse.Namespace) -> int:
+    from .cli import run_settings
+
+    run_settings(args).validate()  # usage errors first: inside a variant's row they would read as its failure
+    parse_shapes(args.shape)
+    parse_sources(args.input)
     model = identify(args.model)
     if model.format != ONNX:
         raise UsageError(f"variants are made from ONNX models; {model.path.name} is {model.format}")
@@ -228,17 +266,25 @@ def main(args: argparse.Namespace) -> int:
     if unknown:
         raise UsageError(f"--only: unknown variant(s) {', '.join(unknown)}; choose from {', '.join(KINDS)}")
     _import_quantization()
-    out_dir = Path(args.out_dir) if args.out_dir else model.path.with_name(model.path.stem + ".variants")
-    out_dir.mkdir(parents=True, exist_ok=True)
+    out_dir = make_out_dir(Path(args.out_dir) if args.out_dir else
+                           model.path.with_name(model.path.stem + ".variants"))
     stem = model.path.stem
     rows = [Variant("float32", model.path)]
     calibration = None
     limits = ChildLimits(timeout_s=args.timeout or 600.0, rss_interval_s=None)
     base = compare.ModelRun(str(model.path), "onnxruntime", RuntimeOptions(threads=args.threads))
+    try:  # first: a model ONNX Runtime cannot load (a custom op) fails here, not inside the quantizer
+        compare.prepare(base, limits)
+    except EdgebenchError as exc:
+        raise type(exc)(f"loading the float model: {exc}") from None
+    input_sets: list[dict] = []
+    if "static-int8" in kinds:  # bad calibration data fails before any quantizing
+        input_sets, calibration = calibration_sets(base.inputs, args)
     try:
-        prepared, prep_notes = preprocess(model.path, out_dir / f"{stem}.prep.onnx")
+        with quiet_libraries():
+            prepared, prep_notes = preprocess(model.path, out_dir / f"{stem}.prep.onnx")
     except Exception as exc:  # noqa: BLE001
-        raise ModelError(f"{model.path.name} cannot be prepared for quantization: {exc}") from None
+        raise ModelError(f"{model.path.name} cannot be prepared for quantization: {first_line(exc)}") from None
     rows[0].notes = prep_notes
     for kind in kinds:
         target = out_dir / f"{stem}.{kind}.onnx"
@@ -247,9 +293,6 @@ def main(args: argparse.Namespace) -> int:
         elif kind == "dynamic-int8":
             rows.append(produce(kind, lambda t=target: make_dynamic_int8(prepared, t), target))
         else:
-            if not base.inputs:
-                compare.prepare(base, limits)
-            input_sets, calibration = calibration_sets(base.inputs, args)
             rows.append(produce(kind, lambda t=target, s=input_sets: make_static_int8(prepared, t, s), target))
     for row in rows:
         if not row.error:

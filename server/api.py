@@ -1,24 +1,35 @@
-"""The collector's HTTP API (stdlib http.server, one thread per request); docs/fleet.md and ``/api/v1/openapi.json``.
+"""The collector's HTTP API: falcon routes served by waitress (docs/fleet.md, docs/dependencies.md, and
+``/api/v1/openapi.json``).
 
 Models are uploaded as the raw request body (``POST /api/v1/models?name=NAME``) and stored under their sha256;
 agents download them from ``GET /api/v1/models/{sha256}/content`` (Range requests resume a download).
+
+waitress owns the connection: it parses and frames requests strictly (a malformed or oversized Content-Length is
+refused and the connection closed), reads a whole request before a worker sees it (bodies over 512 KiB are spooled
+to a file), times out idle connections and serves file responses from its event loop, so neither slow nor idle
+clients hold one of its fixed worker threads. The routes below only see complete, well-framed requests.
 """
 
 from __future__ import annotations
 
 import hashlib
-import itertools
 import json
 import logging
+import math
 import os
 import re
 import secrets
+import socket
 import tempfile
 import time
-import urllib.parse
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+import types
 from pathlib import Path
 from typing import Any, Callable, Optional
+
+import falcon
+import waitress
+from waitress.channel import HTTPChannel
+from waitress.task import ErrorTask
 
 from edgebench.agent.errors import ModelError
 from edgebench.agent.fleet import protocol as p
@@ -32,12 +43,135 @@ from .registry import Registry
 log = logging.getLogger(__name__)
 MAX_JSON_BODY = 1 << 20
 MAX_JOBS_PER_REQUEST = 10000
+MAX_AXIS = 1000  # entries in one list of a job matrix: bounds the work done before the matrix's size is known
+MAX_DELEGATE_CHAIN = 16
+HTTP_TIMEOUT_S = 30  # a connection with no bytes either way for this long is closed (half-open or kept alive)
+HTTP_THREADS = 8  # workers run routes only; transfers to and from clients happen in waitress's event loop
+HTTP_CONNECTIONS = 1000  # beyond this many open connections new ones wait in the listen backlog
+HTTP_BACKLOG = 1024
+MAX_HEADER_BYTES = 64 * 1024
+MATRIX_KEYS = ("models", "devices", "runtimes", "delegates", "threads", "options", "labels", "reference")
+OPTION_KEYS = ("settings", "shape", "input", "seed", "sensors", "timeout_s", "providers")
+JSON = "application/json"
 
 
 class ApiError(Exception):
-    def __init__(self, status: int, message: str):
+    def __init__(self, status: int, message: str, headers: Optional[dict] = None):
         super().__init__(message)
-        self.status = status
+        self.status, self.headers = status, headers or {}
+
+
+def _kind(value: object) -> str:
+    """The JSON type of a value, for error messages."""
+    names = {bool: "a boolean", int: "a number", float: "a number", str: "a string", list: "a list", dict: "an object"}
+    return names.get(type(value), "null")
+
+
+def _axis(request: dict, key: str, what: str, check: Callable[[Any], bool], default: list, parent: str = "") -> list:
+    """One list of the matrix, its length and every entry's type checked; ``default`` when absent or empty."""
+    value = request.get(key)
+    if value is None or value == []:
+        return default
+    key = f"{parent}{key}"
+    if not isinstance(value, list):
+        raise ApiError(400, f"{key}: expected a list, each entry {what}; got {_kind(value)}")
+    if len(value) > MAX_AXIS:
+        raise ApiError(400, f"{key}: {len(value)} entries; at most {MAX_AXIS}")
+    for n, item in enumerate(value):
+        if not check(item):
+            raise ApiError(400, f"{key}[{n}]: expected {what}; got {_kind(item)}{_preview(item)}")
+    return value
+
+
+def _preview(value: object) -> str:
+    """A scalar's value, shortened, for error messages (containers only by their kind)."""
+    return f" {json.dumps(value)[:40]}" if isinstance(value, (str, int, float)) else ""
+
+
+def _is_sha(value: object) -> bool:
+    return isinstance(value, str) and bool(p.SHA256.match(value))
+
+
+def _is_chain(value: object) -> bool:
+    return isinstance(value, list) and len(value) <= MAX_DELEGATE_CHAIN and all(isinstance(d, str) for d in value)
+
+
+def _is_threads(value: object) -> bool:
+    return value is None or (isinstance(value, int) and not isinstance(value, bool))
+
+
+def _object(request: dict, key: str) -> dict:
+    value = request.get(key)
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise ApiError(400, f"{key}: expected an object; got {_kind(value)}")
+    return value
+
+
+def parse_matrix(request: dict) -> dict:
+    """Types and sizes of a job matrix, checked before anything is looked up or built.
+
+    Refuses a matrix whose size (the product of its lists' lengths, device ids included when given) is over
+    MAX_JOBS_PER_REQUEST from the lengths alone: nothing of size proportional to the product is allocated.
+    """
+    unknown = sorted(set(request) - set(MATRIX_KEYS))
+    if unknown:
+        raise ApiError(400, f"unknown key(s) {unknown}; a job matrix has {', '.join(MATRIX_KEYS)}")
+    matrix = {
+        "models": _axis(request, "models", "the sha256 of an uploaded model", _is_sha, []),
+        "devices": _selector(request.get("devices")),
+        "runtimes": _axis(request, "runtimes", f"one of {', '.join(p.RUNTIMES)} or null",
+                          lambda r: r is None or r in p.RUNTIMES, [None]),
+        "delegates": _axis(request, "delegates", f"a list of at most {MAX_DELEGATE_CHAIN} delegate names",
+                           _is_chain, [[]]),
+        "threads": _axis(request, "threads", "an integer or null", _is_threads, [None]),
+        "options": _object(request, "options"),
+        "labels": _object(request, "labels"),
+        "reference": request.get("reference"),
+    }
+    if not matrix["models"]:
+        raise ApiError(400, "models: give the sha256 of uploaded models (POST /api/v1/models first)")
+    unknown = sorted(set(matrix["options"]) - set(OPTION_KEYS))
+    if unknown:
+        raise ApiError(400, f"options: unknown key(s) {unknown}")
+    if matrix["reference"] is not None and not _is_sha(matrix["reference"]):
+        raise ApiError(400, "reference: give the sha256 of an uploaded model (POST /api/v1/models first)")
+    try:
+        p.check_labels(matrix["labels"])
+    except p.ProtocolError as exc:
+        raise ApiError(400, f"labels: {exc}") from None
+    check_size(len(matrix["devices"].get("ids") or [None]), matrix)
+    return matrix
+
+
+def _selector(value: object) -> dict:
+    if not isinstance(value, dict):
+        raise ApiError(400, 'devices: expected an object, {"ids": [...]}, {"labels": {...}} or {"all": true}; '
+                       f"got {_kind(value)}")
+    unknown = sorted(set(value) - {"ids", "labels", "all"})
+    if unknown:
+        raise ApiError(400, f"devices: unknown key(s) {unknown}; give ids, labels or all")
+    ids = _axis(value, "ids", "a device id", lambda d: isinstance(d, str) and bool(p.DEVICE_ID.match(d)), [],
+                "devices.")
+    labels = value.get("labels") or {}
+    try:
+        p.check_labels(labels)
+    except p.ProtocolError as exc:
+        raise ApiError(400, f"devices.labels: {exc}") from None
+    if value.get("all") not in (None, True, False):
+        raise ApiError(400, f"devices.all: expected true or false; got {_kind(value['all'])}")
+    if not ids and not labels and not value.get("all"):
+        raise ApiError(400, "devices: give ids, labels, or all=true")
+    return {"ids": ids, "labels": labels, "all": bool(value.get("all"))}
+
+
+def check_size(devices: int, matrix: dict) -> int:
+    """The number of jobs of the matrix on ``devices`` devices, refused above MAX_JOBS_PER_REQUEST."""
+    size = math.prod([devices, *(len(matrix[k]) for k in ("models", "runtimes", "delegates", "threads"))])
+    if size > MAX_JOBS_PER_REQUEST:
+        raise ApiError(400, f"the matrix makes {size} jobs; the limit is {MAX_JOBS_PER_REQUEST}")
+    return size
 
 
 class Api:
@@ -85,45 +219,33 @@ class Api:
 
     def select_devices(self, selector: dict) -> list[str]:
         devices = self.registry.devices()
-        if selector.get("ids"):
+        if selector["ids"]:
             known = {d["device_id"] for d in devices}
             unknown = [d for d in selector["ids"] if d not in known]
             if unknown:
-                raise ApiError(400, f"unknown device(s): {', '.join(map(str, unknown[:10]))}")
+                raise ApiError(400, f"unknown device(s): {', '.join(unknown[:10])}")
             return list(selector["ids"])
-        labels = selector.get("labels") or {}
-        if not labels and not selector.get("all"):
-            raise ApiError(400, "devices: give ids, labels, or all=true")
+        labels = selector["labels"]
         return [d["device_id"] for d in devices if all(d["labels"].get(k) == v for k, v in labels.items())]
 
     def submit(self, request: dict) -> dict:
-        models = [self.registry.model(sha) for sha in request.get("models") or []]
-        if not models or None in models:
+        matrix = parse_matrix(request)  # refuses a matrix too large before the registry is even asked
+        models = [self.registry.model(sha) for sha in matrix["models"]]
+        if None in models:
             raise ApiError(400, "models: give the sha256 of uploaded models (POST /api/v1/models first)")
-        devices = self.select_devices(request.get("devices") or {})
-        if not devices:
-            raise ApiError(400, "no device matches the selector")
-        axes = [request.get("runtimes") or [None], request.get("delegates") or [[]], request.get("threads") or [None]]
-        options = request.get("options") or {}
-        unknown = set(options) - {"settings", "shape", "input", "seed", "sensors", "timeout_s", "providers"}
-        if unknown:
-            raise ApiError(400, f"options: unknown key(s) {sorted(unknown)}")
-        reference = request.get("reference")
+        options, reference = matrix["options"], matrix["reference"]
         if reference is not None:
-            if not isinstance(reference, str) or not self.registry.model(reference):
+            if not self.registry.model(reference):
                 raise ApiError(400, "reference: give the sha256 of an uploaded model (POST /api/v1/models first)")
             options = dict(options, reference=reference)
-        combos = list(itertools.product(devices, models, *axes))
-        if len(combos) > MAX_JOBS_PER_REQUEST:
-            raise ApiError(400, f"the matrix makes {len(combos)} jobs; the limit is {MAX_JOBS_PER_REQUEST}")
-        labels = request.get("labels") or {}
-        try:
-            p.check_labels(labels)
-        except p.ProtocolError as exc:
-            raise ApiError(400, f"labels: {exc}") from None
+        labels = matrix["labels"]
+        devices = self.select_devices(matrix["devices"])
+        if not devices:
+            raise ApiError(400, "no device matches the selector")
+        check_size(len(devices), matrix)
         batch = time.strftime("b%Y%m%d%H%M%S-", time.gmtime()) + secrets.token_hex(3)
-        jobs = [self._job(f"{batch}-{n:04d}", batch, *combo, dict(options, labels=labels or None))
-                for n, combo in enumerate(combos)]
+        jobs = [self._job(job_id(batch, n), batch, *combo, dict(options, labels=labels or None))
+                for n, combo in enumerate(_combos(devices, models, matrix))]
         self.registry.add_jobs(jobs, batch)
         for job in jobs:
             self.collector.publish_job(job)
@@ -159,11 +281,7 @@ class Api:
                                    "to /api/gates/evaluate instead")
                 return gates.load_rules(self.gates_file)
             if "json" in content_type:
-                try:
-                    document = json.loads(body)
-                except ValueError:
-                    raise ApiError(400, "body is not JSON") from None
-                return gates.rules_from_document(document, "request body")
+                return gates.rules_from_document(parse_json(body), "request body")
             try:
                 text = body.decode()
             except UnicodeDecodeError:
@@ -213,194 +331,327 @@ class Api:
         return {"job_id": job_id, "cancel": "sent"}
 
 
-ROUTES: list[tuple[str, re.Pattern, str]] = [
-    ("GET", re.compile(r"^/healthz$"), "healthz"),
-    ("GET", re.compile(r"^/metrics$"), "metrics"),
-    ("GET", re.compile(r"^/api/v1/openapi\.json$"), "openapi"),
-    ("GET", re.compile(r"^/api/v1/devices$"), "devices"),
-    ("GET", re.compile(r"^/api/v1/models$"), "models"),
-    ("POST", re.compile(r"^/api/v1/models$"), "upload"),
-    ("GET", re.compile(r"^/api/v1/models/(?P<sha>[0-9a-f]{64})$"), "model"),
-    ("GET", re.compile(r"^/api/v1/models/(?P<sha>[0-9a-f]{64})/content$"), "content"),
-    ("POST", re.compile(r"^/api/v1/jobs$"), "submit"),
-    ("GET", re.compile(r"^/api/v1/jobs$"), "jobs"),
-    ("GET", re.compile(r"^/api/v1/jobs/(?P<job>[A-Za-z0-9_.-]+)$"), "job"),
-    ("POST", re.compile(r"^/api/v1/jobs/(?P<job>[A-Za-z0-9_.-]+)/cancel$"), "cancel"),
-    ("GET", re.compile(r"^/api/v1/results$"), "results"),
-    ("GET", re.compile(r"^/api/v1/dead-letters$"), "dead_letters"),
-    ("GET", re.compile(r"^/api/gates/evaluate$"), "gates_configured"),
-    ("POST", re.compile(r"^/api/gates/evaluate$"), "gates_posted"),
-    ("POST", re.compile(r"^/api/gates/verdicts$"), "gates_record"),
+def job_id(batch: str, n: int) -> str:
+    """``{batch}-{n:04d}-{64 random bits}``: the index keeps a batch's jobs in matrix order in listings; the random
+    part makes one job's id useless for guessing another's (devices see their own jobs' ids and the batch id)."""
+    return f"{batch}-{n:04d}-{secrets.token_hex(8)}"
+
+
+def _combos(devices: list, models: list, matrix: dict):
+    """device x model x runtime x delegates x threads, lazily (the size was checked by check_size)."""
+    for device in devices:
+        for model in models:
+            for runtime in matrix["runtimes"]:
+                for delegates in matrix["delegates"]:
+                    for threads in matrix["threads"]:
+                        yield device, model, runtime, delegates, threads
+
+
+def parse_json(body: bytes) -> Any:
+    try:
+        return json.loads(body)
+    except RecursionError:
+        raise ApiError(400, "body is not JSON: nested too deeply") from None
+    except ValueError as exc:
+        raise ApiError(400, f"body is not JSON: {exc}") from None
+
+
+# ---------------------------------------------------------------- HTTP: routes (falcon)
+
+ROUTES: list[tuple[str, str, str]] = [  # method, falcon URI template, Routes method
+    ("GET", "/healthz", "healthz"),
+    ("GET", "/metrics", "metrics"),
+    ("GET", "/api/v1/openapi.json", "openapi"),
+    ("GET", "/api/v1/devices", "devices"),
+    ("GET", "/api/v1/models", "models"),
+    ("POST", "/api/v1/models", "upload"),
+    ("GET", "/api/v1/models/{sha}", "model"),
+    ("GET", "/api/v1/models/{sha}/content", "content"),
+    ("POST", "/api/v1/jobs", "submit"),
+    ("GET", "/api/v1/jobs", "jobs"),
+    ("GET", "/api/v1/jobs/{job}", "job"),
+    ("POST", "/api/v1/jobs/{job}/cancel", "cancel"),
+    ("GET", "/api/v1/results", "results"),
+    ("GET", "/api/v1/dead-letters", "dead_letters"),
+    ("GET", "/api/gates/evaluate", "gates_configured"),
+    ("POST", "/api/gates/evaluate", "gates_posted"),
+    ("POST", "/api/gates/verdicts", "gates_record"),
 ]
 TRUE = ("1", "true", "yes")
+RANGE = re.compile(r"^bytes=(?:(\d{1,19})-(\d{0,19})|-(\d{1,19}))$")
 
 
-def make_handler(api: Api) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
-        server_version = "edgebench-collector"
-
-        def log_message(self, fmt: str, *args: Any) -> None:
-            log.debug("%s " + fmt, self.address_string(), *args)
-
-        def do_GET(self) -> None:
-            self._dispatch("GET")
-
-        def do_POST(self) -> None:
-            self._dispatch("POST")
-
-        def _dispatch(self, method: str) -> None:
-            url = urllib.parse.urlsplit(self.path)
-            self.query = {k: v[-1] for k, v in urllib.parse.parse_qs(url.query).items()}
-            try:
-                for verb, pattern, name in ROUTES:
-                    match = pattern.match(url.path)
-                    if match and verb == method:
-                        route: Callable[..., None] = getattr(self, f"r_{name}")
-                        route(**match.groupdict())
-                        return
-                raise ApiError(404 if not any(pat.match(url.path) for _, pat, _ in ROUTES) else 405,
-                               f"no route {method} {url.path}")
-            except ApiError as exc:
-                self._json({"error": str(exc)}, exc.status)
-            except (BrokenPipeError, ConnectionResetError):
-                pass
-            except Exception as exc:  # noqa: BLE001 - one bad request must not kill the server
-                log.exception("%s %s failed", method, url.path)
-                self._json({"error": f"internal error: {type(exc).__name__}"}, 500)
-
-        # ---------------------------------------------------- helpers
-
-        def _send(self, body: bytes, status: int = 200, content_type: str = "application/json") -> None:
-            self.send_response(status)
-            self.send_header("Content-Type", content_type)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def _json(self, value: Any, status: int = 200) -> None:
-            self._send(json.dumps(value, default=str).encode(), status)
-
-        def _body_json(self) -> dict:
-            length = int(self.headers.get("Content-Length") or 0)
-            if length > MAX_JSON_BODY:
-                raise ApiError(413, "request body too large")
-            try:
-                value = json.loads(self.rfile.read(length) or b"{}")
-            except ValueError:
-                raise ApiError(400, "body is not JSON") from None
-            if not isinstance(value, dict):
-                raise ApiError(400, "body must be a JSON object")
-            return value
-
-        # ---------------------------------------------------- routes
-
-        def r_healthz(self) -> None:
-            from .collector import describe
-
-            state = describe(api.collector)
-            ok = state["mqtt"] and state["influx"]
-            self._json({"ok": ok, **state}, 200 if ok else 503)
-
-        def r_metrics(self) -> None:
-            self._send(api.metrics.render().encode(), content_type="text/plain; version=0.0.4")
-
-        def r_openapi(self) -> None:
-            self._json(OPENAPI)
-
-        def r_devices(self) -> None:
-            self._json({"devices": api.registry.devices()})
-
-        def r_models(self) -> None:
-            self._json({"models": api.registry.models()})
-
-        def r_upload(self) -> None:
-            length = int(self.headers.get("Content-Length") or 0)
-            self._json(api.upload(self.query.get("name", ""), self.rfile, length), 201)
-
-        def r_model(self, sha: str) -> None:
-            model = api.registry.model(sha)
-            if not model:
-                raise ApiError(404, "no such model")
-            self._json(model)
-
-        def r_content(self, sha: str) -> None:
-            path = api.model_path(sha)
-            if not path.exists():
-                raise ApiError(404, "no such model")
-            size = path.stat().st_size
-            start = 0
-            match = re.match(r"^bytes=(\d+)-$", self.headers.get("Range") or "")
-            if match and int(match.group(1)) < size:
-                start = int(match.group(1))
-            self.send_response(206 if start else 200)
-            self.send_header("Content-Type", "application/octet-stream")
-            self.send_header("Content-Length", str(size - start))
-            if start:
-                self.send_header("Content-Range", f"bytes {start}-{size - 1}/{size}")
-            self.end_headers()
-            with open(path, "rb") as handle:
-                handle.seek(start)
-                for block in iter(lambda: handle.read(1 << 20), b""):
-                    self.wfile.write(block)
-
-        def r_submit(self) -> None:
-            self._json(api.submit(self._body_json()), 201)
-
-        def r_jobs(self) -> None:
-            self._json({"jobs": api.registry.jobs(batch_id=self.query.get("batch"))})
-
-        def r_job(self, job: str) -> None:
-            rows = api.registry.jobs(job_id=job)
-            if not rows:
-                raise ApiError(404, f"no job {job}")
-            self._json(rows[0])
-
-        def r_cancel(self, job: str) -> None:
-            self._json(api.cancel(job), 202)
-
-        def r_results(self) -> None:
-            self._json({"results": api.registry.results(
-                batch_id=self.query.get("batch"), samples=self.query.get("samples", "").lower() in TRUE,
-                latest=self.query.get("latest", "").lower() in TRUE)})
-
-        def _body(self) -> bytes:
-            length = int(self.headers.get("Content-Length") or 0)
-            if length > MAX_JSON_BODY:
-                raise ApiError(413, "request body too large")
-            return self.rfile.read(length)
-
-        def _gates(self, body: Optional[bytes]) -> None:
-            from edgebench.agent import gates
-
-            rules = api.gate_rules(body, self.headers.get("Content-Type") or "")
-            verdicts, document = api.evaluate_gates(rules, self.query.get("record", "").lower() in TRUE)
-            fmt = self.query.get("format", "json")
-            if fmt == "junit":
-                self._send(gates.junit_xml(verdicts).encode(), content_type="application/xml")
-            elif fmt == "markdown":
-                self._send(gates.markdown(verdicts).encode(), content_type="text/markdown; charset=utf-8")
-            elif fmt == "json":
-                self._json(document)
-            else:
-                raise ApiError(400, "format must be json, junit or markdown")
-
-        def r_gates_configured(self) -> None:
-            self._gates(None)
-
-        def r_gates_posted(self) -> None:
-            self._gates(self._body())
-
-        def r_gates_record(self) -> None:
-            self._json({"written": api.record_verdicts(self._body_json())}, 201)
-
-        def r_dead_letters(self) -> None:
-            self._json({"dead_letters": api.registry.dead_letters(int(self.query.get("limit", 100)))})
-
-    return Handler
+def _send(resp: falcon.Response, body: bytes, status: int | str = 200, content_type: str = JSON) -> None:
+    resp.status, resp.content_type, resp.data = status, content_type, body
 
 
-def serve(api: Api, host: str, port: int) -> ThreadingHTTPServer:
-    server = ThreadingHTTPServer((host, port), make_handler(api))
-    server.daemon_threads = True
-    return server
+def _json(resp: falcon.Response, value: Any, status: int = 200) -> None:
+    _send(resp, json.dumps(value, default=str).encode(), status)
+
+
+def _body(req: falcon.Request, limit: int = MAX_JSON_BODY) -> bytes:
+    length = req.content_length or 0
+    if length > limit:
+        raise ApiError(413, f"request body too large: {length} bytes; the limit is {limit}")
+    return req.bounded_stream.read(length) if length else b""
+
+
+def _body_json(req: falcon.Request) -> dict:
+    value = parse_json(_body(req) or b"{}")
+    if not isinstance(value, dict):
+        raise ApiError(400, f"body must be a JSON object; got {_kind(value)}")
+    return value
+
+
+def _flag(req: falcon.Request, name: str) -> bool:
+    return (req.get_param(name) or "").lower() in TRUE
+
+
+def _int_param(req: falcon.Request, name: str, default: int, low: int, high: int) -> int:
+    text = req.get_param(name)
+    if text is None:
+        return default
+    if not text.isdigit() or not low <= int(text) <= high:
+        raise ApiError(400, f"{name} must be an integer from {low} to {high}")
+    return int(text)
+
+
+def byte_range(header: Optional[str], size: int) -> Optional[tuple[int, int]]:
+    """The first and last byte of a ``Range: bytes=`` header's single range; None for no header, or for one this
+    server ignores (several ranges, other units: RFC 9110 lets a server answer those with the whole file)."""
+    match = RANGE.match(header.strip()) if header else None
+    if not match:
+        return None
+    first, last, suffix = match.groups()
+    if suffix is not None:
+        start, end = size - min(int(suffix), size), size - 1
+    else:
+        start, end = int(first), min(int(last), size - 1) if last else size - 1
+        if last and int(last) < start:
+            return None  # an invalid range: ignored
+    if start >= size or end < start:
+        raise ApiError(416, f"range {header.strip()} is beyond the model's {size} bytes",
+                       {"Content-Range": f"bytes */{size}"})
+    return start, end
+
+
+class Routes:
+    """The HTTP side of each route: parameters and body in, JSON out; the work is Api's."""
+
+    def __init__(self, api: Api):
+        self.api = api
+
+    def healthz(self, req: falcon.Request, resp: falcon.Response) -> None:
+        from .collector import describe
+
+        state = describe(self.api.collector)
+        _json(resp, state, 200 if state["ok"] else 503)
+
+    def metrics(self, req: falcon.Request, resp: falcon.Response) -> None:
+        gauges = {"edgebench_oldest_unacked_seconds": self.api.collector.oldest_held_s()}
+        _send(resp, self.api.metrics.render(gauges).encode(), content_type="text/plain; version=0.0.4")
+
+    def openapi(self, req: falcon.Request, resp: falcon.Response) -> None:
+        _json(resp, OPENAPI)
+
+    def devices(self, req: falcon.Request, resp: falcon.Response) -> None:
+        _json(resp, {"devices": self.api.registry.devices()})
+
+    def models(self, req: falcon.Request, resp: falcon.Response) -> None:
+        _json(resp, {"models": self.api.registry.models()})
+
+    def upload(self, req: falcon.Request, resp: falcon.Response) -> None:
+        # waitress has the whole body already (spooled to a file when large): this copies it, hashing it
+        _json(resp, self.api.upload(req.get_param("name") or "", req.bounded_stream, req.content_length or 0), 201)
+
+    def model(self, req: falcon.Request, resp: falcon.Response, sha: str) -> None:
+        model = self.api.registry.model(sha) if p.SHA256.match(sha) else None
+        if not model:
+            raise ApiError(404, "no such model")
+        _json(resp, model)
+
+    def content(self, req: falcon.Request, resp: falcon.Response, sha: str) -> None:
+        path = self.api.model_path(sha)
+        try:
+            handle = open(path, "rb")  # noqa: SIM115 - waitress closes it once sent (wsgi.file_wrapper)
+        except FileNotFoundError:
+            raise ApiError(404, "no such model") from None
+        try:
+            size = os.fstat(handle.fileno()).st_size
+            span = byte_range(req.get_header("Range"), size)
+        except BaseException:
+            handle.close()
+            raise
+        start, end = span or (0, size - 1)
+        handle.seek(start)
+        resp.status = 206 if span else 200
+        resp.content_type = "application/octet-stream"
+        resp.set_header("Accept-Ranges", "bytes")
+        if span:
+            resp.set_header("Content-Range", f"bytes {start}-{end}/{size}")
+        resp.content_length, resp.stream = end - start + 1, handle
+
+    def submit(self, req: falcon.Request, resp: falcon.Response) -> None:
+        _json(resp, self.api.submit(_body_json(req)), 201)
+
+    def jobs(self, req: falcon.Request, resp: falcon.Response) -> None:
+        _json(resp, {"jobs": self.api.registry.jobs(batch_id=req.get_param("batch"))})
+
+    def job(self, req: falcon.Request, resp: falcon.Response, job: str) -> None:
+        rows = self.api.registry.jobs(job_id=job) if p.JOB_ID.match(job) else []
+        if not rows:
+            raise ApiError(404, f"no job {job[:128]}")
+        _json(resp, rows[0])
+
+    def cancel(self, req: falcon.Request, resp: falcon.Response, job: str) -> None:
+        if not p.JOB_ID.match(job):
+            raise ApiError(404, f"no job {job[:128]}")
+        _json(resp, self.api.cancel(job), 202)
+
+    def results(self, req: falcon.Request, resp: falcon.Response) -> None:
+        _json(resp, {"results": self.api.registry.results(
+            batch_id=req.get_param("batch"), samples=_flag(req, "samples"), latest=_flag(req, "latest"))})
+
+    def dead_letters(self, req: falcon.Request, resp: falcon.Response) -> None:
+        limit = _int_param(req, "limit", 100, 1, 10000)
+        _json(resp, {"dead_letters": self.api.registry.dead_letters(limit)})
+
+    def _gates(self, req: falcon.Request, resp: falcon.Response, body: Optional[bytes]) -> None:
+        from edgebench.agent import gates
+
+        fmt = req.get_param("format") or "json"
+        if fmt not in ("json", "junit", "markdown"):
+            raise ApiError(400, "format must be json, junit or markdown")
+        rules = self.api.gate_rules(body, req.content_type or "")
+        verdicts, document = self.api.evaluate_gates(rules, _flag(req, "record"))
+        if fmt == "junit":
+            _send(resp, gates.junit_xml(verdicts).encode(), content_type="application/xml")
+        elif fmt == "markdown":
+            _send(resp, gates.markdown(verdicts).encode(), content_type="text/markdown; charset=utf-8")
+        else:
+            _json(resp, document)
+
+    def gates_configured(self, req: falcon.Request, resp: falcon.Response) -> None:
+        self._gates(req, resp, None)
+
+    def gates_posted(self, req: falcon.Request, resp: falcon.Response) -> None:
+        self._gates(req, resp, _body(req))
+
+    def gates_record(self, req: falcon.Request, resp: falcon.Response) -> None:
+        _json(resp, {"written": self.api.record_verdicts(_body_json(req))}, 201)
+
+
+def _api_error(req: falcon.Request, resp: falcon.Response, exc: ApiError, params: dict) -> None:
+    _json(resp, {"error": str(exc)}, exc.status)
+    for name, value in exc.headers.items():
+        resp.set_header(name, value)
+
+
+def _internal_error(req: falcon.Request, resp: falcon.Response, exc: Exception, params: dict) -> None:
+    """A bug, not bad input: logged with its traceback; one bad request must not kill the server."""
+    log.exception("%s %s failed", req.method, req.path)
+    _json(resp, {"error": f"internal error: {type(exc).__name__}"}, 500)
+
+
+def _http_error(req: falcon.Request, resp: falcon.Response, exc: falcon.HTTPError) -> None:
+    """falcon's own refusals (no route, wrong method, bad header) in the API's error shape."""
+    message = exc.description or exc.title
+    if isinstance(exc, (falcon.HTTPRouteNotFound, falcon.HTTPMethodNotAllowed)):
+        message = f"no route {req.method} {req.path[:200]}"
+    _send(resp, json.dumps({"error": message}).encode(), exc.status)
+
+
+def make_app(api: Api) -> falcon.App:
+    routes, app = Routes(api), falcon.App()
+    responders: dict[str, dict[str, Callable]] = {}
+    for method, path, name in ROUTES:
+        responders.setdefault(path, {})[f"on_{method.lower()}"] = getattr(routes, name)
+    for path, methods in responders.items():
+        app.add_route(path, types.SimpleNamespace(**methods))
+    app.add_error_handler(Exception, _internal_error)
+    app.add_error_handler(ApiError, _api_error)
+    app.set_error_serializer(_http_error)
+    return app
+
+
+# ---------------------------------------------------------------- HTTP: the server (waitress)
+
+class _JsonErrorTask(ErrorTask):
+    """waitress's own refusals (malformed framing, a body over the limit) in the API's error shape; the
+    connection is closed after them, so nothing left of a refused request is read as the next one."""
+
+    def execute(self) -> None:
+        error = self.request.error
+        detail = error.body
+        if error.code == 413:  # waitress refuses a body of max_request_body_size bytes or more
+            detail = f"the limit is {self.channel.server.adj.max_request_body_size - 1} bytes"
+        body = json.dumps({"error": f"{error.reason}: {detail}"}).encode()
+        self.status = f"{error.code} {error.reason}"
+        self.response_headers.append(("Content-Type", JSON))
+        self.set_close_on_finish()
+        self.content_length = len(body)
+        self.write(body)
+
+
+class _Channel(HTTPChannel):
+    error_task_class = _JsonErrorTask
+
+
+class HttpServer:
+    """waitress behind the interface main.py drives (socketserver's): serve_forever, shutdown, server_address."""
+
+    def __init__(self, server: Any):
+        self._server = server
+
+    @property
+    def server_address(self) -> tuple[str, int]:
+        return self._server.effective_host, self._server.effective_port
+
+    def serve_forever(self) -> None:
+        self._server.run()
+
+    def shutdown(self) -> None:
+        self._server.close()  # the listening socket: no new connections
+        self._server.task_dispatcher.shutdown(cancel_pending=True, timeout=5)
+
+
+def serve(api: Api, host: str, port: int, timeout: int = HTTP_TIMEOUT_S) -> HttpServer:
+    """Bind now (port 0 picks one: ``server_address``); serve from ``serve_forever()``."""
+    _spool_on_data_disk(api.models_dir.parent / "spool")
+    sock = socket.create_server((host, port), family=socket.AF_INET6 if ":" in host else socket.AF_INET,
+                                backlog=HTTP_BACKLOG)
+    try:
+        server = waitress.create_server(
+            make_app(api), sockets=[sock], ident="edgebench-collector", threads=HTTP_THREADS,
+            connection_limit=_connection_limit(HTTP_CONNECTIONS), backlog=HTTP_BACKLOG, channel_timeout=timeout,
+            cleanup_interval=max(1, min(30, timeout // 2)), asyncore_use_poll=True,  # select() stops at fd 1024
+            max_request_header_size=MAX_HEADER_BYTES,
+            max_request_body_size=max(api.max_model_bytes, MAX_JSON_BODY) + 1)  # waitress refuses >= this
+    except BaseException:
+        sock.close()
+        raise
+    server.channel_class = _Channel
+    return HttpServer(server)
+
+
+def _spool_on_data_disk(spool: Path) -> None:
+    """waitress spools request bodies over 512 KiB with tempfile.TemporaryFile(): a model upload (up to
+    --max-model-size) must land on the data disk, not in a tmpfs /tmp (RAM). An explicit $TMPDIR wins."""
+    if not os.environ.get("TMPDIR"):
+        spool.mkdir(parents=True, exist_ok=True)
+        tempfile.tempdir = str(spool)
+
+
+def _connection_limit(wanted: int) -> int:
+    """Open connections allowed: ``wanted``, within the descriptors the process may open (raising its soft limit
+    when the hard one allows), with room left for SQLite, MQTT, models being sent and the spool files."""
+    try:
+        import resource
+    except ImportError:  # pragma: no cover - not POSIX
+        return wanted
+    need = wanted * 2 + 128  # a connection's socket, and its spool or model file
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and soft < need:
+        soft = need if hard == resource.RLIM_INFINITY else min(need, hard)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    return wanted if soft == resource.RLIM_INFINITY else max(16, min(wanted, (soft - 128) // 2))

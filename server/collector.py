@@ -1,10 +1,17 @@
 """`edgebench server`: MQTT -> validation -> registry + InfluxDB, acknowledging each message only once it is stored.
 
 paho's network thread only queues messages; a preparing thread validates them in batches, updates the registry and
-turns them into points; a writing thread writes each batch's points to InfluxDB and only then sends the batch's
-PUBACKs (manual ack), in the order the messages came. The two threads overlap (the next batch is prepared while
-InfluxDB takes the previous one). A collector killed before the PUBACK gets
-the messages again from its persistent session; points are idempotent, so nothing is counted twice.
+turns them into points; a writing thread writes each batch's points to InfluxDB and only then acknowledges the
+batch, twice: the MQTT PUBACKs (manual ack, in the order the messages came), and to each device an ``acks``
+message naming the outbox messages (``msg_id``) now stored or refused, which is what lets the agent delete them
+(agent/fleet/outbox.py). The two threads overlap (the next batch is prepared while InfluxDB takes the previous
+one). A message seen before (an agent publishing again what it has no ack for yet, or the broker redelivering to a
+collector killed before its PUBACK) is recognised by its ``msg_id`` and acknowledged without a second write; its
+points are idempotent as well, so nothing is counted twice either way.
+
+Every message that cannot be applied, for whatever reason, becomes a dead letter and is acknowledged: a poison
+message never stays unacknowledged (which would hold one of the session's ReceiveMaximum slots forever and, with
+enough of them, stop ingestion for the whole fleet). Dead letters are stored at a bounded rate per device.
 
 While InfluxDB is down the writer keeps its batch and retries with backoff; the in-memory buffer is bounded by the
 session's ReceiveMaximum (the broker sends no more unacknowledged messages than that), and the broker keeps the
@@ -56,6 +63,8 @@ class CollectorConfig:
     influx_token: Optional[str] = None  # InfluxDB 2.x/3.x native write API (with org and bucket)
     influx_org: Optional[str] = None
     influx_bucket: Optional[str] = None
+    stall_after_s: float = 60.0  # a message held unacknowledged this long: /healthz reports the pipeline stalled
+    model_bytes_per_s: float = 2 * 1024 * 1024  # per device, after MODEL_BURST_BYTES (a board fetching over MQTT)
 
 
 @dataclass
@@ -65,6 +74,39 @@ class Incoming:
     mid: int
     qos: int
     received: float
+    device: Optional[str] = None  # from the topic, once parsed
+    msg_id: Optional[str] = None  # an outbox message's id: acknowledged to its device once stored
+    refused: Optional[str] = None  # why it was dead-lettered (acknowledged to the device as refused)
+    duplicate: bool = False  # seen before: acknowledged, not written again
+
+
+class PerDeviceBudget:
+    """A token bucket per device: ``burst`` units at once, then ``rate`` units a second. What one device may cost
+    the collector, the registry or the broker, whatever it sends."""
+
+    MAX_DEVICES = 100_000  # forged device ids must not grow the table without bound
+
+    def __init__(self, burst: float, rate: float, clock=time.monotonic):
+        self.burst, self.rate, self.clock = burst, rate, clock
+        self._buckets: dict[str, tuple[float, float]] = {}  # device -> (tokens, last refill)
+
+    def take(self, device: str, units: float = 1.0) -> bool:
+        now = self.clock()
+        tokens, last = self._buckets.get(device, (self.burst, now))
+        tokens = min(self.burst, tokens + (now - last) * self.rate)
+        allowed = tokens >= units
+        self._buckets[device] = (tokens - units if allowed else tokens, now)
+        if len(self._buckets) > self.MAX_DEVICES:
+            self._buckets.clear()
+        return allowed
+
+
+# Dead letters stored per device: 20 at once, then one every 3 s (all are counted).
+DEAD_LETTER_BURST, DEAD_LETTER_RATE = 20, 1 / 3
+# Model bytes served over MQTT per device: 8 windows at once, then --model-rate (2 MiB/s). A board fetches window
+# after window (a 100 MB model in about a minute); a board asking for more than it reads cannot make the collector
+# fill the broker's memory with chunks.
+MODEL_BURST_BYTES = 8 * p.MODEL_WINDOW_BYTES
 
 
 class Collector:
@@ -84,6 +126,10 @@ class Collector:
         self._job_lock = threading.Lock()
         self.model_requests: queue.Queue = queue.Queue()  # model-request messages, served by their own thread
         self.models_dir = config.data_dir / "models"  # where the HTTP API stores uploads (api.py)
+        self.held: dict[int, float] = {}  # id(Incoming) -> received: messages not yet acknowledged
+        self._pending_ids: set[str] = set()  # msg ids in the pipeline (prepared, not yet recorded as delivered)
+        self._dead_letter_budget = PerDeviceBudget(DEAD_LETTER_BURST, DEAD_LETTER_RATE)
+        self._model_budget = PerDeviceBudget(MODEL_BURST_BYTES, config.model_bytes_per_s)
 
     # ------------------------------------------------------------ MQTT
 
@@ -128,11 +174,23 @@ class Collector:
             log.warning("disconnected from the broker (%s); reconnecting", reason)
 
     def _on_message(self, client: Any, userdata: Any, message: Any) -> None:
+        item = Incoming(message.topic, message.payload, message.mid, message.qos, time.time())
+        self.held[id(item)] = item.received
         if message.topic.endswith("/" + p.MODEL_REQUEST):  # not data: served apart, never held up by InfluxDB
-            self.model_requests.put(Incoming(message.topic, message.payload, message.mid, message.qos, time.time()))
+            self.model_requests.put(item)
             return
-        self.inbox.put(Incoming(message.topic, message.payload, message.mid, message.qos, time.time()))
+        self.inbox.put(item)
         self.metrics.set("edgebench_buffer_depth", self.inbox.qsize())
+
+    def _ack(self, item: Incoming) -> None:
+        if item.qos:
+            self.client.ack(item.mid, item.qos)
+        self.held.pop(id(item), None)
+
+    def oldest_held_s(self) -> float:
+        """Age of the oldest message received and not yet acknowledged (0 when none is held)."""
+        oldest = min(list(self.held.values()), default=None)
+        return time.time() - oldest if oldest is not None else 0.0
 
     def _on_publish(self, client: Any, userdata: Any, mid: int, reason: Any, properties: Any) -> None:
         with self._job_lock:
@@ -162,8 +220,7 @@ class Collector:
                 self.serve_model_request(item)
             except Exception:  # noqa: BLE001 - the device asks again after its timeout
                 log.exception("model request on %s failed", item.topic[:200])
-            if item.qos:
-                self.client.ack(item.mid, item.qos)
+            self._ack(item)
 
     def serve_model_request(self, item: Incoming) -> None:
         """Answer a model-request on the requesting device's own model-chunk topic: the window's bytes in chunks of
@@ -175,6 +232,12 @@ class Collector:
             self._dead_letter(item, str(exc))
             return
         device, sha, offset, length = msg.device, msg.payload["sha256"], msg.payload["offset"], msg.payload["length"]
+        refusal = ("its session is not online" if self.registry.device_state(device) != "online" else
+                   "over its rate of model bytes" if not self._model_budget.take(device, length) else None)
+        if refusal:  # not answered: a board that is really fetching asks again after its chunk timeout
+            log.warning("model request from %s for %s not served: %s", device, sha[:12], refusal)
+            self.metrics.inc("edgebench_model_requests_refused_total")
+            return
         self.metrics.inc("edgebench_model_requests_total")
         model, path = self.registry.model(sha), self.models_dir / sha
         error = ("no such model in the registry" if model is None or not path.is_file() else
@@ -225,11 +288,7 @@ class Collector:
             except queue.Empty:
                 item = None
             if item is not None:
-                try:
-                    points = self._apply(item)
-                except Exception:  # noqa: BLE001 - the collector keeps running; redelivered after a restart
-                    log.exception("message on %s failed; not acknowledged", item.topic[:200])
-                    continue
+                points = self._apply_safely(item)
                 if not items:
                     started = time.monotonic()
                 items.append(item)
@@ -241,6 +300,17 @@ class Collector:
                     or time.monotonic() - started >= self.config.linger_s):
                 self.prepared.put((items, lines))
                 items, lines = [], []
+
+    def _apply_safely(self, item: Incoming) -> list[str]:
+        """``_apply``, with any failure turned into a dead letter: the message is acknowledged either way."""
+        try:
+            return self._apply(item)
+        except Exception as exc:  # noqa: BLE001 - a message the code cannot handle must not hold the session
+            log.exception("message on %s could not be applied", item.topic[:200])
+            if item.msg_id:
+                self._pending_ids.discard(item.msg_id)
+            self._dead_letter(item, f"could not be applied: {type(exc).__name__}: {str(exc)[:200]}")
+            return []
 
     def _write_loop(self) -> None:
         while not self.stop.is_set():
@@ -259,26 +329,60 @@ class Collector:
     def _store(self, batch: list[Incoming], lines: list[str]) -> None:
         if lines:
             self._write(lines)
-        for item in batch:  # only now, with the points stored, may the broker forget the messages
-            if item.qos:
-                self.client.ack(item.mid, item.qos)
+        # Only now, with the points stored, may the broker and the devices forget the messages.
+        delivered = [(item.msg_id, item.device) for item in batch
+                     if item.msg_id and not item.refused and not item.duplicate]
+        self.registry.record_delivered(delivered)
+        self._pending_ids.difference_update(msg_id for msg_id, _ in delivered)
+        for item in batch:
+            self._ack(item)
+        self._acknowledge_devices(batch)
         now = time.time()
         for item in batch:
             self.metrics.observe("edgebench_ingest_delay_seconds", now - item.received)
         self.metrics.inc("edgebench_messages_stored_total", len(batch))
         self.metrics.set("edgebench_buffer_depth", self.inbox.qsize())
 
+    def _acknowledge_devices(self, batch: list[Incoming]) -> None:
+        """One ``acks`` message per device (split at MAX_ACK_IDS): the outbox messages stored or refused."""
+        per_device: dict[str, list[tuple[str, Any]]] = {}
+        for item in batch:
+            if item.msg_id and item.device:
+                entry = ("refused", {"id": item.msg_id, "reason": item.refused[:1000]}) if item.refused else \
+                    ("ids", item.msg_id)
+                per_device.setdefault(item.device, []).append(entry)
+        for device, entries in per_device.items():
+            for start in range(0, len(entries), p.MAX_ACK_IDS):
+                part = entries[start:start + p.MAX_ACK_IDS]
+                payload = p.envelope(device, time.time(), ids=[v for k, v in part if k == "ids"],
+                                     refused=[v for k, v in part if k == "refused"])
+                self.client.publish(p.topic(device, p.ACKS), p.encode(p.ACKS, payload), qos=1)
+            self.metrics.inc("edgebench_acks_sent_total", len(entries))
+
     def _apply(self, item: Incoming) -> list[str]:
-        """Validate one message and update the registry; returns its points (dead letters return none)."""
+        """Validate one message and update the registry; returns its points (dead letters and duplicates return
+        none)."""
         self.metrics.inc("edgebench_messages_received_total")
         try:
             msg = p.validate(item.topic, item.payload, FAST_LOADS)
         except p.ProtocolError as exc:
             self._dead_letter(item, str(exc))
             return []
+        item.device, item.msg_id = msg.device, msg.payload.get("msg_id")
         if msg.kind in p.SERVER_TOPICS:
             self._dead_letter(item, f"{msg.kind} is published by the collector, not by devices")
             return []
+        if msg.kind == p.EVENTS:
+            owner = self.registry.job_device(msg.payload["job_id"])
+            if owner is not None and owner != msg.device:  # a board speaking for another board's job
+                self._dead_letter(item, f"job {msg.payload['job_id']} was sent to another device")
+                return []
+        if item.msg_id and (item.msg_id in self._pending_ids or self.registry.delivered(item.msg_id)):
+            item.duplicate = True  # published again before our ack reached the agent: ack it again, write nothing
+            self.metrics.inc("edgebench_duplicates_total")
+            return []
+        if item.msg_id:
+            self._pending_ids.add(item.msg_id)
         payload = msg.payload
         if msg.kind == p.STATUS:
             self.registry.device_status(msg.device, payload["state"], payload.get("labels"),
@@ -287,7 +391,8 @@ class Collector:
             self.registry.device_inventory(msg.device, payload)
         elif msg.kind == p.HEARTBEAT:
             self.registry.device_seen(msg.device, {k: payload.get(k) for k in
-                                                   ("uptime_s", "outbox_depth", "telemetry_dropped", "job_id")})
+                                                   ("uptime_s", "outbox_depth", "telemetry_dropped", "job_id",
+                                                    *p.HEARTBEAT_COUNTERS)})
         if msg.kind in (p.STATUS, p.INVENTORY):  # only these change a device's labels
             self._labels.pop(msg.device, None)
         labels = self._labels.get(msg.device)
@@ -301,9 +406,20 @@ class Collector:
         return points_for(msg, labels, item.received)
 
     def _dead_letter(self, item: Incoming, reason: str) -> None:
-        log.warning("dead letter on %s: %s", item.topic[:200], reason)
-        self.registry.dead_letter(item.topic, reason, item.payload)
+        """Refuse a message for good: counted, stored (at a bounded rate per device, so one device cannot fill
+        the registry), acknowledged, and refused by id to its device so the agent stops publishing it."""
+        item.refused = reason
+        if item.device is None:
+            with contextlib.suppress(p.ProtocolError):
+                item.device = p.parse_topic(item.topic)[0]
+        if item.msg_id is None and item.device is not None and len(item.payload) <= max(p.MAX_PAYLOAD.values()):
+            item.msg_id = p.msg_id_of(item.payload, FAST_LOADS)
         self.metrics.inc("edgebench_dead_letters_total")
+        if self._dead_letter_budget.take(item.device or "?"):
+            log.warning("dead letter on %s: %s", item.topic[:200], reason)
+            self.registry.dead_letter(item.topic, reason, item.payload)
+        else:
+            self.metrics.inc("edgebench_dead_letters_suppressed_total")
 
     def _write(self, lines: list[str]) -> None:
         """Write until InfluxDB takes the points, backing off 0.5 s -> 30 s; a rejected batch is split so one bad
@@ -356,7 +472,13 @@ class Collector:
 
 
 def describe(collector: Collector) -> dict:
-    return {"mqtt": collector.connected.is_set(), "influx": collector.influx_ok,
+    """The collector's health: ``ok`` needs the broker, InfluxDB, and no message held unacknowledged longer than
+    ``stall_after_s`` (a stalled pipeline, whatever the cause)."""
+    oldest = collector.oldest_held_s()
+    stalled = oldest > collector.config.stall_after_s
+    return {"ok": collector.connected.is_set() and collector.influx_ok and not stalled,
+            "mqtt": collector.connected.is_set(), "influx": collector.influx_ok, "stalled": stalled,
+            "oldest_unacked_s": round(oldest, 3), "held": len(collector.held),
             "buffer_depth": collector.inbox.qsize() + collector.prepared.qsize(),
             "subscriptions": [s for s, _ in collector.subscriptions()]}
 

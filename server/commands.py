@@ -15,6 +15,12 @@ def _host_port(text: str) -> tuple[str, int]:
     return host or "127.0.0.1", int(port)
 
 
+def _seconds(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected whole seconds, at least 1")
+    return int(text)
+
+
 def register(commands) -> None:
     from edgebench.agent.cli import size_bytes
     from edgebench.agent.fleet import mqtt
@@ -41,6 +47,9 @@ def register(commands) -> None:
     group = server.add_argument_group("service")
     group.add_argument("--http", type=_host_port, default=("127.0.0.1", 8780), metavar="HOST:PORT",
                        help="HTTP API address (default 127.0.0.1:8780; port 0 picks a free one)")
+    group.add_argument("--http-timeout", type=_seconds, default=30, metavar="S",
+                       help="close an HTTP connection that sends and receives nothing for S seconds: half-open, "
+                       "stalled or idle between requests (default 30)")
     group.add_argument("--public-url", metavar="URL",
                        help="URL agents reach the HTTP API at, for model downloads (default http://HOST:PORT)")
     group.add_argument("--client-id", default="edgebench-collector", help="MQTT client id: each collector "
@@ -52,6 +61,13 @@ def register(commands) -> None:
                        help="unacknowledged messages held in memory at most (MQTT v5 ReceiveMaximum)")
     group.add_argument("--max-model-size", type=size_bytes, default=2 * 1024**3, metavar="SIZE",
                        help="largest model upload (default 2G)")
+    group.add_argument("--model-rate", type=lambda text: 0 if text == "0" else size_bytes(text),
+                       default=2 * 1024**2, metavar="SIZE",
+                       help="model bytes served over MQTT per device and second, after a burst of 8 MiB (default 2M; "
+                       "0: the burst only)")
+    group.add_argument("--stall-after", type=_seconds, default=60, metavar="S",
+                       help="/healthz reports the pipeline stalled when a message is held unacknowledged this long "
+                       "(default 60)")
     group.add_argument("--gates", metavar="GATES.toml", help="release gate rules that GET /api/gates/evaluate "
                        "evaluates (docs/gates.md); read at each request, checked at start-up")
     server.add_argument("--ready-file", metavar="FILE", help="write {\"http\": URL} here once serving")

@@ -12,7 +12,6 @@ import base64
 import hashlib
 import http.client
 import json
-import math
 import threading
 import time
 import urllib.error
@@ -20,6 +19,7 @@ import urllib.parse
 import urllib.request
 from typing import Any, Optional
 
+from edgebench.agent import lineprotocol as lp
 from edgebench.agent.fleet import protocol as p
 
 RESULT = "edgebench_result"
@@ -38,37 +38,6 @@ class InfluxError(Exception):
 
 
 # ---------------------------------------------------------------- line protocol
-
-def _escape_key(text: str) -> str:
-    return text.replace("\\", "\\\\").replace(",", r"\,").replace("=", r"\=").replace(" ", r"\ ")
-
-
-def _field_value(value: Any) -> Optional[str]:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int):
-        return f"{value}i"
-    if isinstance(value, float):
-        return repr(value) if math.isfinite(value) else None
-    if isinstance(value, str):
-        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
-    return None
-
-
-def _tag_text(tags: dict) -> str:
-    return "".join(f",{_escape_key(k)}={_escape_key(str(v))}" for k, v in sorted(tags.items())
-                   if v is not None and str(v) != "")
-
-
-def line(measurement: str, tags: dict, fields: dict, ts_ns: int) -> Optional[str]:
-    """One line of line protocol; None if no field has a value. Tags are sorted (InfluxDB's canonical order)."""
-    tag_text = _tag_text(tags)
-    field_text = ",".join(f"{_escape_key(k)}={v}" for k, v in
-                          ((k, _field_value(raw)) for k, raw in fields.items()) if v is not None)
-    if not field_text:
-        return None
-    return f"{_escape_key(measurement)}{tag_text} {field_text} {int(ts_ns)}"
-
 
 def run_timestamp_ns(run_id: str, finished_ts: float) -> int:
     """The result's time: when the run finished (ms) plus a sub-millisecond offset from the run id, so two runs that
@@ -99,7 +68,7 @@ def result_points(msg: p.Message, labels: dict) -> list[str]:
     if not latency:
         return [point]
     ts = int(point.rpartition(" ")[2])
-    prefix = LATENCY + _tag_text(_result_tags(msg, labels)) + " latency_ns="
+    prefix = LATENCY + lp.tag_text(_result_tags(msg, labels)) + " latency_ns="
     return [point] + [f"{prefix}{value}i {ts + index}" for index, value in enumerate(latency)]
 
 
@@ -128,10 +97,14 @@ def result_point(msg: p.Message, labels: dict) -> Optional[str]:
         tags["reference"] = str(drift["reference_sha"])[:12]
     fields: dict[str, Any] = {key: float(stats[key]) for key in p.STATS_KEYS if stats.get(key) is not None}
     fields["count"] = int(stats["count"])
+    # Every field keeps one type whatever a device sends (_as_float): a string where a number belongs would fix
+    # the field's type in the shard and make InfluxDB refuse every other device's points.
     fields.update(
-        std_ms=stats.get("std_ms"), load_ms=timing.get("load_ms"), first_inference_ms=timing.get("first_inference_ms"),
-        peak_steady_bytes=memory.get("peak_steady_bytes"), peak_load_bytes=memory.get("peak_load_bytes"),
-        energy_per_inference_mj=energy.get("energy_per_inference_mj"), avg_w=energy.get("avg_w"),
+        std_ms=_as_float(stats.get("std_ms")), load_ms=_as_float(timing.get("load_ms")),
+        first_inference_ms=_as_float(timing.get("first_inference_ms")),
+        peak_steady_bytes=_as_float(memory.get("peak_steady_bytes")),
+        peak_load_bytes=_as_float(memory.get("peak_load_bytes")),
+        energy_per_inference_mj=_as_float(energy.get("energy_per_inference_mj")), avg_w=_as_float(energy.get("avg_w")),
         throttled=bool(throttling.get("detected")) if throttling else None,
         valid=bool((summary.get("validity") or {}).get("valid")),
         run_id=payload["run_id"], job_id=payload["job_id"],
@@ -145,7 +118,7 @@ def result_point(msg: p.Message, labels: dict) -> Optional[str]:
     integers = ("count", "samples_total", "model_size_bytes", "drift_samples")
     fields = {k: float(v) if isinstance(v, int) and not isinstance(v, bool) and k not in integers else v
               for k, v in fields.items()}
-    return line(RESULT, tags, fields, run_timestamp_ns(payload["run_id"], payload.get("finished_ts") or
+    return lp.line(RESULT, tags, fields, run_timestamp_ns(payload["run_id"], payload.get("finished_ts") or
                                                         payload["ts"]))
 
 
@@ -153,7 +126,7 @@ def telemetry_points(msg: p.Message, labels: dict) -> list[str]:
     """The ingest hot path: the series key is built once per message; reading names are protocol-checked
     ([a-z][a-z0-9_]*, nothing to escape) and values finite numbers."""
     tags = {"device": msg.device, **_label_tags(labels)}
-    series = "".join(f",{_escape_key(k)}={_escape_key(str(v))}" for k, v in sorted(tags.items()) if v)
+    series = lp.tag_text(tags)
     prefix = f"{TELEMETRY}{series} "
     return [f"{prefix}{','.join([f'{k}={v!r}' if type(v) is float else f'{k}={float(v)!r}' for k, v in readings])} "
             f"{round(sample['ts'] * 1e6) * 1000}"
@@ -175,7 +148,7 @@ def device_points(msg: p.Message, labels: dict, received_ts: float) -> list[str]
                   "outbox_depth": _as_int(payload.get("outbox_depth")),
                   "telemetry_dropped": _as_int(payload.get("telemetry_dropped"))}
         ts = payload.get("ts") or received_ts
-    point = line(DEVICE, tags, fields, int(ts * 1e9))
+    point = lp.line(DEVICE, tags, fields, int(ts * 1e9))
     return [point] if point else []
 
 

@@ -54,6 +54,17 @@ def binary(name: str) -> Optional[str]:
                                       None)
 
 
+def dynsec_plugin() -> Optional[str]:
+    """Mosquitto's Dynamic Security plugin on this machine (Debian: /usr/lib/<arch>/; mosquitto.org builds and the
+    eclipse-mosquitto image: /usr/lib/), or None."""
+    import glob
+
+    found = sorted(glob.glob("/usr/lib/*/mosquitto_dynamic_security.so")) + \
+        [p for p in ("/usr/lib/mosquitto_dynamic_security.so", "/usr/local/lib/mosquitto_dynamic_security.so")
+         if os.path.exists(p)]
+    return found[0] if found else None
+
+
 class Service:
     """A child process started in its own session, stopped (or killed) by PID."""
 

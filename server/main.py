@@ -37,7 +37,7 @@ def serve_forever(args: argparse.Namespace) -> int:
     api = Api(registry, None, metrics, data_dir / "models", "", args.max_model_size, args.gates)
     host, port = args.http
     try:  # bind first: with port 0 the public URL needs the port the system picked
-        httpd = serve(api, host, port)
+        httpd = serve(api, host, port, args.http_timeout)
     except OSError as exc:
         raise UsageError(f"--http {host}:{port}: {exc.strerror}") from None
     public_url = args.public_url or f"http://{host}:{httpd.server_address[1]}"
@@ -47,7 +47,7 @@ def serve_forever(args: argparse.Namespace) -> int:
         client_id=args.client_id, share_group=args.share_group, batch_size=args.batch_size,
         receive_maximum=args.receive_maximum, public_url=public_url,
         influx_token=args.influx_token or os.environ.get("EDGEBENCH_INFLUX_TOKEN"), influx_org=args.influx_org,
-        influx_bucket=args.influx_bucket)
+        influx_bucket=args.influx_bucket, model_bytes_per_s=args.model_rate, stall_after_s=args.stall_after)
     collector = Collector(config, registry, metrics)
     api.collector, api.public_url = collector, public_url
     collector.start()

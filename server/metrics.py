@@ -3,11 +3,18 @@
 from __future__ import annotations
 
 import threading
+from typing import Optional
 
 HELP = {
     "edgebench_messages_received_total": ("counter", "MQTT messages taken from the broker"),
     "edgebench_messages_stored_total": ("counter", "messages stored (registry + InfluxDB) and acknowledged"),
-    "edgebench_dead_letters_total": ("counter", "invalid messages set aside in the dead-letter store"),
+    "edgebench_dead_letters_total": ("counter", "messages refused for good (invalid, or a point InfluxDB refused)"),
+    "edgebench_dead_letters_suppressed_total": ("counter", "dead letters counted but not stored: a device over its "
+                                                "dead-letter rate"),
+    "edgebench_duplicates_total": ("counter", "outbox messages seen before (published again by their agent, or "
+                                   "redelivered): acknowledged, not written again"),
+    "edgebench_acks_sent_total": ("counter", "outbox messages acknowledged to their devices (stored or refused)"),
+    "edgebench_oldest_unacked_seconds": ("gauge", "age of the oldest message held unacknowledged (a stall grows it)"),
     "edgebench_points_written_total": ("counter", "points written to InfluxDB"),
     "edgebench_influx_write_errors_total": ("counter", "failed InfluxDB writes (each retried)"),
     "edgebench_influx_write_seconds": ("summary", "duration of successful InfluxDB batch writes"),
@@ -18,6 +25,8 @@ HELP = {
     "edgebench_models_uploaded_total": ("counter", "model uploads"),
     "edgebench_model_requests_total": ("counter", "valid model-request messages served over MQTT"),
     "edgebench_model_chunk_bytes_total": ("counter", "model bytes sent in model-chunk messages over MQTT"),
+    "edgebench_model_requests_refused_total": ("counter", "model-requests not served: the device is not online, or "
+                                               "over its rate of model bytes"),
 }
 
 
@@ -44,9 +53,11 @@ class Metrics:
         with self._lock:
             return self._values.get(name, 0)
 
-    def render(self) -> str:
+    def render(self, gauges: Optional[dict] = None) -> str:
+        """``gauges``: values computed at scrape time (name -> value), rendered with the others."""
         with self._lock:
             values, summaries = dict(self._values), {k: list(v) for k, v in self._summaries.items()}
+        values.update(gauges or {})
         lines = []
         for name, (kind, text) in HELP.items():
             lines += [f"# HELP {name} {text}", f"# TYPE {name} {kind}"]

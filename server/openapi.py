@@ -13,6 +13,9 @@ def _ok(description: str, schema: dict | None = None) -> dict:
 OBJ = {"type": "object"}
 ERR = {"400": _ok("invalid request", {"$ref": "#/components/schemas/Error"}),
        "404": _ok("not found", {"$ref": "#/components/schemas/Error"})}
+TOO_LARGE = {"413": _ok("body over its limit: 1 MiB of JSON or TOML, --max-model-size for a model (the connection "
+                        "is closed when the Content-Length alone is over the limit)",
+                        {"$ref": "#/components/schemas/Error"})}
 
 GATE_PARAMS = [
     {"name": "record", "in": "query", "schema": {"type": "boolean"},
@@ -36,14 +39,19 @@ OPENAPI: dict = {
                      "parameters": [{"name": "name", "in": "query", "required": True, "schema": {"type": "string"}}],
                      "requestBody": {"content": {"application/octet-stream": {"schema": {
                          "type": "string", "format": "binary"}}}},
-                     "responses": {"201": _ok("the model", {"$ref": "#/components/schemas/Model"}), **ERR}}},
+                     "responses": {"201": _ok("the model", {"$ref": "#/components/schemas/Model"}), **ERR,
+                                   **TOO_LARGE}}},
         "/api/v1/models/{sha256}": {"get": {"summary": "one model", "parameters": [
             {"name": "sha256", "in": "path", "required": True, "schema": {"type": "string"}}],
             "responses": {"200": _ok("the model", {"$ref": "#/components/schemas/Model"}), **ERR}}},
         "/api/v1/models/{sha256}/content": {"get": {
-            "summary": "the model file; honours Range: bytes=N- (resume)", "parameters": [
-                {"name": "sha256", "in": "path", "required": True, "schema": {"type": "string"}}],
-            "responses": {"200": _ok("whole file"), "206": _ok("from the requested offset"), **ERR}}},
+            "summary": "the model file; honours one Range: bytes=N-, bytes=N-M or bytes=-N (resume)", "parameters": [
+                {"name": "sha256", "in": "path", "required": True, "schema": {"type": "string"}},
+                {"name": "Range", "in": "header", "schema": {"type": "string"}, "description": "one byte range; "
+                 "several ranges or other units are ignored (the whole file)"}],
+            "responses": {"200": _ok("whole file"), "206": _ok("the requested range, with Content-Range"),
+                          "416": _ok("the range starts beyond the end: Content-Range: bytes */SIZE",
+                                     {"$ref": "#/components/schemas/Error"}), **ERR}}},
         "/api/v1/jobs": {
             "get": {"summary": "jobs, newest first", "parameters": [
                 {"name": "batch", "in": "query", "schema": {"type": "string"}}],
@@ -51,7 +59,7 @@ OPENAPI: dict = {
             "post": {"summary": "submit a matrix: models x devices x runtimes x delegates x threads",
                      "requestBody": {"content": {"application/json": {"schema": {
                          "$ref": "#/components/schemas/JobMatrix"}}}},
-                     "responses": {"201": _ok("batch id and the jobs created", OBJ), **ERR}}},
+                     "responses": {"201": _ok("batch id and the jobs created", OBJ), **ERR, **TOO_LARGE}}},
         "/api/v1/jobs/{job_id}": {"get": {"summary": "one job's state", "parameters": [
             {"name": "job_id", "in": "path", "required": True, "schema": {"type": "string"}}],
             "responses": {"200": _ok("the job", OBJ), **ERR}}},
@@ -81,17 +89,18 @@ OPENAPI: dict = {
                                                          "(docs/gates.md); any non-JSON content type is read as TOML"}},
                          "application/json": {"schema": {"type": "object", "properties": {
                              "gate": {"type": "array", "items": {"type": "object"}}}}}}},
-                     "responses": {"200": _ok("verdicts", {"$ref": "#/components/schemas/GateDocument"}), **ERR}}},
+                     "responses": {"200": _ok("verdicts", {"$ref": "#/components/schemas/GateDocument"}), **ERR,
+                                   **TOO_LARGE}}},
         "/api/gates/verdicts": {"post": {
             "summary": "record verdicts (an edgebench.gates/1 document) in InfluxDB, measurement edgebench_gate",
             "requestBody": {"required": True, "content": {"application/json": {"schema": {
                 "$ref": "#/components/schemas/GateDocument"}}}},
             "responses": {"201": _ok("points written", {"type": "object", "properties": {
-                "written": {"type": "integer"}}}), **ERR,
+                "written": {"type": "integer"}}}), **ERR, **TOO_LARGE,
                 "503": _ok("InfluxDB unreachable", {"$ref": "#/components/schemas/Error"})}}},
         "/api/v1/dead-letters": {"get": {"summary": "invalid messages and why", "parameters": [
-            {"name": "limit", "in": "query", "schema": {"type": "integer"}}],
-            "responses": {"200": _ok("dead letters", OBJ)}}},
+            {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 10000}}],
+            "responses": {"200": _ok("dead letters", OBJ), **ERR}}},
     },
     "components": {"schemas": {
         "Error": {"type": "object", "properties": {"error": {"type": "string"}}},
@@ -121,16 +130,19 @@ OPENAPI: dict = {
         "Model": {"type": "object", "properties": {
             "sha256": {"type": "string"}, "name": {"type": "string"}, "size_bytes": {"type": "integer"},
             "format": {"type": "string", "enum": ["tflite", "onnx"]}, "uploaded": {"type": "number"}}},
-        "JobMatrix": {"type": "object", "required": ["models", "devices"], "properties": {
-            "models": {"type": "array", "items": {"type": "string", "description": "sha256"}},
+        "JobMatrix": {"type": "object", "required": ["models", "devices"], "additionalProperties": False,
+                      "description": "at most 10000 jobs (the product of the lists' lengths and the devices "
+                                     "selected); unknown keys are refused", "properties": {
+            "models": {"type": "array", "maxItems": 1000, "items": {"type": "string", "description": "sha256"}},
             "devices": {"type": "object", "properties": {
-                "ids": {"type": "array", "items": {"type": "string"}},
+                "ids": {"type": "array", "maxItems": 1000, "items": {"type": "string"}},
                 "labels": {"type": "object", "additionalProperties": {"type": "string"}},
                 "all": {"type": "boolean"}}},
-            "runtimes": {"type": "array", "items": {"type": "string", "enum": ["litert", "onnxruntime"],
-                                                    "nullable": True}},
-            "delegates": {"type": "array", "items": {"type": "array", "items": {"type": "string"}}},
-            "threads": {"type": "array", "items": {"type": "integer", "nullable": True}},
+            "runtimes": {"type": "array", "maxItems": 1000, "items": {
+                "type": "string", "enum": ["litert", "onnxruntime"], "nullable": True}},
+            "delegates": {"type": "array", "maxItems": 1000, "items": {"type": "array", "maxItems": 16,
+                                                                       "items": {"type": "string"}}},
+            "threads": {"type": "array", "maxItems": 1000, "items": {"type": "integer", "nullable": True}},
             "labels": {"type": "object", "additionalProperties": {"type": "string"},
                        "description": "labels every job's result carries, e.g. {\"release\": \"v1.5.0\"}"},
             "reference": {"type": "string", "description": "sha256 of an uploaded reference model: every job also "

@@ -31,12 +31,16 @@ CREATE INDEX IF NOT EXISTS jobs_batch ON jobs (batch_id);
 CREATE TABLE IF NOT EXISTS results (
     job_id TEXT PRIMARY KEY, device_id TEXT NOT NULL, summary TEXT NOT NULL, received REAL NOT NULL
 );
+CREATE TABLE IF NOT EXISTS delivered (
+    msg_id TEXT PRIMARY KEY, device_id TEXT, stored REAL NOT NULL
+);
 CREATE TABLE IF NOT EXISTS dead_letters (
     id INTEGER PRIMARY KEY AUTOINCREMENT, topic TEXT NOT NULL, reason TEXT NOT NULL, payload BLOB NOT NULL,
     size_bytes INTEGER NOT NULL, received REAL NOT NULL
 );
 """
 FINAL_STATES = ("done", "failed", "cancelled", "rejected")
+DELIVERED_KEEP_S = 14 * 86400  # msg ids remembered this long (an agent publishes again for at most its backoff)
 EVENT_STATE = {"accepted": "accepted", "progress": "running", "result": "done", "error": "failed",
                "cancelled": "cancelled", "rejected": "rejected"}
 
@@ -95,6 +99,10 @@ class Registry:
             row["heartbeat"] = json.loads(row["heartbeat"]) if row["heartbeat"] else None
         return rows
 
+    def device_state(self, device: str) -> Optional[str]:
+        rows = self._all("SELECT state FROM devices WHERE device_id = ?", (device,))
+        return rows[0]["state"] if rows else None
+
     def labels(self, device: str) -> dict:
         rows = self._all("SELECT labels FROM devices WHERE device_id = ?", (device,))
         return json.loads(rows[0]["labels"]) if rows else {}
@@ -150,6 +158,11 @@ class Registry:
                         json.dumps(samples) if samples is not None else None,
                         payload.get("finished_ts") or payload["ts"], json.dumps(drift) if drift else None))
 
+    def job_device(self, job_id: str) -> Optional[str]:
+        """The device a job was sent to (None: not a job of this registry)."""
+        rows = self._all("SELECT device_id FROM jobs WHERE job_id = ?", (job_id,))
+        return rows[0]["device_id"] if rows else None
+
     def jobs(self, batch_id: Optional[str] = None, job_id: Optional[str] = None, limit: int = 1000) -> list[dict]:
         where, args = [], []
         if batch_id:
@@ -197,6 +210,27 @@ class Registry:
                     newest[key] = row
             rows = sorted(newest.values(), key=lambda row: row["finished"])
         return rows
+
+    # ------------------------------------------------------------ delivered outbox messages (dedup by msg_id)
+
+    def record_delivered(self, entries: list[tuple[str, Optional[str]]]) -> None:
+        """Remember the msg ids of messages now stored (``(msg_id, device)``); forget those older than
+        DELIVERED_KEEP_S now and then."""
+        if not entries:
+            return
+        now = time.time()
+        with self._lock:
+            self._db.execute("BEGIN")
+            self._db.executemany("INSERT OR IGNORE INTO delivered (msg_id, device_id, stored) VALUES (?, ?, ?)",
+                                 [(msg_id, device, now) for msg_id, device in entries])
+            if now - getattr(self, "_pruned", 0.0) > 3600:
+                self._db.execute("DELETE FROM delivered WHERE stored < ?", (now - DELIVERED_KEEP_S,))
+                self._pruned = now
+            self._db.execute("COMMIT")
+
+    def delivered(self, msg_id: str) -> bool:
+        with self._lock:
+            return self._db.execute("SELECT 1 FROM delivered WHERE msg_id = ?", (msg_id,)).fetchone() is not None
 
     # ------------------------------------------------------------ dead letters
 

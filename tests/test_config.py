@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from edgebench.agent.cli import build_parser
@@ -49,3 +51,30 @@ def test_bad_value_fails_like_the_flag(cli, tmp_path):
     config.write_text("[bench]\nmin-runs = -4\n")
     result = cli("--config", config, "bench", "m.tflite")
     assert result.code == 2 and "'-4' is not a positive integer" in result.err
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("bench = 3\n", "bench = '3' is not a table"),
+    ('[bench]\nquiet = "maybe"\n', "[bench] quiet: 'maybe' is not a boolean"),
+    ('[bench]\nprogress = "loud"\n', "[bench] progress: 'loud' is not one of"),
+    ("[bench]\nsensor-rate = nan\n", "[bench] sensor-rate: 'nan' is not a number"),
+])
+def test_wrong_types_name_file_table_and_key(tmp_path, text, message):
+    config = tmp_path / "config.toml"
+    config.write_text(text)
+    with pytest.raises(UsageError, match=re.escape(f"config file {config}: {message}")):
+        parse(["bench", "m.tflite"], str(config))
+
+
+def test_binary_config_is_not_toml(tmp_path):
+    config = tmp_path / "config.toml"
+    config.write_bytes(b"\x89PNG\r\n\x1a\n")
+    with pytest.raises(UsageError, match="not valid TOML: not UTF-8"):
+        parse(["bench", "m.tflite"], str(config))
+
+
+def test_environment_booleans_are_strict():
+    assert parse(["bench", "m.tflite"], None, {"EDGEBENCH_BENCH_QUIET": "yes"}).quiet is True
+    assert parse(["bench", "m.tflite"], None, {"EDGEBENCH_BENCH_QUIET": "off"}).quiet is False
+    with pytest.raises(UsageError, match="EDGEBENCH_BENCH_QUIET: 'sure' is not a boolean"):
+        parse(["bench", "m.tflite"], None, {"EDGEBENCH_BENCH_QUIET": "sure"})

@@ -4,6 +4,7 @@ real benchmark results."""
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from xml.etree import ElementTree
 
@@ -190,3 +191,24 @@ def test_verdict_lines_for_the_gate_history():
                     'passed=false,value=2.5,message="p90_ms 2.5ms is over the budget 1ms" 1700000000000000000')
     assert missing == ('edgebench_gate,board_class=any,model=x*,rule=x*\\ p90_ms,status=missing '
                        'passed=false,message="no result matches this rule" 1700000000000000001')
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), "fast", None])
+def test_a_value_that_is_not_a_number_never_passes(value):
+    """NaN compares false with every limit, so without a check it would pass max and min alike: a measured
+    value that is not a finite number is *missing* data (exit 2), whatever the budget."""
+    (rule,) = gates.rules_from_toml('[[gate]]\nmodel = "m*"\nmetric = "p90_ms"\nmax = 5\nmin = 0\n')
+    result = gates.Result(model="m.tflite", labels={}, runtime="litert", delegate="", variant=None, created="1",
+                          metrics={"p90_ms": value})
+    (verdict,) = gates.evaluate([rule], [result])
+    assert verdict.status == gates.MISSING and verdict.value is None
+    assert gates.exit_code([verdict]) == 2
+
+
+@pytest.mark.parametrize(("line", "message"), [("max = nan", "max = nan is not a finite number"),
+                                               ('max = "fast"', "max = 'fast' is not a finite number"),
+                                               ("max = inf", "max = inf is not a finite number"),
+                                               ("max = 5\nmin = 6", "min = 6 is above max = 5")])
+def test_a_limit_that_is_not_a_number_is_a_usage_error(line, message):
+    with pytest.raises(UsageError, match=re.escape(f"gates: gate #1: {message}")):
+        gates.rules_from_toml(f'[[gate]]\nmodel = "m*"\nmetric = "p90_ms"\n{line}\n')

@@ -15,14 +15,14 @@ def _server_option(parser: argparse.ArgumentParser) -> None:
 
 
 def _add_agent(commands) -> None:
-    from ..cli import duration, size_bytes
+    from ..cli import count_up_to, duration, positive_duration, size_bytes
     from . import mqtt
 
     agent = commands.add_parser(
         "agent", help="run the fleet agent daemon on this board",
         description="Connect this board to the fleet: keep an MQTT v5 persistent session, report status, inventory, "
         "heartbeats and telemetry, and run benchmark jobs one at a time. Results wait in an on-disk outbox until "
-        "the broker has them. See docs/fleet.md.")
+        "the collector acknowledges them. See docs/fleet.md.")
     mqtt.add_arguments(agent)
     agent.add_argument("--device-id", metavar="ID", help="this board's id (default: hostname + a hash of "
                        "/etc/machine-id)")
@@ -44,6 +44,18 @@ def _add_agent(commands) -> None:
                        help="telemetry sampling period; a batch goes out every 6 samples (default 10s)")
     agent.add_argument("--cache-quota", type=size_bytes, default=2 * 1024**3, metavar="SIZE",
                        help="model cache size; least recently used models are evicted (default 2G)")
+    agent.add_argument("--reports-quota", type=size_bytes, default=256 * 1024**2, metavar="SIZE",
+                       help="full reports (every sample) kept in DATA_DIR/reports; the oldest are deleted first, "
+                       "0 keeps none (default 256M)")
+    agent.add_argument("--min-free-space", type=size_bytes, default=64 * 1024**2, metavar="SIZE",
+                       help="free space the data dir's file system needs for a job to start; below it the agent "
+                       "cleans up, then fails the job (default 64M; 0: no check)")
+    agent.add_argument("--ack-wait", type=positive_duration, default=30.0, metavar="SECONDS",
+                       help="publish an outbox message again when the collector has not acknowledged it after this "
+                       "long, doubling each time up to 15 minutes (default 30s)")
+    agent.add_argument("--max-unacked", type=count_up_to(100_000), default=100, metavar="N",
+                       help="outbox messages waiting for the collector's acknowledgement at most; newer ones wait on "
+                       "disk (default 100)")
     agent.add_argument("--job-timeout", type=duration, default=3600.0, metavar="SECONDS",
                        help="kill a job that runs longer, when the job sets no timeout (default 1h)")
     agent.set_defaults(handler=run_agent)
@@ -63,7 +75,9 @@ def run_agent(args: argparse.Namespace) -> int:
                          data_dir=Path(os.path.expanduser(args.data_dir)), model_url=args.model_url,
                          heartbeat_s=args.heartbeat, telemetry_s=args.telemetry_interval,
                          cache_quota_bytes=args.cache_quota, default_timeout_s=args.job_timeout,
-                         model_transport=args.model_transport, model_chunk_timeout_s=args.model_chunk_timeout)
+                         model_transport=args.model_transport, model_chunk_timeout_s=args.model_chunk_timeout,
+                         reports_quota_bytes=args.reports_quota, min_free_bytes=args.min_free_space,
+                         ack_wait_s=args.ack_wait, max_unacked=args.max_unacked)
     return Agent(config).run()
 
 

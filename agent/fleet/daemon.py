@@ -2,43 +2,52 @@
 
 One MQTT v5 persistent session (clean_start=False + SessionExpiryInterval, QoS 1): jobs queued while the board is
 away wait in the broker. Status is retained with a last will that says offline. Everything the board reports goes
-through the SQLite outbox (store.py) and leaves it only on the broker's PUBACK. Jobs run one at a time, each in a
-child process (jobrunner.py) that can be cancelled or timed out; they are deduplicated by job id.
+through the SQLite outbox (store.py) and leaves it only when the collector acknowledges it (outbox.py). Jobs run one
+at a time, each in a child process (jobrunner.py) that can be cancelled or timed out; they are deduplicated by job
+id.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import importlib.util
 import json
 import logging
 import os
-import queue
 import re
 import select
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional, Union
+from typing import Any, Callable, Iterable, Optional, Union
 
 from .. import __version__
 from ..errors import EdgebenchError
 from . import protocol as p
 from .modelcache import ChunkSource, ModelCache
 from .mqtt import MqttSettings
+from .outbox import Outbox
 from .store import AgentStore
 
 log = logging.getLogger(__name__)
 
-OUTBOX_WINDOW = 20  # QoS 1 messages in flight at once; the rest wait on disk
 JOB_GRACE_S = 30.0
 MAX_ATTEMPTS = 3  # a job that took the agent down this many times is failed instead of run again
+# The disk (docs/fleet.md): a finished job's files in work/ go once its final event is in the outbox; a failed job
+# keeps the end of its log, and only the newest few of those are kept.
+FAILED_LOG_TAIL = 64 * 1024
+MAX_FAILED_LOGS = 20
+MAX_REPORTS = 1000  # reports/ keeps at most this many full reports, whatever their size (--reports-quota)
+FINISH_RETRY_MAX_S = 10.0  # a job's final event that cannot be written (full disk) is tried again this often
+WORK_SUFFIXES = (".job.json", ".out.json", ".out.json.tmp", ".log")  # work/ files: JOB_ID + one of these
 
 
 @dataclass
@@ -55,6 +64,10 @@ class AgentConfig:
     default_timeout_s: float = 3600.0
     model_transport: str = "auto"  # auto: HTTP, then MQTT chunks; http or mqtt: that one only
     model_chunk_timeout_s: float = 30.0  # a model-request window without a chunk this long is asked for again
+    ack_wait_s: float = 30.0  # an outbox message the collector has not acknowledged is published again after this
+    max_unacked: int = 100  # outbox messages waiting for the collector's ack at most; the rest wait on disk
+    reports_quota_bytes: int = 256 * 1024**2  # full reports kept in reports/ (oldest deleted first; 0: none)
+    min_free_bytes: int = 64 * 1024**2  # free space the data dir's file system needs before a job starts (0: any)
 
 
 def default_device_id() -> str:
@@ -115,6 +128,44 @@ def system_readings() -> dict:
     return readings
 
 
+def is_disk_full(exc: BaseException) -> bool:
+    """A write that failed for lack of space: ENOSPC/EDQUOT from a file, or SQLite's "database or disk is full"
+    (SQLITE_FULL: what SQLite makes of ENOSPC while writing its database or WAL)."""
+    if isinstance(exc, OSError):
+        return exc.errno in (errno.ENOSPC, errno.EDQUOT)
+    if isinstance(exc, sqlite3.OperationalError):
+        code = getattr(exc, "sqlite_errorcode", None)  # Python 3.11+
+        if code is not None:
+            return code & 0xFF == sqlite3.SQLITE_FULL
+        return "disk is full" in str(exc).lower()
+    return False
+
+
+def megabytes(size: float) -> str:
+    return f"{size / 1024**2:.1f}"
+
+
+def work_job_id(name: str) -> Optional[str]:
+    """The job a work/ file belongs to (job ids may contain dots: the suffix decides)."""
+    for suffix in WORK_SUFFIXES:
+        if name.endswith(suffix) and len(name) > len(suffix):
+            return name[:-len(suffix)]
+    return None
+
+
+def keep_tail(path: Path, size: int = FAILED_LOG_TAIL) -> None:
+    """Cut a file down to its last ``size`` bytes, in place (works on a full disk: nothing grows)."""
+    with open(path, "r+b") as handle:
+        length = handle.seek(0, os.SEEK_END)
+        if length <= size:
+            return
+        handle.seek(length - size)
+        tail = handle.read(size)
+        handle.seek(0)
+        handle.write(tail)
+        handle.truncate(len(tail))
+
+
 def kill_leftover(pid: Optional[int]) -> None:
     """A job process orphaned by a killed agent (it runs in its own session): stop it before the job runs again.
     The command line is checked so a recycled PID of some other process is left alone."""
@@ -138,20 +189,26 @@ class Agent:
         self.cache = ModelCache(config.data_dir / "models", config.cache_quota_bytes)
         self.reports = config.data_dir / "reports"
         self.reports.mkdir(parents=True, exist_ok=True)
+        self.work = config.data_dir / "work"
+        self.work.mkdir(exist_ok=True)
         self.started = time.monotonic()
         self.stop = threading.Event()
         self.wake = threading.Event()  # the main loop: something to publish
         self.job_wake = threading.Event()  # the job thread: a job arrived
         self.connected = threading.Event()
-        self.acks: queue.Queue = queue.Queue()  # (mid, failed) from paho's thread, matched by the main loop
-        self.inflight: dict[int, int] = {}  # mid -> outbox row, touched by the main loop only
-        self.refused: set[int] = set()  # rows the broker refused (ACL): retried after a restart only
+        self.outbox = Outbox(self.store, self._publish_outbox, ack_wait_s=config.ack_wait_s,
+                             max_outstanding=config.max_unacked)
         self.current_job: Optional[str] = None
         self.cancel_requested: Optional[str] = None
         self.telemetry: list[dict] = []
         self.telemetry_source = Telemetry()
         self.client: Any = None
         self.chunks = ChunkSource(self._request_model)
+        self.job_failure: Optional[dict] = None  # what the job process said when it could not write its outcome
+        self.telemetry_unrecorded = 0  # telemetry batches dropped while the disk was full, not yet counted on disk
+        self._complained: dict[str, float] = {}  # what the main loop last logged a failure of, and when
+        with contextlib.suppress(OSError, sqlite3.Error):  # left by an older agent or a crash: see cleanup()
+            self.cleanup()
 
     # ------------------------------------------------------------ MQTT callbacks (paho's thread)
 
@@ -164,8 +221,7 @@ class Agent:
         self._publish_now(p.STATUS, p.envelope(self.device, time.time(), state="online",
                                                agent_version=__version__, labels=self.config.labels), retain=True)
         self._publish_now(p.INVENTORY, self._inventory(), retain=True)
-        client.subscribe([(p.topic(self.device, p.JOBS), 1), (p.topic(self.device, p.CANCEL), 1),
-                          (p.topic(self.device, p.MODEL_CHUNK), 1)])
+        client.subscribe([(p.topic(self.device, kind), 1) for kind in (p.JOBS, p.CANCEL, p.MODEL_CHUNK, p.ACKS)])
         self.connected.set()
         self.wake.set()
 
@@ -175,17 +231,25 @@ class Agent:
             log.warning("disconnected from the broker (%s); reconnecting with backoff", reason)
 
     def _on_publish(self, client: Any, userdata: Any, mid: int, reason: Any, properties: Any) -> None:
-        self.acks.put((mid, bool(getattr(reason, "is_failure", False)), str(reason)))
+        self.outbox.on_puback(mid, reason)
         self.wake.set()
 
     def _on_message(self, client: Any, userdata: Any, message: Any) -> None:
-        # paho acknowledges a QoS 1 message after this returns: the job is on disk by then.
+        # paho acknowledges a QoS 1 message after this returns: the job is on disk by then. Nothing may escape
+        # from here: an exception would end paho's network thread and leave a board that looks online but
+        # never takes a job again.
         try:
-            msg = p.validate(message.topic, message.payload)
+            self._handle(message.topic, message.payload)
+        except Exception:  # noqa: BLE001 - see above; the message is logged and dropped
+            log.exception("message on %s could not be handled", str(message.topic)[:200])
+
+    def _handle(self, topic_name: str, data: bytes) -> None:
+        try:
+            msg = p.validate(topic_name, data)
         except p.ProtocolError as exc:
-            log.error("refused a message on %s: %s", message.topic, exc)
-            if not message.topic.endswith("/" + p.MODEL_CHUNK):
-                self._reject(message.payload, str(exc))
+            log.error("refused a message on %s: %s", topic_name[:200], exc)
+            if topic_name.endswith("/" + p.JOBS):
+                self._reject(data, str(exc))
             return
         if msg.kind == p.MODEL_CHUNK:
             self.chunks.offer(msg.payload)
@@ -193,19 +257,32 @@ class Agent:
             self._receive_job(msg.payload)
         elif msg.kind == p.CANCEL:
             self._cancel(msg.payload["job_id"])
+        elif msg.kind == p.ACKS:
+            try:
+                self.outbox.on_acks(msg.payload)
+            except (sqlite3.Error, OSError) as exc:  # a full disk: the rows stay, are published again, acked again
+                self._complain("acks", f"the collector's acks could not be applied: {exc}")
+            self.wake.set()
 
     # ------------------------------------------------------------ jobs in
 
     def _reject(self, data: bytes, reason: str) -> None:
         try:
             job_id = json.loads(data).get("job_id")
-        except (ValueError, AttributeError):
+        except (ValueError, AttributeError, RecursionError):
             return
         if isinstance(job_id, str) and p.JOB_ID.match(job_id):
             self.event("rejected", job_id, reason=reason[:2000])
 
     def _receive_job(self, job: dict) -> None:
-        if not self.store.add_job(job["job_id"], json.dumps(job)):
+        try:
+            new = self.store.add_job(job["job_id"], json.dumps(job))
+        except (sqlite3.Error, OSError) as exc:  # paho acknowledges the job anyway: say that it was not taken
+            why = self.space_reason() if is_disk_full(exc) else "the agent's database failed"
+            log.error("job %s could not be stored: %s (%s)", job["job_id"], why, exc)
+            self.event("rejected", job["job_id"], reason=f"the job could not be stored: {why}"[:2000])
+            return
+        if not new:
             log.info("job %s seen before: ignored (redelivery)", job["job_id"])
             return
         self.event("accepted", job["job_id"])
@@ -220,9 +297,21 @@ class Agent:
     # ------------------------------------------------------------ publishing
 
     def event(self, kind: str, job_id: str, **fields: Any) -> None:
-        payload = p.envelope(self.device, time.time(), event=kind, job_id=job_id, **fields)
-        self.store.enqueue(p.topic(self.device, p.EVENTS), p.encode(p.EVENTS, payload), "event")
+        msg_id = p.new_msg_id()
+        payload = p.encode(p.EVENTS, p.envelope(self.device, time.time(), msg_id=msg_id, event=kind, job_id=job_id,
+                                                **fields))
+        try:
+            self.store.enqueue(p.topic(self.device, p.EVENTS), payload, "event", msg_id)
+        except (sqlite3.Error, OSError) as exc:  # a full disk: straight out instead (QoS 1, not kept if lost)
+            log.warning("%s event of job %s could not be stored (%s): published without the outbox", kind, job_id,
+                        exc)
+            if self.connected.is_set():
+                self.client.publish(p.topic(self.device, p.EVENTS), payload, qos=1)
+            return
         self.wake.set()
+
+    def _publish_outbox(self, topic_name: str, payload: bytes) -> int:
+        return self.client.publish(topic_name, payload, qos=1).mid  # paho resends it after a reconnect
 
     def _publish_now(self, kind: str, payload: dict, retain: bool = False, qos: int = 1) -> None:
         self.client.publish(p.topic(self.device, kind), p.encode(kind, payload), qos=qos, retain=retain)
@@ -234,39 +323,25 @@ class Agent:
                           device_facts=provenance.collect(edgebench_version=__version__),
                           agent_version=__version__)
 
-    def flush(self) -> None:
-        """Match PUBACKs to outbox rows (delete them), then hand the next rows to paho."""
-        while True:
-            try:
-                mid, failed, reason = self.acks.get_nowait()
-            except queue.Empty:
-                break
-            row = self.inflight.pop(mid, None)
-            if row is None:
-                continue
-            if failed:
-                log.error("broker refused outbox message %d: %s (kept; retried after a restart)", row, reason)
-                self.refused.add(row)
-            else:
-                self.store.acknowledged(row)
-        if not self.connected.is_set():
-            return
-        room = OUTBOX_WINDOW - len(self.inflight)
-        if room <= 0:
-            return
-        busy = set(self.inflight.values()) | self.refused
-        for row, topic_name, payload in self.store.pending(busy, room):
-            info = self.client.publish(topic_name, payload, qos=1)
-            self.inflight[info.mid] = row  # paho resends it after a reconnect, with the same mid
-
     def _sample_telemetry(self) -> None:
         readings = self.telemetry_source.read()
         if readings:
             self.telemetry.append({"ts": time.time(), "readings": readings})
         if len(self.telemetry) >= 6:
-            payload = p.envelope(self.device, time.time(), samples=self.telemetry)
-            self.store.enqueue(p.topic(self.device, p.TELEMETRY), p.encode(p.TELEMETRY, payload), "telemetry")
+            msg_id = p.new_msg_id()
+            payload = p.envelope(self.device, time.time(), msg_id=msg_id, samples=self.telemetry)
             self.telemetry = []
+            try:
+                self.store.enqueue(p.topic(self.device, p.TELEMETRY), p.encode(p.TELEMETRY, payload), "telemetry",
+                                   msg_id)
+            except (sqlite3.Error, OSError) as exc:  # a full disk: this batch is dropped, and counted
+                self.telemetry_unrecorded += 1
+                self._complain("telemetry", f"a telemetry batch was dropped: {exc}")
+                return
+            if self.telemetry_unrecorded:
+                with contextlib.suppress(sqlite3.Error, OSError):
+                    self.store.bump("telemetry_dropped", self.telemetry_unrecorded)
+                    self.telemetry_unrecorded = 0
 
     def _request_model(self, sha256: str, offset: int, length: int) -> None:
         """A model-request (QoS 1, straight out: paho resends it after a reconnect; the fetch retries on timeout)."""
@@ -282,14 +357,20 @@ class Agent:
         if self.connected.is_set():
             self._publish_now(p.HEARTBEAT, p.envelope(
                 self.device, time.time(), uptime_s=round(time.monotonic() - self.started, 3),
-                outbox_depth=self.store.depth(), telemetry_dropped=self.store.counter("telemetry_dropped"),
-                job_id=self.current_job), qos=0)
+                outbox_depth=self.store.depth(),
+                telemetry_dropped=self.store.counter("telemetry_dropped") + self.telemetry_unrecorded,
+                job_id=self.current_job, **self.outbox.counters()), qos=0)
 
     # ------------------------------------------------------------ jobs
 
     def _job_loop(self) -> None:
         while not self.stop.is_set():
-            nxt = self.store.next_job()
+            try:
+                nxt = self.store.next_job()
+            except sqlite3.Error as exc:
+                self._complain("jobs", f"cannot read the job table: {exc}")
+                self.stop.wait(5.0)
+                continue
             if nxt is None:
                 self.job_wake.wait(5.0)
                 self.job_wake.clear()
@@ -297,15 +378,157 @@ class Agent:
             job_id, spec, attempts = nxt
             try:
                 self._run_job(job_id, json.loads(spec), attempts)
-            except Exception:  # noqa: BLE001 - one bad job must not stop the daemon
-                log.exception("job %s failed unexpectedly", job_id)
-                self._finish(job_id, "failed", "error", reason="internal error in the agent (see its log)")
+            except Exception as exc:  # noqa: BLE001 - one bad job must not stop the daemon
+                if is_disk_full(exc):
+                    log.error("job %s: the disk is full: %s", job_id, exc)
+                    fields = {"reason": f"{self.space_reason()} (the disk filled up during the job: {exc})"[:2000],
+                              "error_kind": "DiskFull"}
+                else:
+                    log.exception("job %s failed unexpectedly", job_id)
+                    fields = {"reason": "internal error in the agent (see its log)"}
+                try:
+                    self._finish(job_id, "failed", "error", **fields)
+                except Exception:  # noqa: BLE001 - the job stays unfinished and is tried again
+                    log.exception("job %s: its end could not be recorded", job_id)
+                    self.stop.wait(5.0)
 
-    def _finish(self, job_id: str, state: str, kind: str, **fields: Any) -> None:
-        payload = p.envelope(self.device, time.time(), event=kind, job_id=job_id, **fields)
-        self.store.finish_job(job_id, state, p.topic(self.device, p.EVENTS), p.encode(p.EVENTS, payload),
-                              "result" if kind == "result" else "event")
+    def _finish(self, job_id: str, state: str, kind: str, **fields: Any) -> bool:
+        """Record the job's final state and event (one transaction, store.finish_job), then clear its work files.
+        A full disk (or any SQLite failure) does not lose it: the job stays unfinished and this is tried again,
+        waiting longer each time (up to FINISH_RETRY_MAX_S) and freeing what can be freed, until it is written or
+        the agent stops (the job then runs again after the restart). Returns whether it was recorded."""
+        msg_id = p.new_msg_id()
+        payload = p.encode(p.EVENTS, p.envelope(self.device, time.time(), msg_id=msg_id, event=kind, job_id=job_id,
+                                                **fields))
+        wait, failing = 0.5, False
+        while True:
+            try:
+                self.store.finish_job(job_id, state, p.topic(self.device, p.EVENTS), payload,
+                                      "result" if kind == "result" else "event", msg_id)
+                break
+            except (sqlite3.Error, OSError) as exc:
+                if not failing:  # logged once, not at every try
+                    failing = True
+                    log.error("job %s: its end (%s) cannot be recorded: %s%s; trying again until it can", job_id,
+                              state, exc, f" ({self.space_reason()})" if is_disk_full(exc) else "")
+                self._clear_work(job_id, keep_log=True)  # the outcome is in memory now
+                with contextlib.suppress(OSError, sqlite3.Error):
+                    self.trim_reports()
+                if self.stop.wait(wait):
+                    log.warning("job %s stays unfinished: it runs again after the restart", job_id)
+                    return False
+                wait = min(wait * 2, FINISH_RETRY_MAX_S)
+        if failing:
+            log.info("job %s: its end (%s) is recorded after all", job_id, state)
         self.wake.set()
+        self._clear_work(job_id, keep_log=state == "failed")
+        return True
+
+    # ------------------------------------------------------------ the disk
+
+    def free_bytes(self) -> Optional[int]:
+        """Free space on the data dir's file system, for an unprivileged process; None if it cannot be read."""
+        try:
+            stat = os.statvfs(self.config.data_dir)
+        except OSError:
+            return None
+        return stat.f_bavail * stat.f_frsize
+
+    def space_reason(self, free: Optional[int] = None) -> str:
+        free = self.free_bytes() if free is None else free
+        return (f"not enough free disk space in {self.config.data_dir}: "
+                f"{megabytes(free) if free is not None else '?'} MB free, "
+                f"{megabytes(self.config.min_free_bytes)} MB needed")
+
+    def _short_of_space(self, job: dict) -> Optional[str]:
+        """Before a job starts: why there is not enough free space (after a cleanup), or None."""
+        need = self.config.min_free_bytes
+        free = self.free_bytes()
+        if need <= 0 or free is None or free >= need:
+            return None
+        log.warning("%s: cleaning up", self.space_reason(free))
+        keep = {job["model"]["sha256"], job.get("reference") or ""}
+        free = self.cleanup(need=need, keep_models=keep)
+        if free is None or free >= need:
+            return None
+        return self.space_reason(free)
+
+    def cleanup(self, need: int = 0, keep_models: Iterable[str] = ()) -> Optional[int]:
+        """work/ files of jobs that are over, reports/ under its quota; with ``need``, while the file system has
+        less free than that: older reports, then the least recently used cached models (not ``keep_models``).
+        Returns the free space after. A step that fails is skipped (the next one may still free something)."""
+        def enough() -> bool:
+            return (self.free_bytes() or 0) >= need
+
+        with contextlib.suppress(OSError, sqlite3.Error):
+            self._sweep_work()
+        with contextlib.suppress(OSError):
+            self.trim_reports()
+        if need and not enough():
+            with contextlib.suppress(OSError):
+                for path in self._reports_oldest_first():
+                    if enough():
+                        break
+                    path.unlink(missing_ok=True)
+                    log.info("deleted report %s: the disk is short of space", path.name)
+        if need and not enough():
+            with contextlib.suppress(OSError):
+                self.cache.shed(enough, keep=set(keep_models))
+        return self.free_bytes()
+
+    def _reports(self) -> list[tuple[float, str, Path, int]]:
+        """reports/ as (mtime, name, path, size), oldest first."""
+        entries = []
+        for path in self.reports.iterdir():
+            with contextlib.suppress(OSError):  # gone meanwhile
+                stat = path.stat()
+                entries.append((stat.st_mtime, path.name, path, stat.st_size))
+        return sorted(entries)
+
+    def _reports_oldest_first(self) -> list[Path]:
+        return [entry[2] for entry in self._reports()]
+
+    def trim_reports(self) -> None:
+        """reports/ under --reports-quota and MAX_REPORTS files: the oldest go first."""
+        entries = self._reports()
+        total, count = sum(e[3] for e in entries), len(entries)
+        for _mtime, _name, path, size in entries:
+            if total <= self.config.reports_quota_bytes and count <= MAX_REPORTS:
+                break
+            path.unlink(missing_ok=True)
+            total, count = total - size, count - 1
+
+    def _clear_work(self, job_id: str, keep_log: bool) -> None:
+        """A finished job's work files go; a failed job keeps the end of its log (FAILED_LOG_TAIL)."""
+        for suffix in WORK_SUFFIXES:
+            path = self.work / f"{job_id}{suffix}"
+            with contextlib.suppress(OSError):
+                if suffix == ".log" and keep_log:
+                    if path.exists():
+                        keep_tail(path)
+                else:
+                    path.unlink(missing_ok=True)
+        if not keep_log:
+            return
+        with contextlib.suppress(OSError):
+            logs = sorted((p for p in self.work.iterdir() if p.name.endswith(".log")),
+                          key=lambda p: (p.stat().st_mtime, p.name))
+            for path in logs[:-MAX_FAILED_LOGS] if len(logs) > MAX_FAILED_LOGS else []:
+                path.unlink(missing_ok=True)
+
+    def _sweep_work(self) -> None:
+        """work/ files of jobs that are over (finished by an older agent, or a crash before their cleanup)."""
+        states: dict[str, Optional[str]] = {}
+        for path in list(self.work.iterdir()):
+            job_id = work_job_id(path.name)
+            if job_id is None or job_id == self.current_job:
+                continue
+            if job_id not in states:
+                states[job_id] = self.store.job_state(job_id)
+            if states[job_id] not in ("queued", "running"):
+                self._clear_work(job_id, keep_log=states[job_id] == "failed")
+
+    # ------------------------------------------------------------ jobs
 
     def _run_job(self, job_id: str, job: dict, attempts: int) -> None:
         if attempts >= MAX_ATTEMPTS:
@@ -313,6 +536,11 @@ class Agent:
             return
         if attempts:
             kill_leftover(self.store.job_pid(job_id))
+        shortage = self._short_of_space(job)
+        if shortage:
+            log.error("job %s not started: %s", job_id, shortage)
+            self._finish(job_id, "failed", "error", reason=shortage, error_kind="DiskFull")
+            return
         self.store.start_job(job_id)
         self.current_job, self.cancel_requested = job_id, None
         try:
@@ -349,9 +577,10 @@ class Agent:
             return f"reference model: {exc}"
 
     def _execute(self, job_id: str, job: dict, model_path: Path, reference: Union[Path, str, None] = None) -> None:
-        work = self.config.data_dir / "work"
+        work = self.work
         work.mkdir(exist_ok=True)
         job_file, out_file = work / f"{job_id}.job.json", work / f"{job_id}.out.json"
+        self.job_failure = None
         job_file.write_text(json.dumps(dict(job, timeout_s=job.get("timeout_s") or self.config.default_timeout_s)))
         out_file.unlink(missing_ok=True)
         # The engine kills its benchmark process at timeout_s and says in which phase; the agent's own deadline,
@@ -363,7 +592,10 @@ class Agent:
             proc = subprocess.Popen([sys.executable, "-m", "edgebench.agent.fleet.jobrunner", *argv],
                                     stdout=subprocess.PIPE, stderr=log_file,
                                     start_new_session=True)
-            self.store.set_pid(job_id, proc.pid)
+            try:
+                self.store.set_pid(job_id, proc.pid)
+            except (sqlite3.Error, OSError) as exc:  # only for killing an orphan after a crash: run on without it
+                log.warning("job %s: its process id could not be recorded: %s", job_id, exc)
             reason = self._watch(proc, job_id, timeout)
         if reason == "stopping":
             return  # the daemon is shutting down: the job stays 'running' and runs again after a restart
@@ -401,6 +633,9 @@ class Agent:
     def _progress(self, job_id: str, line: bytes) -> None:
         try:
             info = json.loads(line)
+            if isinstance(info, dict) and "failure" in info:  # the job process could not write its outcome
+                self.job_failure = info
+                return
             if self.connected.is_set():  # progress is ephemeral: QoS 0, straight out, never queued
                 self._publish_now(p.EVENTS, p.envelope(self.device, time.time(), event="progress", job_id=job_id,
                                                        phase=info["phase"], runs=info["runs"],
@@ -412,7 +647,16 @@ class Agent:
         try:
             outcome = json.loads(out_file.read_text())
         except (OSError, ValueError):
-            self._finish(job_id, "failed", "error", reason="the job process died without a result")
+            failure = self.job_failure or {}
+            free = self.free_bytes()
+            if failure.get("errno") in (errno.ENOSPC, errno.EDQUOT) or (
+                    free is not None and free < self.config.min_free_bytes):
+                reason = f"{self.space_reason(free)} (the job could not write its result)"
+                log.error("job %s: %s", job_id, reason)
+                self._finish(job_id, "failed", "error", error_kind="DiskFull", reason=reason)
+            else:
+                self._finish(job_id, "failed", "error", reason=str(failure.get("failure")
+                                                                   or "the job process died without a result")[:2000])
             return
         if "error" in outcome:
             self._finish(job_id, "failed", "error", reason=outcome["error"][:2000], error_kind=outcome.get("kind"))
@@ -427,7 +671,7 @@ class Agent:
             except p.ProtocolError as exc:
                 drift = {"error": f"drift: {exc}", "reference_sha": job["reference"]}
             report["drift"] = drift
-        (self.reports / f"{job_id}.json").write_text(json.dumps(report))
+        self._keep_report(job_id, report)
         summary = p.summarize_report(report)
         summary["model"]["name"] = job["model"].get("name") or summary["model"].get("name")  # not the cache name
         extra: dict[str, Any] = {"labels": labels} if labels else {}
@@ -446,6 +690,21 @@ class Agent:
                     break
                 limit //= 2
         self._finish(job_id, "done", "result", run_id=job_id, finished_ts=time.time(), summary=summary, **extra)
+
+    def _keep_report(self, job_id: str, report: dict) -> None:
+        """The full report in reports/, within --reports-quota. It is the board's own copy (the result event
+        carries the summary and the samples): one that cannot be written (a full disk) is left out and the result
+        still goes out."""
+        data = json.dumps(report).encode()
+        path = self.reports / f"{job_id}.json"
+        if len(data) <= self.config.reports_quota_bytes:
+            try:
+                path.write_bytes(data)
+            except OSError as exc:
+                path.unlink(missing_ok=True)
+                log.warning("job %s: its full report was not kept: %s", job_id, exc)
+        with contextlib.suppress(OSError):
+            self.trim_reports()
 
     # ------------------------------------------------------------ lifecycle
 
@@ -470,25 +729,54 @@ class Agent:
         return 0
 
     def _main_loop(self) -> None:
-        next_heartbeat = next_sample = time.monotonic()
+        """Telemetry, heartbeats, the outbox. Nothing here may end the loop: a step that fails (a full disk:
+        SQLite's "database or disk is full") is logged and skipped; heartbeats (QoS 0, no disk) go on. The outbox
+        waits after a failure, longer each time (1 s doubling to 30 s), so rows it could not mark as published are
+        not published again at once."""
+        next_heartbeat = next_sample = next_flush = time.monotonic()
+        flush_wait = 1.0
         while not self.stop.is_set():
             now = time.monotonic()
             if now >= next_sample:
-                self._sample_telemetry()
                 next_sample = now + self.config.telemetry_s
+                self._guarded("telemetry", self._sample_telemetry)
             if now >= next_heartbeat:
-                self._heartbeat()
                 next_heartbeat = now + self.config.heartbeat_s
-            self.flush()
-            self.wake.wait(max(0.05, min(next_sample, next_heartbeat) - time.monotonic()))
+                self._guarded("heartbeat", self._heartbeat)
+            deadline = min(next_sample, next_heartbeat)
+            if now >= next_flush:
+                if self._guarded("outbox", self.outbox.flush, self.connected.is_set()):
+                    flush_wait = 1.0
+                else:
+                    next_flush, flush_wait = now + flush_wait, min(flush_wait * 2, 30.0)
+            if next_flush > now:
+                deadline = min(deadline, next_flush)
+            self.wake.wait(max(0.05, deadline - time.monotonic()))
             self.wake.clear()
+
+    def _guarded(self, what: str, step: Callable[..., Any], *args: Any) -> bool:
+        try:
+            step(*args)
+            return True
+        except Exception as exc:  # noqa: BLE001 - the main loop must outlive a full disk and anything else
+            self._complain(what, f"{what} failed: {exc}" + (f" ({self.space_reason()})" if is_disk_full(exc) else ""),
+                           exc_info=not isinstance(exc, (sqlite3.Error, OSError)))
+            return False
+
+    def _complain(self, what: str, message: str, exc_info: bool = False) -> None:
+        """Log a recurring failure once a minute at most."""
+        now = time.monotonic()
+        if now - self._complained.get(what, -1e9) >= 60.0:
+            self._complained[what] = now
+            log.error("%s", message, exc_info=exc_info)
 
     def _shutdown(self) -> None:
         """A clean stop says offline itself (the last will is only for deaths) and drains what it can."""
         deadline = time.monotonic() + 3.0
-        while self.connected.is_set() and self.store.depth() - len(self.refused) > 0 \
+        while self.connected.is_set() and self.store.depth() - len(self.outbox.refused) > 0 \
                 and time.monotonic() < deadline:
-            self.flush()
+            if not self._guarded("outbox", self.outbox.flush, True):
+                break
             time.sleep(0.05)
         if self.connected.is_set():
             info = self.client.publish(p.topic(self.device, p.STATUS), p.encode(p.STATUS, p.envelope(

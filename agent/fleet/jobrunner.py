@@ -4,9 +4,10 @@ The daemon starts this in a child process of its own, so the daemon never import
 footprint stays small) and a job can be cancelled or timed out by killing one process group. The job goes through
 the single-board engine (``edgebench.agent.bench.run``), which runs the model in yet another isolated child.
 Progress goes to stdout as JSON lines; the outcome (``{"report": ...}`` or ``{"error": ..., "kind": ...}``) to
-OUT.json. With a REFERENCE model (the job's ``reference``), the outcome also has ``drift``: the model's output drift
-against the reference on the job's inputs (edgebench.agent.compare), or ``{"error": ...}`` when it cannot be
-measured; the benchmark's report is kept either way.
+OUT.json; when OUT.json cannot be written (a full disk), a last stdout line ``{"failure": ..., "errno": ...}`` and
+exit status 1 instead. With a REFERENCE model (the job's ``reference``), the outcome also has ``drift``: the model's
+output drift against the reference on the job's inputs (edgebench.agent.compare), or ``{"error": ...}`` when it
+cannot be measured; the benchmark's report is kept either way.
 """
 
 from __future__ import annotations
@@ -94,8 +95,14 @@ def main(argv: list[str]) -> int:
     except Exception as exc:  # noqa: BLE001 - reported to the fleet as the job's error, not a crash
         outcome = {"error": f"internal error: {type(exc).__name__}: {exc}", "kind": "InternalError"}
     tmp = Path(out_file + ".tmp")
-    tmp.write_text(json.dumps(outcome, allow_nan=False, default=str))
-    tmp.replace(out_file)
+    try:
+        tmp.write_text(json.dumps(outcome, allow_nan=False, default=str))
+        tmp.replace(out_file)
+    except OSError as exc:  # a full disk: say so on stdout (a pipe to the daemon), which fails the job with it
+        tmp.unlink(missing_ok=True)
+        print(json.dumps({"failure": f"the job could not write its outcome: {exc.strerror or exc}",
+                          "errno": exc.errno}), flush=True)
+        return 1
     return 0
 
 

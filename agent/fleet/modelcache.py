@@ -9,6 +9,7 @@ docs/protocol.md); the file is hashed before it is renamed into place. A file wh
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import logging
 import os
@@ -191,11 +192,28 @@ class ModelCache:
         except urllib.error.HTTPError as exc:
             raise ModelError(f"cannot fetch model from {url}: {exc}") from None
         except (urllib.error.URLError, OSError) as exc:  # refused, unreachable, timed out: MQTT may still work
+            if exc.errno in (errno.ENOSPC, errno.EDQUOT):  # the disk, not the network: the agent says so
+                raise
             raise Unreachable(f"cannot fetch model from {url}: {exc}") from None
         except ValueError as exc:  # not a URL urllib can open
             raise ModelError(f"cannot fetch model from {url}: {exc}") from None
         if bounded and part.stat().st_size != size:
             raise ModelError(f"model from {url} is truncated: {part.stat().st_size} of {size} bytes (resumable)")
+
+    def shed(self, enough: Callable[[], bool], keep: set = frozenset()) -> list[str]:
+        """The disk is short of space: delete least recently used models (not those in ``keep``) until
+        ``enough()``; they are fetched again when a job needs them."""
+        files = sorted((p for p in self.root.iterdir() if SHA256.match(p.name) and p.name not in keep),
+                       key=lambda p: p.stat().st_mtime)
+        shed = []
+        for path in files:
+            if enough():
+                break
+            path.unlink(missing_ok=True)
+            shed.append(path.name)
+        if shed:
+            log.info("deleted %d cached model(s): the disk is short of space", len(shed))
+        return shed
 
     def evict(self, reserve: int = 0) -> list[str]:
         """Delete least recently used models until the cache plus ``reserve`` bytes fits the quota."""

@@ -15,6 +15,7 @@ import binascii
 import json
 import math
 import re
+import secrets
 from dataclasses import dataclass
 from math import isfinite
 from typing import Any, Callable, Optional
@@ -32,14 +33,16 @@ JOBS = "jobs"  # collector -> device, QoS 1 (queued in the device's persistent s
 CANCEL = "cancel"  # collector -> device, QoS 1
 MODEL_REQUEST = "model-request"  # device -> collector, QoS 1: a window of a model's bytes (no HTTP to the collector)
 MODEL_CHUNK = "model-chunk"  # collector -> device, QoS 1: one chunk of the window, or an error
+ACKS = "acks"  # collector -> device, QoS 1: outbox messages stored (or refused), by msg_id
 DEVICE_TOPICS = (STATUS, INVENTORY, HEARTBEAT, TELEMETRY, EVENTS, MODEL_REQUEST)
-SERVER_TOPICS = (JOBS, CANCEL, MODEL_CHUNK)
+SERVER_TOPICS = (JOBS, CANCEL, MODEL_CHUNK, ACKS)
 
 # Size limits (bytes of the encoded payload), checked by the sender and the receiver.
 MAX_PAYLOAD = {
     STATUS: 4096, INVENTORY: 65536, HEARTBEAT: 4096, TELEMETRY: 65536, EVENTS: 262144, JOBS: 16384, CANCEL: 1024,
-    MODEL_REQUEST: 1024, MODEL_CHUNK: 262144,
+    MODEL_REQUEST: 1024, MODEL_CHUNK: 262144, ACKS: 32768,
 }
+MAX_ACK_IDS = 256  # msg ids one acks message carries at most (stored + refused)
 MODEL_CHUNK_BYTES = 128 * 1024  # raw bytes per model-chunk (base64: ~175 KB, under the 256 KiB limit)
 MODEL_WINDOW_BYTES = 8 * MODEL_CHUNK_BYTES  # a model-request's ``length`` is at most this (8 chunks answer it)
 MAX_MODEL_BYTES = 8 * 1024**3
@@ -48,10 +51,13 @@ MAX_RESULT_SAMPLES = 10000  # raw latency samples a result event carries at most
 
 DEVICE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 JOB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+MSG_ID = re.compile(r"^[A-Za-z0-9_-]{8,64}$")  # an outbox message's id: the unit of acknowledgement and dedup
+MAX_TS = 32503680000.0  # year 3000: a time beyond is a lie (InfluxDB refuses it, and it would sort first forever)
 SHA256 = re.compile(r"^[0-9a-f]{64}$")
 LABEL_KEY = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
 LABEL_VALUE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]{0,127}$")  # model display names, runtimes, delegates
+TAG_TEXT = re.compile(r"^[^\x00-\x1f\x7f\\]{1,256}$")  # what may become an InfluxDB tag value
 MAX_LABELS = 16
 
 EVENT_KINDS = ("accepted", "rejected", "progress", "result", "error", "cancelled")
@@ -146,6 +152,8 @@ def decode(kind: str, data: bytes, loads: Optional[Callable[[bytes], Any]] = Non
             payload = json.loads(data, parse_constant=_reject_constant)
         except (UnicodeDecodeError, json.JSONDecodeError) as exc:
             raise ProtocolError(f"payload is not JSON: {exc}") from None
+        except RecursionError:  # nesting deeper than the parser's stack: orjson stops at 1024 levels itself
+            raise ProtocolError("payload is nested too deeply") from None
     if not isinstance(payload, dict):
         raise ProtocolError("payload is not a JSON object")
     return payload
@@ -155,12 +163,14 @@ def validate(topic_name: str, data: bytes, loads: Optional[Callable[[bytes], Any
     """Decode and check one message against the topic it came on; raises ProtocolError with the reason."""
     device, kind = parse_topic(topic_name)
     payload = decode(kind, data, loads)
-    if payload.get("v") != VERSION:
-        raise ProtocolError(f"unsupported protocol version {payload.get('v')!r} (expected {VERSION})")
+    version = payload.get("v")
+    if type(version) is not int or version != VERSION:  # type(): true and 1.0 are not version 1
+        raise ProtocolError(f"unsupported protocol version {str(version)[:20]!r} (expected {VERSION})")
     if payload.get("device") != device:
         raise ProtocolError(f"payload device {str(payload.get('device'))[:80]!r} does not match topic device "
                             f"{device!r}")
-    _number(payload, "ts", minimum=0)
+    _number(payload, "ts", minimum=0, maximum=MAX_TS)
+    _text(payload, "msg_id", MSG_ID, required=False)
     VALIDATORS[kind](payload)
     return Message(device=device, kind=kind, payload=payload)
 
@@ -258,10 +268,15 @@ def _inventory(payload: dict) -> None:
     _finite_tree(payload, "inventory")
 
 
+HEARTBEAT_COUNTERS = ("unacked", "resent", "refused")  # the outbox's delivery state (agent/fleet/outbox.py)
+
+
 def _heartbeat(payload: dict) -> None:
     _number(payload, "uptime_s", minimum=0)
     _number(payload, "outbox_depth", minimum=0)
     _number(payload, "telemetry_dropped", minimum=0)
+    for key in HEARTBEAT_COUNTERS:
+        _number(payload, key, required=False, minimum=0)
     _text(payload, "job_id", JOB_ID, required=False)
 
 
@@ -287,8 +302,8 @@ def _telemetry(payload: dict) -> None:
         if not isinstance(sample, dict):
             raise ProtocolError("each telemetry sample must be an object")
         ts, readings = sample.get("ts"), sample.get("readings")
-        if type(ts) not in (float, int) or not math.isfinite(ts) or ts < 0:
-            raise ProtocolError("sample ts must be a finite, non-negative number")
+        if type(ts) not in (float, int) or not 0 <= ts <= MAX_TS:  # NaN fails the comparison too
+            raise ProtocolError("sample ts must be a number of seconds between 0 and the year 3000")
         if not isinstance(readings, dict) or not 0 < len(readings) <= 64:
             raise ProtocolError("readings must hold 1 to 64 values")
         if not readings.keys() <= _READING_NAMES:  # names seen before need no regex (a set operation in C)
@@ -305,6 +320,7 @@ STATS_KEYS = ("count", "min_ms", "mean_ms", "max_ms", "p50_ms", "p90_ms", "p95_m
 
 def _result(payload: dict) -> None:
     _text(payload, "run_id", JOB_ID)
+    _number(payload, "finished_ts", required=False, minimum=0, maximum=MAX_TS)
     if payload.get("labels") is not None:
         check_labels(payload["labels"])
     samples = _field(payload, "samples", dict, required=False)
@@ -321,12 +337,25 @@ def _result(payload: dict) -> None:
         _number(stats, key, required=key in ("count", "p50_ms"), minimum=0)
     if stats["count"] < 1:
         raise ProtocolError("a result needs at least one measured run")
-    _field(summary, "model", dict)
-    _field(summary, "runtime", dict)
+    _tag_fields(_field(summary, "model", dict), _field(summary, "runtime", dict))
     _finite_tree(summary, "summary")
     drift = _field(payload, "drift", dict, required=False)
     if drift is not None:
         check_drift(drift)
+
+
+def _tag_fields(model: dict, runtime: dict) -> None:
+    """The summary's fields that become InfluxDB tags: text without control characters or backslashes (which
+    line protocol cannot carry in a tag), of the right types."""
+    _text(model, "name", TAG_TEXT, required=False)
+    _text(model, "format", TAG_TEXT, required=False)
+    _text(model, "sha256", SHA256, required=False)
+    _text(runtime, "runtime", TAG_TEXT, required=False)
+    used = runtime.get("used")
+    if used is not None and not (isinstance(used, str) and TAG_TEXT.match(used)) and not (
+            isinstance(used, list) and len(used) <= 16 and all(isinstance(u, str) and TAG_TEXT.match(u) for u in used)):
+        raise ProtocolError("summary.runtime.used must be a name or a list of at most 16 names")
+    _integer(runtime, "threads", 1, 1024, required=False)
 
 
 def check_drift(drift: dict) -> dict:
@@ -443,9 +472,24 @@ def _model_chunk(payload: dict) -> None:
         raise ProtocolError(f"chunk {offset}+{len(data)} is empty or beyond the model's {total} bytes")
 
 
+def _acks(payload: dict) -> None:
+    """Outbox messages the collector stored (``ids``) or refused for good (``refused``: ``[{id, reason}]``)."""
+    ids = _field(payload, "ids", list)
+    refused = _field(payload, "refused", list, required=False) or []
+    if len(ids) + len(refused) > MAX_ACK_IDS:
+        raise ProtocolError(f"an acks message carries at most {MAX_ACK_IDS} ids")
+    if not all(isinstance(i, str) and MSG_ID.match(i) for i in ids):
+        raise ProtocolError("ids must be message ids")
+    for entry in refused:
+        if not isinstance(entry, dict):
+            raise ProtocolError("refused entries must be objects")
+        _text(entry, "id", MSG_ID)
+        _text(entry, "reason", max_len=1000)
+
+
 VALIDATORS: dict[str, Callable[[dict], None]] = {
     STATUS: _status, INVENTORY: _inventory, HEARTBEAT: _heartbeat, TELEMETRY: _telemetry, EVENTS: _events,
-    JOBS: check_job, CANCEL: _cancel, MODEL_REQUEST: _model_request, MODEL_CHUNK: _model_chunk,
+    JOBS: check_job, CANCEL: _cancel, MODEL_REQUEST: _model_request, MODEL_CHUNK: _model_chunk, ACKS: _acks,
 }
 
 
@@ -453,6 +497,22 @@ VALIDATORS: dict[str, Callable[[dict], None]] = {
 
 def envelope(device: str, ts: float, **fields: Any) -> dict:
     return {"v": VERSION, "device": device, "ts": ts, **fields}
+
+
+def new_msg_id() -> str:
+    """A fresh outbox message id: random, so a wiped agent database never reuses one the collector has seen."""
+    return secrets.token_hex(16)
+
+
+def msg_id_of(data: bytes, loads: Optional[Callable[[bytes], Any]] = None) -> Optional[str]:
+    """The ``msg_id`` of a payload that failed validation, when one can still be read: the collector refuses
+    it by id so the agent stops sending it (a payload that is not even JSON has none)."""
+    try:
+        payload = (loads or json.loads)(data)
+    except (ValueError, RecursionError, TypeError):
+        return None
+    value = payload.get("msg_id") if isinstance(payload, dict) else None
+    return value if isinstance(value, str) and MSG_ID.match(value) else None
 
 
 def result_samples(report: dict, limit: int = MAX_RESULT_SAMPLES) -> dict:

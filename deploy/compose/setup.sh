@@ -1,8 +1,10 @@
 #!/bin/sh
 # Prepare deploy/compose for `docker compose up`: .env with random secrets, a TLS CA and the broker's certificate
-# (for BROKER_HOSTNAME, and BROKER_IP if given), and the Mosquitto password file with the collector's user.
-# Idempotent: what exists is kept (delete a file to make it again); permissions are fixed on every run, so run it
-# again after adding devices with ../mosquitto/add-device.sh secrets/mosquitto/passwd DEVICE_ID.
+# (for BROKER_HOSTNAME, and BROKER_IP if given), and the broker's Dynamic Security file
+# (secrets/mosquitto/dynamic-security.json: everything denied by default, the admin user for mosquitto_ctrl, the
+# collector bound to its client id), made with ../mosquitto/fleet-auth.py (needs python3, nothing else).
+# Idempotent: what exists is kept (delete a file to make it again); permissions are fixed on every run. Devices:
+# ../mosquitto/fleet-auth.py add-device ... (docs/deploy.md, "Adding a board").
 #   ./setup.sh BROKER_HOSTNAME [BROKER_IP]
 set -eu
 [ $# -ge 1 ] || { echo "usage: $0 BROKER_HOSTNAME [BROKER_IP]" >&2; exit 2; }
@@ -22,6 +24,8 @@ if [ ! -f .env ]; then
     done < .env.example > .env
     echo "setup: wrote .env (secrets)"
 fi
+# A .env from before the Dynamic Security file: add the admin's password.
+grep -q '^MQTT_ADMIN_PASSWORD=.' .env || { echo "MQTT_ADMIN_PASSWORD=$(secret)" >> .env; echo "setup: added MQTT_ADMIN_PASSWORD to .env"; }
 
 mkdir -p secrets/tls secrets/mosquitto
 tls=secrets/tls
@@ -42,28 +46,42 @@ if [ ! -f $tls/server.crt ]; then
     echo "setup: made the broker certificate for $san"
 fi
 
-passwd=secrets/mosquitto/passwd
-if [ ! -f $passwd ] || ! grep -q '^collector:' $passwd; then
-    password=$(sed -n 's/^MQTT_COLLECTOR_PASSWORD=//p' .env)
-    touch $passwd
-    if command -v mosquitto_passwd >/dev/null 2>&1; then
-        mosquitto_passwd -b $passwd collector "$password"
-    else
-        docker run --rm -v "$PWD/secrets/mosquitto:/m" eclipse-mosquitto:2.0.20 \
-            mosquitto_passwd -b /m/passwd collector "$password"
+dynsec=secrets/mosquitto/dynamic-security.json
+fleet_auth="python3 ../mosquitto/fleet-auth.py"
+env_value() { sed -n "s/^$1=//p" .env; }
+if [ "$(id -u)" -ne 0 ] && [ ! -w secrets/mosquitto ]; then
+    # Given to the broker's uid by the image's entrypoint at its first start: the broker owns the file now.
+    echo "setup: secrets/mosquitto belongs to the broker now: kept as it is (change it with mosquitto_ctrl," \
+         "docs/deploy.md, or run setup.sh as root)" >&2
+else
+    command -v python3 >/dev/null 2>&1 || { echo "setup: python3 is needed (../mosquitto/fleet-auth.py)" >&2; exit 1; }
+    if [ ! -f $dynsec ]; then
+        $fleet_auth init $dynsec --admin-password "$(env_value MQTT_ADMIN_PASSWORD)" >/dev/null
+        echo "setup: made $dynsec with the admin user admin (password: MQTT_ADMIN_PASSWORD in .env)"
     fi
-    echo "setup: added the MQTT user collector"
+    if ! grep -q '"username":[[:space:]]*"collector"' $dynsec; then
+        $fleet_auth add-collector $dynsec collector --client-id edgebench-collector \
+            --password "$(env_value MQTT_COLLECTOR_PASSWORD)" >/dev/null
+        echo "setup: added the MQTT user collector (client id edgebench-collector)"
+    fi
+    [ ! -f secrets/mosquitto/passwd ] || echo "setup: secrets/mosquitto/passwd (password_file) is no longer used:" \
+        "add the devices to $dynsec (docs/deploy.md), then delete it" >&2
+    # The broker runs as uid 1883 in its container: it reads and writes the file and its folder (it saves the
+    # changes made with mosquitto_ctrl); nobody else needs to.
+    chmod 700 secrets/mosquitto
+    chmod 600 $dynsec
+    [ "$(id -u)" -ne 0 ] || chown 1883:1883 secrets/mosquitto $dynsec
 fi
 
-# The broker runs as uid 1883 in its container: it must read its key and the password file; nobody else needs to.
+# The broker must read its key; nobody else needs to.
 chmod 644 $tls/ca.crt $tls/server.crt
 chmod 600 $tls/ca.key
 if [ "$(id -u)" -eq 0 ]; then
-    chown 1883:1883 $tls/server.key $passwd
-    chmod 600 $tls/server.key $passwd
+    chown 1883:1883 $tls/server.key
+    chmod 600 $tls/server.key
 else
-    chmod 644 $tls/server.key $passwd
-    echo "setup: not root: $tls/server.key and $passwd are world-readable so the broker's uid can read them;" \
-         "chown them to 1883 as root to tighten" >&2
+    chmod 644 $tls/server.key
+    echo "setup: not root: $tls/server.key is world-readable so the broker's uid can read it; chown it to 1883" \
+         "as root to tighten" >&2
 fi
 echo "setup: done; next: docker compose up -d --build"

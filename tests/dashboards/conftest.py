@@ -26,8 +26,8 @@ from typing import Optional
 
 import pytest
 
+from edgebench.agent.lineprotocol import line
 from edgebench.dashboards.build import DASHBOARDS, JSON_DIR
-from edgebench.server.influx import line
 from edgebench.server.localfleet import Agent, Collector, Influxd, Mosquitto, Service, binary, wait_for
 
 from ..conftest import REPO

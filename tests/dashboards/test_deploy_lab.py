@@ -3,8 +3,9 @@
 The files parse; every path the compose file mounts exists; Grafana's provisioning points at the committed
 dashboards and defines the datasource uid they default to; the collector's command line parses with edgebench's
 own parser; setup.sh makes working secrets, and a real Mosquitto started with the compose broker config (paths
-rewritten from the container's to the test's) lets a real agent in over TLS with its password and the ACL, and the
-real collector in on the internal listener; the agent unit passes ``systemd-analyze verify`` and the example agent
+rewritten from the container's to the test's) lets a real agent in over TLS with the password and role
+deploy/mosquitto/fleet-auth.py gave it in the Dynamic Security file, and the real collector in on the internal
+listener; the agent unit passes ``systemd-analyze verify`` and the example agent
 configs load through edgebench's config loader.
 """
 
@@ -22,7 +23,17 @@ import yaml
 
 from edgebench.dashboards.build import DASHBOARDS, JSON_DIR
 from edgebench.dashboards.common import DATASOURCE_NAME, DATASOURCE_UID
-from edgebench.server.localfleet import Agent, Collector, Influxd, Service, binary, free_port, port_open, wait_for
+from edgebench.server.localfleet import (
+    Agent,
+    Collector,
+    Influxd,
+    Service,
+    binary,
+    dynsec_plugin,
+    free_port,
+    port_open,
+    wait_for,
+)
 
 from ..conftest import REPO
 
@@ -56,8 +67,18 @@ def test_compose_services_and_mounts(compose):
                 continue
             assert source.exists(), f"{name}: {source} (mounted at {target}) does not exist"
     mosquitto = binds(services["mosquitto"])
-    assert mosquitto["/mosquitto/config/acl"] == REPO / "deploy" / "mosquitto" / "acl"  # the fleet's own ACL
     assert mosquitto["/mosquitto/config/mosquitto.conf"] == COMPOSE_DIR / "mosquitto" / "mosquitto.conf"
+    # The Dynamic Security file setup.sh makes, in a folder the broker may write (it saves mosquitto_ctrl's changes).
+    assert mosquitto["/mosquitto/dynsec"] == made_by_setup / "mosquitto"
+    assert "./secrets/mosquitto:/mosquitto/dynsec" in services["mosquitto"]["volumes"]  # no :ro
+    conf = (COMPOSE_DIR / "mosquitto" / "mosquitto.conf").read_text()
+    settings = dict(line.split(None, 1) for line in conf.splitlines() if line.strip() and not line.startswith("#"))
+    assert settings["plugin_opt_config_file"] == "/mosquitto/dynsec/dynamic-security.json"
+    assert "password_file" not in settings and "acl_file" not in settings
+    deploy = (REPO / "deploy" / "mosquitto" / "mosquitto.conf").read_text()
+    for key in ("allow_anonymous", "per_listener_settings", "persistence", "max_queued_messages", "max_queued_bytes",
+                "max_inflight_messages", "max_packet_size"):  # the same settings as the fleet's own broker config
+        assert f"\n{key} {settings[key]}\n" in deploy, key
     assert "8883:8883" in services["mosquitto"]["ports"]
     assert binds(services["influxdb"])["/docker-entrypoint-initdb.d/10-edgebench.sh"].is_file()
     assert services["influxdb"]["image"].startswith("influxdb:2.")
@@ -134,10 +155,11 @@ def test_grafana_provisioning_points_at_the_committed_dashboards(compose, commit
 @pytest.fixture
 def lab_secrets(tmp_path) -> Path:
     """deploy/compose copied and prepared by its own setup.sh (for the name broker.test and 127.0.0.1)."""
-    if not shutil.which("openssl") or not binary("mosquitto_passwd"):
-        pytest.skip("setup.sh needs openssl and mosquitto_passwd")
+    if not shutil.which("openssl") or not shutil.which("python3"):
+        pytest.skip("setup.sh needs openssl and python3")
     copy = tmp_path / "compose"
     shutil.copytree(COMPOSE_DIR, copy, ignore=shutil.ignore_patterns(".env", "secrets"))
+    shutil.copytree(REPO / "deploy" / "mosquitto", tmp_path / "mosquitto")  # ../mosquitto/fleet-auth.py
     for _ in range(2):  # idempotent: the second run keeps everything
         result = subprocess.run(["sh", str(copy / "setup.sh"), "broker.test", "127.0.0.1"], capture_output=True,
                                 text=True, timeout=120)
@@ -148,21 +170,22 @@ def lab_secrets(tmp_path) -> Path:
     return copy
 
 
-def test_compose_broker_config_runs_with_tls_passwords_and_acl(tmp_path, lab_secrets):
+def test_compose_broker_config_runs_with_tls_passwords_and_roles(tmp_path, lab_secrets):
     """The broker config of the compose file, on a real Mosquitto: a real agent logs in over TLS (verifying the
     certificate setup.sh made) with the password add-device.sh made, the real collector on the internal listener
     with the password from .env, and the device shows up online in the collector's registry."""
-    if not binary("mosquitto") or not binary("influxd"):
-        pytest.skip("mosquitto and influxd are needed")
+    if not binary("mosquitto") or not binary("influxd") or not dynsec_plugin():
+        pytest.skip("mosquitto (with its Dynamic Security plugin) and influxd are needed")
     secrets = lab_secrets / "secrets"
     env = dict(line.split("=", 1) for line in (lab_secrets / ".env").read_text().splitlines()
                if "=" in line and not line.startswith("#"))
-    subprocess.run(["sh", str(REPO / "deploy" / "mosquitto" / "add-device.sh"), str(secrets / "mosquitto" / "passwd"),
-                    "rpi5-lab", "device-secret"], check=True, capture_output=True)
+    subprocess.run(["sh", str(REPO / "deploy" / "mosquitto" / "add-device.sh"),
+                    str(secrets / "mosquitto" / "dynamic-security.json"), "rpi5-lab", "device-secret"], check=True,
+                   capture_output=True)
     tls_port, plain_port = free_port(), free_port()
     conf = (COMPOSE_DIR / "mosquitto" / "mosquitto.conf").read_text()
-    for container, host in (("/mosquitto/config/passwd", secrets / "mosquitto" / "passwd"),
-                            ("/mosquitto/config/acl", REPO / "deploy" / "mosquitto" / "acl"),
+    for container, host in (("/usr/lib/mosquitto_dynamic_security.so", dynsec_plugin()),
+                            ("/mosquitto/dynsec/", f"{secrets / 'mosquitto'}/"),
                             ("/mosquitto/certs/", f"{secrets / 'tls'}/"), ("/mosquitto/data/", f"{tmp_path}/")):
         assert str(container) in conf
         conf = conf.replace(str(container), str(host))

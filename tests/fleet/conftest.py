@@ -116,8 +116,14 @@ class Fleet:
         return self.influxd.rows(self.db, "SELECT * FROM edgebench_result")
 
     def wait_results(self, count: int, timeout: float = 60) -> list[dict]:
-        return wait_for(lambda: (lambda rows: rows if len(rows) >= count else None)(self.results_in_influx()),
-                        timeout, f"{count} result point(s) in InfluxDB")
+        """The result points, once ``count`` are there with their run id: a query may see a point being written
+        before all of its fields (InfluxDB stores each field on its own), so a row without its run id yet is not
+        counted."""
+        def complete():
+            rows = self.results_in_influx()
+            return rows if len([row for row in rows if row.get("run_id")]) >= count else None
+
+        return wait_for(complete, timeout, f"{count} result point(s) in InfluxDB")
 
     def close(self) -> None:
         for service in reversed(self.services):

@@ -110,6 +110,36 @@ def test_transfer_resumes_from_the_partial_file_and_is_verified(fleet, slow_mode
     assert [j["state"] for j in fleet.wait_jobs(batch["batch_id"])] == ["done"]
 
 
+def go_online(fleet, broker, device: str) -> None:
+    """What an agent does at connect: a status message saying online (model requests are served to online boards)."""
+    mqtt_publish(broker.port, p.topic(device, p.STATUS),
+                 json.dumps(p.envelope(device, time.time(), state="online")).encode(), client_id=f"status-{device}")
+    wait_for(lambda: any(d["device_id"] == device and d["state"] == "online"
+                         for d in fleet.collector.get("/api/v1/devices")["devices"]), 10, f"{device} online")
+
+
+def test_model_requests_cost_a_bounded_amount(fleet, broker, slow_model):
+    """100 model-requests (16.8 KB) used to make the collector publish 105 MB of chunks to a session nobody
+    read. Now an offline board gets nothing, and an online one at most its byte budget (8 windows at once)."""
+    from edgebench.server.collector import MODEL_BURST_BYTES
+
+    collector = fleet.start_collector(extra=("--model-rate", "0"))  # the burst only: no refill to race with
+    model = fleet.upload(slow_model)  # 5.4 MB: 6 windows
+    request = json.dumps(p.envelope("flood", time.time(), sha256=model["sha256"], offset=0,
+                                    length=p.MODEL_WINDOW_BYTES)).encode()
+    from .test_hostile import publish_many
+
+    publish_many(broker.port, [(p.topic("flood", p.MODEL_REQUEST), request)] * 100, "flood")
+    wait_for(lambda: collector.metric("edgebench_model_requests_refused_total") == 100, 30, "refusals (offline)")
+    assert collector.metric("edgebench_model_chunk_bytes_total") == 0
+    go_online(fleet, broker, "flood")
+    publish_many(broker.port, [(p.topic("flood", p.MODEL_REQUEST), request)] * 100, "flood")
+    wait_for(lambda: collector.metric("edgebench_model_requests_total") + collector.metric(
+        "edgebench_model_requests_refused_total") == 200, 60, "every request handled")
+    assert collector.metric("edgebench_model_chunk_bytes_total") == MODEL_BURST_BYTES
+    assert collector.metric("edgebench_model_requests_refused_total") == 200 - MODEL_BURST_BYTES // p.MODEL_WINDOW_BYTES
+
+
 def test_unknown_model_gets_an_error_not_a_hang(fleet, broker):
     import paho.mqtt.client as mqtt
 
@@ -124,6 +154,7 @@ def test_unknown_model_gets_an_error_not_a_hang(fleet, broker):
     try:
         client.subscribe([(p.wildcard(p.MODEL_CHUNK), 1)])
         wait_for(lambda: granted, 10, "SUBACK")
+        go_online(fleet, broker, "ghost")
         mqtt_publish(broker.port, p.topic("ghost", p.MODEL_REQUEST),
                      json.dumps(p.envelope("ghost", time.time(), sha256="f" * 64, offset=0, length=4096)).encode())
         wait_for(lambda: got, 10, "an answer")

@@ -11,9 +11,11 @@ from pathlib import Path
 
 import pytest
 
+from edgebench.agent import lineprotocol as lp
 from edgebench.agent.errors import ModelError
 from edgebench.agent.fleet import protocol as p
 from edgebench.agent.fleet.modelcache import ModelCache
+from edgebench.agent.fleet.outbox import Outbox
 from edgebench.agent.fleet.store import AgentStore
 from edgebench.server import influx
 
@@ -128,13 +130,13 @@ def test_summarize_report_drops_samples():
 
 def test_outbox_drops_telemetry_oldest_first_never_results(tmp_path):
     store = AgentStore(tmp_path / "a.sqlite3", max_telemetry=3)
-    store.enqueue("t/result", b"r", "result")
+    store.enqueue("t/result", b"r", "result", "result-id")
     for n in range(6):
-        store.enqueue("t/telemetry", str(n).encode(), "telemetry")
-    rows = store.pending(set(), 100)
+        store.enqueue("t/telemetry", str(n).encode(), "telemetry", f"telemetry-{n}")
+    rows = store.due(set(), 100, now=0.0)
     assert [payload for _, _, payload in rows] == [b"r", b"3", b"4", b"5"]
     assert store.counter("telemetry_dropped") == 3
-    store.acknowledged(rows[0][0])
+    assert store.acknowledged(["result-id", "unknown-id"]) == 1
     assert store.depth() == 3
 
 
@@ -144,11 +146,107 @@ def test_job_dedup_and_final_state_with_result(tmp_path):
     assert store.next_job()[0] == "j1"
     store.start_job("j1")
     assert store.next_job() == ("j1", "{}", 1)  # a job left 'running' (agent killed) runs again
-    store.finish_job("j1", "done", "t/events", b"result", "result")
+    store.finish_job("j1", "done", "t/events", b"result", "result", "msg-00000001")
     assert store.next_job() is None and store.job_state("j1") == "done" and store.depth() == 1
     store.close()
     reopened = AgentStore(tmp_path / "a.sqlite3")  # survives a restart
     assert reopened.depth() == 1 and not reopened.add_job("j1", "{}")
+
+
+class Reason:
+    def __init__(self, value: int):
+        self.value = value
+
+
+class Clock:
+    def __init__(self):
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def outbox_with(tmp_path, **kwargs):
+    """An Outbox on a real store whose publish records (topic, payload) and returns paho-like mids."""
+    sent: list = []
+    clock = Clock()
+
+    def publish(topic_name, payload):
+        sent.append(payload)
+        return len(sent)
+
+    store = AgentStore(tmp_path / "a.sqlite3")
+    return Outbox(store, publish, clock=clock, wall=clock, **kwargs), store, sent, clock
+
+
+def test_outbox_deletes_a_row_only_on_the_collectors_ack(tmp_path):
+    outbox, store, sent, clock = outbox_with(tmp_path, ack_wait_s=30)
+    store.enqueue("t/events", b"result", "result", "msg-aaaaaaaa")
+    outbox.flush(connected=True)
+    assert sent == [b"result"]
+    outbox.on_puback(1, Reason(0))  # the broker took it: that alone deletes nothing
+    outbox.flush(connected=True)
+    assert store.depth() == 1 and store.outstanding() == 1 and sent == [b"result"]
+    clock.now += 31  # no ack from the collector in time: published again, then waits twice as long
+    outbox.flush(connected=True)
+    assert sent == [b"result", b"result"]
+    outbox.on_puback(2, Reason(0))
+    outbox.flush(connected=True)
+    clock.now += 31
+    outbox.flush(connected=True)
+    assert len(sent) == 2  # 60 s now
+    assert store.counter("resent") == 1
+    outbox.on_acks({"ids": ["msg-aaaaaaaa"]})
+    assert store.depth() == 0 and outbox.counters() == {"unacked": 0, "resent": 1, "refused": 0}
+
+
+def test_outbox_no_matching_subscribers_and_refusals(tmp_path):
+    outbox, store, sent, clock = outbox_with(tmp_path, ack_wait_s=30)
+    for n in range(3):
+        store.enqueue("t/events", f"e{n}".encode(), "event", f"msg-0000000{n}")
+    outbox.flush(connected=True)
+    outbox.on_puback(1, Reason(0x10))  # PUBACK "no matching subscribers": nobody has it, publish again soon
+    outbox.on_puback(2, Reason(0x87))  # not authorized: kept, not retried until a restart
+    outbox.on_puback(3, Reason(0))
+    outbox.flush(connected=True)
+    clock.now += 2.5
+    outbox.flush(connected=True)
+    assert sent == [b"e0", b"e1", b"e2", b"e0"]
+    outbox.on_acks({"ids": [], "refused": [{"id": "msg-00000002", "reason": "invalid"}]})
+    assert store.depth() == 2 and outbox.counters()["refused"] == 1
+
+
+def test_outbox_back_pressure_keeps_new_rows_on_disk(tmp_path):
+    outbox, store, sent, clock = outbox_with(tmp_path, ack_wait_s=30, max_outstanding=2, window=10)
+    for n in range(5):
+        store.enqueue("t/telemetry", f"t{n}".encode(), "telemetry", f"msg-0000000{n}")
+    outbox.flush(connected=True)
+    assert len(sent) == 5  # nothing outstanding yet: the window alone bounds it
+    for mid in range(1, 6):
+        outbox.on_puback(mid, Reason(0))
+    store.enqueue("t/telemetry", b"t5", "telemetry", "msg-00000005")
+    outbox.flush(connected=True)
+    assert len(sent) == 5  # 5 rows wait for the collector (limit 2): the new one waits on disk
+    outbox.on_acks({"ids": [f"msg-0000000{n}" for n in range(4)]})
+    outbox.flush(connected=True)
+    assert sent[-1] == b"t5"
+    outbox.flush(connected=False)  # disconnected: nothing is handed to paho
+    assert len(sent) == 6
+
+
+def test_outbox_of_an_older_agent_gets_message_ids(tmp_path):
+    import sqlite3
+
+    path = tmp_path / "old.sqlite3"
+    with sqlite3.connect(path) as db:
+        db.execute("CREATE TABLE outbox (id INTEGER PRIMARY KEY AUTOINCREMENT, topic TEXT NOT NULL, "
+                   "payload BLOB NOT NULL, kind TEXT NOT NULL, created REAL NOT NULL)")
+        db.execute("INSERT INTO outbox (topic, payload, kind, created) VALUES ('t', ?, 'result', 0)",
+                   (json.dumps({"v": 1, "device": "d"}).encode(),))
+    store = AgentStore(path)
+    ((_, _, payload),) = store.due(set(), 10, now=0.0)
+    msg_id = json.loads(payload)["msg_id"]
+    assert p.MSG_ID.match(msg_id) and store.acknowledged([msg_id]) == 1
 
 
 # ---------------------------------------------------------------- model cache
@@ -196,7 +294,7 @@ def test_model_cache_lru_eviction(tmp_path):
 # ---------------------------------------------------------------- line protocol
 
 def test_line_protocol_escaping_and_idempotent_timestamps():
-    text = influx.line("m", {"model": "a b,c=d", "empty": ""}, {"v": 1.5, "n": 3, "s": 'q"x', "nan": float("nan")}, 7)
+    text = lp.line("m", {"model": "a b,c=d", "empty": ""}, {"v": 1.5, "n": 3, "s": 'q"x', "nan": float("nan")}, 7)
     assert text == 'm,model=a\\ b\\,c\\=d v=1.5,n=3i,s="q\\"x" 7'
     assert influx.run_timestamp_ns("run-1", 1.7e9) == influx.run_timestamp_ns("run-1", 1.7e9)
     assert influx.run_timestamp_ns("run-1", 1.7e9) != influx.run_timestamp_ns("run-2", 1.7e9)

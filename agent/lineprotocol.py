@@ -1,0 +1,56 @@
+"""InfluxDB line protocol, written once for everything edgebench sends to InfluxDB (the collector's points, the
+release gates' verdicts). Standard library only.
+
+What InfluxDB 1.x really accepts (checked against influxd 1.6.7 in tests/fleet/test_injection.py):
+- measurement names, tag keys, tag values and field keys: ``,``, ``=`` and space are escaped with a backslash;
+- a tag value cannot hold a newline (the line ends there: the rest would be parsed as a new point), and a
+  backslash is kept literally (``a\\\\b`` is stored as two backslashes) or, at the end of a value, breaks the line.
+  So tag text never carries control characters or backslashes: each becomes ``_`` (the protocol already refuses
+  them in the fields that become tags; this is the last line of defence);
+- string field values: ``"`` and ``\\`` are escaped; any other character, newlines included, is stored as is.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from typing import Any, Optional
+
+UNSAFE_IN_TAGS = re.compile(r"[\x00-\x1f\x7f\\]")
+
+
+def escape_tag(text: str) -> str:
+    """A measurement name, tag key, tag value or field key."""
+    return UNSAFE_IN_TAGS.sub("_", text).replace(",", r"\,").replace("=", r"\=").replace(" ", r"\ ")
+
+
+def string_field(text: str) -> str:
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def field_value(value: Any) -> Optional[str]:
+    """A field value in line protocol (booleans, integers with ``i``, finite floats, strings); None to omit."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return f"{value}i"
+    if isinstance(value, float):
+        return repr(value) if math.isfinite(value) else None
+    if isinstance(value, str):
+        return string_field(value)
+    return None
+
+
+def tag_text(tags: dict) -> str:
+    """``,k=v`` for each tag with a value, sorted (InfluxDB's canonical order)."""
+    return "".join(f",{escape_tag(str(k))}={escape_tag(str(v))}" for k, v in sorted(tags.items())
+                   if v is not None and str(v) != "")
+
+
+def line(measurement: str, tags: dict, fields: dict, ts_ns: int) -> Optional[str]:
+    """One point; None if no field has a value."""
+    field_text = ",".join(f"{escape_tag(k)}={v}" for k, v in
+                          ((k, field_value(raw)) for k, raw in fields.items()) if v is not None)
+    if not field_text:
+        return None
+    return f"{escape_tag(measurement)}{tag_text(tags)} {field_text} {int(ts_ns)}"
