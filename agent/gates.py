@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Iterable, Optional, Sequence
 from xml.etree import ElementTree
 
-from . import stats
+from . import lineprotocol, stats
 from .errors import UsageError, first_line
 
 # metric -> (description, unit, quantile for sample-based regression tests or None)
@@ -386,14 +386,6 @@ def document(verdicts: Sequence[Verdict]) -> dict:
 GATE_MEASUREMENT = "edgebench_gate"
 
 
-def _lp_key(text: str) -> str:
-    return text.replace("\\", "\\\\").replace(",", r"\,").replace("=", r"\=").replace(" ", r"\ ")
-
-
-def _lp_string(text: str) -> str:
-    return '"' + text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", " ") + '"'
-
-
 def verdict_lines(verdicts: Sequence[dict], ts_ns: int) -> list[str]:
     """InfluxDB line protocol of verdicts (``Verdict.to_dict()`` records) for the gate-history dashboard:
     measurement ``edgebench_gate``, tags ``rule``, ``model`` (the judged result's model, else the rule's pattern),
@@ -403,13 +395,11 @@ def verdict_lines(verdicts: Sequence[dict], ts_ns: int) -> list[str]:
     for index, v in enumerate(verdicts):
         tags = {"board_class": v.get("board_class") or "unlabelled", "model": v.get("result_model") or v["model"],
                 "rule": v["rule"], "status": v["status"]}
-        tag_text = "".join(f",{k}={_lp_key(str(val))}" for k, val in sorted(tags.items()) if str(val))
-        fields = [f"passed={'true' if v['status'] == PASS else 'false'}", f"message={_lp_string(v['message'])}"]
         value = v.get("value")
-        if isinstance(value, (int, float)) and not isinstance(value, bool) and value == value \
-                and abs(value) != float("inf"):
-            fields.insert(1, f"value={float(value)!r}")
-        lines.append(f"{GATE_MEASUREMENT}{tag_text} {','.join(fields)} {int(ts_ns) + index}")
+        fields = {"passed": v["status"] == PASS,
+                  "value": float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None,
+                  "message": v["message"]}
+        lines.append(lineprotocol.line(GATE_MEASUREMENT, tags, fields, int(ts_ns) + index))
     return lines
 
 def junit_xml(verdicts: Sequence[Verdict], suite: str = "edgebench gates") -> str:

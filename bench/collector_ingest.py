@@ -33,7 +33,8 @@ READINGS = ("load1", "mem_available_bytes", "temp_max_c", "cpu_freq_hz")
 
 
 def telemetry_message(device: str, start_ts: float, samples: int) -> dict:
-    return p.envelope(device, time.time(), samples=[
+    """As an agent's outbox sends it: with a msg_id, which the collector deduplicates and acknowledges."""
+    return p.envelope(device, time.time(), msg_id=p.new_msg_id(), samples=[
         {"ts": start_ts + i * 1e-3, "readings": {name: float(i % 97) + k for k, name in enumerate(READINGS)}}
         for i in range(samples)])
 

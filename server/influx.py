@@ -146,7 +146,8 @@ def device_points(msg: p.Message, labels: dict, received_ts: float) -> list[str]
     else:
         fields = {"job_id": payload.get("job_id") or "", "uptime_s": _as_float(payload.get("uptime_s")),
                   "outbox_depth": _as_int(payload.get("outbox_depth")),
-                  "telemetry_dropped": _as_int(payload.get("telemetry_dropped"))}
+                  "telemetry_dropped": _as_int(payload.get("telemetry_dropped")),
+                  **{key: _as_int(payload.get(key)) for key in p.HEARTBEAT_COUNTERS}}
         ts = payload.get("ts") or received_ts
     point = lp.line(DEVICE, tags, fields, int(ts * 1e9))
     return [point] if point else []

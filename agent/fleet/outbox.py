@@ -41,7 +41,7 @@ class Outbox:
         self.pubacks: queue.Queue = queue.Queue()  # (mid, reason code) from paho's thread
         self.inflight: dict[int, tuple[int, float]] = {}  # mid -> (row, handed to paho at); main loop only
         self.refused: set[int] = set()  # rows the broker refused (ACL, size): kept, retried after a restart only
-        self._warned_no_subscriber = 0.0
+        self._warned_no_subscriber = self._warned_resent = -1e9
 
     # ------------------------------------------------------------ from paho's thread
 
@@ -98,7 +98,16 @@ class Outbox:
                 self.store.published(row, self.wall() + min(2.0 * 2 ** (attempts - 1), self.wait_after(attempts)))
                 self._warn_no_subscriber()
             else:
-                self.store.published(row, self.wall() + self.wait_after(self.store.attempts(row) + 1))
+                attempts = self.store.attempts(row) + 1
+                self.store.published(row, self.wall() + self.wait_after(attempts))
+                if attempts > 1:
+                    self._warn_resent(attempts)
+
+    def _warn_resent(self, attempts: int) -> None:
+        if self.clock() - self._warned_resent > 60:
+            self._warned_resent = self.clock()
+            log.warning("the collector has not acknowledged outbox messages in time (one published %d times): "
+                        "published again; %d wait for an ack", attempts, self.store.outstanding())
 
     def _warn_no_subscriber(self) -> None:
         if self.clock() - self._warned_no_subscriber > 60:
