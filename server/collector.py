@@ -29,7 +29,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 from edgebench.agent.fleet import protocol as p
 from edgebench.agent.fleet.mqtt import MqttSettings
@@ -78,6 +78,7 @@ class Incoming:
     msg_id: Optional[str] = None  # an outbox message's id: acknowledged to its device once stored
     refused: Optional[str] = None  # why it was dead-lettered (acknowledged to the device as refused)
     duplicate: bool = False  # seen before: acknowledged, not written again
+    after_write: Optional[Callable[[], None]] = None  # registry changes that must wait for the points (job results)
 
 
 class PerDeviceBudget:
@@ -329,6 +330,12 @@ class Collector:
     def _store(self, batch: list[Incoming], lines: list[str]) -> None:
         if lines:
             self._write(lines)
+        for item in batch:
+            if item.after_write is not None:
+                try:
+                    item.after_write()
+                except Exception:  # noqa: BLE001 - the points are stored: acknowledge them all the same
+                    log.exception("registry update for %s failed", item.topic[:200])
         # Only now, with the points stored, may the broker and the devices forget the messages.
         delivered = [(item.msg_id, item.device) for item in batch
                      if item.msg_id and not item.refused and not item.duplicate]
@@ -401,8 +408,10 @@ class Collector:
         if msg.kind == p.EVENTS:
             if payload.get("labels"):  # the job's labels (release=...); the device's own labels win a conflict
                 labels = {**payload["labels"], **labels}
-            self.registry.job_event(msg.device, payload, labels)
-            self.registry.device_seen(msg.device)
+            # A job is "done" in the registry only once its result is in InfluxDB: whoever waits on the job
+            # (`push --wait`, then a query) finds the point there.
+            item.after_write = lambda: (self.registry.job_event(msg.device, payload, labels),
+                                        self.registry.device_seen(msg.device))
         return points_for(msg, labels, item.received)
 
     def _dead_letter(self, item: Incoming, reason: str) -> None:

@@ -61,6 +61,15 @@ def test_valid_result_and_telemetry():
     (lambda d: d.pop("run_id"), "missing field 'run_id'"),
     (lambda d: d.update(event="exploded"), "event must be one of"),
     (lambda d: d.update(job_id="../../etc"), "invalid value"),
+    (lambda d: d.update(v=True), "unsupported protocol version"),  # True == 1 in Python: not a version
+    (lambda d: d.update(v=1.0), "unsupported protocol version"),
+    (lambda d: d.update(finished_ts=1e20), "above"),  # InfluxDB would refuse it; latest=1 would keep it forever
+    (lambda d: d.update(ts=1e20), "above"),
+    (lambda d: d.update(msg_id="no spaces allowed"), "invalid value"),
+    (lambda d: d["summary"]["model"].update(name="m\nedgebench_gate,rule=x passed=true 1"), "invalid value"),
+    (lambda d: d["summary"]["model"].update(format="tflite\\"), "invalid value"),
+    (lambda d: d["summary"]["runtime"].update(used=["CPU", "x\ty"]), "runtime.used"),
+    (lambda d: d["summary"]["runtime"].update(threads="4"), "wrong type"),
 ])
 def test_invalid_results_are_refused_with_a_reason(mutate, reason):
     payload = result_payload()
@@ -83,6 +92,26 @@ def test_nan_oversize_and_garbage_are_refused():
         p.validate(p.topic("dev1", p.EVENTS), b"\xff\xfe not json")
     with pytest.raises(p.ProtocolError, match="not a JSON object"):
         p.validate(p.topic("dev1", p.EVENTS), b"[1, 2]")
+
+
+def test_nesting_past_the_parser_is_a_protocol_error_on_both_parsers():
+    import orjson
+
+    nested = b'{"v":1,"device":"dev1","x":' + b"[" * 5000 + b"]" * 5000 + b"}"
+    for loads in (None, orjson.loads):  # the agent's json, the collector's orjson (falling back to json)
+        with pytest.raises(p.ProtocolError, match="nested too deeply|not JSON"):
+            p.validate(p.topic("dev1", p.EVENTS), nested, loads)
+    assert p.msg_id_of(nested) is None
+
+
+def test_acks_are_checked():
+    topic = p.topic("dev1", p.ACKS)
+    good = p.envelope("dev1", 1.7e9, ids=[p.new_msg_id()], refused=[{"id": p.new_msg_id(), "reason": "bad"}])
+    assert p.validate(topic, encoded(good)).kind == p.ACKS
+    for bad, reason in (({"ids": ["x"]}, "message ids"), ({"ids": [p.new_msg_id()] * (p.MAX_ACK_IDS + 1)}, "at most"),
+                        ({"ids": [], "refused": [{"id": p.new_msg_id()}]}, "missing field 'reason'")):
+        with pytest.raises(p.ProtocolError, match=reason):
+            p.validate(topic, encoded(p.envelope("dev1", 1.7e9, **bad)))
 
 
 def job(**fields) -> dict:
