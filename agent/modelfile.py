@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
-from .errors import ModelError
+from edgebench.agent.errors import ModelError
 
 TFLITE = "tflite"
 ONNX = "onnx"

@@ -33,11 +33,11 @@ sys.path.insert(0, str(ROOT / "scripts"))
 
 import fetch_models  # noqa: E402
 
-from edgebench.agent import bench  # noqa: E402
-from edgebench.agent.inputs import build_feeds  # noqa: E402
-from edgebench.agent.isolation import ChildLimits  # noqa: E402
-from edgebench.agent.measure import RunSettings, run_loop  # noqa: E402
-from edgebench.agent.physics import PhysicsSettings  # noqa: E402
+from edgebench.agent.engine import bench  # noqa: E402
+from edgebench.agent.engine.inputs import build_feeds  # noqa: E402
+from edgebench.agent.engine.isolation import ChildLimits  # noqa: E402
+from edgebench.agent.engine.measure import RunSettings, run_loop  # noqa: E402
+from edgebench.agent.engine.physics import PhysicsSettings  # noqa: E402
 from edgebench.agent.runtimes import choose_runtime  # noqa: E402
 from edgebench.agent.runtimes.base import RuntimeOptions  # noqa: E402
 
@@ -89,7 +89,7 @@ def p50_ms(latencies_ns) -> float:
 
 def engine_p50(path: str, shape_args: list, runs: int, threads: int) -> tuple[float, dict]:
     """The engine's own measured loop, in this process, over the plugin's bound callable."""
-    from edgebench.agent.inputs import parse_shapes
+    from edgebench.agent.engine.inputs import parse_shapes
     from edgebench.agent.modelfile import identify
 
     model = identify(path)

@@ -6,7 +6,7 @@ For each real model, in one run of this script, rounds alternate between:
           the same delegate defaults and clock as the harness, nothing else;
   native  `edgebench bench --runtime native` (bench.run: the harness in its child process, RSS sampling on);
   python  the same through the Python engine and its default runtime (litert / onnxruntime).
-Every column measures at least --min-duration seconds. p50s come from agent/stats.py for all three.
+Every column measures at least --min-duration seconds. p50s come from agent/engine/stats.py for all three.
 Goals (issue 6): native p50 within 1% of bare; the Python engine's p50 against native is reported as a ratio.
 
 Usage: python bench/native_overhead.py [--rounds 3] [--runs 400] [--min-duration 1] [--json out.json]
@@ -27,9 +27,9 @@ sys.path.insert(0, str(ROOT / "scripts"))
 
 import fetch_models  # noqa: E402
 
-from edgebench.agent import bench, stats  # noqa: E402
-from edgebench.agent.isolation import ChildLimits  # noqa: E402
-from edgebench.agent.measure import RunSettings  # noqa: E402
+from edgebench.agent.engine import bench, stats  # noqa: E402
+from edgebench.agent.engine.isolation import ChildLimits  # noqa: E402
+from edgebench.agent.engine.measure import RunSettings  # noqa: E402
 from edgebench.agent.runtimes.native import find_binary  # noqa: E402
 
 CASES = [  # (model, shape args, what it shows)

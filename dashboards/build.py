@@ -17,7 +17,7 @@ JSON_DIR = Path(__file__).resolve().parent / "json"
 
 
 def render(name: str) -> dict:
-    from .common import to_json
+    from edgebench.dashboards.common import to_json
 
     module = importlib.import_module(f".{DASHBOARDS[name]}", __package__)
     return to_json(module.build())

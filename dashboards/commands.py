@@ -51,7 +51,7 @@ def _token(args: argparse.Namespace) -> str:
 
 
 def cmd_build(args: argparse.Namespace) -> int:
-    from .build import JSON_DIR, build, stale
+    from edgebench.dashboards.build import JSON_DIR, build, stale
 
     out = Path(args.out) if args.out else JSON_DIR
     if args.check:
@@ -66,18 +66,17 @@ def cmd_build(args: argparse.Namespace) -> int:
 
 def cmd_push(args: argparse.Namespace) -> int:
     from edgebench.agent.errors import EdgebenchError
-
-    from .push import PushError, push_dashboard
+    from edgebench.dashboards.push import PushError, push_dashboard
 
     token = _token(args)
     if args.from_dir:
-        from .build import load
+        from edgebench.dashboards.build import load
 
         dashboards = load(Path(args.from_dir))
         if not dashboards:
             raise EdgebenchError(f"no dashboard JSON files in {args.from_dir}")
     else:
-        from .build import DASHBOARDS, render
+        from edgebench.dashboards.build import DASHBOARDS, render
 
         dashboards = {name: render(name) for name in DASHBOARDS}
     for name, data in dashboards.items():
@@ -92,8 +91,8 @@ def cmd_push(args: argparse.Namespace) -> int:
 
 
 def cmd_queries(args: argparse.Namespace) -> int:
-    from .build import DASHBOARDS, render
-    from .queries import panel_queries, query_variables
+    from edgebench.dashboards.build import DASHBOARDS, render
+    from edgebench.dashboards.queries import panel_queries, query_variables
 
     for name in DASHBOARDS:
         data = render(name)

@@ -5,8 +5,18 @@ from __future__ import annotations
 
 from grafanalib import core as g
 
-from . import schema as s
-from .common import dashboard, grid, match, override, tag_variable, target, thresholds, value_map, where
+from edgebench.dashboards import schema as s
+from edgebench.dashboards.common import (
+    dashboard,
+    grid,
+    match,
+    override,
+    tag_variable,
+    target,
+    thresholds,
+    value_map,
+    where,
+)
 
 UID = "edgebench-device"
 

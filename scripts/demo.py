@@ -25,7 +25,7 @@ sys.path.insert(0, str(ROOT / "scripts"))
 
 import fetch_models  # noqa: E402
 
-from edgebench.agent import cli  # noqa: E402
+from edgebench.agent.cli import main as cli  # noqa: E402
 from edgebench.server.localfleet import Agent, Collector, Influxd, Mosquitto, wait_for  # noqa: E402
 
 OUT = ROOT / "out"

@@ -34,11 +34,10 @@ from waitress.task import ErrorTask
 from edgebench.agent.errors import ModelError
 from edgebench.agent.fleet import protocol as p
 from edgebench.agent.modelfile import identify
-
-from .collector import Collector
-from .metrics import Metrics
-from .openapi import OPENAPI
-from .registry import Registry
+from edgebench.server.collector import Collector
+from edgebench.server.metrics import Metrics
+from edgebench.server.openapi import OPENAPI
+from edgebench.server.registry import Registry
 
 log = logging.getLogger(__name__)
 MAX_JSON_BODY = 1 << 20
@@ -267,12 +266,12 @@ class Api:
             raise ApiError(400, f"invalid job: {exc}") from None
         return job
 
-    # ------------------------------------------------------------ release gates (edgebench.agent.gates)
+    # ------------------------------------------------------------ release gates (edgebench.server.gates.rules)
 
     def gate_rules(self, body: Optional[bytes], content_type: str) -> list:
         """The rules POSTed (TOML, or JSON ``{"gate": [...]}``), else those of ``--gates FILE``."""
-        from edgebench.agent import gates
         from edgebench.agent.errors import UsageError
+        from edgebench.server.gates import rules as gates
 
         try:
             if body is None:
@@ -292,7 +291,7 @@ class Api:
 
     def evaluate_gates(self, rules: list, record: bool) -> tuple[list, dict]:
         """The same evaluation as ``edgebench gate --server``: gates.evaluate on the latest results with samples."""
-        from edgebench.agent import gates
+        from edgebench.server.gates import rules as gates
 
         results = [gates.result_from_fleet(row, "collector")
                    for row in self.registry.results(samples=True, latest=True)]
@@ -304,9 +303,8 @@ class Api:
 
     def record_verdicts(self, document: dict) -> int:
         """Write verdicts to InfluxDB (measurement edgebench_gate, the gate-history dashboard)."""
-        from edgebench.agent import gates
-
-        from .influx import InfluxError
+        from edgebench.server.gates import rules as gates
+        from edgebench.server.influx import InfluxError
 
         verdicts = document.get("verdicts") if isinstance(document, dict) else None
         required = ("rule", "model", "status", "message")
@@ -442,7 +440,7 @@ class Routes:
         self.api = api
 
     def healthz(self, req: falcon.Request, resp: falcon.Response) -> None:
-        from .collector import describe
+        from edgebench.server.collector import describe
 
         state = describe(self.api.collector)
         _json(resp, state, 200 if state["ok"] else 503)
@@ -517,7 +515,7 @@ class Routes:
         _json(resp, {"dead_letters": self.api.registry.dead_letters(limit)})
 
     def _gates(self, req: falcon.Request, resp: falcon.Response, body: Optional[bytes]) -> None:
-        from edgebench.agent import gates
+        from edgebench.server.gates import rules as gates
 
         fmt = req.get_param("format") or "json"
         if fmt not in ("json", "junit", "markdown"):

@@ -33,10 +33,9 @@ from typing import Any, Callable, Optional
 
 from edgebench.agent.fleet import protocol as p
 from edgebench.agent.fleet.mqtt import MqttSettings
-
-from .influx import InfluxError, points_for, writer
-from .metrics import Metrics
-from .registry import Registry
+from edgebench.server.influx import InfluxError, points_for, writer
+from edgebench.server.metrics import Metrics
+from edgebench.server.registry import Registry
 
 log = logging.getLogger(__name__)
 

@@ -22,8 +22,11 @@ def _seconds(text: str) -> int:
 
 
 def register(commands) -> None:
-    from edgebench.agent.cli import size_bytes
+    from edgebench.agent.cli.main import size_bytes
     from edgebench.agent.fleet import mqtt
+    from edgebench.server.gates import cli as gates_cli
+
+    gates_cli.register(commands)
 
     server = commands.add_parser(
         "server", help="run the fleet collector: MQTT -> InfluxDB, registry, HTTP API",
@@ -75,6 +78,6 @@ def register(commands) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from .main import serve_forever
+    from edgebench.server.main import serve_forever
 
     return serve_forever(args)

@@ -19,13 +19,13 @@ import urllib.parse
 import urllib.request
 from typing import Any, Optional
 
-from edgebench.agent import lineprotocol as lp
 from edgebench.agent.fleet import protocol as p
+from edgebench.server import lineprotocol as lp
 
 RESULT = "edgebench_result"
 TELEMETRY = "edgebench_telemetry"
 LATENCY = "edgebench_latency"  # one point per raw latency sample of a result (release gates' regression tests)
-GATE = "edgebench_gate"  # release gate verdicts (edgebench.agent.gates.verdict_lines)
+GATE = "edgebench_gate"  # release gate verdicts (edgebench.server.gates.rules.verdict_lines)
 DEVICE = "edgebench_device"  # device state from status and heartbeat messages (fleet dashboards)
 
 
@@ -81,7 +81,7 @@ def _result_tags(msg: p.Message, labels: dict) -> dict:
 
 
 def result_point(msg: p.Message, labels: dict) -> Optional[str]:
-    from edgebench.agent.gates import result_metrics
+    from edgebench.server.gates.rules import result_metrics
 
     payload = msg.payload
     summary = payload["summary"]

@@ -12,11 +12,10 @@ from pathlib import Path
 
 from edgebench.agent.errors import UsageError
 from edgebench.agent.fleet import mqtt
-
-from .api import Api, serve
-from .collector import Collector, CollectorConfig
-from .metrics import Metrics
-from .registry import Registry
+from edgebench.server.api import Api, serve
+from edgebench.server.collector import Collector, CollectorConfig
+from edgebench.server.metrics import Metrics
+from edgebench.server.registry import Registry
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +30,7 @@ def serve_forever(args: argparse.Namespace) -> int:
     settings = mqtt.from_args(args)
     registry, metrics = Registry(data_dir / "registry.sqlite3"), Metrics()
     if args.gates:
-        from edgebench.agent.gates import load_rules
+        from edgebench.server.gates.rules import load_rules
 
         load_rules(args.gates)  # a broken gates file fails the start, not the first request
     api = Api(registry, None, metrics, data_dir / "models", "", args.max_model_size, args.gates)

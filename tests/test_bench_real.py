@@ -10,7 +10,7 @@ import jsonschema
 import numpy as np
 import pytest
 
-from edgebench.agent.report import SCHEMA_FILE
+from edgebench.agent.engine.report import SCHEMA_FILE
 
 from .conftest import FAST
 

@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from edgebench.agent.compare import cosine, drift, is_classifier
+from edgebench.agent.optimize.compare import cosine, drift, is_classifier
 from edgebench.agent.tensors import TensorSpec
 
 from .conftest import FAST

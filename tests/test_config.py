@@ -6,8 +6,8 @@ import re
 
 import pytest
 
-from edgebench.agent.cli import build_parser
-from edgebench.agent.config import apply_defaults
+from edgebench.agent.cli.config import apply_defaults
+from edgebench.agent.cli.main import build_parser
 from edgebench.agent.errors import UsageError
 
 

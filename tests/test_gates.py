@@ -11,9 +11,9 @@ from xml.etree import ElementTree
 import numpy as np
 import pytest
 
-from edgebench.agent import gates
+from edgebench.agent.engine.stats import quantile_regression
 from edgebench.agent.errors import UsageError
-from edgebench.agent.stats import quantile_regression
+from edgebench.server.gates import rules as gates
 
 from .conftest import FAST
 

@@ -7,10 +7,10 @@ import os
 
 import pytest
 
-from edgebench.agent import bench
+from edgebench.agent.engine import bench
+from edgebench.agent.engine.isolation import ChildLimits, describe_death
+from edgebench.agent.engine.measure import RunSettings
 from edgebench.agent.errors import ChildFailed
-from edgebench.agent.isolation import ChildLimits, describe_death
-from edgebench.agent.measure import RunSettings
 
 from .conftest import FAST
 

@@ -11,8 +11,8 @@ import time
 import jsonschema
 import pytest
 
-from edgebench.agent.physics import PhysicsSettings, RunPhysics
-from edgebench.agent.report import SCHEMA_FILE
+from edgebench.agent.engine.physics import PhysicsSettings, RunPhysics
+from edgebench.agent.engine.report import SCHEMA_FILE
 
 from .conftest import FAST, REPO, cli_argv, cli_env
 

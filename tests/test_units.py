@@ -10,9 +10,9 @@ import time
 import numpy as np
 import pytest
 
-from edgebench.agent import inputs, provenance, stats
+from edgebench.agent.engine import inputs, provenance, stats
+from edgebench.agent.engine.measure import RunSettings, run_loop
 from edgebench.agent.errors import InputError, ModelError, UsageError
-from edgebench.agent.measure import RunSettings, run_loop
 from edgebench.agent.modelfile import identify
 from edgebench.agent.tensors import TensorSpec
 
@@ -169,7 +169,7 @@ def test_provenance_of_this_machine():
 # ---------------------------------------------------------------- packaging and start-up
 
 def test_help_imports_neither_numpy_nor_a_runtime():
-    code = ("import sys\nfrom edgebench.agent.cli import main\n"
+    code = ("import sys\nfrom edgebench.agent.cli.main import main\n"
             "try:\n    main(['bench', '--help'])\nexcept SystemExit:\n    pass\n"
             "heavy = [m for m in ('numpy', 'onnxruntime', 'ai_edge_litert', 'psutil') if m in sys.modules]\n"
             "print('HEAVY', heavy)")

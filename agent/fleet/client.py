@@ -12,8 +12,8 @@ import urllib.request
 from pathlib import Path
 from typing import Any, Optional
 
-from ..errors import EdgebenchError, ModelError, UsageError
-from ..report import emit_json
+from edgebench.agent.engine.report import emit_json
+from edgebench.agent.errors import EdgebenchError, ModelError, UsageError
 
 FINAL = ("done", "failed", "cancelled", "rejected")
 
@@ -53,7 +53,7 @@ def device_selector(text: str) -> dict:
     if not text or text == "all":
         return {"all": True}
     if "=" in text:
-        from .protocol import ProtocolError, parse_labels
+        from edgebench.agent.fleet.protocol import ProtocolError, parse_labels
 
         try:
             return {"labels": parse_labels(text)}
@@ -87,7 +87,7 @@ def job_matrix(args: argparse.Namespace, shas: list[str]) -> dict:
 
 def job_labels(items: list[str]) -> dict:
     """``--label release=v1.5.0`` (repeatable, or comma-separated) -> the labels every job's result carries."""
-    from .protocol import ProtocolError, parse_labels
+    from edgebench.agent.fleet.protocol import ProtocolError, parse_labels
 
     try:
         return parse_labels(",".join(items))

@@ -15,8 +15,8 @@ def _server_option(parser: argparse.ArgumentParser) -> None:
 
 
 def _add_agent(commands) -> None:
-    from ..cli import count_up_to, duration, positive_duration, size_bytes
-    from . import mqtt
+    from edgebench.agent.cli.main import count_up_to, duration, positive_duration, size_bytes
+    from edgebench.agent.fleet import mqtt
 
     agent = commands.add_parser(
         "agent", help="run the fleet agent daemon on this board",
@@ -62,9 +62,9 @@ def _add_agent(commands) -> None:
 
 
 def run_agent(args: argparse.Namespace) -> int:
-    from ..errors import UsageError
-    from . import mqtt, protocol
-    from .daemon import Agent, AgentConfig, default_device_id
+    from edgebench.agent.errors import UsageError
+    from edgebench.agent.fleet import mqtt, protocol
+    from edgebench.agent.fleet.daemon import Agent, AgentConfig, default_device_id
 
     try:
         labels = protocol.parse_labels(args.labels)
@@ -82,7 +82,7 @@ def run_agent(args: argparse.Namespace) -> int:
 
 
 def _add_engineer_commands(commands) -> None:
-    from ..cli import add_input_options, add_run_options, comma_list, duration
+    from edgebench.agent.cli.main import add_input_options, add_run_options, comma_list, duration
 
     push = commands.add_parser(
         "push", help="upload models and benchmark them on fleet devices",
@@ -124,7 +124,7 @@ def _add_engineer_commands(commands) -> None:
 
 def _client_handler(name: str):
     def handler(args: argparse.Namespace) -> int:
-        from . import client
+        from edgebench.agent.fleet import client
 
         return getattr(client, f"cmd_{name}")(args)
 

@@ -29,13 +29,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Optional, Union
 
-from .. import __version__
-from ..errors import EdgebenchError
-from . import protocol as p
-from .modelcache import ChunkSource, ModelCache
-from .mqtt import MqttSettings
-from .outbox import Outbox
-from .store import AgentStore
+from edgebench.agent import __version__
+from edgebench.agent.errors import EdgebenchError
+from edgebench.agent.fleet import protocol as p
+from edgebench.agent.fleet.modelcache import ChunkSource, ModelCache
+from edgebench.agent.fleet.mqtt import MqttSettings
+from edgebench.agent.fleet.outbox import Outbox
+from edgebench.agent.fleet.store import AgentStore
 
 log = logging.getLogger(__name__)
 
@@ -94,12 +94,12 @@ class Telemetry:
     clock and power through the sensor plugins (the same readers `edgebench bench` samples; discovered once)."""
 
     def __init__(self, root: str = "/"):
-        from ..sensors import discover
+        from edgebench.agent.sensors import discover
 
         self.sensors = discover(root)
 
     def read(self) -> dict:
-        from ..sensors import pick_power, read_all
+        from edgebench.agent.sensors import pick_power, read_all
 
         readings = system_readings()
         values = read_all(self.sensors)
@@ -317,7 +317,7 @@ class Agent:
         self.client.publish(p.topic(self.device, kind), p.encode(kind, payload), qos=qos, retain=retain)
 
     def _inventory(self) -> dict:
-        from .. import provenance
+        from edgebench.agent.engine import provenance
 
         return p.envelope(self.device, time.time(), labels=self.config.labels, runtimes=available_runtimes(),
                           device_facts=provenance.collect(edgebench_version=__version__),
@@ -709,7 +709,7 @@ class Agent:
     # ------------------------------------------------------------ lifecycle
 
     def run(self) -> int:
-        from . import mqtt
+        from edgebench.agent.fleet import mqtt
 
         self.client = mqtt.make_client(self.config.mqtt, client_id=f"edgebench-agent-{self.device}")
         self.client.will_set(p.topic(self.device, p.STATUS), p.encode(p.STATUS, p.envelope(

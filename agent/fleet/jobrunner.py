@@ -2,11 +2,11 @@
 
 The daemon starts this in a child process of its own, so the daemon never imports numpy or a runtime (its idle
 footprint stays small) and a job can be cancelled or timed out by killing one process group. The job goes through
-the single-board engine (``edgebench.agent.bench.run``), which runs the model in yet another isolated child.
+the single-board engine (``edgebench.agent.engine.bench.run``), which runs the model in yet another isolated child.
 Progress goes to stdout as JSON lines; the outcome (``{"report": ...}`` or ``{"error": ..., "kind": ...}``) to
 OUT.json; when OUT.json cannot be written (a full disk), a last stdout line ``{"failure": ..., "errno": ...}`` and
 exit status 1 instead. With a REFERENCE model (the job's ``reference``), the outcome also has ``drift``: the model's
-output drift against the reference on the job's inputs (edgebench.agent.compare), or ``{"error": ...}`` when it
+output drift against the reference on the job's inputs (edgebench.agent.optimize.compare), or ``{"error": ...}`` when it
 cannot be measured; the benchmark's report is kept either way.
 """
 
@@ -21,11 +21,11 @@ from pathlib import Path
 
 def build_request(job: dict, model_path: str, default_timeout_s: float = 3600.0):
     """A BenchRequest from a validated job: only names and numbers from the job reach the engine."""
-    from ..bench import BenchRequest
-    from ..isolation import ChildLimits
-    from ..measure import RunSettings
-    from ..physics import PhysicsSettings
-    from ..runtimes.base import RuntimeOptions
+    from edgebench.agent.engine.bench import BenchRequest
+    from edgebench.agent.engine.isolation import ChildLimits
+    from edgebench.agent.engine.measure import RunSettings
+    from edgebench.agent.engine.physics import PhysicsSettings
+    from edgebench.agent.runtimes.base import RuntimeOptions
 
     settings = RunSettings(**{k: int(v) if k.endswith("_runs") else float(v)
                               for k, v in (job.get("settings") or {}).items()})
@@ -44,11 +44,11 @@ def measure_drift(job: dict, model_path: str, reference_path: str, timeout_s: fl
     """Drift of the job's model against its reference on ``DRIFT_SAMPLES`` generated input sets, with the compare
     machinery (both models run in isolated children): ``{max_abs_err, mean_abs_err, cosine_mean, top1_agreement,
     samples, reference_sha}``, or ``{error, reference_sha}``."""
-    from .. import compare
-    from ..errors import EdgebenchError
-    from ..isolation import ChildLimits
-    from ..runtimes.base import RuntimeOptions
-    from .protocol import DRIFT_NUMBERS, DRIFT_SAMPLES
+    from edgebench.agent.engine.isolation import ChildLimits
+    from edgebench.agent.errors import EdgebenchError
+    from edgebench.agent.fleet.protocol import DRIFT_NUMBERS, DRIFT_SAMPLES
+    from edgebench.agent.optimize import compare
+    from edgebench.agent.runtimes.base import RuntimeOptions
 
     sha = str(job.get("reference"))
     options = RuntimeOptions(threads=int(job["threads"]) if job.get("threads") else None,
@@ -81,8 +81,8 @@ def main(argv: list[str]) -> int:
             last[0] = now
             print(json.dumps({"phase": phase, "runs": runs, "elapsed_s": round(elapsed, 3)}), flush=True)
 
-    from .. import bench
-    from ..errors import EdgebenchError
+    from edgebench.agent.engine import bench
+    from edgebench.agent.errors import EdgebenchError
 
     try:
         outcome = {"report": bench.run(build_request(job, model_path), progress)}

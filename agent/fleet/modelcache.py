@@ -20,9 +20,9 @@ import urllib.request
 from pathlib import Path
 from typing import Callable, Optional
 
-from ..errors import ModelError
-from . import protocol
-from .protocol import MODEL_WINDOW_BYTES, SHA256
+from edgebench.agent.errors import ModelError
+from edgebench.agent.fleet import protocol
+from edgebench.agent.fleet.protocol import MODEL_WINDOW_BYTES, SHA256
 
 log = logging.getLogger(__name__)
 CHUNK = 1 << 20

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any, Optional
 from urllib.parse import unquote, urlsplit
 
-from ..errors import UsageError
+from edgebench.agent.errors import UsageError
 
 DEFAULT_SESSION_EXPIRY_S = 7 * 86400  # queued QoS 1 messages wait this long for a device that is away
 

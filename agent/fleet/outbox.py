@@ -20,7 +20,7 @@ import queue
 import time
 from typing import Any, Callable
 
-from .store import AgentStore
+from edgebench.agent.fleet.store import AgentStore
 
 log = logging.getLogger(__name__)
 

@@ -65,7 +65,7 @@ class AgentStore:
         for column, kind in OUTBOX_COLUMNS:
             if column not in columns:
                 self._db.execute(f"ALTER TABLE outbox ADD COLUMN {column} {kind}")
-        from .protocol import new_msg_id
+        from edgebench.agent.fleet.protocol import new_msg_id
 
         for row_id, payload in self._db.execute("SELECT id, payload FROM outbox WHERE msg_id IS NULL").fetchall():
             msg_id = new_msg_id()

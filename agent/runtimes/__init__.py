@@ -8,8 +8,8 @@ from __future__ import annotations
 import importlib
 from typing import Optional
 
-from ..errors import RuntimeUnavailable, UsageError
-from .base import Runtime
+from edgebench.agent.errors import RuntimeUnavailable, UsageError
+from edgebench.agent.runtimes.base import Runtime
 
 # name -> "module:Class"; imported lazily so that choosing one runtime never imports another.
 BUILTIN = {

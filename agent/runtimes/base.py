@@ -13,7 +13,7 @@ from typing import Any, Callable, ClassVar, Optional, Sequence
 
 import numpy as np
 
-from ..tensors import TensorSpec
+from edgebench.agent.tensors import TensorSpec
 
 
 @dataclass

@@ -14,10 +14,10 @@ from typing import Any, Callable, Optional
 
 import numpy as np
 
-from ..errors import InputError, ModelError, RuntimeUnavailable
-from ..modelfile import TFLITE
-from ..tensors import TensorSpec
-from .base import Backend, Fallback, Runtime, RuntimeOptions, Session
+from edgebench.agent.errors import InputError, ModelError, RuntimeUnavailable
+from edgebench.agent.modelfile import TFLITE
+from edgebench.agent.runtimes.base import Backend, Fallback, Runtime, RuntimeOptions, Session
+from edgebench.agent.tensors import TensorSpec
 
 BUILTIN_RESOLVERS = {
     "xnnpack": "BUILTIN",

@@ -4,7 +4,7 @@ The harness runs the whole measurement protocol in its own process (no interpret
 runtime) and writes the worker's JSON-line events: progress, then one result with every sample, or one error.
 This plugin starts it, samples its RSS, enforces the timeout and memory limit, and turns its deaths and exit
 codes into edgebench errors, like ``isolation.run_isolated`` does for the Python worker. Statistics are then
-computed from its samples by ``agent/stats.py``, the same code as for every other runtime.
+computed from its samples by ``agent/engine/stats.py``, the same code as for every other runtime.
 
 The binary is ``$EDGEBENCH_NATIVE_BIN``, else ``native/build/edgebench-native`` in the source tree, else
 ``edgebench-native`` on ``PATH``. Build it with ``make native`` (docs/native.md).
@@ -17,7 +17,16 @@ import shutil
 from pathlib import Path
 from typing import Optional
 
-from ..errors import (
+from edgebench.agent.engine.isolation import (
+    ChildExit,
+    ChildLimits,
+    ChildOutcome,
+    ProgressFn,
+    _last_meaningful_line,
+    describe_death,
+    run_child,
+)
+from edgebench.agent.errors import (
     ERROR_KINDS,
     ChildFailed,
     EdgebenchError,
@@ -27,17 +36,8 @@ from ..errors import (
     RuntimeUnavailable,
     UsageError,
 )
-from ..isolation import (
-    ChildExit,
-    ChildLimits,
-    ChildOutcome,
-    ProgressFn,
-    _last_meaningful_line,
-    describe_death,
-    run_child,
-)
-from ..modelfile import ONNX, TFLITE
-from .base import Runtime, RuntimeOptions, Session
+from edgebench.agent.modelfile import ONNX, TFLITE
+from edgebench.agent.runtimes.base import Runtime, RuntimeOptions, Session
 
 BINARY_ENV = "EDGEBENCH_NATIVE_BIN"
 BINARY_NAME = "edgebench-native"

@@ -13,10 +13,10 @@ from typing import Any, Callable, Optional
 
 import numpy as np
 
-from ..errors import InputError, ModelError
-from ..modelfile import ONNX
-from ..tensors import TensorSpec
-from .base import Backend, Fallback, Runtime, RuntimeOptions, Session
+from edgebench.agent.errors import InputError, ModelError
+from edgebench.agent.modelfile import ONNX
+from edgebench.agent.runtimes.base import Backend, Fallback, Runtime, RuntimeOptions, Session
+from edgebench.agent.tensors import TensorSpec
 
 SHORT_NAMES = {
     "cpu": "CPUExecutionProvider",

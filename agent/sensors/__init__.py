@@ -16,16 +16,15 @@ import os
 from pathlib import Path
 from typing import Dict, Iterable, List, Optional, Union
 
-from . import registry
-from .base import KIND_UNITS, KINDS, POWER_ROLES, Reading, Sensor
-from .commands import AdbRunner, CommandRunner, LocalRunner, NullRunner, ReplayRunner
-from .fs import FS, LocalFS, RemoteFS, make_fs
-from .sampler import Sampler
+from edgebench.agent.sensors import registry
+from edgebench.agent.sensors.base import KIND_UNITS, KINDS, POWER_ROLES, Reading, Sensor
+from edgebench.agent.sensors.commands import AdbRunner, CommandRunner, LocalRunner, NullRunner, ReplayRunner
+from edgebench.agent.sensors.fs import FS, LocalFS, RemoteFS, make_fs
 
 __all__ = [
     "KINDS", "KIND_UNITS", "Reading", "Sensor", "CommandRunner", "LocalRunner", "ReplayRunner", "AdbRunner",
     "NullRunner", "FS", "LocalFS", "RemoteFS", "target", "adb_target", "discover", "read_all", "read_errors",
-    "board_info", "pick_power", "close_all", "Sampler",
+    "board_info", "pick_power", "close_all",
 ]
 
 Root = Union[str, os.PathLike, FS]

@@ -28,9 +28,9 @@ import re
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Tuple
 
-from .base import Reading, Sensor, reading
-from .commands import CommandRunner
-from .fs import FS
+from edgebench.agent.sensors.base import Reading, Sensor, reading
+from edgebench.agent.sensors.commands import CommandRunner
+from edgebench.agent.sensors.fs import FS
 
 ROOT = "/sys/class/power_supply"
 CURRENT_UNIT_ENV = "EDGEBENCH_BATTERY_CURRENT_UNIT"

@@ -14,8 +14,8 @@ import math
 from dataclasses import dataclass, field
 from typing import ClassVar, Dict, List, Optional, Sequence, Union
 
-from .commands import CommandRunner
-from .fs import FS
+from edgebench.agent.sensors.commands import CommandRunner
+from edgebench.agent.sensors.fs import FS
 
 log = logging.getLogger(__name__)
 

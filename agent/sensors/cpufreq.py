@@ -12,9 +12,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional
 
-from .base import Reading, Sensor, parse_number, reading
-from .commands import CommandRunner
-from .fs import FS
+from edgebench.agent.sensors.base import Reading, Sensor, parse_number, reading
+from edgebench.agent.sensors.commands import CommandRunner
+from edgebench.agent.sensors.fs import FS
 
 ROOT = "/sys/devices/system/cpu/cpufreq"
 STATIC = ("cpuinfo_min_freq", "cpuinfo_max_freq", "affected_cpus")

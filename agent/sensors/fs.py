@@ -15,7 +15,7 @@ import shlex
 from typing import TYPE_CHECKING, Dict, Iterable, List, Sequence, Union
 
 if TYPE_CHECKING:
-    from .commands import CommandRunner
+    from edgebench.agent.sensors.commands import CommandRunner
 
 ReadResult = Union[str, OSError]
 

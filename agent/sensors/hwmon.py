@@ -20,10 +20,10 @@ import re
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Tuple
 
-from .base import TOTAL_INPUT_RAILS, Reading, Sensor, reading
-from .commands import CommandRunner
-from .fs import FS, ReadResult
-from .thermal import ROOT as THERMAL_ROOT
+from edgebench.agent.sensors.base import TOTAL_INPUT_RAILS, Reading, Sensor, reading
+from edgebench.agent.sensors.commands import CommandRunner
+from edgebench.agent.sensors.fs import FS, ReadResult
+from edgebench.agent.sensors.thermal import ROOT as THERMAL_ROOT
 
 ROOT = "/sys/class/hwmon"
 IIO_GLOB = "/sys/bus/i2c/drivers/ina3221x/*/iio:device*"

@@ -22,10 +22,10 @@ import re
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Tuple
 
-from .base import Reading, Sensor, describe_oserror, parse_number, reading
-from .commands import CommandRunner, LineStream
-from .fs import FS
-from .hwmon import IIO_GLOB, rail_role
+from edgebench.agent.sensors.base import Reading, Sensor, describe_oserror, parse_number, reading
+from edgebench.agent.sensors.commands import CommandRunner, LineStream
+from edgebench.agent.sensors.fs import FS
+from edgebench.agent.sensors.hwmon import IIO_GLOB, rail_role
 
 CONF = "/etc/nvpmodel.conf"
 STATUS = "/var/lib/nvpmodel/status"

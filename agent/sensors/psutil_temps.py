@@ -10,9 +10,9 @@ from __future__ import annotations
 import logging
 from typing import List
 
-from .base import Reading, Sensor, reading
-from .commands import CommandRunner
-from .fs import FS
+from edgebench.agent.sensors.base import Reading, Sensor, reading
+from edgebench.agent.sensors.commands import CommandRunner
+from edgebench.agent.sensors.fs import FS
 
 log = logging.getLogger(__name__)
 

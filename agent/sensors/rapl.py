@@ -13,9 +13,9 @@ import time
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Tuple
 
-from .base import Reading, Sensor, parse_number, reading
-from .commands import CommandRunner
-from .fs import FS
+from edgebench.agent.sensors.base import Reading, Sensor, parse_number, reading
+from edgebench.agent.sensors.commands import CommandRunner
+from edgebench.agent.sensors.fs import FS
 
 ROOT = "/sys/class/powercap"
 

@@ -18,9 +18,9 @@ from __future__ import annotations
 import re
 from typing import Dict, List, Optional, Tuple
 
-from .base import Reading, Sensor, parse_number, reading
-from .commands import CommandRunner
-from .fs import FS
+from edgebench.agent.sensors.base import Reading, Sensor, parse_number, reading
+from edgebench.agent.sensors.commands import CommandRunner
+from edgebench.agent.sensors.fs import FS
 
 THROTTLE_BITS = {0: "under_voltage", 1: "arm_freq_capped", 2: "throttled", 3: "soft_temp_limit"}
 SINCE_BOOT_SHIFT = 16

@@ -10,9 +10,9 @@ import logging
 from types import ModuleType
 from typing import Dict, Iterable, List, Optional
 
-from .base import Sensor
-from .commands import CommandRunner
-from .fs import FS
+from edgebench.agent.sensors.base import Sensor
+from edgebench.agent.sensors.commands import CommandRunner
+from edgebench.agent.sensors.fs import FS
 
 log = logging.getLogger(__name__)
 

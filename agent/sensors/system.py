@@ -5,8 +5,8 @@ from __future__ import annotations
 import re
 from typing import Dict, Optional
 
-from .commands import CommandRunner
-from .fs import FS
+from edgebench.agent.sensors.commands import CommandRunner
+from edgebench.agent.sensors.fs import FS
 
 SENSORS = ()
 

@@ -11,9 +11,9 @@ import re
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional
 
-from .base import Reading, Sensor, parse_number, reading
-from .commands import CommandRunner
-from .fs import FS
+from edgebench.agent.sensors.base import Reading, Sensor, parse_number, reading
+from edgebench.agent.sensors.commands import CommandRunner
+from edgebench.agent.sensors.fs import FS
 
 ROOT = "/sys/class/thermal"
 ABSENT_C = -100.0

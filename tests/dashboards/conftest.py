@@ -9,8 +9,9 @@ is mounted over /sys/class and /sys/devices/system/cpu/cpufreq: the real agent, 
 report its temperature and its INA3221 board power (energy per inference). A second, longer job on that board
 heats it: once the job is measuring, the test writes a CPU temperature past the zone's passive trip into the tree,
 and the engine's throttle detection marks the run as throttled, as on a board that overheats mid-run. The other
-agent reads this machine as it is. On that board, a dynamic-int8 variant of PP-OCR's direction classifier (made here
-with edgebench.agent.variants) is pushed with ``--reference`` the float32 original: its result carries the drift.
+agent reads this machine as it is. On that board, a dynamic-int8 variant of PP-OCR's direction classifier (made
+here with edgebench.agent.optimize.variants) is pushed with ``--reference`` the float32 original: its result carries
+the drift.
 """
 
 from __future__ import annotations
@@ -26,8 +27,8 @@ from typing import Optional
 
 import pytest
 
-from edgebench.agent.lineprotocol import line
 from edgebench.dashboards.build import DASHBOARDS, JSON_DIR
+from edgebench.server.lineprotocol import line
 from edgebench.server.localfleet import Agent, Collector, Influxd, Mosquitto, Service, binary, wait_for
 
 from ..conftest import REPO
@@ -201,7 +202,7 @@ def fleet_run(tmp_path_factory, models) -> FleetRun:
                                                       models["efficientnet_lite0_int8.tflite"]], "all", PUSH_ARGS)
         if sensors:
             heat_mid_run(collector, root / "push-hot.json", models["efficientnet_lite0_int8.tflite"], tree)
-        from edgebench.agent.variants import make_dynamic_int8
+        from edgebench.agent.optimize.variants import make_dynamic_int8
 
         variant = root / VARIANT
         make_dynamic_int8(models[VARIANT_REFERENCE], variant)

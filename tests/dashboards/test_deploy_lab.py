@@ -102,7 +102,7 @@ def test_compose_secrets_come_from_env_example(compose):
 
 
 def test_collector_command_parses(compose):
-    from edgebench.agent.cli import build_parser
+    from edgebench.agent.cli.main import build_parser
 
     collector = compose["services"]["collector"]
     argv = [arg.replace("${EDGEBENCH_PUBLIC_URL:?run setup.sh}", "http://lab:8780") for arg in collector["command"]]
@@ -251,8 +251,8 @@ def test_systemd_unit_parses_and_verifies(tmp_path):
 
 @pytest.mark.parametrize("board", ["agent-rpi.toml", "agent-jetson.toml"])
 def test_agent_configs_load(board):
-    from edgebench.agent.cli import build_parser
-    from edgebench.agent.config import apply_defaults
+    from edgebench.agent.cli.config import apply_defaults
+    from edgebench.agent.cli.main import build_parser
 
     parser = build_parser()
     agent_parser = parser.parse_known_args(["agent"])[0].subparsers["agent"]

@@ -1,7 +1,7 @@
 """Drift against a reference model in fleet jobs (``edgebench push --reference``): real Mosquitto, influxd, collector
 and agent processes. The reference travels as a sha256 only, is fetched through the agent's model cache, and the
-drift (edgebench.agent.compare) lands in InfluxDB next to the benchmark's result; a reference that cannot be compared
-still stores the benchmark's result, with the reason as ``drift_error``."""
+drift (edgebench.agent.optimize.compare) lands in InfluxDB next to the benchmark's result; a reference that cannot be
+compared still stores the benchmark's result, with the reason as ``drift_error``."""
 
 from __future__ import annotations
 

@@ -8,8 +8,8 @@ import time
 import urllib.parse
 import urllib.request
 
-from edgebench.agent import lineprotocol as lp
 from edgebench.agent.fleet import protocol as p
+from edgebench.server import lineprotocol as lp
 
 from .conftest import Fleet
 from .services import wait_for

@@ -11,13 +11,13 @@ from pathlib import Path
 
 import pytest
 
-from edgebench.agent import lineprotocol as lp
 from edgebench.agent.errors import ModelError
 from edgebench.agent.fleet import protocol as p
 from edgebench.agent.fleet.modelcache import ModelCache
 from edgebench.agent.fleet.outbox import Outbox
 from edgebench.agent.fleet.store import AgentStore
 from edgebench.server import influx
+from edgebench.server import lineprotocol as lp
 
 SHA = "a" * 64
 

@@ -14,11 +14,11 @@ import jsonschema
 import numpy as np
 import pytest
 
-from edgebench.agent import bench
+from edgebench.agent.engine import bench
+from edgebench.agent.engine.isolation import ChildLimits
+from edgebench.agent.engine.measure import RunSettings
+from edgebench.agent.engine.report import SCHEMA_FILE
 from edgebench.agent.errors import ChildFailed
-from edgebench.agent.isolation import ChildLimits
-from edgebench.agent.measure import RunSettings
-from edgebench.agent.report import SCHEMA_FILE
 from edgebench.agent.runtimes import runtime_class
 from edgebench.agent.runtimes.base import RuntimeOptions
 from edgebench.agent.runtimes.native import BINARY_ENV, NativeRuntime, command
@@ -64,7 +64,7 @@ def check_report(report: dict, model: Path) -> None:
     assert report["model"]["size_bytes"] == model.stat().st_size
     assert stats["count"] == len(samples) == report["timing"]["measured"]["runs"] >= 40
     ms = np.sort(np.array(samples)) / 1e6
-    assert stats["p50_ms"] == pytest.approx(np.percentile(ms, 50))  # computed in Python, by agent/stats.py
+    assert stats["p50_ms"] == pytest.approx(np.percentile(ms, 50))  # computed in Python, by agent/engine/stats.py
     assert stats["min_ms"] == pytest.approx(ms[0]) and stats["max_ms"] == pytest.approx(ms[-1])
     offsets = report["samples"]["start_offset_ns"]
     assert offsets[0] == 0 and all(b > a for a, b in zip(offsets, offsets[1:]))
@@ -295,7 +295,7 @@ def test_event_reader_is_linear_and_splits_lines_across_chunks():
     """The result line of a sub-microsecond model holds millions of samples: reading it must not be quadratic."""
     import random
 
-    from edgebench.agent.isolation import _EventReader
+    from edgebench.agent.engine.isolation import _EventReader
 
     events_text = (b'{"type": "progress", "phase": "load", "runs": 0, "elapsed_s": 0.0}\n'
                    b'{"type": "phase", "phase": "measure"}\n'

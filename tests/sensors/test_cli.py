@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from edgebench.agent.sensors import cli
+from edgebench.agent.cli import sensors as cli
 
 from .conftest import BOARDS_DIR
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from edgebench.agent.sensors import energy
+from edgebench.agent.engine.physics import energy
 
 S = 1_000_000_000  # ns per second
 

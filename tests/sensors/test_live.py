@@ -10,7 +10,8 @@ import types
 import pytest
 
 from edgebench.agent import sensors
-from edgebench.agent.sensors import KIND_UNITS, LocalRunner, Sampler, jetson, nvml, psutil_temps
+from edgebench.agent.engine.physics.sampler import Sampler
+from edgebench.agent.sensors import KIND_UNITS, LocalRunner, jetson, nvml, psutil_temps
 from edgebench.agent.sensors.fs import LocalFS
 
 

@@ -6,11 +6,10 @@ import time
 
 import pytest
 
-from edgebench.agent.sensors import Sampler
+from edgebench.agent.engine.physics.sampler import Sampler, series_of, values_at
 from edgebench.agent.sensors.base import Sensor, reading
 from edgebench.agent.sensors.commands import NullRunner
 from edgebench.agent.sensors.fs import LocalFS
-from edgebench.agent.sensors.sampler import series_of, values_at
 
 
 class Counter(Sensor):

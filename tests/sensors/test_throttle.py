@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from edgebench.agent.sensors import discover, read_all, throttle
+from edgebench.agent.engine.physics import throttle
+from edgebench.agent.sensors import discover, read_all
 
 from .conftest import BOARDS_DIR
 

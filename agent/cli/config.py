@@ -15,8 +15,8 @@ import sys
 from pathlib import Path
 from typing import Mapping, Optional
 
-from .errors import UsageError
-from .modelfile import file_problem
+from edgebench.agent.errors import UsageError
+from edgebench.agent.modelfile import file_problem
 
 DEFAULT_PATH = Path("~/.config/edgebench/config.toml")
 _TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")

@@ -10,7 +10,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Optional, Sequence
 
-from .errors import UsageError
+from edgebench.agent.errors import UsageError
 
 SCHEMA = "edgebench.bench/1"
 SCHEMA_FILE = Path(__file__).with_name("schemas") / "bench-report.v1.json"
@@ -95,7 +95,7 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[str]], align_left: int
 
 
 def _tensor_line(tensor: dict) -> str:
-    from .inputs import format_shape
+    from edgebench.agent.engine.inputs import format_shape
 
     quant = f" (scale {tensor['scale']:.4g}, zp {tensor['zero_point']})" if tensor.get("scale") else ""
     return f"{tensor['name']} {tensor['dtype']} {format_shape(tensor['shape'])}{quant}"
@@ -121,7 +121,7 @@ def render(report: dict) -> str:
     lines += [f"fallback  {f['candidate']}: {f['reason']}" for f in runtime["fallbacks"]]
     lines += [f"note      {note}" for note in runtime["notes"]]
     for feed in report["inputs_fed"]:
-        from .inputs import format_shape
+        from edgebench.agent.engine.inputs import format_shape
 
         lines.append(f"input     {feed['name']} {feed['dtype']} {format_shape(feed['shape'])} ({feed['source']})")
     lines.append(f"load      {timing['load_ms']:.1f} ms · first inference {timing['first_inference_ms']:.2f} ms · "

@@ -58,7 +58,7 @@ def os_name(root: Path) -> Optional[str]:
 def board_facts(root: str) -> dict:
     """What the sensor layer knows of the board (board model, kernel, RAM, SoC, power mode, per-policy clock
     limits and governors, thermal trip points), read by the same plugins that sample the run."""
-    from . import sensors
+    from edgebench.agent import sensors
 
     info = sensors.board_info(root)
     cpufreq = info.get("cpufreq") or {}

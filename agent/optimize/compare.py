@@ -15,14 +15,23 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from .errors import InferenceError, InputError, UsageError
-from .inputs import build_feeds, dequantize, format_shape, load_npz, parse_shapes, parse_sources, quantize, shape_fits
-from .isolation import ChildLimits, run_isolated
-from .modelfile import identify
-from .report import emit_json, utc_now
-from .runtimes import DEFAULT_FOR_FORMAT, choose_runtime
-from .runtimes.base import RuntimeOptions
-from .tensors import TensorSpec
+from edgebench.agent.engine.inputs import (
+    build_feeds,
+    dequantize,
+    format_shape,
+    load_npz,
+    parse_shapes,
+    parse_sources,
+    quantize,
+    shape_fits,
+)
+from edgebench.agent.engine.isolation import ChildLimits, run_isolated
+from edgebench.agent.engine.report import emit_json, utc_now
+from edgebench.agent.errors import InferenceError, InputError, UsageError
+from edgebench.agent.modelfile import identify
+from edgebench.agent.runtimes import DEFAULT_FOR_FORMAT, choose_runtime
+from edgebench.agent.runtimes.base import RuntimeOptions
+from edgebench.agent.tensors import TensorSpec
 
 SCHEMA = "edgebench.compare/1"
 

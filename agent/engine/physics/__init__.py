@@ -13,10 +13,10 @@ import time
 from dataclasses import dataclass
 from typing import Callable, Optional
 
-from . import sensors as sensor_api
-from .errors import EdgebenchError
-from .sensors import energy, throttle
-from .sensors.sampler import Sampler, Series, series_of
+from edgebench.agent import sensors as sensor_api
+from edgebench.agent.engine.physics import energy, throttle
+from edgebench.agent.engine.physics.sampler import Sampler, Series, series_of
+from edgebench.agent.errors import EdgebenchError
 
 log = logging.getLogger(__name__)
 

@@ -14,9 +14,9 @@ from typing import Optional, Sequence, Tuple
 
 import numpy as np
 
-from .errors import InputError, UsageError, first_line
-from .modelfile import file_problem
-from .tensors import TensorSpec
+from edgebench.agent.errors import InputError, UsageError, first_line
+from edgebench.agent.modelfile import file_problem
+from edgebench.agent.tensors import TensorSpec
 
 Shape = Tuple[int, ...]
 # One input tensor may hold at most this much data. Larger is a typo (x=100000x100000x100000), not a

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import List, Optional, Sequence, Tuple
 
-from .rapl import counter_delta
+from edgebench.agent.sensors.rapl import counter_delta
 
 Point = Tuple[int, float]  # (t_ns, value)
 

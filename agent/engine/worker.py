@@ -1,4 +1,4 @@
-"""The isolated benchmark process: ``python -m edgebench.agent.worker REQUEST.json EVENTS_FD``.
+"""The isolated benchmark process: ``python -m edgebench.agent.engine.worker REQUEST.json EVENTS_FD``.
 
 It loads the runtime, runs the measurement protocol (or plain inferences, for compare) and writes JSON-line
 events to the events pipe: phase/progress updates, then one ``result`` or ``error``. Anything the runtime
@@ -12,7 +12,7 @@ import os
 import sys
 from typing import Any
 
-from .errors import EdgebenchError
+from edgebench.agent.errors import EdgebenchError
 
 
 class Events:
@@ -28,8 +28,8 @@ class Events:
 
 
 def _loader(request: dict):
-    from .runtimes import runtime_class
-    from .runtimes.base import RuntimeOptions
+    from edgebench.agent.runtimes import runtime_class
+    from edgebench.agent.runtimes.base import RuntimeOptions
 
     runtime = runtime_class(request["runtime"])()
     options = RuntimeOptions(**request.get("options", {}))
@@ -38,7 +38,7 @@ def _loader(request: dict):
 
 def _feeds_factory(request: dict):
     """Inputs are parsed here, in the child, so bad --shape/--input values fail with the model's names."""
-    from .inputs import build_feeds, parse_shapes, parse_sources
+    from edgebench.agent.engine.inputs import build_feeds, parse_shapes, parse_sources
 
     shapes = parse_shapes(request.get("shape_args", []))
     sources = parse_sources(request.get("input_args", []))
@@ -51,8 +51,8 @@ def _describe(session: Any) -> dict:
 
 
 def run_bench(request: dict, events: Events) -> dict:
-    from .inputs import describe_feeds, parse_sources
-    from .measure import RunSettings, benchmark
+    from edgebench.agent.engine.inputs import describe_feeds, parse_sources
+    from edgebench.agent.engine.measure import RunSettings, benchmark
 
     settings = RunSettings(**request["settings"])
     outcome = benchmark(_loader(request), _feeds_factory(request), settings, events.progress)
@@ -68,7 +68,7 @@ def run_infer(request: dict, events: Events) -> dict:
     """Run given input sets once each and save the outputs (compare's reference and candidate runs)."""
     import numpy as np
 
-    from .measure import _guarded
+    from edgebench.agent.engine.measure import _guarded
 
     session = _loader(request)()
     events.send({"type": "phase", "phase": "infer"})

@@ -16,13 +16,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator, Optional, Sequence
 
-from . import bench, compare
-from .errors import EdgebenchError, InputError, ModelError, UsageError, first_line
-from .inputs import build_feeds, load_npz, parse_shapes, parse_sources
-from .isolation import ChildLimits
-from .modelfile import ONNX, identify
-from .report import emit_json, fmt_latency, human_bytes, latency_unit, table, utc_now
-from .runtimes.base import RuntimeOptions
+from edgebench.agent.engine import bench
+from edgebench.agent.engine.inputs import build_feeds, load_npz, parse_shapes, parse_sources
+from edgebench.agent.engine.isolation import ChildLimits
+from edgebench.agent.engine.report import emit_json, fmt_latency, human_bytes, latency_unit, table, utc_now
+from edgebench.agent.errors import EdgebenchError, InputError, ModelError, UsageError, first_line
+from edgebench.agent.modelfile import ONNX, identify
+from edgebench.agent.optimize import compare
+from edgebench.agent.runtimes.base import RuntimeOptions
 
 log = logging.getLogger(__name__)
 
@@ -176,7 +177,7 @@ def produce(kind: str, maker: Callable[[], list[str]], target: Path) -> Variant:
 # ---------------------------------------------------------------- benchmarking and drift
 
 def bench_variant(variant: Variant, args: argparse.Namespace) -> None:
-    from .cli import child_limits, run_settings
+    from edgebench.agent.cli.main import child_limits, run_settings
 
     settings = run_settings(args)
     request = bench.BenchRequest(
@@ -253,7 +254,7 @@ def make_out_dir(path: Path) -> Path:
 
 
 def main(args: argparse.Namespace) -> int:
-    from .cli import run_settings
+    from edgebench.agent.cli.main import run_settings
 
     run_settings(args).validate()  # usage errors first: inside a variant's row they would read as its failure
     parse_shapes(args.shape)

@@ -18,9 +18,9 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Dict, Iterable, List, Optional, Tuple
 
-from .base import Reading
-from .raspberrypi import THROTTLE_BITS
-from .sampler import Series
+from edgebench.agent.engine.physics.sampler import Series
+from edgebench.agent.sensors.base import Reading
+from edgebench.agent.sensors.raspberrypi import THROTTLE_BITS
 
 PI_BITS_FORMAT = "vcgencmd-throttled-bits"
 

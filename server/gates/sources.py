@@ -21,8 +21,8 @@ import urllib.parse
 import urllib.request
 from typing import Optional, Sequence
 
-from . import gates
-from .errors import EdgebenchError
+from edgebench.agent.errors import EdgebenchError
+from edgebench.server.gates import rules as gates
 
 log = logging.getLogger(__name__)
 

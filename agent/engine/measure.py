@@ -12,9 +12,9 @@ from array import array
 from dataclasses import asdict, dataclass
 from typing import Any, Callable, Optional, Sequence
 
-from . import memory
-from .errors import ChildFailed, EdgebenchError, InferenceError
-from .runtimes.base import Session
+from edgebench.agent.engine import memory
+from edgebench.agent.errors import ChildFailed, EdgebenchError, InferenceError
+from edgebench.agent.runtimes.base import Session
 
 ProgressFn = Callable[[str, int, float], None]  # (phase, runs so far, seconds elapsed)
 
@@ -29,7 +29,7 @@ class RunSettings:
     progress_interval_s: float = 0.5
 
     def validate(self) -> None:
-        from .errors import UsageError
+        from edgebench.agent.errors import UsageError
 
         if self.min_runs < 1 or self.warmup_runs < 0:
             raise UsageError("--min-runs must be at least 1 and --warmup-runs at least 0")

@@ -9,14 +9,15 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Optional, Sequence
 
-from . import __version__, provenance, stats
-from .isolation import ChildLimits, ProgressFn, run_isolated
-from .measure import RunSettings
-from .modelfile import ModelFile, identify
-from .physics import PhysicsSettings, RunPhysics, relative, sustained_windows
-from .report import SCHEMA, utc_now
-from .runtimes import DEFAULT_FOR_FORMAT, choose_runtime
-from .runtimes.base import RuntimeOptions
+from edgebench.agent import __version__
+from edgebench.agent.engine import provenance, stats
+from edgebench.agent.engine.isolation import ChildLimits, ProgressFn, run_isolated
+from edgebench.agent.engine.measure import RunSettings
+from edgebench.agent.engine.physics import PhysicsSettings, RunPhysics, relative, sustained_windows
+from edgebench.agent.engine.report import SCHEMA, utc_now
+from edgebench.agent.modelfile import ModelFile, identify
+from edgebench.agent.runtimes import DEFAULT_FOR_FORMAT, choose_runtime
+from edgebench.agent.runtimes.base import RuntimeOptions
 
 
 @dataclass

@@ -14,8 +14,8 @@ import sys
 from pathlib import Path
 from typing import Callable, NoReturn, Optional, Sequence
 
-from . import __version__
-from .errors import EXIT_CHILD_FAILED, EXIT_FAILURE, EXIT_USAGE, EdgebenchError, UsageError, first_line
+from edgebench.agent import __version__
+from edgebench.agent.errors import EXIT_CHILD_FAILED, EXIT_FAILURE, EXIT_USAGE, EdgebenchError, UsageError, first_line
 
 log = logging.getLogger("edgebench")
 
@@ -211,28 +211,28 @@ def add_physics_options(parser: argparse.ArgumentParser) -> None:
 def physics_settings(args: argparse.Namespace):
     if not args.sensors:
         return None
-    from .physics import PhysicsSettings
+    from edgebench.agent.engine.physics import PhysicsSettings
 
     return PhysicsSettings(rate_hz=args.sensor_rate, root=args.sensors_root, idle_s=args.idle_baseline,
                            max_start_temp_c=args.max_start_temp, cooldown_timeout_s=args.cooldown_timeout)
 
 
 def runtime_options(args: argparse.Namespace):
-    from .runtimes.base import RuntimeOptions
+    from edgebench.agent.runtimes.base import RuntimeOptions
 
     return RuntimeOptions(threads=args.threads, delegates=args.delegates, providers=args.providers,
                           delegate_options=key_values(args.delegate_option, "--delegate-option"))
 
 
 def run_settings(args: argparse.Namespace):
-    from .measure import RunSettings
+    from edgebench.agent.engine.measure import RunSettings
 
     return RunSettings(min_runs=args.min_runs, min_duration_s=args.min_duration, max_duration_s=args.max_duration,
                        warmup_runs=args.warmup_runs, warmup_duration_s=args.warmup_duration)
 
 
 def child_limits(args: argparse.Namespace, run_seconds: float):
-    from .isolation import ChildLimits
+    from edgebench.agent.engine.isolation import ChildLimits
 
     timeout = args.timeout if args.timeout is not None else run_seconds * 2 + 120
     return ChildLimits(timeout_s=timeout, memory_bytes=args.memory_limit,
@@ -241,7 +241,7 @@ def child_limits(args: argparse.Namespace, run_seconds: float):
 
 def check_outputs(args: argparse.Namespace, *flags: str) -> None:
     """Output files are checked before any work: a typo in --json must not cost a whole benchmark."""
-    from .report import check_writable
+    from edgebench.agent.engine.report import check_writable
 
     for flag in flags:
         path = getattr(args, flag)
@@ -263,9 +263,9 @@ def check_url(url: Optional[str], flag: str) -> None:
 # ---------------------------------------------------------------- subcommands
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from . import bench
-    from .progress import ProgressLine
-    from .report import emit_json, render
+    from edgebench.agent.cli.progress import ProgressLine
+    from edgebench.agent.engine import bench
+    from edgebench.agent.engine.report import emit_json, render
 
     check_outputs(args, "json")
     settings = run_settings(args)
@@ -301,67 +301,23 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    from . import compare
+    from edgebench.agent.optimize import compare
 
     check_outputs(args, "json")
     return compare.main(args)
 
 
 def cmd_variants(args: argparse.Namespace) -> int:
-    from . import variants
+    from edgebench.agent.optimize import variants
 
     check_outputs(args, "json")
     return variants.main(args)
 
 
-def cmd_gate(args: argparse.Namespace) -> int:
-    from . import gates
-    from .report import emit_json
-
-    check_outputs(args, "json", "junit", "markdown")
-    check_url(args.server, "--server")
-    check_url(args.influx_url, "--influx-url")
-    rules = gates.load_rules(args.gates_file)
-    if not (args.reports or args.server or args.influx_url):
-        raise UsageError("give the results to judge: --reports FILE... (bench or variants JSON reports), --server "
-                         "URL (the collector) or --influx-url URL --influx-db NAME")
-    results = gates.load_reports(args.reports, gates.parse_selector(args.labels or "")) if args.reports else []
-    influx = None
-    if args.server or args.influx_url:
-        import os
-
-        from . import gate_sources
-
-        if args.influx_url:
-            influx = gate_sources.Influx(args.influx_url, args.influx_db, args.influx_username,
-                                         os.environ.get("EDGEBENCH_INFLUX_PASSWORD"))
-            results += gate_sources.results_from_influx(influx, rules)
-        if args.server:
-            results += gate_sources.results_from_server(args.server)
-    verdicts = gates.evaluate(rules, results)
-    if args.junit:
-        Path(args.junit).write_text(gates.junit_xml(verdicts))
-    if args.markdown:
-        Path(args.markdown).write_text(gates.markdown(verdicts))
-    document = gates.document(verdicts)
-    if (influx or args.server) and args.record:  # the verdict history (measurement edgebench_gate)
-        try:
-            if influx:
-                gate_sources.record_to_influx(influx, document)
-            else:
-                gate_sources.record_to_server(args.server, document)
-        except EdgebenchError as exc:
-            print(f"edgebench: warning: verdicts not recorded: {exc}", file=sys.stderr)
-    emit_json(document, args.json)
-    if args.json != "-":
-        print(gates.terminal(verdicts))
-    return document["exit_code"]
-
-
 def cmd_sensors(args: argparse.Namespace) -> int:
     import shutil
 
-    from .sensors import cli as sensors_cli
+    from edgebench.agent.cli import sensors as sensors_cli
 
     if args.adb and not shutil.which(args.adb_exe):
         raise UsageError(f"--adb-exe {args.adb_exe}: no such executable (install adb or set $EDGEBENCH_ADB)")
@@ -372,7 +328,7 @@ def cmd_sensors(args: argparse.Namespace) -> int:
 
 def add_sensors_command(commands, adb: bool = False) -> None:
     """`edgebench sensors` (this machine or a recorded tree) and `edgebench adb sensors --serial S`."""
-    from .sensors import cli as sensors_cli  # argparse set-up only: imports no numpy, no runtime
+    from edgebench.agent.cli import sensors as sensors_cli  # argparse set-up only: imports no numpy, no runtime
 
     if adb:
         sensors = commands.add_parser("sensors", help="read an Android device's sensors over adb",
@@ -473,26 +429,6 @@ def build_parser() -> argparse.ArgumentParser:
     variants.add_argument("--json", metavar="FILE", help="write the table and every report as JSON; - for stdout")
     variants.set_defaults(handler=cmd_variants)
 
-    gate = commands.add_parser("gate", help="release gates: latency budgets and regressions against a baseline",
-                               description="Evaluate [[gate]] rules (docs/gates.md) on the latest results. Exit 0 "
-                               "when all pass, 1 when a rule fails, 2 when data is missing or too thin to decide.")
-    gate.add_argument("--config", dest="gates_file", required=True, metavar="GATES.toml", help="the rules")
-    gate.add_argument("--reports", nargs="+", metavar="FILE", help="bench / variants JSON reports to judge")
-    gate.add_argument("--labels", metavar="K=V,...", help="labels for reports that carry none (e.g. class=rpi5)")
-    gate.add_argument("--server", metavar="URL", help="judge the fleet's latest results held by this collector "
-                      "(with their raw latency samples)")
-    gate.add_argument("--influx-url", metavar="URL", help="judge the latest results in this InfluxDB (v1 API, "
-                      "InfluxQL); verdicts are recorded there (measurement edgebench_gate)")
-    gate.add_argument("--influx-db", default="edgebench", metavar="NAME", help="InfluxDB database (default edgebench)")
-    gate.add_argument("--influx-username", help="InfluxDB user (password from $EDGEBENCH_INFLUX_PASSWORD)")
-    gate.add_argument("--no-record", dest="record", action="store_false",
-                      help="do not write the verdicts to InfluxDB (by default they go to --influx-url, else through "
-                      "the --server collector)")
-    gate.add_argument("--junit", metavar="FILE", help="JUnit XML: one testcase per rule x board class")
-    gate.add_argument("--markdown", metavar="FILE", help="a Markdown summary for a pull-request comment")
-    gate.add_argument("--json", metavar="FILE", help="verdicts as JSON; - for stdout")
-    gate.set_defaults(handler=cmd_gate)
-
     add_sensors_command(commands)
     add_fleet_commands(commands)
     adb = commands.add_parser("adb", help="work with an Android device from this host over adb")
@@ -525,7 +461,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = build_parser()
     first, _ = parser.parse_known_args(argv)
     if first.command:
-        from .config import apply_defaults
+        from edgebench.agent.cli.config import apply_defaults
 
         try:
             apply_defaults(first.subparsers[first.command], first.command, first.config)
@@ -566,7 +502,3 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(f"edgebench: internal error: {type(exc).__name__}: {first_line(exc)} (run with --debug for details)",
               file=sys.stderr)
         return EXIT_FAILURE
-
-
-if __name__ == "__main__":
-    sys.exit(main())

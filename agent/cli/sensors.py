@@ -10,10 +10,10 @@ import sys
 import time
 from typing import List, Optional, TextIO
 
-from . import board_info, close_all, discover, read_all, read_errors, target
-from .base import Reading
-from .commands import AdbRunner
-from .fs import RemoteFS
+from edgebench.agent.sensors import board_info, close_all, discover, read_all, read_errors, target
+from edgebench.agent.sensors.base import Reading
+from edgebench.agent.sensors.commands import AdbRunner
+from edgebench.agent.sensors.fs import RemoteFS
 
 PRIME_S = 0.25  # rate-based sensors (RAPL) need two reads to give power
 

@@ -21,7 +21,7 @@ import threading
 import time
 from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
-from .base import Sensor, Value
+from edgebench.agent.sensors.base import Sensor, Value
 
 log = logging.getLogger(__name__)
 

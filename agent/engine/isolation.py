@@ -20,8 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Optional
 
-from .errors import ERROR_KINDS, ChildFailed, EdgebenchError, RuntimeUnavailable
-from .memory import RssSampler
+from edgebench.agent.engine.memory import RssSampler
+from edgebench.agent.errors import ERROR_KINDS, ChildFailed, EdgebenchError, RuntimeUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -226,9 +226,9 @@ def run_child(argv_for: Callable[[int], list], limits: ChildLimits, progress: Op
 
 
 def run_isolated(request: dict, limits: ChildLimits, progress: Optional[ProgressFn] = None) -> ChildOutcome:
-    """Run one worker request (edgebench.agent.worker) in a child process; return its result or raise."""
+    """Run one worker request (edgebench.agent.engine.worker) in a child process; return its result or raise."""
     with tempfile.TemporaryDirectory(prefix="edgebench-request-") as workdir:
         request_path = Path(workdir, "request.json")
         request_path.write_text(json.dumps(request))
-        return run_child(lambda fd: [sys.executable, "-m", "edgebench.agent.worker", str(request_path), str(fd)],
+        return run_child(lambda fd: [sys.executable, "-m", "edgebench.agent.engine.worker", str(request_path), str(fd)],
                          limits, progress)

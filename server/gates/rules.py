@@ -19,8 +19,9 @@ from pathlib import Path
 from typing import Iterable, Optional, Sequence
 from xml.etree import ElementTree
 
-from . import lineprotocol, stats
-from .errors import UsageError, first_line
+from edgebench.agent.engine import stats
+from edgebench.agent.errors import UsageError, first_line
+from edgebench.server import lineprotocol
 
 # metric -> (description, unit, quantile for sample-based regression tests or None)
 METRICS = {
@@ -150,7 +151,7 @@ def _rule(table: dict, index: int, path: str) -> Rule:
 
 
 def load_rules(path: str) -> list[Rule]:
-    from .config import _load_toml
+    from edgebench.agent.cli.config import _load_toml
 
     return rules_from_document(_load_toml(Path(path), "gates file"), path)
 
@@ -208,7 +209,7 @@ def result_from_report(report: dict, source: str, labels: dict, variant: Optiona
 
 
 def _read_report(path: str) -> dict:
-    from .modelfile import file_problem
+    from edgebench.agent.modelfile import file_problem
 
     problem = file_problem(Path(path))  # a FIFO would block read_text() forever
     if problem:
@@ -431,7 +432,7 @@ def markdown(verdicts: Sequence[Verdict]) -> str:
 
 
 def terminal(verdicts: Sequence[Verdict]) -> str:
-    from .report import table
+    from edgebench.agent.engine.report import table
 
     rows = [[v.status.upper(), v.rule.name, v.board_class, v.message] for v in verdicts]
     return "\n".join(table(["verdict", "gate", "board class", "detail"], rows, align_left=4))
