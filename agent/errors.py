@@ -48,6 +48,19 @@ class ChildFailed(EdgebenchError):
     exit_code = EXIT_CHILD_FAILED
 
 
+# How runtimes word an allocation that failed (C++ std::bad_alloc, ORT's arena, errno ENOMEM, TFLite's arena).
+_OUT_OF_MEMORY = ("bad_alloc", "cannot allocate memory", "failed to allocate", "out of memory")
+
+
+def load_error(message: str, runtime: str) -> EdgebenchError:
+    """A runtime's refusal to load a model. Out of memory (a --memory-limit too small for the model, or the
+    machine's memory) is the runtime failing, exit 5, like an allocation that fails while running; anything else
+    is the model (exit 3)."""
+    if any(marker in message.lower() for marker in _OUT_OF_MEMORY):
+        return ChildFailed(f"{runtime} ran out of memory loading the model: {message}")
+    return ModelError(f"{runtime} cannot load the model: {message}")
+
+
 def first_line(exc: BaseException) -> str:
     """The first non-empty line of an exception's message (a library's own, often a whole traceback), or its
     type's name: what fits in the one line every error gets."""

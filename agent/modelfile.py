@@ -10,11 +10,12 @@ import hashlib
 import os
 import stat
 import struct
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
-from edgebench.agent.errors import ModelError
+from edgebench.agent.errors import ModelError, UsageError
 
 TFLITE = "tflite"
 ONNX = "onnx"
@@ -72,6 +73,26 @@ def file_problem(path: Path) -> Optional[str]:
     if not os.access(path, os.R_OK):
         return "cannot be read (permission denied)"
     return None
+
+
+def load_toml(path: Path, what: str = "config file") -> dict:
+    """A TOML file edgebench reads (config, gates): any problem is one UsageError naming the file."""
+    if sys.version_info >= (3, 11):
+        import tomllib
+    else:  # pragma: no cover - Python 3.9/3.10 boards
+        import tomli as tomllib
+    problem = file_problem(path)  # a FIFO would block open() forever
+    if problem:
+        raise UsageError(f"{what} {path} {problem}")
+    try:
+        with open(path, "rb") as handle:
+            return tomllib.load(handle)
+    except OSError as exc:
+        raise UsageError(f"{what} {path}: {exc.strerror}") from None
+    except UnicodeDecodeError as exc:  # tomllib decodes before it parses: a binary file fails here
+        raise UsageError(f"{what} {path} is not valid TOML: not UTF-8 text (byte {exc.start})") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise UsageError(f"{what} {path} is not valid TOML: {exc}") from None
 
 
 def identify(path: str | os.PathLike) -> ModelFile:

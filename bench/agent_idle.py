@@ -17,8 +17,9 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "scripts"))  # localfleet
 
-from edgebench.server.localfleet import Mosquitto, Service, edgebench_argv, wait_for  # noqa: E402
+from localfleet import Mosquitto, Service, edgebench_argv, wait_for  # noqa: E402
 
 
 def cpu_seconds(pid: int) -> float:

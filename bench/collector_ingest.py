@@ -24,10 +24,12 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "scripts"))  # localfleet
+
+from localfleet import Collector, Influxd, Mosquitto, wait_for  # noqa: E402
 
 from edgebench.agent.fleet import protocol as p  # noqa: E402
 from edgebench.server.influx import InfluxV1, telemetry_points  # noqa: E402
-from edgebench.server.localfleet import Collector, Influxd, Mosquitto, wait_for  # noqa: E402
 
 READINGS = ("load1", "mem_available_bytes", "temp_max_c", "cpu_freq_hz")
 

@@ -29,11 +29,11 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "scripts"))  # localfleet
 sys.path.insert(0, str(REPO / "bench"))
 
 from fleetload import Load  # noqa: E402
-
-from edgebench.server.localfleet import Collector, Influxd, Mosquitto, wait_for  # noqa: E402
+from localfleet import Collector, Influxd, Mosquitto, wait_for  # noqa: E402
 
 SCENARIOS = ("broker", "collector", "influxdb", "board", "away", "overload")
 

@@ -28,9 +28,9 @@ sys.path.insert(0, str(ROOT / "scripts"))
 import fetch_models  # noqa: E402
 
 from edgebench.agent.engine import bench, stats  # noqa: E402
+from edgebench.agent.engine.executors.native import find_binary  # noqa: E402
 from edgebench.agent.engine.isolation import ChildLimits  # noqa: E402
 from edgebench.agent.engine.measure import RunSettings  # noqa: E402
-from edgebench.agent.runtimes.native import find_binary  # noqa: E402
 
 CASES = [  # (model, shape args, what it shows)
     ("efficientnet_lite0_int8.tflite", [], "ms-scale TFLite int8 CNN (XNNPACK)"),

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from grafanalib import core as g
 
-from edgebench.dashboards import schema as s
 from edgebench.dashboards.common import (
     dashboard,
     grid,
@@ -17,6 +16,7 @@ from edgebench.dashboards.common import (
     value_map,
     where,
 )
+from edgebench.server import schema as s
 
 UID = "edgebench-device"
 
@@ -26,18 +26,19 @@ THROTTLED_ALIAS = "throttled run: $tag_model"
 
 
 def _telemetry(select: str) -> str:
-    return f'SELECT {select} FROM "{s.TELEMETRY}" WHERE {where(DEVICE)} GROUP BY time($__interval) fill(none)'
+    return f'SELECT {select} FROM "{s.TELEMETRY.name}" WHERE {where(DEVICE)} GROUP BY time($__interval) fill(none)'
 
 
 def _per_run(select: str, extra: str = "") -> str:
     condition = where(*RUNS) + (f" AND {extra}" if extra else "")
-    return f'SELECT {select} FROM "{s.RESULT}" WHERE {condition} GROUP BY "{s.MODEL}", "{s.RUNTIME}", "{s.DELEGATE}"'
+    return (f'SELECT {select} FROM "{s.RESULT.name}" WHERE {condition} '
+            f'GROUP BY "{s.MODEL}", "{s.RUNTIME}", "{s.DELEGATE}"')
 
 
 def build() -> g.Dashboard:
     variables = [
-        tag_variable("device", "Device", f"/^({s.RESULT}|{s.TELEMETRY})$/", s.DEVICE, multi=False),
-        tag_variable("model", "Model", s.RESULT, s.MODEL, DEVICE),
+        tag_variable("device", "Device", f"/^({s.RESULT.name}|{s.TELEMETRY.name})$/", s.DEVICE, multi=False),
+        tag_variable("model", "Model", s.RESULT.name, s.MODEL, DEVICE),
     ]
     marker = override("byRegexp", "/^throttled run/", custom__drawStyle="points", custom__pointSize=14,
                       color={"mode": "fixed", "fixedColor": "red"})
@@ -85,7 +86,7 @@ def build() -> g.Dashboard:
     runs = g.Table(
         title="Runs", description="The latest 50 runs on this device.",
         targets=[target(f'SELECT "p50_ms", "p90_ms", "p99_ms", "count", "peak_steady_bytes", '
-                        f'"energy_per_inference_mj", "throttled", "valid", "job_id" FROM "{s.RESULT}" '
+                        f'"energy_per_inference_mj", "throttled", "valid", "job_id" FROM "{s.RESULT.name}" '
                         f'WHERE {where(*RUNS)} GROUP BY "{s.MODEL}", "{s.RUNTIME}", "{s.DELEGATE}" '
                         f'ORDER BY time DESC LIMIT 50', table=True)],
         overrides=[override("byRegexp", "/_ms$/", unit="ms"), override("byName", "peak_steady_bytes", unit="bytes")])

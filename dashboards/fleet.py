@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from grafanalib import core as g
 
-from edgebench.dashboards import schema as s
 from edgebench.dashboards.common import (
     dashboard,
     grid,
@@ -17,6 +16,7 @@ from edgebench.dashboards.common import (
     value_map,
     where,
 )
+from edgebench.server import schema as s
 
 UID = "edgebench-fleet"
 ONLINE_WINDOW = "5m"  # telemetry goes out every minute by default (6 samples x 10 s): 5 batches missed = silent
@@ -25,17 +25,19 @@ CLASS = match(s.BOARD_CLASS_LABEL, "board_class")
 
 
 def _device_state(select: str) -> str:
-    """Per-device latest state (proposed measurement edgebench_device), aggregated over devices."""
+    """Per-device latest state (measurement edgebench_device), aggregated over devices."""
     return (f'SELECT {select} FROM (SELECT last("online") AS "online", last("agent_version") AS "agent_version" '
-            f'FROM "{s.DEVICE_STATE}" WHERE {where(CLASS)} GROUP BY "{s.DEVICE}")')
+            f'FROM "{s.DEVICE_STATE.name}" WHERE {where(CLASS)} GROUP BY "{s.DEVICE}")')
 
 
 def build() -> g.Dashboard:
-    variables = [tag_variable("board_class", "Board class", f"/^({s.RESULT}|{s.TELEMETRY})$/", s.BOARD_CLASS_LABEL)]
+    variables = [tag_variable("board_class", "Board class", f"/^({s.RESULT.name}|{s.TELEMETRY.name})$/",
+                              s.BOARD_CLASS_LABEL)]
     reporting = g.Stat(
         title="Devices reporting", description=f"Devices whose telemetry arrived in the last {ONLINE_WINDOW}.",
         targets=[target(f'SELECT count("load1") AS "reporting" FROM (SELECT last("load1") AS "load1" FROM '
-                        f'"{s.TELEMETRY}" WHERE time > now() - {ONLINE_WINDOW} AND {CLASS} GROUP BY "{s.DEVICE}")')],
+                        f'"{s.TELEMETRY.name}" WHERE time > now() - {ONLINE_WINDOW} AND {CLASS} '
+                        f'GROUP BY "{s.DEVICE}")')],
         reduceCalc="lastNotNull", graphMode="none", noValue="0", thresholds=thresholds(("blue", None)))
     online = g.Stat(
         title="Online", description="Devices whose last status message says online (the broker publishes the "
@@ -52,14 +54,14 @@ def build() -> g.Dashboard:
         graphMode="none", noValue="no data", thresholds=thresholds(("green", None), ("orange", 2.0)))
     results = g.Stat(
         title="Benchmark runs", description="Result points in the time range.",
-        targets=[target(f'SELECT count("p50_ms") AS "runs" FROM "{s.RESULT}" WHERE {where(CLASS)}')],
+        targets=[target(f'SELECT count("p50_ms") AS "runs" FROM "{s.RESULT.name}" WHERE {where(CLASS)}')],
         reduceCalc="lastNotNull", graphMode="none", noValue="0", thresholds=thresholds(("blue", None)))
 
     devices = g.Table(
         title="Devices: state, agent version, current job",
         description="From each device's latest status and heartbeat (measurement edgebench_device).",
         targets=[target(f'SELECT last("state") AS "state", last("agent_version") AS "agent version", '
-                        f'last("job_id") AS "current job", last("uptime_s") AS "uptime" FROM "{s.DEVICE_STATE}" '
+                        f'last("job_id") AS "current job", last("uptime_s") AS "uptime" FROM "{s.DEVICE_STATE.name}" '
                         f'WHERE {where(CLASS)} GROUP BY "{s.DEVICE}"', table=True)],
         overrides=[override("byName", "uptime", unit="s"),
                    override("byName", "state", mappings=value_map({"online": ("online", "green"),
@@ -68,25 +70,25 @@ def build() -> g.Dashboard:
         transformations=[{"id": "organize", "options": {"excludeByName": {"Time": True}}}])
     last_seen = g.Table(
         title="Last seen", description="Time of each device's latest telemetry sample, with its load and free memory.",
-        targets=[target(f'SELECT last("load1") AS "load1" FROM "{s.TELEMETRY}" WHERE {where(CLASS)} '
+        targets=[target(f'SELECT last("load1") AS "load1" FROM "{s.TELEMETRY.name}" WHERE {where(CLASS)} '
                         f'GROUP BY "{s.DEVICE}", "{s.BOARD_CLASS_LABEL}"', table=True)],
         transformations=[{"id": "organize", "options": {"renameByName": {"Time": "last seen",
                                                                          s.BOARD_CLASS_LABEL: "class"}}}])
     last_result = g.Table(
         title="Latest run per device", description="Each device's most recent benchmark result.",
-        targets=[target(f'SELECT "model", "runtime", "delegate", "p50_ms", "p90_ms", "job_id" FROM "{s.RESULT}" '
+        targets=[target(f'SELECT "model", "runtime", "delegate", "p50_ms", "p90_ms", "job_id" FROM "{s.RESULT.name}" '
                         f'WHERE {where(CLASS)} GROUP BY "{s.DEVICE}" ORDER BY time DESC LIMIT 1', table=True)],
         overrides=[override("byRegexp", "/_ms$/", unit="ms")],
         transformations=[{"id": "organize", "options": {"renameByName": {"Time": "finished"}}}])
     temperature = g.TimeSeries(
         title="Temperature", description="Hottest thermal zone of each device (telemetry temp_max_c).",
-        targets=[target(f'SELECT max("temp_max_c") FROM "{s.TELEMETRY}" WHERE {where(CLASS)} '
+        targets=[target(f'SELECT max("temp_max_c") FROM "{s.TELEMETRY.name}" WHERE {where(CLASS)} '
                         f'GROUP BY time($__interval), "{s.DEVICE}" fill(none)', alias="$tag_device")],
         unit="celsius", thresholds=thresholds(("green", None), ("orange", 70.0), ("red", 85.0)),
         thresholdsStyleMode="line", spanNulls=True)
     load = g.TimeSeries(
         title="Load (1 min)", description="Telemetry load1 of each device.",
-        targets=[target(f'SELECT mean("load1") FROM "{s.TELEMETRY}" WHERE {where(CLASS)} '
+        targets=[target(f'SELECT mean("load1") FROM "{s.TELEMETRY.name}" WHERE {where(CLASS)} '
                         f'GROUP BY time($__interval), "{s.DEVICE}" fill(none)', alias="$tag_device")],
         spanNulls=True)
     return dashboard(

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from grafanalib import core as g
 
-from edgebench.dashboards import schema as s
 from edgebench.dashboards.common import (
     dashboard,
     grid,
@@ -17,25 +16,26 @@ from edgebench.dashboards.common import (
     value_map,
     where,
 )
+from edgebench.server import schema as s
 
 UID = "edgebench-gates"
 
-FILTERS = (match(s.GATE_BOARD_CLASS, "board_class"), match(s.GATE_MODEL, "model"), match(s.GATE_RULE, "rule"))
-SERIES = f'"{s.GATE_MODEL}", "{s.GATE_BOARD_CLASS}", "{s.GATE_RULE}"'
+FILTERS = (match(s.BOARD_CLASS, "board_class"), match(s.MODEL, "model"), match(s.RULE, "rule"))
+SERIES = f'"{s.MODEL}", "{s.BOARD_CLASS}", "{s.RULE}"'
 VERDICT = value_map({"true": ("pass", "green"), "false": ("fail", "red")})
 
 
 def _latest(passed: str) -> str:
     """How many rule x model x board class combinations have a latest verdict that passed (true) or not."""
-    return (f'SELECT count("passed") AS "verdicts" FROM (SELECT last("passed") AS "passed" FROM "{s.GATE}" '
+    return (f'SELECT count("passed") AS "verdicts" FROM (SELECT last("passed") AS "passed" FROM "{s.GATE.name}" '
             f'WHERE {where(*FILTERS)} GROUP BY {SERIES}) WHERE "passed" = {passed}')
 
 
 def build() -> g.Dashboard:
     variables = [
-        tag_variable("board_class", "Board class", s.GATE, s.GATE_BOARD_CLASS),
-        tag_variable("model", "Model", s.GATE, s.GATE_MODEL, match(s.GATE_BOARD_CLASS, "board_class")),
-        tag_variable("rule", "Rule", s.GATE, s.GATE_RULE, match(s.GATE_MODEL, "model")),
+        tag_variable("board_class", "Board class", s.GATE.name, s.BOARD_CLASS),
+        tag_variable("model", "Model", s.GATE.name, s.MODEL, match(s.BOARD_CLASS, "board_class")),
+        tag_variable("rule", "Rule", s.GATE.name, s.RULE, match(s.MODEL, "model")),
     ]
     failing = g.Stat(
         title="Failing now", description="Rule x model x board class combinations whose latest verdict did not pass "
@@ -48,24 +48,24 @@ def build() -> g.Dashboard:
         thresholds=thresholds(("green", None)))
     latest = g.Table(
         title="Latest verdicts", description="The latest verdict of each rule for each model and board class.",
-        targets=[target(f'SELECT "status", "passed", "value", "message" FROM "{s.GATE}" WHERE {where(*FILTERS)} '
+        targets=[target(f'SELECT "status", "passed", "value", "message" FROM "{s.GATE.name}" WHERE {where(*FILTERS)} '
                         f'GROUP BY {SERIES} ORDER BY time DESC LIMIT 1', table=True)],
         overrides=[override("byName", "passed", mappings=VERDICT, custom__cellOptions={"type": "color-background"})],
         transformations=[{"id": "organize", "options": {"renameByName": {"Time": "evaluated"}}}])
     history = g.StateTimeline(
         title="Verdict history", description="Every evaluation of every rule, per model and board class.",
-        targets=[target(f'SELECT "passed" FROM "{s.GATE}" WHERE {where(*FILTERS)} GROUP BY {SERIES}',
+        targets=[target(f'SELECT "passed" FROM "{s.GATE.name}" WHERE {where(*FILTERS)} GROUP BY {SERIES}',
                         alias="$tag_model · $tag_board_class · $tag_rule")],
         mappings=VERDICT, mergeValues=False)
     values = g.TimeSeries(
         title="Gated value per evaluation", description="The metric each rule judged (its unit is the rule's: ms, "
         "mJ, bytes, % regression...).",
-        targets=[target(f'SELECT "value" FROM "{s.GATE}" WHERE {where(*FILTERS)} GROUP BY {SERIES}',
+        targets=[target(f'SELECT "value" FROM "{s.GATE.name}" WHERE {where(*FILTERS)} GROUP BY {SERIES}',
                         alias="$tag_model · $tag_board_class · $tag_rule")],
         drawStyle="line", showPoints="always", legendDisplayMode="table", legendPlacement="right")
     failures = g.Table(
         title="Failures", description="The latest 20 verdicts that did not pass, with the reason.",
-        targets=[target(f'SELECT "status", "value", "message" FROM "{s.GATE}" WHERE {where(*FILTERS)} '
+        targets=[target(f'SELECT "status", "value", "message" FROM "{s.GATE.name}" WHERE {where(*FILTERS)} '
                         f'AND "passed" = false GROUP BY {SERIES} ORDER BY time DESC LIMIT 20', table=True)])
     return dashboard(
         "edgebench: release gates", UID, "Release-gate verdict history per model and board class.",

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from grafanalib import core as g
 
-from edgebench.dashboards import schema as s
 from edgebench.dashboards.common import dashboard, grid, match, override, tag_variable, target, thresholds, where
+from edgebench.server import schema as s
 
 UID = "edgebench-models"
 
@@ -23,8 +23,8 @@ RENAME = {"transformations": [{"id": "organize", "options": {
 
 def _table(title: str, description: str, select: str, group_by: str, overrides: list) -> g.Table:
     return g.Table(title=title, description=description,
-                   targets=[target(f'SELECT {select} FROM "{s.RESULT}" WHERE {where(*FILTERS)} GROUP BY {group_by}',
-                                   table=True)],
+                   targets=[target(f'SELECT {select} FROM "{s.RESULT.name}" WHERE {where(*FILTERS)} '
+                                   f'GROUP BY {group_by}', table=True)],
                    overrides=overrides, **RENAME)
 
 
@@ -34,10 +34,10 @@ def _gauge(name: str, unit: str) -> dict:
 
 def build() -> g.Dashboard:
     variables = [
-        tag_variable("board_class", "Board class", s.RESULT, s.BOARD_CLASS_LABEL),
-        tag_variable("model", "Model", s.RESULT, s.MODEL, match(s.BOARD_CLASS_LABEL, "board_class")),
-        tag_variable("runtime", "Runtime", s.RESULT, s.RUNTIME, match(s.MODEL, "model")),
-        tag_variable("delegate", "Delegate", s.RESULT, s.DELEGATE, match(s.RUNTIME, "runtime")),
+        tag_variable("board_class", "Board class", s.RESULT.name, s.BOARD_CLASS_LABEL),
+        tag_variable("model", "Model", s.RESULT.name, s.MODEL, match(s.BOARD_CLASS_LABEL, "board_class")),
+        tag_variable("runtime", "Runtime", s.RESULT.name, s.RUNTIME, match(s.MODEL, "model")),
+        tag_variable("delegate", "Delegate", s.RESULT.name, s.DELEGATE, match(s.RUNTIME, "runtime")),
     ]
     ms = override("byRegexp", "/^p\\d+/", unit="ms")
     percentiles = _table(
@@ -52,9 +52,9 @@ def build() -> g.Dashboard:
         "outputs on 8 generated input sets) is against the reference of `edgebench push --reference REF` and empty "
         "for runs pushed without one. Name variants alike (mobilenet_fp32, mobilenet_int8) and pick them in the "
         "Model variable.",
-        f'last("{s.MODEL_SIZE}") AS "size", median("p50_ms") AS "p50", median("p90_ms") AS "p90", '
-        f'median("{s.DRIFT_MAX_ABS_ERR}") AS "max abs err", median("{s.DRIFT_COSINE}") AS "cosine", '
-        f'median("{s.DRIFT_TOP1}") AS "top-1 agreement", max("peak_steady_bytes") AS "peak memory", '
+        'last("model_size_bytes") AS "size", median("p50_ms") AS "p50", median("p90_ms") AS "p90", '
+        'median("drift_max_abs_err") AS "max abs err", median("drift_cosine") AS "cosine", '
+        'median("drift_top1_agreement") AS "top-1 agreement", max("peak_steady_bytes") AS "peak memory", '
         'median("energy_per_inference_mj") AS "mJ/inference", count("p50_ms") AS "runs"',
         f'"{s.BOARD_CLASS_LABEL}", "{s.RUNTIME}", "{s.MODEL}", "{s.FORMAT}", "{s.MODEL_SHA}"',
         [ms, override("byName", "size", unit="bytes"), override("byName", "peak memory", unit="bytes"),
@@ -62,7 +62,7 @@ def build() -> g.Dashboard:
          override("byName", "top-1 agreement", unit="percentunit"), override("byName", "mJ/inference", unit="mJ")])
     p90 = g.TimeSeries(
         title="p90 per run", description="Each run's p90, per model, board class, runtime and delegate.",
-        targets=[target(f'SELECT mean("p90_ms") FROM "{s.RESULT}" WHERE {where(*FILTERS)} '
+        targets=[target(f'SELECT mean("p90_ms") FROM "{s.RESULT.name}" WHERE {where(*FILTERS)} '
                         f'GROUP BY time($__interval), {CONFIG} fill(none)',
                         alias="$tag_model · $tag_label_class · $tag_runtime/$tag_delegate")],
         unit="ms", drawStyle="points", pointSize=6, legendDisplayMode="table", legendCalcs=["min", "mean", "max"])
@@ -78,12 +78,12 @@ def build() -> g.Dashboard:
         [_gauge("steady peak", "bytes"), _gauge("load peak", "bytes")])
     throttled = g.Stat(
         title="Throttled runs", description="Runs during which the board throttled (their latencies are suspect).",
-        targets=[target(f'SELECT count("throttled") AS "throttled runs" FROM "{s.RESULT}" '
+        targets=[target(f'SELECT count("throttled") AS "throttled runs" FROM "{s.RESULT.name}" '
                         f'WHERE {where(*FILTERS)} AND "throttled" = true')],
         reduceCalc="lastNotNull", graphMode="none", noValue="0", thresholds=thresholds(("green", None), ("red", 1.0)))
     runs = g.Stat(
         title="Runs", description="Result points matching the filters.",
-        targets=[target(f'SELECT count("p50_ms") AS "runs" FROM "{s.RESULT}" WHERE {where(*FILTERS)}')],
+        targets=[target(f'SELECT count("p50_ms") AS "runs" FROM "{s.RESULT.name}" WHERE {where(*FILTERS)}')],
         reduceCalc="lastNotNull", graphMode="none", noValue="0", thresholds=thresholds(("blue", None)))
     return dashboard(
         "edgebench: model comparison", UID,

@@ -2,7 +2,7 @@
 """`make demo`: a local fleet on this machine, the demo models benchmarked through it, and the variants table.
 
 1. Brings up Mosquitto, InfluxDB, the collector and one local agent on free loopback ports, under out/fleet/
-   (edgebench.server.localfleet; `scripts/ensure_services.sh` installs the binaries if they are missing).
+   (scripts/localfleet.py; `scripts/ensure_services.sh` installs the binaries if they are missing).
 2. Pushes the real demo models with `edgebench push --wait`: each runs on the agent through the same engine as
    `edgebench bench`, its result lands in InfluxDB, and the fleet comparison is printed.
 3. `edgebench variants` shows the float32 / float16 / int8 trade-off on a real ONNX classifier.
@@ -24,9 +24,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "scripts"))
 
 import fetch_models  # noqa: E402
+from localfleet import Agent, Collector, Influxd, Mosquitto, wait_for  # noqa: E402
 
 from edgebench.agent.cli import main as cli  # noqa: E402
-from edgebench.server.localfleet import Agent, Collector, Influxd, Mosquitto, wait_for  # noqa: E402
 
 OUT = ROOT / "out"
 FLEET = OUT / "fleet"

@@ -50,7 +50,7 @@ HTTP_CONNECTIONS = 1000  # beyond this many open connections new ones wait in th
 HTTP_BACKLOG = 1024
 MAX_HEADER_BYTES = 64 * 1024
 MATRIX_KEYS = ("models", "devices", "runtimes", "delegates", "threads", "options", "labels", "reference")
-OPTION_KEYS = ("settings", "shape", "input", "seed", "sensors", "timeout_s", "providers")
+OPTION_KEYS = p.JOB_OPTIONS
 JSON = "application/json"
 
 
@@ -232,18 +232,18 @@ class Api:
         models = [self.registry.model(sha) for sha in matrix["models"]]
         if None in models:
             raise ApiError(400, "models: give the sha256 of uploaded models (POST /api/v1/models first)")
-        options, reference = matrix["options"], matrix["reference"]
+        options, reference = dict(matrix["options"]), matrix["reference"]
         if reference is not None:
             if not self.registry.model(reference):
                 raise ApiError(400, "reference: give the sha256 of an uploaded model (POST /api/v1/models first)")
-            options = dict(options, reference=reference)
+            options.update(reference=reference, reference_url=self.content_url(reference))
         labels = matrix["labels"]
         devices = self.select_devices(matrix["devices"])
         if not devices:
             raise ApiError(400, "no device matches the selector")
         check_size(len(devices), matrix)
         batch = time.strftime("b%Y%m%d%H%M%S-", time.gmtime()) + secrets.token_hex(3)
-        jobs = [self._job(job_id(batch, n), batch, *combo, dict(options, labels=labels or None))
+        jobs = [self._job(job_id(batch, n), batch, *combo, dict(options, labels=labels or {}))
                 for n, combo in enumerate(_combos(devices, models, matrix))]
         self.registry.add_jobs(jobs, batch)
         for job in jobs:
@@ -253,18 +253,20 @@ class Api:
                                                                       "threads")} | {"model": job["model"]["name"]}
                                             for job in jobs]}
 
+    def content_url(self, sha256: str) -> str:
+        return f"{self.public_url}/api/v1/models/{sha256}/content"
+
     def _job(self, job_id: str, batch: str, device: str, model: dict, runtime: Optional[str], delegates: list,
              threads: Optional[int], options: dict) -> dict:
-        job = p.envelope(device, time.time(), job_id=job_id, batch_id=batch, model={
-            "sha256": model["sha256"], "size_bytes": model["size_bytes"], "name": model["name"],
-            "url": f"{self.public_url}/api/v1/models/{model['sha256']}/content"})
-        job.update({k: v for k, v in {"runtime": runtime, "delegates": delegates or None, "threads": threads,
-                                      **options}.items() if v is not None})
+        """One job of the matrix (protocol.Job), as the payload that goes to its device."""
+        job = p.Job(job_id=job_id, device=device, batch_id=batch, runtime=runtime, delegates=list(delegates or []),
+                    threads=threads, model=p.JobModel(sha256=model["sha256"], size_bytes=model["size_bytes"],
+                                                      name=model["name"], url=self.content_url(model["sha256"])),
+                    **options)
         try:
-            p.check_job(job)
+            return job.to_payload(time.time())
         except p.ProtocolError as exc:
             raise ApiError(400, f"invalid job: {exc}") from None
-        return job
 
     # ------------------------------------------------------------ release gates (edgebench.server.gates.rules)
 
@@ -360,6 +362,7 @@ ROUTES: list[tuple[str, str, str]] = [  # method, falcon URI template, Routes me
     ("GET", "/healthz", "healthz"),
     ("GET", "/metrics", "metrics"),
     ("GET", "/api/v1/openapi.json", "openapi"),
+    ("GET", "/openapi.json", "openapi"),  # where OpenAPI tools look first
     ("GET", "/api/v1/devices", "devices"),
     ("GET", "/api/v1/models", "models"),
     ("POST", "/api/v1/models", "upload"),

@@ -3,13 +3,13 @@
 The v1 API (``POST /write``, InfluxQL on ``/query``) is served by InfluxDB 1.x and, with a DBRP mapping, by 2.x and
 3.x, so one writer covers all of them. Points are idempotent: a point's series (measurement + tags) and timestamp
 are derived from the message itself (run id, sample time), so writing a redelivered message again overwrites the
-same point instead of adding one. docs/influx-schema.md documents the measurements.
+same point instead of adding one. The measurements, their tags, typed fields and time are edgebench.server.schema;
+the points are built by edgebench.server.lineprotocol.
 """
 
 from __future__ import annotations
 
 import base64
-import hashlib
 import http.client
 import json
 import threading
@@ -17,16 +17,12 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from typing import Any, Optional
+from typing import Optional
 
 from edgebench.agent.fleet import protocol as p
 from edgebench.server import lineprotocol as lp
-
-RESULT = "edgebench_result"
-TELEMETRY = "edgebench_telemetry"
-LATENCY = "edgebench_latency"  # one point per raw latency sample of a result (release gates' regression tests)
-GATE = "edgebench_gate"  # release gate verdicts (edgebench.server.gates.rules.verdict_lines)
-DEVICE = "edgebench_device"  # device state from status and heartbeat messages (fleet dashboards)
+from edgebench.server import schema as db
+from edgebench.server.result_metrics import drift_fields, summary_fields
 
 
 class InfluxError(Exception):
@@ -37,18 +33,7 @@ class InfluxError(Exception):
         self.retryable = retryable
 
 
-# ---------------------------------------------------------------- line protocol
-
-def run_timestamp_ns(run_id: str, finished_ts: float) -> int:
-    """The result's time: when the run finished (ms) plus a sub-millisecond offset from the run id, so two runs that
-    finish in the same millisecond stay two points, and one run sent twice stays one."""
-    offset = int(hashlib.sha256(run_id.encode()).hexdigest()[:8], 16) % 1_000_000
-    return int(finished_ts * 1000) * 1_000_000 + offset
-
-
-def _label_tags(labels: dict) -> dict:
-    return {f"label_{k}": v for k, v in (labels or {}).items()}
-
+# ---------------------------------------------------------------- points (schema: edgebench.server.schema)
 
 def _delegate(runtime: dict) -> Optional[str]:
     used = runtime.get("used")
@@ -67,98 +52,59 @@ def result_points(msg: p.Message, labels: dict) -> list[str]:
     latency = (msg.payload.get("samples") or {}).get("latency_ns") or []
     if not latency:
         return [point]
-    ts = int(point.rpartition(" ")[2])
-    prefix = LATENCY + lp.tag_text(_result_tags(msg, labels)) + " latency_ns="
-    return [point] + [f"{prefix}{value}i {ts + index}" for index, value in enumerate(latency)]
+    series = lp.series(db.LATENCY.name, _result_tags(msg, labels))
+    return [point] + lp.indexed_integer_points(series, "latency_ns", latency, _result_time_ns(msg.payload))
 
 
 def _result_tags(msg: p.Message, labels: dict) -> dict:
     summary = msg.payload["summary"]
     model, runtime = summary["model"], summary["runtime"]
-    return {"device": msg.device, "model": model.get("name"), "model_sha": str(model.get("sha256", ""))[:12],
-            "format": model.get("format"), "runtime": runtime.get("runtime"), "delegate": _delegate(runtime),
-            "threads": runtime.get("threads"), **_label_tags(labels)}
+    return {db.DEVICE: msg.device, db.MODEL: model.get("name"), db.MODEL_SHA: str(model.get("sha256", ""))[:12],
+            db.FORMAT: model.get("format"), db.RUNTIME: runtime.get("runtime"), db.DELEGATE: _delegate(runtime),
+            db.THREADS: runtime.get("threads"), **db.label_tags(labels)}
+
+
+def _result_time_ns(payload: dict) -> int:
+    return db.result_time_ns(payload["run_id"], payload.get("finished_ts") or payload["ts"])
 
 
 def result_point(msg: p.Message, labels: dict) -> Optional[str]:
-    from edgebench.server.gates.rules import result_metrics
-
     payload = msg.payload
-    summary = payload["summary"]
-    stats = summary["stats"]
-    memory = summary.get("memory") or {}
-    timing = summary.get("timing") or {}
-    physics = summary.get("physics") or {}
-    energy = physics.get("energy") or {}
-    throttling = physics.get("throttling") or {}
     tags = _result_tags(msg, labels)
     drift = payload.get("drift") or {}
     if drift.get("reference_sha"):  # on the result point only: the latency points keep their series
-        tags["reference"] = str(drift["reference_sha"])[:12]
-    fields: dict[str, Any] = {key: float(stats[key]) for key in p.STATS_KEYS if stats.get(key) is not None}
-    fields["count"] = int(stats["count"])
-    # Every field keeps one type whatever a device sends (_as_float): a string where a number belongs would fix
-    # the field's type in the shard and make InfluxDB refuse every other device's points.
-    fields.update(
-        std_ms=_as_float(stats.get("std_ms")), load_ms=_as_float(timing.get("load_ms")),
-        first_inference_ms=_as_float(timing.get("first_inference_ms")),
-        peak_steady_bytes=_as_float(memory.get("peak_steady_bytes")),
-        peak_load_bytes=_as_float(memory.get("peak_load_bytes")),
-        energy_per_inference_mj=_as_float(energy.get("energy_per_inference_mj")), avg_w=_as_float(energy.get("avg_w")),
-        throttled=bool(throttling.get("detected")) if throttling else None,
-        valid=bool((summary.get("validity") or {}).get("valid")),
-        run_id=payload["run_id"], job_id=payload["job_id"],
-        delegate_coverage=result_metrics(summary)["delegate_coverage"],
-        samples_total=int((payload.get("samples") or {}).get("total") or 0) or None,
-        model_size_bytes=_as_int(summary["model"].get("size_bytes")),
-        drift_max_abs_err=_as_float(drift.get("max_abs_err")), drift_mean_abs_err=_as_float(drift.get("mean_abs_err")),
-        drift_cosine=_as_float(drift.get("cosine_mean")), drift_top1_agreement=_as_float(drift.get("top1_agreement")),
-        drift_samples=_as_int(drift.get("samples")),
-        drift_error=str(drift["error"])[:500] if drift.get("error") else None)
-    integers = ("count", "samples_total", "model_size_bytes", "drift_samples")
-    fields = {k: float(v) if isinstance(v, int) and not isinstance(v, bool) and k not in integers else v
-              for k, v in fields.items()}
-    return lp.line(RESULT, tags, fields, run_timestamp_ns(payload["run_id"], payload.get("finished_ts") or
-                                                        payload["ts"]))
+        tags[db.REFERENCE] = str(drift["reference_sha"])[:12]
+    fields = db.RESULT.values({
+        **summary_fields(payload["summary"]), **drift_fields(drift), "run_id": payload["run_id"],
+        "job_id": payload["job_id"], "samples_total": int((payload.get("samples") or {}).get("total") or 0) or None})
+    return lp.line(db.RESULT.name, tags, fields, _result_time_ns(payload))
 
 
 def telemetry_points(msg: p.Message, labels: dict) -> list[str]:
     """The ingest hot path: the series key is built once per message; reading names are protocol-checked
     ([a-z][a-z0-9_]*, nothing to escape) and values finite numbers."""
-    tags = {"device": msg.device, **_label_tags(labels)}
-    series = lp.tag_text(tags)
-    prefix = f"{TELEMETRY}{series} "
-    return [f"{prefix}{','.join([f'{k}={v!r}' if type(v) is float else f'{k}={float(v)!r}' for k, v in readings])} "
-            f"{round(sample['ts'] * 1e6) * 1000}"
-            for sample in msg.payload["samples"] for readings in (sample["readings"].items(),)]
+    series = lp.series(db.TELEMETRY.name, {db.DEVICE: msg.device, **db.label_tags(labels)})
+    return lp.float_points(series, [(sample["readings"].items(), db.telemetry_time_ns(sample["ts"]))
+                                    for sample in msg.payload["samples"]])
 
 
 def device_points(msg: p.Message, labels: dict, received_ts: float) -> list[str]:
     """Device state for the fleet dashboards (InfluxQL cannot read the registry): one point per status message
     (online as 1/0 so panels can sum it; at the receive time, since a last will carries no useful ts) and one
     per heartbeat (at its own ts)."""
-    tags = {"device": msg.device, **_label_tags(labels)}
+    tags = {db.DEVICE: msg.device, **db.label_tags(labels)}
     payload = msg.payload
     if msg.kind == p.STATUS:
         fields = {"online": int(payload["state"] == "online"), "state": payload["state"],
                   "agent_version": payload.get("agent_version")}
         ts = received_ts
     else:
-        fields = {"job_id": payload.get("job_id") or "", "uptime_s": _as_float(payload.get("uptime_s")),
-                  "outbox_depth": _as_int(payload.get("outbox_depth")),
-                  "telemetry_dropped": _as_int(payload.get("telemetry_dropped")),
-                  **{key: _as_int(payload.get(key)) for key in p.HEARTBEAT_COUNTERS}}
+        fields = {"job_id": payload.get("job_id") or "",
+                  **{key: payload.get(key) for key in ("uptime_s", "outbox_depth", "telemetry_dropped",
+                                                       *p.HEARTBEAT_COUNTERS)}}
         ts = payload.get("ts") or received_ts
-    point = lp.line(DEVICE, tags, fields, int(ts * 1e9))
+    point = lp.line(db.DEVICE_STATE.name, tags, db.DEVICE_STATE.values(fields), int(ts * 1e9))
     return [point] if point else []
-
-
-def _as_float(value: Any) -> Optional[float]:
-    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
-
-
-def _as_int(value: Any) -> Optional[int]:
-    return int(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
 
 
 def points_for(msg: p.Message, labels: dict, received_ts: Optional[float] = None) -> list[str]:

@@ -1,5 +1,7 @@
 """InfluxDB line protocol, written once for everything edgebench sends to InfluxDB (the collector's points, the
-release gates' verdicts). Standard library only.
+release gates' verdicts). Standard library only. What the points hold (measurements, tags, typed fields, time) is
+edgebench.server.schema; ``line`` writes any point, ``indexed_integer_points`` and ``float_points`` the many points of
+one series on the ingest hot paths.
 
 What InfluxDB 1.x really accepts (checked against influxd 1.6.7 in tests/fleet/test_injection.py):
 - measurement names, tag keys, tag values and field keys: ``,``, ``=`` and space are escaped with a backslash;
@@ -14,7 +16,7 @@ from __future__ import annotations
 
 import math
 import re
-from typing import Any, Optional
+from typing import Any, Iterable, Optional, Sequence
 
 UNSAFE_IN_TAGS = re.compile(r"[\x00-\x1f\x7f\\]")
 
@@ -47,10 +49,31 @@ def tag_text(tags: dict) -> str:
                    if v is not None and str(v) != "")
 
 
+def series(measurement: str, tags: dict) -> str:
+    """A point's series key (measurement and tags), escaped: build it once for the many points of one series."""
+    return escape_tag(measurement) + tag_text(tags)
+
+
 def line(measurement: str, tags: dict, fields: dict, ts_ns: int) -> Optional[str]:
     """One point; None if no field has a value."""
     field_text = ",".join(f"{escape_tag(k)}={v}" for k, v in
                           ((k, field_value(raw)) for k, raw in fields.items()) if v is not None)
     if not field_text:
         return None
-    return f"{escape_tag(measurement)}{tag_text(tags)} {field_text} {int(ts_ns)}"
+    return f"{series(measurement, tags)} {field_text} {int(ts_ns)}"
+
+
+# ---------------------------------------------------------------- hot paths: many points of one series
+
+def indexed_integer_points(series_key: str, field: str, values: Sequence[int], ts_ns: int) -> list[str]:
+    """One point per value (protocol-checked integers) at ``ts_ns`` plus its index in ns: a result's raw latency
+    samples, up to 10,000 a result, so the series key and the field key are escaped once."""
+    prefix = f"{series_key} {escape_tag(field)}="
+    return [f"{prefix}{value}i {ts_ns + index}" for index, value in enumerate(values)]
+
+
+def float_points(series_key: str, rows: Iterable[tuple[Iterable[tuple[str, float]], int]]) -> list[str]:
+    """One point per ``(fields, ts_ns)`` row whose field keys need no escaping ([a-z][a-z0-9_]*: protocol-checked
+    reading names) and whose values are finite numbers (also protocol-checked): the telemetry ingest hot path."""
+    return [f"{series_key} {','.join([f'{k}={v!r}' if type(v) is float else f'{k}={float(v)!r}' for k, v in fields])}"
+            f" {ts_ns}" for fields, ts_ns in rows]

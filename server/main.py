@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import os
 import signal
 import threading
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Optional
 
 from edgebench.agent.errors import UsageError
-from edgebench.agent.fleet import mqtt
 from edgebench.server.api import Api, serve
 from edgebench.server.collector import Collector, CollectorConfig
 from edgebench.server.metrics import Metrics
@@ -20,47 +20,47 @@ from edgebench.server.registry import Registry
 log = logging.getLogger(__name__)
 
 
-def serve_forever(args: argparse.Namespace) -> int:
-    data_dir = Path(os.path.expanduser(args.data_dir))
-    data_dir.mkdir(parents=True, exist_ok=True)
-    if args.receive_maximum < 1 or args.receive_maximum > 65535 or args.batch_size < 1:
-        raise UsageError("--receive-maximum must be 1..65535 and --batch-size positive")
-    if args.influx_bucket and not args.influx_org:
-        raise UsageError("--influx-bucket needs --influx-org (InfluxDB 2.x/3.x)")
-    settings = mqtt.from_args(args)
-    registry, metrics = Registry(data_dir / "registry.sqlite3"), Metrics()
-    if args.gates:
+@dataclass
+class ServerSettings:
+    """Everything `edgebench server` runs with (built by edgebench.server.cli from its flags)."""
+
+    collector: CollectorConfig  # public_url "": http://HOST:PORT of the bound HTTP API
+    http_host: str = "127.0.0.1"
+    http_port: int = 8780  # 0: a free port
+    http_timeout_s: int = 30
+    max_model_bytes: int = 2 * 1024**3
+    gates_file: Optional[str] = None  # rules GET /api/gates/evaluate evaluates
+    ready_file: Optional[str] = None  # {"http": URL, "pid": PID} is written here once serving
+
+
+def serve_forever(settings: ServerSettings) -> int:
+    config = settings.collector
+    config.data_dir.mkdir(parents=True, exist_ok=True)
+    registry, metrics = Registry(config.data_dir / "registry.sqlite3"), Metrics()
+    if settings.gates_file:
         from edgebench.server.gates.rules import load_rules
 
-        load_rules(args.gates)  # a broken gates file fails the start, not the first request
-    api = Api(registry, None, metrics, data_dir / "models", "", args.max_model_size, args.gates)
-    host, port = args.http
+        load_rules(settings.gates_file)  # a broken gates file fails the start, not the first request
+    api = Api(registry, None, metrics, config.data_dir / "models", "", settings.max_model_bytes, settings.gates_file)
+    host, port = settings.http_host, settings.http_port
     try:  # bind first: with port 0 the public URL needs the port the system picked
-        httpd = serve(api, host, port, args.http_timeout)
+        httpd = serve(api, host, port, settings.http_timeout_s)
     except OSError as exc:
         raise UsageError(f"--http {host}:{port}: {exc.strerror}") from None
-    public_url = args.public_url or f"http://{host}:{httpd.server_address[1]}"
-    config = CollectorConfig(
-        mqtt=settings, influx_url=args.influx_url, influx_db=args.influx_db, data_dir=data_dir,
-        influx_username=args.influx_username, influx_password=os.environ.get("EDGEBENCH_INFLUX_PASSWORD"),
-        client_id=args.client_id, share_group=args.share_group, batch_size=args.batch_size,
-        receive_maximum=args.receive_maximum, public_url=public_url,
-        influx_token=args.influx_token or os.environ.get("EDGEBENCH_INFLUX_TOKEN"), influx_org=args.influx_org,
-        influx_bucket=args.influx_bucket, model_bytes_per_s=args.model_rate, stall_after_s=args.stall_after)
+    config.public_url = config.public_url or f"http://{host}:{httpd.server_address[1]}"
     collector = Collector(config, registry, metrics)
-    api.collector, api.public_url = collector, public_url
+    api.collector, api.public_url = collector, config.public_url
     collector.start()
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
     threading.Thread(target=httpd.serve_forever, name="http", daemon=True).start()
-    log.info("collector serving %s (MQTT %s:%s, InfluxDB %s/%s)", public_url, settings.host, settings.port,
-             args.influx_url, args.influx_db)
-    if args.ready_file:
-        Path(args.ready_file).write_text(json.dumps({"http": public_url, "pid": os.getpid()}))
+    log.info("collector serving %s (MQTT %s:%s, InfluxDB %s/%s)", config.public_url, config.mqtt.host,
+             config.mqtt.port, config.influx_url, config.influx_db)
+    if settings.ready_file:
+        Path(settings.ready_file).write_text(json.dumps({"http": config.public_url, "pid": os.getpid()}))
     stop.wait()
     httpd.shutdown()
     collector.close()
     registry.close()
     return 0
-

@@ -60,7 +60,7 @@ def report(**changes) -> str:
 
 
 def gate_case(case_id: str, rules, needles: tuple, reports: str = report(), code: int = USAGE):
-    return case(case_id, "gate", "--config", "{tmp}/g.toml", "--reports", "{tmp}/r.json", "--no-record",
+    return case(case_id, "gate", "--rules", "{tmp}/g.toml", "--reports", "{tmp}/r.json", "--no-record",
                 code=code, needles=needles, write={"g.toml": rules, "r.json": reports})
 
 
@@ -246,11 +246,11 @@ CASES = [
          code=BAD_INPUT, needles=("--calibration", "no array for input(s) x")),
     case("variants-json-unwritable", "variants", "{lin}", "--json", "/sys/v.json", needles=("--json /sys/v.json",)),
     # ------------------------------------------------ gate: the rules file
-    case("gate-rules-missing", "gate", "--config", "{tmp}/none.toml", "--reports", "{tmp}/r.json",
+    case("gate-rules-missing", "gate", "--rules", "{tmp}/none.toml", "--reports", "{tmp}/r.json",
          needles=("gates file", "none.toml", "not found"), write={"r.json": report()}),
-    case("gate-rules-directory", "gate", "--config", "{dir}", "--reports", "{tmp}/r.json",
+    case("gate-rules-directory", "gate", "--rules", "{dir}", "--reports", "{tmp}/r.json",
          needles=("gates file", "directory"), write={"r.json": report()}),
-    case("gate-rules-fifo", "gate", "--config", "{fifo}", "--reports", "{tmp}/r.json",
+    case("gate-rules-fifo", "gate", "--rules", "{fifo}", "--reports", "{tmp}/r.json",
          needles=("gates file", "FIFO"), write={"r.json": report()}),
     gate_case("gate-rules-binary", "\x00\xff", ("g.toml", "not valid TOML")),
     gate_case("gate-rules-binary-bytes", b"\xff\xfe\x00binary", ("g.toml", "not UTF-8")),
@@ -293,22 +293,24 @@ CASES = [
     gate_case("report-model-name-number", RULE, ("r.json", "model 3"), reports=report(model__name=3)),
     gate_case("report-variants-without-rows", RULE, ("r.json", "no 'variants' field"),
               reports=json.dumps({"schema": "edgebench.variants/1"})),
-    case("gate-reports-missing", "gate", "--config", "{tmp}/g.toml", "--reports", "{tmp}/none.json",
+    case("gate-reports-missing", "gate", "--rules", "{tmp}/g.toml", "--reports", "{tmp}/none.json",
          needles=("--reports", "none.json", "not found"), write={"g.toml": RULE}),
-    case("gate-reports-fifo", "gate", "--config", "{tmp}/g.toml", "--reports", "{fifo}",
+    case("gate-reports-fifo", "gate", "--rules", "{tmp}/g.toml", "--reports", "{fifo}",
          needles=("--reports", "FIFO"), write={"g.toml": RULE}),
-    case("gate-reports-directory", "gate", "--config", "{tmp}/g.toml", "--reports", "{dir}",
+    case("gate-reports-directory", "gate", "--rules", "{tmp}/g.toml", "--reports", "{dir}",
          needles=("--reports", "directory"), write={"g.toml": RULE}),
     # ------------------------------------------------ gate: flags
-    case("gate-no-config", "gate", "--reports", "x.json", needles=("--config",)),
-    case("gate-no-source", "gate", "--config", "{tmp}/g.toml", needles=("--reports",), write={"g.toml": RULE}),
-    case("gate-labels-malformed", "gate", "--config", "{tmp}/g.toml", "--reports", "{tmp}/r.json", "--labels",
+    case("gate-no-rules", "gate", "--reports", "x.json", needles=("--rules",)),
+    case("gate-rules-given-as-config", "gate", "--config", "{tmp}/g.toml", "--reports", "{tmp}/r.json",
+         needles=("holds [[gate]] rules", "--rules"), write={"g.toml": RULE, "r.json": report()}),
+    case("gate-no-source", "gate", "--rules", "{tmp}/g.toml", needles=("--reports",), write={"g.toml": RULE}),
+    case("gate-labels-malformed", "gate", "--rules", "{tmp}/g.toml", "--reports", "{tmp}/r.json", "--labels",
          "rpi5", needles=("rpi5", "key=value"), write={"g.toml": RULE, "r.json": report()}),
-    *(case(f"gate-{flag[2:]}-{name}", "gate", "--config", "{tmp}/g.toml", flag, url, needles=(flag, "URL"),
+    *(case(f"gate-{flag[2:]}-{name}", "gate", "--rules", "{tmp}/g.toml", flag, url, needles=(flag, "URL"),
            write={"g.toml": RULE})
       for flag, name, url in [("--server", "no-scheme", "nonsense"), ("--server", "ftp", "ftp://x"),
                               ("--server", "bad-ipv6", "http://[bad"), ("--influx-url", "no-scheme", "nonsense")]),
-    *(case(f"gate-{flag[2:]}-unwritable", "gate", "--config", "{tmp}/g.toml", "--reports", "{tmp}/r.json", flag,
+    *(case(f"gate-{flag[2:]}-unwritable", "gate", "--rules", "{tmp}/g.toml", "--reports", "{tmp}/r.json", flag,
            path, needles=(flag, path), write={"g.toml": RULE, "r.json": report()})
       for flag, path in [("--junit", "/proc/j.xml"), ("--markdown", "/sys/m.md"), ("--json", "/nonexistent/g.json")]),
     # ------------------------------------------------ sensors
@@ -346,8 +348,12 @@ CASES = [
                 "compare", "{lin}", "{lin}"),
     config_case("config-variants-calibration-samples", "[variants]\ncalibration-samples = inf\n",
                 ("[variants] calibration-samples",), "variants", "{lin}"),
-    config_case("config-gate-json-boolean", "[gate]\nno-record = 1\n", ("[gate]", "'no-record'"),
-                "gate", "--config", "x.toml", "--reports", "r.json"),
+    config_case("config-gate-no-record-not-boolean", "[gate]\nno-record = 3\n", ("[gate] no-record", "not a boolean"),
+                "gate", "--rules", "x.toml", "--reports", "r.json"),
+    config_case("config-label-table", "[bench]\nlabel = [{a = 1}]\n", ("[bench] label", "a table is not a value")),
+    config_case("config-subcommand-option-in-parent", "[dashboards]\ntoken = \"t\"\n",
+                ("[dashboards] has no option 'token'", "[dashboards.push]"), "dashboards", "push", "--grafana-url",
+                "http://g:3000"),
     case("env-config-missing", "bench", "{lin}", env={"EDGEBENCH_CONFIG": "/nonexistent/edgebench.toml"},
          needles=("config file", "/nonexistent/edgebench.toml")),
     case("env-threads-not-a-number", "bench", "{lin}", env={"EDGEBENCH_BENCH_THREADS": "abc"},
@@ -447,7 +453,7 @@ def test_gate_verdict_on_a_non_number_is_missing_not_pass(cli, tmp_path, value, 
     value named; never "PASS p90_ms nanms within limits"."""
     (tmp_path / "g.toml").write_text(RULE)
     (tmp_path / "r.json").write_text(report(stats__p90_ms=value))
-    result = cli("gate", "--config", tmp_path / "g.toml", "--reports", tmp_path / "r.json", "--no-record",
+    result = cli("gate", "--rules", tmp_path / "g.toml", "--reports", tmp_path / "r.json", "--no-record",
                  "--json", "-")
     assert result.code == MISSING and not result.err, result
     (verdict,) = result.json()["verdicts"]
@@ -462,6 +468,6 @@ def test_gate_regression_on_a_nan_baseline_is_missing(cli, tmp_path):
     (tmp_path / "old.json").write_text(report(labels={"class": "ci", "release": "v1"},
                                               memory={"peak_load_bytes": math.nan}))
     (tmp_path / "new.json").write_text(report(memory={"peak_load_bytes": 1e9}, created="2024-06-01T00:00:00Z"))
-    result = cli("gate", "--config", tmp_path / "g.toml", "--reports", tmp_path / "old.json", tmp_path / "new.json",
+    result = cli("gate", "--rules", tmp_path / "g.toml", "--reports", tmp_path / "old.json", tmp_path / "new.json",
                  "--no-record")
     assert result.code == MISSING and "PASS" not in result.out and "not a number" in result.out, result

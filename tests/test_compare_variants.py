@@ -10,7 +10,7 @@ import pytest
 from edgebench.agent.optimize.compare import cosine, drift, is_classifier
 from edgebench.agent.tensors import TensorSpec
 
-from .conftest import FAST
+from .conftest import FAST, linear_model, save_onnx
 
 
 def softmax(z):
@@ -92,6 +92,8 @@ def test_variants_of_a_real_model(cli, models, tmp_path):
         assert row["report"]["stats"]["p50_ms"] > 0
         assert 0 < row["drift"]["max_abs_err"] < 1 and row["drift"]["cosine_mean"] > 0.9
     assert rows["fp16"]["drift"]["max_abs_err"] < rows["static-int8"]["drift"]["max_abs_err"]
+    assert sorted(p.name for p in out.iterdir()) == [f"ppocr_cls.{kind}.onnx" for kind in
+                                                     ("dynamic-int8", "fp16", "static-int8")]
     for line in ("float32", "fp16", "dynamic-int8", "static-int8", "vs float"):
         assert line in result.out
     # The produced int8 model compared on its own: the same drift machinery, from the CLI.
@@ -99,6 +101,21 @@ def test_variants_of_a_real_model(cli, models, tmp_path):
                "--samples", "8", "--json", "-")
     assert pair.code == 0, pair
     assert pair.json()["drift"]["max_abs_err"] == pytest.approx(rows["static-int8"]["drift"]["max_abs_err"])
+
+
+def test_variants_leave_only_the_variants_in_the_output_folder(cli, tmp_path):
+    """The opset-upgraded and pre-processed intermediates never reach --out-dir: `push OUT/*.onnx` uploads the
+    variants and nothing else."""
+    rng = np.random.default_rng(0)
+    model = save_onnx(linear_model(rng.normal(size=(8, 4)), rng.normal(size=4), opset=11), tmp_path / "lin.onnx")
+    out = tmp_path / "out"
+    result = cli("variants", model, "--out-dir", out, *FAST, "--samples", "2",
+                 "--calibration-samples", "2", "--json", tmp_path / "v.json")
+    assert result.code == 0, result
+    rows = json.loads((tmp_path / "v.json").read_text())["variants"]
+    assert [row["error"] for row in rows] == [None] * 4, rows
+    assert sorted(p.name for p in out.iterdir()) == ["lin.dynamic-int8.onnx", "lin.fp16.onnx", "lin.static-int8.onnx"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["lin.onnx", "out", "v.json"]
 
 
 def test_variants_rejects_tflite(cli, models):

@@ -86,12 +86,12 @@ def real_reports(models, tmp_path_factory):
 def test_gate_passes_a_loose_budget_and_fails_a_tight_one(cli, real_reports, tmp_path):
     loose = write_rules(tmp_path / "loose.toml", '[[gate]]\nmodel = "ppocr_cls*"\ndevices = "class=x86-ci"\n'
                         'metric = "p90_ms"\nmax = 1000.0\n')
-    result = cli("gate", "--config", loose, "--reports", *real_reports, "--junit", tmp_path / "loose.xml")
+    result = cli("gate", "--rules", loose, "--reports", *real_reports, "--junit", tmp_path / "loose.xml")
     assert result.code == 0, result
     assert "PASS" in result.out
     tight = write_rules(tmp_path / "tight.toml", '[[gate]]\nname = "cls p90 tight"\nmodel = "ppocr_cls*"\n'
                         'metric = "p90_ms"\nmax = 0.001\n')
-    result = cli("gate", "--config", tight, "--reports", *real_reports, "--junit", tmp_path / "tight.xml",
+    result = cli("gate", "--rules", tight, "--reports", *real_reports, "--junit", tmp_path / "tight.xml",
                  "--markdown", tmp_path / "tight.md", "--json", tmp_path / "tight.json")
     assert result.code == 1, result
     suite = ElementTree.parse(tmp_path / "tight.xml").getroot().find("testsuite")
@@ -120,7 +120,7 @@ def test_gate_regression_against_a_baseline_release(cli, real_reports, tmp_path)
         paths[-1].write_text(json.dumps(derived))
     rules = write_rules(tmp_path / "regression.toml", '[[gate]]\nmodel = "ppocr_cls*"\nmetric = "p90_ms"\n'
                         'baseline = "v1"\nmax_regression_pct = 5\n')
-    result = cli("gate", "--config", rules, "--reports", *paths, "--json", "-")
+    result = cli("gate", "--rules", rules, "--reports", *paths, "--json", "-")
     verdict = result.json()["verdicts"][0]
     assert result.code == 0 and verdict["status"] == "pass", result
     assert verdict["regression"]["decided"] and verdict["regression"]["candidate_n"] == len(latencies) - half
@@ -132,7 +132,7 @@ def test_missing_data_exits_2(cli, real_reports, tmp_path):
     rules = write_rules(tmp_path / "missing.toml", '[[gate]]\nmodel = "mobilenet*"\nmetric = "p90_ms"\nmax = 5\n'
                         '[[gate]]\nmodel = "ppocr_cls*"\nmetric = "energy_mj"\nmax = 5\n'
                         '[[gate]]\nmodel = "ppocr_cls*"\nmetric = "p90_ms"\nmax = 1000\nbaseline = "v0"\n')
-    result = cli("gate", "--config", rules, "--reports", *real_reports, "--junit", tmp_path / "m.xml")
+    result = cli("gate", "--rules", rules, "--reports", *real_reports, "--junit", tmp_path / "m.xml")
     assert result.code == 2, result
     suite = ElementTree.parse(tmp_path / "m.xml").getroot().find("testsuite")
     assert suite.get("errors") == "3"

@@ -9,10 +9,12 @@ import subprocess
 import time
 
 import jsonschema
+import numpy as np
 import pytest
 
-from edgebench.agent.engine.physics import PhysicsSettings, RunPhysics
+from edgebench.agent.engine.physics import PhysicsSettings, Quantity, RunPhysics, sustained_plan, sustained_windows
 from edgebench.agent.engine.report import SCHEMA_FILE
+from edgebench.agent.errors import UsageError
 
 from .conftest import FAST, REPO, cli_argv, cli_env
 
@@ -173,3 +175,33 @@ def test_no_sensors_and_bad_rate(cli, models):
     assert result.code == 0 and "physics" not in result.json()
     result = cli("bench", models["sine_float.tflite"], "--sensor-rate", "0")
     assert result.code == 2 and "--sensor-rate" in result.err
+
+
+def test_sustained_plan():
+    """--sustained D: one measured phase of exactly D, windows of D/20 but at least 1 s, or --window W."""
+    assert sustained_plan(None) == ({}, None)
+    settings, window = sustained_plan(600)
+    assert settings == {"min_runs": 1, "min_duration_s": 600, "max_duration_s": 600} and window == 30
+    assert sustained_plan(10).window_s == 1.0, "never under a second"
+    assert sustained_plan(2, 0.5).window_s == 0.5
+    for args, needle in [((None, 5), "give --sustained too"), ((2, 5), "longer than --sustained"),
+                         ((2, None, False), "--no-sensors")]:
+        with pytest.raises(UsageError, match=needle):
+            sustained_plan(*args)
+
+
+def test_sustained_windows_use_the_stats_percentiles():
+    """Per-window p50/p90 are exactly numpy's linear-interpolation percentiles (engine.stats); clock limits are
+    not summarised per window."""
+    rng = np.random.default_rng(0)
+    offsets = np.sort(rng.integers(0, 3_000_000_000, 997)).tolist()
+    latency = rng.lognormal(14, 0.3, 997).astype(np.int64).tolist()
+    series = [(t, {"clock": 1.5e9, "cap": 1.8e9}) for t in range(0, 3_000_000_000, 100_000_000)]
+    units = {"clock": Quantity("frequency", "Hz", "current"), "cap": Quantity("frequency", "Hz", "limit_max")}
+    windows = sustained_windows(latency, offsets, series, units, 1.0)
+    lat, off = np.asarray(latency) / 1e6, np.asarray(offsets)
+    for w in windows:
+        mask = (off >= w["start_s"] * 1e9) & (off < (w["start_s"] + 1) * 1e9)
+        assert (w["p50_ms"], w["p90_ms"]) == (float(np.percentile(lat[mask], 50)), float(np.percentile(lat[mask], 90)))
+        assert w["clock"] == 1.5e9 and "cap" not in w
+    assert sum(w["runs"] for w in windows) == 997

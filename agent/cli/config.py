@@ -2,43 +2,30 @@
 
 Precedence: command-line flag > environment variable > config file > built-in default. The file is
 ``--config FILE``, else ``$EDGEBENCH_CONFIG``, else ``~/.config/edgebench/config.toml`` if it exists; one table
-per command (``[bench]``, ``[compare]``...) whose keys are option names (``min-runs = 1000``). Environment
-variables are ``EDGEBENCH_<COMMAND>_<OPTION>`` (``EDGEBENCH_BENCH_MIN_RUNS=1000``). Values go through the
-same parsing as the flags, so a bad value fails with the flag's own message.
+per command (``[bench]``, ``[compare]``, ``[adb.sensors]``...) whose keys are the options' own long names
+(``min-runs = 1000``, ``delegate = "gpu,xnnpack"``, ``no-sensors = true``, ``label = ["release=v1"]``).
+Environment variables are ``EDGEBENCH_<COMMAND>_<OPTION>`` (``EDGEBENCH_BENCH_MIN_RUNS=1000``,
+``EDGEBENCH_BENCH_NO_SENSORS=1``); a repeatable option takes whitespace-separated values there (shell quoting
+for a value with spaces). Values go through the same parsing as the flags, so a bad value fails with the
+flag's own message.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-import sys
+import shlex
 from pathlib import Path
-from typing import Mapping, Optional
+from typing import Mapping, Optional, Sequence, Union
 
+from edgebench.agent.cli.args import FromConfig
 from edgebench.agent.errors import UsageError
-from edgebench.agent.modelfile import file_problem
+from edgebench.agent.modelfile import load_toml
 
 DEFAULT_PATH = Path("~/.config/edgebench/config.toml")
+GLOBAL_DESTS = ("debug", "verbose", "config", "help", "version")  # the dispatcher's flags: never a default
 _TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
-
-
-def _load_toml(path: Path, what: str = "config file") -> dict:
-    if sys.version_info >= (3, 11):
-        import tomllib
-    else:  # pragma: no cover - Python 3.9/3.10 boards
-        import tomli as tomllib
-    problem = file_problem(path)  # a FIFO would block open() forever
-    if problem:
-        raise UsageError(f"{what} {path} {problem}")
-    try:
-        with open(path, "rb") as handle:
-            return tomllib.load(handle)
-    except OSError as exc:
-        raise UsageError(f"{what} {path}: {exc.strerror}") from None
-    except UnicodeDecodeError as exc:  # tomllib decodes before it parses: a binary file fails here
-        raise UsageError(f"{what} {path} is not valid TOML: not UTF-8 text (byte {exc.start})") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise UsageError(f"{what} {path} is not valid TOML: {exc}") from None
+_load_toml = load_toml  # the name server/gates/rules.py still imports; edgebench.agent.modelfile.load_toml is the one
 
 
 def config_path(explicit: Optional[str], environ: Mapping[str, str]) -> Optional[Path]:
@@ -50,11 +37,28 @@ def config_path(explicit: Optional[str], environ: Mapping[str, str]) -> Optional
     return default if default.is_file() else None
 
 
-def _settable(parser: argparse.ArgumentParser) -> dict[str, argparse.Action]:
-    """Options that take one value (append/list flags stay command-line only), by dest."""
-    return {a.dest: a for a in parser._actions
-            if a.option_strings and not isinstance(a, argparse._AppendAction)
-            and (a.nargs is None or isinstance(a, argparse._StoreTrueAction))}
+def is_flag(action: argparse.Action) -> bool:
+    """store_true / store_false: set by ``key = true``."""
+    return action.nargs == 0
+
+
+def is_list(action: argparse.Action) -> bool:
+    """Repeatable (append) or multi-valued (nargs="+"): a TOML array, or several values in a variable."""
+    return isinstance(action, argparse._AppendAction) or action.nargs in ("+", "*")
+
+
+def option_names(parser: argparse.ArgumentParser) -> dict[str, argparse.Action]:
+    """Every option a key or variable may set, by each of its long names (``delegate``, ``no-sensors``). A
+    value option's dest is accepted too where no option has that name (``delegates``: the old spelling)."""
+    names: dict[str, argparse.Action] = {}
+    for action in parser._actions:
+        if not action.option_strings or action.dest in GLOBAL_DESTS or action.dest == argparse.SUPPRESS:
+            continue
+        names.update({option[2:]: action for option in action.option_strings if option.startswith("--")})
+    for action in list(names.values()):
+        if not is_flag(action):  # never for flags: "sensors = true" would turn the sensors off
+            names.setdefault(action.dest.replace("_", "-"), action)
+    return names
 
 
 def _as_text(value: object) -> str:
@@ -65,22 +69,33 @@ def _as_text(value: object) -> str:
     return str(value)
 
 
-def _command_table(document: dict, command: str, path: Path) -> dict:
-    """The command's table; a top-level key that is not a table (``bench = 3``) can never be valid."""
+def _check_tables(document: dict, path: Sequence[str], file: Path) -> dict:
+    """The command's table; a top-level key that is not a table (``bench = 3``) can never be valid, nor can an
+    option in the table of a command that has subcommands (``[dashboards] token``: it goes in [dashboards.push])."""
+    gate = document.get("gate")
+    if isinstance(gate, list) and gate and all(isinstance(rule, dict) for rule in gate):
+        raise UsageError(f"config file {file} holds [[gate]] rules, not option defaults: give it to gate as "
+                         f"--rules {file} (--config is the defaults file of every command)")
     for key, value in document.items():
         if not isinstance(value, dict):
-            raise UsageError(f"config file {path}: {key} = {_as_text(value)!r} is not a table: options go in a "
+            raise UsageError(f"config file {file}: {key} = {_as_text(value)!r} is not a table: options go in a "
                              f"table named after their command, e.g. [bench]")
-    return document.get(command, {})
+    table = document
+    for depth, name in enumerate(path[:-1], 1):
+        table = table.get(name, {})
+        for key, value in table.items():
+            if not isinstance(value, dict):
+                parent = ".".join(path[:depth])
+                raise UsageError(f"config file {file}: [{parent}] has no option {key!r}: {parent} has subcommands, "
+                                 f"their options go in their own tables, e.g. [{parent}.{path[depth]}]")
+    return table.get(path[-1], {})
 
 
-def _convert(action: argparse.Action, value: object, where: str) -> object:
-    """The value as the flag would parse it, now, so an error names where the value came from."""
+def _one(action: argparse.Action, value: object, where: str) -> object:
+    """One value as the flag would parse it, now, so an error names where the value came from."""
+    if isinstance(value, dict):
+        raise UsageError(f"{where}: a table is not a value")
     text = _as_text(value)
-    if isinstance(action, argparse._StoreTrueAction):
-        if text.lower() not in _TRUE + _FALSE:
-            raise UsageError(f"{where}: {text!r} is not a boolean (true or false)")
-        return text.lower() in _TRUE
     try:
         converted = action.type(text) if action.type else text
     except (argparse.ArgumentTypeError, ValueError, TypeError) as exc:
@@ -90,25 +105,55 @@ def _convert(action: argparse.Action, value: object, where: str) -> object:
     return converted
 
 
-def apply_defaults(parser: argparse.ArgumentParser, command: str, explicit_path: Optional[str],
+def _convert(action: argparse.Action, value: object, where: str, from_environment: bool) -> object:
+    if is_flag(action):
+        text = _as_text(value).lower()
+        if text not in _TRUE + _FALSE:
+            raise UsageError(f"{where}: {_as_text(value)!r} is not a boolean (true or false)")
+        return action.const if text in _TRUE else not action.const  # no-sensors = true: sensors off
+    if not is_list(action):
+        return _one(action, value, where)
+    if isinstance(value, list):
+        items = value
+    elif from_environment:
+        try:
+            items = shlex.split(str(value))
+        except ValueError as exc:
+            raise UsageError(f"{where}: {exc} (values are separated by spaces, quoted as in a shell)") from None
+    else:
+        items = [value]
+    values = [_one(action, item, where) for item in items]
+    return FromConfig(values) if isinstance(action, argparse._AppendAction) else values
+
+
+def _environment(environ: Mapping[str, str], path: Sequence[str]) -> dict[str, str]:
+    """``EDGEBENCH_ADB_SENSORS_ADB_EXE`` -> {"adb-exe": ...} for the command path ("adb", "sensors")."""
+    prefix = "EDGEBENCH_" + "_".join(name.upper().replace("-", "_") for name in path) + "_"
+    return {name: value for name, value in environ.items() if name.startswith(prefix) and len(name) > len(prefix)}
+
+
+def apply_defaults(parser: argparse.ArgumentParser, command: Union[str, Sequence[str]], explicit_path: Optional[str],
                    environ: Mapping[str, str] = os.environ) -> Optional[Path]:
-    """Set the subcommand parser's defaults from the config file and environment; return the file used."""
-    actions = _settable(parser)
+    """Set the (sub)command parser's defaults from the config file and environment; return the file used.
+    ``command`` is its name, or the path of names of a subcommand (``["adb", "sensors"]``)."""
+    path = [command] if isinstance(command, str) else list(command)
+    names = option_names(parser)
     values: dict[str, object] = {}
-    path = config_path(explicit_path, environ)
-    if path is not None:
-        table = _command_table(_load_toml(path), command, path)
-        for key, value in table.items():
-            dest = key.replace("-", "_")
-            if dest not in actions:
-                raise UsageError(f"config file {path}: [{command}] has no option {key!r}")
-            values[dest] = _convert(actions[dest], value, f"config file {path}: [{command}] {key}")
-    prefix = f"EDGEBENCH_{command.upper()}_"
-    for name, value in environ.items():
-        if name.startswith(prefix):
-            dest = name[len(prefix):].lower()
-            if dest not in actions:
-                raise UsageError(f"environment variable {name}: {command} has no option --{dest.replace('_', '-')}")
-            values[dest] = _convert(actions[dest], value, f"environment variable {name}")
+    file = config_path(explicit_path, environ)
+    table_name = ".".join(path)
+    if file is not None:
+        for key, value in _check_tables(load_toml(file), path, file).items():
+            if key not in names:
+                raise UsageError(f"config file {file}: [{table_name}] has no option {key!r}")
+            values[names[key].dest] = _convert(names[key], value, f"config file {file}: [{table_name}] {key}", False)
+    prefix_len = len("EDGEBENCH_" + "_".join(path) + "_")
+    for name, value in sorted(_environment(environ, path).items()):
+        key = name[prefix_len:].lower().replace("_", "-")
+        if key not in names:
+            raise UsageError(f"environment variable {name}: {' '.join(path)} has no option --{key}")
+        values[names[key].dest] = _convert(names[key], value, f"environment variable {name}", True)
+    for action in names.values():
+        if action.dest in values:
+            action.required = False  # a required option (gate --rules) may come from the file
     parser.set_defaults(**values)
-    return path
+    return file

@@ -6,16 +6,36 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import sys
 import time
+from pathlib import Path
 from typing import List, Optional, TextIO
 
+from edgebench.agent.errors import UsageError
 from edgebench.agent.sensors import board_info, close_all, discover, read_all, read_errors, target
 from edgebench.agent.sensors.base import Reading
 from edgebench.agent.sensors.commands import AdbRunner
 from edgebench.agent.sensors.fs import RemoteFS
 
 PRIME_S = 0.25  # rate-based sensors (RAPL) need two reads to give power
+
+
+def register(commands, adb: bool = False) -> None:
+    """`edgebench sensors` (this machine or a recorded tree) and `edgebench adb sensors --serial S`."""
+    if adb:
+        sensors = commands.add_parser("sensors", help="read an Android device's sensors over adb",
+                                      description="Discover and read an Android device's sensors from this host "
+                                      "through `adb -s SERIAL shell`.")
+        add_arguments(sensors)
+        sensors.add_argument("--serial", dest="adb", required=True, metavar="SERIAL", help="adb device serial")
+    else:
+        sensors = commands.add_parser("sensors", help="discover this board's sensors and print current readings",
+                                      description="Discover temperature, clock, power and throttling sensors "
+                                      "(thermal zones, hwmon/INA rails, cpufreq, vcgencmd, Jetson, Android, RAPL, "
+                                      "NVML) and print their current readings with units.")
+        add_arguments(sensors)
+    sensors.set_defaults(handler=run)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -43,12 +63,12 @@ def _format_value(r: Reading) -> str:
 
 
 # Clock limits are printed per policy above the table; --json has them as readings too.
-_TABLE_SKIP = ("/min", "/cpuinfo_min", "/cpuinfo_max")
+_TABLE_SKIP = ("limit_min", "hw_min", "hw_max")  # clock roles the table leaves out (the JSON has them)
 
 
 def _table(readings: List[Reading], out: TextIO) -> None:
     rows = [(r.sensor, r.kind, _format_value(r), r.source) for r in readings
-            if not (r.sensor.startswith("cpufreq/") and r.sensor.endswith(_TABLE_SKIP))]
+            if not (r.plugin == "cpufreq" and r.role in _TABLE_SKIP)]
     header = ("SENSOR", "KIND", "VALUE", "SOURCE")
     widths = [max(len(row[i]) for row in [header, *rows]) for i in range(3)]
     for row in [header, *rows]:
@@ -67,8 +87,16 @@ def _board_lines(info: dict, out: TextIO) -> None:
         out.write(f"{name}: cpus {policy.get('cpus')}, {policy.get('governor')}, {limits}\n")
 
 
+def check(args: argparse.Namespace) -> None:
+    if args.adb and not shutil.which(args.adb_exe):
+        raise UsageError(f"--adb-exe {args.adb_exe}: no such executable (install adb or set $EDGEBENCH_ADB)")
+    if not args.adb and not Path(args.root).is_dir():  # a recorded tree that is not there reads as "no sensors"
+        raise UsageError(f"--root {args.root} is not a directory")
+
+
 def run(args: argparse.Namespace, out: Optional[TextIO] = None) -> int:
     out = out or sys.stdout  # looked up per call, so capture (pytest's capsys) sees it
+    check(args)
     if args.adb:
         runner = AdbRunner(args.adb, args.adb_exe)
         if not runner.reachable():

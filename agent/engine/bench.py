@@ -11,12 +11,13 @@ from typing import Optional, Sequence
 
 from edgebench.agent import __version__
 from edgebench.agent.engine import provenance, stats
-from edgebench.agent.engine.isolation import ChildLimits, ProgressFn, run_isolated
+from edgebench.agent.engine.executors import Executor, executor_for
+from edgebench.agent.engine.isolation import ChildLimits, ProgressFn
 from edgebench.agent.engine.measure import RunSettings
 from edgebench.agent.engine.physics import PhysicsSettings, RunPhysics, relative, sustained_windows
 from edgebench.agent.engine.report import SCHEMA, utc_now
 from edgebench.agent.modelfile import ModelFile, identify
-from edgebench.agent.runtimes import DEFAULT_FOR_FORMAT, choose_runtime
+from edgebench.agent.runtimes import DEFAULT_FOR_FORMAT
 from edgebench.agent.runtimes.base import RuntimeOptions
 
 
@@ -34,13 +35,14 @@ class BenchRequest:
     sustained_window_s: Optional[float] = None  # set for sustained runs: report latency per window
 
 
-def prepare(request: BenchRequest) -> tuple[ModelFile, dict, type]:
+def prepare(request: BenchRequest) -> tuple[ModelFile, dict, Executor]:
     """Check everything that can be checked without loading the model; return the model file, the worker
-    request and the runtime plugin's class."""
+    request and the executor that will run it."""
     request.settings.validate()
     model = identify(request.model)
     runtime = request.runtime or DEFAULT_FOR_FORMAT[model.format]
-    runtime_cls = choose_runtime(model.format, runtime)
+    executor = executor_for(runtime)
+    executor.check(model.format)
     worker_request = {
         "mode": "bench",
         "model": str(model.path),
@@ -51,7 +53,7 @@ def prepare(request: BenchRequest) -> tuple[ModelFile, dict, type]:
         "input_args": list(request.input_args),
         "seed": request.seed,
     }
-    return model, worker_request, runtime_cls
+    return model, worker_request, executor
 
 
 def _memory_section(child_memory: dict, rss_samples: list, origin_ns: int, measured_ns: int) -> dict:
@@ -90,10 +92,7 @@ def build_report(model: ModelFile, request: BenchRequest, result: dict, rss_samp
 
 
 def run(request: BenchRequest, progress: Optional[ProgressFn] = None) -> dict:
-    model, worker_request, runtime = prepare(request)
-    # Out-of-process runtimes (the native harness) run the whole protocol in their own child process and
-    # return the worker's result shape; Python runtimes run inside the worker.
-    execute = getattr(runtime, "execute", None) or run_isolated
+    model, worker_request, executor = prepare(request)
     physics = RunPhysics(request.physics) if request.physics else None
     series = None
     try:
@@ -101,7 +100,7 @@ def run(request: BenchRequest, progress: Optional[ProgressFn] = None) -> dict:
             physics.wait_until_cool(progress)
             physics.measure_idle()
             physics.start()
-        outcome = execute(worker_request, request.limits, progress)
+        outcome = executor.execute(worker_request, request.limits, progress)
     finally:
         if physics:
             series = physics.stop()

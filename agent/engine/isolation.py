@@ -7,6 +7,7 @@ stdout/stderr (where runtimes print) go to a log file whose tail is kept for the
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -72,7 +73,7 @@ def _tail(path: Path, max_lines: int = 20) -> str:
     return "\n".join(lines[-max_lines:])
 
 
-def _last_meaningful_line(text: str) -> str:
+def last_meaningful_line(text: str) -> str:
     for line in reversed(text.splitlines()):
         line = line.strip()
         if line and not line.startswith(("File ", "Current thread", "Thread 0x", "Extension modules")):
@@ -100,7 +101,7 @@ def describe_death(returncode: int, phase: str, log_tail: str) -> str:
         }
         cause = causes.get(signum, "was terminated")
         return f"the runtime {cause} ({name}) {when}"
-    last = _last_meaningful_line(log_tail)
+    last = last_meaningful_line(log_tail)
     detail = f": {last}" if last else ""
     return f"the benchmark process exited with status {returncode} {when} without a result{detail}"
 
@@ -141,18 +142,31 @@ class _EventReader:
             self.error = event
 
 
-def _read_events(proc: subprocess.Popen, fd: int, reader: _EventReader, deadline: float) -> bool:
-    """Pump events until the child closes the pipe; False if the deadline passed first."""
+class ChildStopped(Exception):
+    """The caller stopped the child (``stop_when`` said why: a cancel, a shutdown); it was killed."""
+
+    def __init__(self, why: object):
+        super().__init__(str(why))
+        self.why = why
+
+
+def _read_events(proc: subprocess.Popen, fd: int, reader: _EventReader, deadline: float,
+                 stop_when: Optional[Callable[[], object]] = None) -> Optional[object]:
+    """Pump events until the child closes the pipe: None; or the deadline passing: TIMED_OUT; or what
+    ``stop_when()`` returned once it returned something."""
     while True:
+        why = stop_when() if stop_when else None
+        if why is not None:
+            return why
         remaining = deadline - time.monotonic()
         if remaining <= 0:
-            return False
+            return TIMED_OUT
         ready, _, _ = select.select([fd], [], [], min(remaining, 0.5))
         if not ready:
             continue
         data = os.read(fd, 65536)
         if not data:
-            return True
+            return None
         reader.feed(data)
 
 
@@ -167,20 +181,41 @@ class ChildExit:
     log_tail: str
 
 
+def _kill(proc: subprocess.Popen, group: bool) -> None:
+    """SIGKILL the child, and with ``group`` everything it started (they run in its session)."""
+    with contextlib.suppress(ProcessLookupError):
+        if group:
+            os.killpg(proc.pid, signal.SIGKILL)
+        else:
+            proc.kill()
+
+
 def worker_error(event: dict) -> EdgebenchError:
     cls = ERROR_KINDS.get(event.get("kind", ""), EdgebenchError)
     return cls(event.get("message", "the benchmark process failed"))
 
 
+TIMED_OUT = "timed out"
+
+
 def run_child(argv_for: Callable[[int], list], limits: ChildLimits, progress: Optional[ProgressFn] = None,
               to_error: Callable[[ChildExit], EdgebenchError] = lambda end: worker_error(end.error or {}),
               on_death: Callable[[ChildExit], EdgebenchError] = lambda end: ChildFailed(
-                  describe_death(end.returncode, end.phase, end.log_tail))) -> ChildOutcome:
-    """Run a benchmark process that writes JSON-line events to the fd it is given (``argv_for(fd)``): sample its
-    RSS, enforce the timeout and memory limit, and return its result or raise the error it reported
-    (``to_error``) or the one its death means (``on_death``). Shared by the Python worker and the native harness."""
+                  describe_death(end.returncode, end.phase, end.log_tail)),
+              log_path: Optional[Path] = None, stop_when: Optional[Callable[[], object]] = None,
+              on_start: Optional[Callable[[int], None]] = None, new_session: bool = False) -> ChildOutcome:
+    """Run a process that writes JSON-line events to the fd it is given (``argv_for(fd)``): sample its RSS,
+    enforce the timeout and memory limit, and return its result or raise the error it reported (``to_error``) or
+    the one its death means (``on_death``). The one supervisor of child processes: the Python worker, the native
+    harness and the agent's job processes all run through it.
+
+    ``log_path``: keep the child's output there (default: a temporary file; its tail goes into errors).
+    ``stop_when``: polled while the child runs; once it returns something, the child is killed and
+    ChildStopped(that) raised. ``on_start(pid)``: told the child's process id as soon as it exists.
+    ``new_session``: the child leads a session of its own, and killing it kills everything it started (the agent's
+    job processes); otherwise it stays in the caller's process group (Ctrl-C reaches it with the CLI)."""
     with tempfile.TemporaryDirectory(prefix="edgebench-") as workdir:
-        log_path = Path(workdir, "child.log")
+        log_path = log_path or Path(workdir, "child.log")
         read_fd, write_fd = os.pipe()
         env = dict(os.environ, PYTHONFAULTHANDLER="1")
         started = time.monotonic()
@@ -188,7 +223,7 @@ def run_child(argv_for: Callable[[int], list], limits: ChildLimits, progress: Op
             with open(log_path, "wb") as log_file:
                 proc = subprocess.Popen(
                     argv_for(write_fd), stdin=subprocess.DEVNULL, stdout=log_file, stderr=subprocess.STDOUT,
-                    pass_fds=(write_fd,), env=env,
+                    pass_fds=(write_fd,), env=env, start_new_session=new_session,
                     preexec_fn=_limit_memory(limits.memory_bytes) if limits.memory_bytes else None,
                 )
         except OSError as exc:
@@ -196,22 +231,26 @@ def run_child(argv_for: Callable[[int], list], limits: ChildLimits, progress: Op
             raise RuntimeUnavailable(f"cannot start {argv_for(write_fd)[0]}: {exc.strerror}") from None
         finally:
             os.close(write_fd)
+        if on_start:
+            on_start(proc.pid)
         sampler = RssSampler(proc.pid, limits.rss_interval_s).start() if limits.rss_interval_s else None
         reader = _EventReader(progress)
         try:
-            finished = _read_events(proc, read_fd, reader, started + limits.timeout_s)
-            if not finished:
-                proc.kill()
+            interrupted = _read_events(proc, read_fd, reader, started + limits.timeout_s, stop_when)
+            if interrupted is not None:
+                _kill(proc, new_session)
             returncode = proc.wait(timeout=30)
         finally:
             if proc.poll() is None:
-                proc.kill()
+                _kill(proc, new_session)
                 proc.wait()
             os.close(read_fd)
             samples = sampler.stop() if sampler else []
         log_tail = _tail(log_path)
     log.debug("child exited with %s; output tail:\n%s", returncode, log_tail)
-    if not finished:
+    if interrupted is not None and interrupted != TIMED_OUT:
+        raise ChildStopped(interrupted)
+    if interrupted == TIMED_OUT:
         when = PHASE_WORDS.get(reader.phase, reader.phase)
         raise ChildFailed(f"the runtime hung {when}: no result after {limits.timeout_s:g}s (--timeout), "
                           f"so the benchmark process was killed")

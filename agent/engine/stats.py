@@ -55,6 +55,11 @@ def percentile(sorted_values: np.ndarray, pct: float) -> float:
     return float(np.percentile(sorted_values, pct))
 
 
+def percentile_of(values: np.ndarray, pct: float) -> float:
+    """``percentile`` of values in any order (a slice of a run, such as one window of a sustained run)."""
+    return percentile(np.sort(np.asarray(values, dtype=np.float64)), pct)
+
+
 def summarize(latencies_ns: Sequence[int], wall_ns: Optional[int] = None,
               confidence: float = CONFIDENCE) -> dict:
     """Statistics of one measured phase, in milliseconds. ``wall_ns`` is the phase's wall time, from the

@@ -20,7 +20,7 @@ class Events:
         self._stream = os.fdopen(fd, "w", buffering=1)
 
     def send(self, event: dict) -> None:
-        self._stream.write(json.dumps(event) + "\n")
+        self._stream.write(json.dumps(event, default=str) + "\n")
         self._stream.flush()
 
     def progress(self, phase: str, runs: int, elapsed_s: float) -> None:

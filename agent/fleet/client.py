@@ -1,18 +1,18 @@
-"""The engineers' commands: `edgebench push`, `edgebench devices`, `edgebench jobs` (HTTP client of the collector)."""
+"""The collector's HTTP client behind `edgebench push`, `devices` and `jobs` (their command line:
+edgebench.agent.cli.push)."""
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import time
 import urllib.error
 import urllib.parse
 import urllib.request
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Optional, Sequence
 
-from edgebench.agent.engine.report import emit_json
 from edgebench.agent.errors import EdgebenchError, ModelError, UsageError
 
 FINAL = ("done", "failed", "cancelled", "rejected")
@@ -62,9 +62,29 @@ def device_selector(text: str) -> dict:
     return {"ids": [part.strip() for part in text.split(",") if part.strip()]}
 
 
-def job_matrix(args: argparse.Namespace, shas: list[str]) -> dict:
-    if args.memory_limit:
-        raise UsageError("--memory-limit is not available for fleet jobs")
+@dataclass
+class JobOptions:
+    """What a push asks of every job of its matrix: devices, configurations to compare, inputs, run length."""
+
+    devices: str  # ids (a,b), labels (class=rpi5) or all
+    runtimes: Sequence[str]
+    delegates: Sequence[str]  # chains, each "gpu,xnnpack": one configuration per chain
+    threads: Sequence[str]
+    providers: Sequence[str]
+    shape: Sequence[str]
+    input: Sequence[str]  # generated sources only: zeros, ones, random or a number
+    seed: int
+    sensors: bool
+    timeout: Optional[float]  # None: the agent's --job-timeout
+    label: Sequence[str]
+    min_runs: int
+    min_duration: float
+    max_duration: float
+    warmup_runs: int
+    warmup_duration: float
+
+
+def job_matrix(args: JobOptions, shas: list[str]) -> dict:
     settings = {"min_runs": args.min_runs, "min_duration_s": args.min_duration, "max_duration_s": args.max_duration,
                 "warmup_runs": args.warmup_runs, "warmup_duration_s": args.warmup_duration}
     options: dict[str, Any] = {"settings": settings, "seed": args.seed, "sensors": args.sensors}
@@ -93,39 +113,6 @@ def job_labels(items: list[str]) -> dict:
         return parse_labels(",".join(items))
     except ProtocolError as exc:
         raise UsageError(f"--label: {exc}") from None
-
-
-def cmd_push(args: argparse.Namespace) -> int:
-    models = [upload(args.server, Path(model)) for model in args.models]
-    reference = upload(args.server, Path(args.reference)) if getattr(args, "reference", None) else None
-    quiet = args.json == "-"
-    for model in models + ([reference] if reference else []):
-        if not quiet:
-            print(f"uploaded {model['name']} ({model['format']}, {model['size_bytes']} bytes) sha256 "
-                  f"{model['sha256'][:12]}", file=sys.stderr)
-    matrix = job_matrix(args, [m["sha256"] for m in models])
-    if reference:
-        matrix["reference"] = reference["sha256"]  # every job measures its model's drift against it
-    batch = request(args.server, "POST", "/api/v1/jobs", json.dumps(matrix).encode())
-    if not quiet:
-        print(f"batch {batch['batch_id']}: {len(batch['jobs'])} job(s) dispatched", file=sys.stderr)
-    if not args.wait:
-        emit_json(batch, args.json)
-        if not args.json:
-            print(batch["batch_id"])
-        return 0
-    jobs = wait_for(args.server, batch["batch_id"], args.wait_timeout, show=not quiet)
-    results = request(args.server, "GET", f"/api/v1/results?batch={batch['batch_id']}")["results"]
-    table = comparison(jobs, results)
-    emit_json({"batch_id": batch["batch_id"], "rows": table, "jobs": jobs}, args.json)
-    if not quiet:
-        print(render(table))
-    pending = [job for job in jobs if job["state"] not in FINAL]
-    if pending:
-        print(f"edgebench: error: {len(pending)} job(s) still unfinished after {args.wait_timeout:g}s "
-              f"(edgebench jobs --batch {batch['batch_id']})", file=sys.stderr)
-        return 1
-    return 0
 
 
 def wait_for(server: str, batch: str, timeout: float, show: bool) -> list[dict]:
@@ -192,28 +179,3 @@ def render(rows: list[dict]) -> str:
                      f"{_ms(row['p50_ms']):>9} {_ms(row['p90_ms']):>9} {_ms(row['p99_ms']):>9} "
                      f"{(f'{energy:.3f}' if energy is not None else '-'):>8} {throttled:>4}  {state}")
     return "\n".join(lines)
-
-
-def cmd_devices(args: argparse.Namespace) -> int:
-    devices = request(args.server, "GET", "/api/v1/devices")["devices"]
-    emit_json(devices, args.json)
-    if args.json != "-":
-        now = time.time()
-        print(f"{'device':<28} {'state':<8} {'last seen':>10}  labels")
-        for d in devices:
-            labels = ",".join(f"{k}={v}" for k, v in sorted(d["labels"].items()))
-            print(f"{d['device_id'][:28]:<28} {d['state']:<8} {now - d['last_seen']:>9.0f}s  {labels}")
-    return 0
-
-
-def cmd_jobs(args: argparse.Namespace) -> int:
-    path = "/api/v1/jobs" + (f"?batch={urllib.parse.quote(args.batch)}" if args.batch else "")
-    jobs = request(args.server, "GET", path)["jobs"]
-    emit_json(jobs, args.json)
-    if args.json != "-":
-        print(f"{'job':<34} {'device':<24} {'model':<28} state")
-        for job in jobs:
-            reason = f": {job['reason'][:60]}" if job.get("reason") and job["state"] != "done" else ""
-            print(f"{job['job_id']:<34} {job['device_id'][:24]:<24} {job['spec']['model']['name'][:28]:<28} "
-                  f"{job['state']}{reason}")
-    return 0

@@ -10,6 +10,7 @@ id.
 from __future__ import annotations
 
 import contextlib
+import enum
 import errno
 import hashlib
 import importlib.util
@@ -17,17 +18,15 @@ import json
 import logging
 import os
 import re
-import select
 import signal
 import socket
 import sqlite3
-import subprocess
 import sys
 import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Optional, Union
+from typing import Any, Callable, Iterable, Optional
 
 from edgebench.agent import __version__
 from edgebench.agent.errors import EdgebenchError
@@ -47,7 +46,8 @@ FAILED_LOG_TAIL = 64 * 1024
 MAX_FAILED_LOGS = 20
 MAX_REPORTS = 1000  # reports/ keeps at most this many full reports, whatever their size (--reports-quota)
 FINISH_RETRY_MAX_S = 10.0  # a job's final event that cannot be written (full disk) is tried again this often
-WORK_SUFFIXES = (".job.json", ".out.json", ".out.json.tmp", ".log")  # work/ files: JOB_ID + one of these
+WORK_SUFFIXES = (".job.json", ".log", ".out.json", ".out.json.tmp")  # work/ files: JOB_ID + one of these (the
+# last two: outcomes older agents wrote to disk)
 
 
 @dataclass
@@ -61,7 +61,7 @@ class AgentConfig:
     telemetry_s: float = 10.0  # sampling period; a batch is published every 6 samples
     cache_quota_bytes: int = 2 * 1024**3
     max_telemetry_rows: int = 2000
-    default_timeout_s: float = 3600.0
+    default_timeout_s: float = p.DEFAULT_JOB_TIMEOUT_S
     model_transport: str = "auto"  # auto: HTTP, then MQTT chunks; http or mqtt: that one only
     model_chunk_timeout_s: float = 30.0  # a model-request window without a chunk this long is asked for again
     ack_wait_s: float = 30.0  # an outbox message the collector has not acknowledged is published again after this
@@ -104,10 +104,9 @@ class Telemetry:
         readings = system_readings()
         values = read_all(self.sensors)
         temps = [r.value for r in values if r.kind == "temperature" and isinstance(r.value, float)]
-        clocks = [r for r in values if r.kind == "frequency" and isinstance(r.value, float)
-                  and r.sensor.startswith("cpufreq/")]
-        current = [r.value for r in clocks if r.sensor.endswith("/cur")]
-        allowed = [r.value for r in clocks if r.sensor.endswith("/max")]  # scaling_max: lowered by thermal caps
+        clocks = [r for r in values if r.plugin == "cpufreq" and r.kind == "frequency" and isinstance(r.value, float)]
+        current = [r.value for r in clocks if r.role == "current"]
+        allowed = [r.value for r in clocks if r.role == "limit_max"]  # scaling_max: lowered by thermal caps
         power = pick_power(values)
         derived = {"temp_max_c": max(temps, default=None), "cpu_freq_hz": max(current, default=None),
                    "cpu_freq_max_hz": max(allowed, default=None),
@@ -166,6 +165,21 @@ def keep_tail(path: Path, size: int = FAILED_LOG_TAIL) -> None:
         handle.truncate(len(tail))
 
 
+class Stop(enum.Enum):
+    """Why the agent stops a job's process (``isolation.run_child``'s ``stop_when``)."""
+
+    CANCELLED = "cancelled on request"
+    SHUTDOWN = "the agent is shutting down"
+
+
+@dataclass
+class Reference:
+    """The job's reference model for drift: its path in the cache, or why it could not be had."""
+
+    path: Optional[Path] = None
+    error: Optional[str] = None
+
+
 def kill_leftover(pid: Optional[int]) -> None:
     """A job process orphaned by a killed agent (it runs in its own session): stop it before the job runs again.
     The command line is checked so a recycled PID of some other process is left alone."""
@@ -204,7 +218,6 @@ class Agent:
         self.telemetry_source = Telemetry()
         self.client: Any = None
         self.chunks = ChunkSource(self._request_model)
-        self.job_failure: Optional[dict] = None  # what the job process said when it could not write its outcome
         self.telemetry_unrecorded = 0  # telemetry batches dropped while the disk was full, not yet counted on disk
         self._complained: dict[str, float] = {}  # what the main loop last logged a failure of, and when
         with contextlib.suppress(OSError, sqlite3.Error):  # left by an older agent or a crash: see cleanup()
@@ -377,7 +390,7 @@ class Agent:
                 continue
             job_id, spec, attempts = nxt
             try:
-                self._run_job(job_id, json.loads(spec), attempts)
+                self._run_job(job_id, p.Job.from_payload(json.loads(spec)), attempts)
             except Exception as exc:  # noqa: BLE001 - one bad job must not stop the daemon
                 if is_disk_full(exc):
                     log.error("job %s: the disk is full: %s", job_id, exc)
@@ -440,14 +453,14 @@ class Agent:
                 f"{megabytes(free) if free is not None else '?'} MB free, "
                 f"{megabytes(self.config.min_free_bytes)} MB needed")
 
-    def _short_of_space(self, job: dict) -> Optional[str]:
+    def _short_of_space(self, job: p.Job) -> Optional[str]:
         """Before a job starts: why there is not enough free space (after a cleanup), or None."""
         need = self.config.min_free_bytes
         free = self.free_bytes()
         if need <= 0 or free is None or free >= need:
             return None
         log.warning("%s: cleaning up", self.space_reason(free))
-        keep = {job["model"]["sha256"], job.get("reference") or ""}
+        keep = {job.model.sha256, job.reference or ""}
         free = self.cleanup(need=need, keep_models=keep)
         if free is None or free >= need:
             return None
@@ -530,7 +543,7 @@ class Agent:
 
     # ------------------------------------------------------------ jobs
 
-    def _run_job(self, job_id: str, job: dict, attempts: int) -> None:
+    def _run_job(self, job_id: str, job: p.Job, attempts: int) -> None:
         if attempts >= MAX_ATTEMPTS:
             self._finish(job_id, "failed", "error", reason=f"the agent stopped during this job {attempts} times")
             return
@@ -544,136 +557,106 @@ class Agent:
         self.store.start_job(job_id)
         self.current_job, self.cancel_requested = job_id, None
         try:
-            model = job["model"]
-            url = model.get("url") or (f"{self.config.model_url.rstrip('/')}/api/v1/models/{model['sha256']}/content"
-                                       if self.config.model_url else None)
             try:
-                path = self._model(model["sha256"], int(model["size_bytes"]), url)
+                path = self._model(job.model.sha256, job.model.size_bytes, job.model.url or self._fallback_url(
+                    job.model.sha256))
             except EdgebenchError as exc:
                 self._finish(job_id, "failed", "error", reason=str(exc), error_kind="ModelError")
                 return
-            reference = self._reference(job, url)
-            self._execute(job_id, job, path, reference)
+            self._execute(job_id, job, path, self._reference(job))
         finally:
             self.current_job = None
 
-    def _reference(self, job: dict, model_url: Optional[str]) -> Union[Path, str, None]:
-        """The job's reference model (drift is measured against it), through the same content-addressed cache:
-        its path, or why it could not be had (the benchmark still runs; the result says why it has no drift)."""
-        sha = job.get("reference")
-        if not sha:
-            return None
-        suffix = f"/{job['model']['sha256']}/content"
-        base: Optional[str] = None
-        if model_url and model_url.endswith(suffix) and model_url.startswith(("http://", "https://")):
-            base = model_url[:-len(suffix)]
-        elif self.config.model_url:
-            base = f"{self.config.model_url.rstrip('/')}/api/v1/models"
-        elif self.config.model_transport == "http":
-            return "reference model: no download URL (the model's URL is not the collector's, and no --model-url)"
-        try:  # without an HTTP base, over MQTT (the collector serves its registry's models there too)
-            return self._model(sha, None, f"{base}/{sha}/content" if base else None)
-        except (EdgebenchError, ValueError) as exc:
-            return f"reference model: {exc}"
+    def _fallback_url(self, sha256: str) -> Optional[str]:
+        """Where a model the job gives no URL for is fetched over HTTP: the agent's --model-url (else over MQTT)."""
+        return f"{self.config.model_url.rstrip('/')}/api/v1/models/{sha256}/content" if self.config.model_url else None
 
-    def _execute(self, job_id: str, job: dict, model_path: Path, reference: Union[Path, str, None] = None) -> None:
-        work = self.work
-        work.mkdir(exist_ok=True)
-        job_file, out_file = work / f"{job_id}.job.json", work / f"{job_id}.out.json"
-        self.job_failure = None
-        job_file.write_text(json.dumps(dict(job, timeout_s=job.get("timeout_s") or self.config.default_timeout_s)))
-        out_file.unlink(missing_ok=True)
+    def _reference(self, job: p.Job) -> Optional[Reference]:
+        """The job's reference model (drift is measured against it), through the same content-addressed cache, from
+        the URL the collector gave (or the agent's --model-url, or over MQTT): its path, or why it could not be had
+        (the benchmark still runs; the result says why it has no drift)."""
+        if not job.reference:
+            return None
+        url = job.reference_url or self._fallback_url(job.reference)
+        if url is None and self.config.model_transport == "http":
+            return Reference(error="reference model: no download URL (the job names none, and no --model-url)")
+        try:  # without a URL, over MQTT (the collector serves its registry's models there too)
+            return Reference(path=self._model(job.reference, None, url))
+        except (EdgebenchError, ValueError) as exc:
+            return Reference(error=f"reference model: {exc}")
+
+    def _execute(self, job_id: str, job: p.Job, model_path: Path, reference: Optional[Reference] = None) -> None:
+        """Run the job's process through the engine's child supervisor: progress relayed, the result reported,
+        its process group killed on a cancel, a shutdown or the timeout."""
+        from edgebench.agent.engine.isolation import ChildLimits, ChildStopped, run_child
+
+        job_file = self.work / f"{job_id}.job.json"
+        job.timeout_s = job.timeout_s or self.config.default_timeout_s
+        job_file.write_text(json.dumps(job.to_payload(time.time())))
         # The engine kills its benchmark process at timeout_s and says in which phase; the agent's own deadline,
         # a little later, is the backstop for a job process that hangs outside the benchmark.
-        timeout = float(job.get("timeout_s") or self.config.default_timeout_s) + JOB_GRACE_S
-        with open(work / f"{job_id}.log", "wb") as log_file:  # the engine's own output, for post-mortems
-            argv = [str(job_file), str(model_path), str(out_file)] + ([str(reference)] if isinstance(reference, Path)
-                                                                       else [])
-            proc = subprocess.Popen([sys.executable, "-m", "edgebench.agent.fleet.jobrunner", *argv],
-                                    stdout=subprocess.PIPE, stderr=log_file,
-                                    start_new_session=True)
-            try:
-                self.store.set_pid(job_id, proc.pid)
-            except (sqlite3.Error, OSError) as exc:  # only for killing an orphan after a crash: run on without it
-                log.warning("job %s: its process id could not be recorded: %s", job_id, exc)
-            reason = self._watch(proc, job_id, timeout)
-        if reason == "stopping":
-            return  # the daemon is shutting down: the job stays 'running' and runs again after a restart
-        if reason:
-            self._finish(job_id, "cancelled" if reason.startswith("cancelled") else "failed",
-                         "cancelled" if reason.startswith("cancelled") else "error", reason=reason)
-            return
-        if isinstance(reference, str):
-            self._report(job_id, job, out_file, {"error": reference[:2000], "reference_sha": job["reference"]})
-        else:
-            self._report(job_id, job, out_file)
-
-    def _watch(self, proc: subprocess.Popen, job_id: str, timeout: float) -> Optional[str]:
-        """Relay progress until the child exits; kill its process group on cancel, timeout or shutdown."""
-        deadline, buffer, fd = time.monotonic() + timeout, b"", proc.stdout.fileno()
-        while True:
-            reason = ("stopping" if self.stop.is_set() else
-                      "cancelled on request" if self.cancel_requested == job_id else
-                      f"timed out after {timeout:g}s" if time.monotonic() > deadline else None)
-            if reason:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
-                return reason
-            ready, _, _ = select.select([fd], [], [], 0.5)
-            if not ready:
-                continue
-            data = os.read(fd, 65536)
-            if not data:
-                proc.wait()
-                return None
-            *lines, buffer = (buffer + data).split(b"\n")
-            for line in lines:
-                self._progress(job_id, line)
-
-    def _progress(self, job_id: str, line: bytes) -> None:
+        timeout = float(job.timeout_s) + JOB_GRACE_S
+        extra = [str(reference.path)] if reference and reference.path else []
         try:
-            info = json.loads(line)
-            if isinstance(info, dict) and "failure" in info:  # the job process could not write its outcome
-                self.job_failure = info
-                return
-            if self.connected.is_set():  # progress is ephemeral: QoS 0, straight out, never queued
-                self._publish_now(p.EVENTS, p.envelope(self.device, time.time(), event="progress", job_id=job_id,
-                                                       phase=info["phase"], runs=info["runs"],
-                                                       elapsed_s=info["elapsed_s"]), qos=0)
-        except (ValueError, KeyError, p.ProtocolError):
-            pass
+            outcome = run_child(
+                lambda fd: [sys.executable, "-m", "edgebench.agent.fleet.jobrunner", str(job_file), str(model_path),
+                            str(fd), *extra],
+                ChildLimits(timeout_s=timeout, rss_interval_s=None),
+                progress=lambda phase, runs, elapsed: self._progress(job_id, phase, runs, elapsed),
+                log_path=self.work / f"{job_id}.log",  # the engine's own output, for post-mortems
+                stop_when=lambda: self._stop_reason(job_id), on_start=lambda pid: self._record_pid(job_id, pid),
+                new_session=True)  # a cancel kills the job process and the benchmark it started
+        except ChildStopped as stopped:
+            if stopped.why is Stop.CANCELLED:
+                self._finish(job_id, "cancelled", "cancelled", reason=Stop.CANCELLED.value)
+            return  # shutting down: the job stays 'running' and runs again after a restart
+        except EdgebenchError as exc:
+            self._fail(job_id, exc)
+            return
+        drift = {"error": reference.error[:2000], "reference_sha": job.reference} \
+            if reference and reference.error else None
+        self._report(job_id, job, outcome.result, drift)
 
-    def _report(self, job_id: str, job: dict, out_file: Path, drift: Optional[dict] = None) -> None:
+    def _stop_reason(self, job_id: str) -> Optional[Stop]:
+        return Stop.SHUTDOWN if self.stop.is_set() else Stop.CANCELLED if self.cancel_requested == job_id else None
+
+    def _record_pid(self, job_id: str, pid: int) -> None:
         try:
-            outcome = json.loads(out_file.read_text())
-        except (OSError, ValueError):
-            failure = self.job_failure or {}
-            free = self.free_bytes()
-            if failure.get("errno") in (errno.ENOSPC, errno.EDQUOT) or (
-                    free is not None and free < self.config.min_free_bytes):
-                reason = f"{self.space_reason(free)} (the job could not write its result)"
-                log.error("job %s: %s", job_id, reason)
-                self._finish(job_id, "failed", "error", error_kind="DiskFull", reason=reason)
-            else:
-                self._finish(job_id, "failed", "error", reason=str(failure.get("failure")
-                                                                   or "the job process died without a result")[:2000])
+            self.store.set_pid(job_id, pid)
+        except (sqlite3.Error, OSError) as exc:  # only for killing an orphan after a crash: run on without it
+            log.warning("job %s: its process id could not be recorded: %s", job_id, exc)
+
+    def _fail(self, job_id: str, exc: EdgebenchError) -> None:
+        """The job's process reported an error, died or timed out; a disk that is full says so instead."""
+        free = self.free_bytes()
+        if free is not None and free < self.config.min_free_bytes:
+            reason = f"{self.space_reason(free)} (the job could not finish: {str(exc)[:500]})"
+            log.error("job %s: %s", job_id, reason)
+            self._finish(job_id, "failed", "error", error_kind="DiskFull", reason=reason)
             return
-        if "error" in outcome:
-            self._finish(job_id, "failed", "error", reason=outcome["error"][:2000], error_kind=outcome.get("kind"))
-            return
+        self._finish(job_id, "failed", "error", reason=str(exc)[:2000], error_kind=type(exc).__name__)
+
+    def _progress(self, job_id: str, phase: str, runs: int, elapsed_s: float) -> None:
+        if not self.connected.is_set():
+            return  # progress is ephemeral: QoS 0, straight out, never queued
+        with contextlib.suppress(p.ProtocolError):
+            self._publish_now(p.EVENTS, p.envelope(self.device, time.time(), event="progress", job_id=job_id,
+                                                   phase=phase, runs=runs, elapsed_s=elapsed_s), qos=0)
+
+    def _report(self, job_id: str, job: p.Job, outcome: dict, drift: Optional[dict] = None) -> None:
         report = outcome["report"]
-        labels = job.get("labels") or {}  # e.g. release=v1.5.0 from `edgebench push --label`
+        labels = job.labels  # e.g. release=v1.5.0 from `edgebench push --label`
         report["labels"] = {**(report.get("labels") or {}), **labels}
         drift = drift or outcome.get("drift")
         if drift is not None:
             try:
                 p.check_drift(drift)
             except p.ProtocolError as exc:
-                drift = {"error": f"drift: {exc}", "reference_sha": job["reference"]}
+                drift = {"error": f"drift: {exc}", "reference_sha": job.reference}
             report["drift"] = drift
         self._keep_report(job_id, report)
         summary = p.summarize_report(report)
-        summary["model"]["name"] = job["model"].get("name") or summary["model"].get("name")  # not the cache name
+        summary["model"]["name"] = job.model.name or summary["model"].get("name")  # not the cache name
         extra: dict[str, Any] = {"labels": labels} if labels else {}
         if drift is not None:
             extra["drift"] = drift

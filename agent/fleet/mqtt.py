@@ -5,7 +5,6 @@ paho-mqtt is imported only inside ``make_client`` (the command modules must stay
 
 from __future__ import annotations
 
-import argparse
 import os
 from dataclasses import dataclass
 from typing import Any, Optional
@@ -45,35 +44,24 @@ def parse_url(url: str) -> MqttSettings:
                         password=unquote(parts.password) if parts.password else None)
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    group = parser.add_argument_group("MQTT broker")
-    group.add_argument("--mqtt", default="mqtt://127.0.0.1:1883", metavar="URL",
-                       help="broker, mqtt://host:port or mqtts://host:port (default mqtt://127.0.0.1:1883)")
-    group.add_argument("--username", help="MQTT user name (default: none, or from the URL)")
-    group.add_argument("--password-file", metavar="FILE",
-                       help="file holding the MQTT password (or $EDGEBENCH_MQTT_PASSWORD)")
-    group.add_argument("--tls-ca", metavar="FILE", help="CA certificate to verify the broker (implies TLS)")
-    group.add_argument("--tls-cert", metavar="FILE", help="client certificate for TLS client authentication")
-    group.add_argument("--tls-key", metavar="FILE", help="private key of --tls-cert")
-    group.add_argument("--session-expiry", type=int, default=DEFAULT_SESSION_EXPIRY_S, metavar="SECONDS",
-                       help="how long the broker keeps this client's session and queued messages while it is "
-                       "away (default 7 days)")
-
-
-def from_args(args: argparse.Namespace) -> MqttSettings:
-    settings = parse_url(args.mqtt)
-    settings.username = args.username or settings.username
-    if args.password_file:
+def configure(url: str, username: Optional[str] = None, password_file: Optional[str] = None,
+              ca_file: Optional[str] = None, cert_file: Optional[str] = None, key_file: Optional[str] = None,
+              session_expiry_s: int = DEFAULT_SESSION_EXPIRY_S) -> MqttSettings:
+    """Settings from the broker URL and the credentials beside it; the password comes from ``password_file``,
+    else ``$EDGEBENCH_MQTT_PASSWORD`` (never a flag: a flag is visible in the process list)."""
+    settings = parse_url(url)
+    settings.username = username or settings.username
+    if password_file:
         try:
-            with open(args.password_file, encoding="utf-8") as handle:
+            with open(password_file, encoding="utf-8") as handle:
                 settings.password = handle.read().strip()
         except OSError as exc:
-            raise UsageError(f"--password-file {args.password_file}: {exc.strerror}") from None
+            raise UsageError(f"--password-file {password_file}: {exc.strerror}") from None
     elif os.environ.get("EDGEBENCH_MQTT_PASSWORD"):
         settings.password = os.environ["EDGEBENCH_MQTT_PASSWORD"]
-    settings.ca_file, settings.cert_file, settings.key_file = args.tls_ca, args.tls_cert, args.tls_key
-    settings.tls = settings.tls or bool(args.tls_ca)
-    settings.session_expiry_s = args.session_expiry
+    settings.ca_file, settings.cert_file, settings.key_file = ca_file, cert_file, key_file
+    settings.tls = settings.tls or bool(ca_file)
+    settings.session_expiry_s = session_expiry_s
     return settings
 
 

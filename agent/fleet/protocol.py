@@ -16,7 +16,7 @@ import json
 import math
 import re
 import secrets
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field, fields
 from math import isfinite
 from typing import Any, Callable, Optional
 
@@ -73,6 +73,7 @@ SETTINGS_LIMITS = {  # bench run-length options a job may set, with their allowe
     "warmup_runs": (0, 100_000), "warmup_duration_s": (0.0, 3600.0),
 }
 MAX_JOB_TIMEOUT_S = 7 * 86400.0
+DEFAULT_JOB_TIMEOUT_S = 3600.0  # a job that sets no timeout_s: the agent's --job-timeout default
 DRIFT_NUMBERS = ("max_abs_err", "mean_abs_err", "cosine_mean", "top1_agreement", "samples")  # a result's drift
 DRIFT_SAMPLES = 8  # input sets a job's drift is measured on
 
@@ -400,6 +401,9 @@ def check_job(payload: dict) -> None:
     if url is not None and not url.startswith(("http://", "https://")):
         raise ProtocolError("model.url must be http(s)")
     _text(payload, "reference", SHA256, required=False)  # a sha256 only: fetched from the same model store
+    reference_url = _text(payload, "reference_url", required=False, max_len=1024)
+    if reference_url is not None and not reference_url.startswith(("http://", "https://")):
+        raise ProtocolError("reference_url must be http(s)")
     runtime = _text(payload, "runtime", required=False)
     if runtime is not None and runtime not in RUNTIMES:
         raise ProtocolError(f"runtime {runtime!r} is not one of {RUNTIMES} (plugins are not allowed in jobs)")
@@ -428,6 +432,62 @@ def check_job(payload: dict) -> None:
     _field(payload, "sensors", bool, required=False)
     if payload.get("labels") is not None:
         check_labels(payload["labels"])
+
+
+# ---------------------------------------------------------------- the job, typed
+
+JOB_OPTIONS = ("settings", "shape", "input", "seed", "sensors", "timeout_s", "providers")  # the matrix's "options"
+
+
+@dataclass
+class JobModel:
+    sha256: str
+    size_bytes: int
+    name: Optional[str] = None  # display name (the cache names the file by its sha256)
+    url: Optional[str] = None  # http(s) download URL; None: the agent's --model-url, or over MQTT
+
+
+@dataclass
+class Job:
+    """One fleet job, the one shape every side uses: the collector builds it (server/api.py), it travels as the
+    payload of a ``jobs`` message (``to_payload``/``from_payload``, checked by ``check_job``), the agent stores and
+    runs it (fleet/daemon.py), and the job process turns it into a bench request (fleet/jobrunner.py). What an
+    engineer asks of every job of a push is the API matrix's ``options``: exactly the fields named in JOB_OPTIONS."""
+
+    job_id: str
+    device: str
+    model: JobModel
+    batch_id: Optional[str] = None
+    runtime: Optional[str] = None  # litert, onnxruntime; None: from the model's format
+    delegates: list = field(default_factory=list)  # one chain, tried in order
+    providers: list = field(default_factory=list)
+    threads: Optional[int] = None
+    seed: int = 0
+    shape: list = field(default_factory=list)  # NAME=DIMS
+    input: list = field(default_factory=list)  # NAME=zeros|ones|random|<number>
+    settings: dict = field(default_factory=dict)  # RunSettings fields within SETTINGS_LIMITS
+    timeout_s: Optional[float] = None  # None: the agent's --job-timeout (DEFAULT_JOB_TIMEOUT_S)
+    sensors: bool = True
+    labels: dict = field(default_factory=dict)  # what the result carries (release=v1.5.0)
+    reference: Optional[str] = None  # sha256 of the model drift is measured against
+    reference_url: Optional[str] = None  # where the collector serves it (None: derived from model.url, or MQTT)
+
+    def to_payload(self, ts: float) -> dict:
+        """The ``jobs`` message: the envelope and every field that is set; checked as the agent will check it."""
+        body = {k: v for k, v in asdict(self).items() if k != "device" and v not in (None, [], {})}
+        body["model"] = {k: v for k, v in body["model"].items() if v is not None}
+        payload = envelope(self.device, ts, **body)
+        check_job(payload)
+        return payload
+
+    @classmethod
+    def from_payload(cls, payload: dict) -> Job:
+        check_job(payload)
+        known = {f.name for f in fields(cls)}
+        values = {k: v for k, v in payload.items() if k in known and v is not None}
+        values["model"] = JobModel(**{k: v for k, v in payload["model"].items()
+                                      if k in {f.name for f in fields(JobModel)}})
+        return cls(**values)
 
 
 def _cancel(payload: dict) -> None:

@@ -7,7 +7,6 @@ the same way before they are compared. Both models run in isolated child process
 
 from __future__ import annotations
 
-import argparse
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,6 +14,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 
+from edgebench.agent.engine.executors import in_process_only
 from edgebench.agent.engine.inputs import (
     build_feeds,
     dequantize,
@@ -26,7 +26,7 @@ from edgebench.agent.engine.inputs import (
     shape_fits,
 )
 from edgebench.agent.engine.isolation import ChildLimits, run_isolated
-from edgebench.agent.engine.report import emit_json, utc_now
+from edgebench.agent.engine.report import utc_now
 from edgebench.agent.errors import InferenceError, InputError, UsageError
 from edgebench.agent.modelfile import identify
 from edgebench.agent.runtimes import DEFAULT_FOR_FORMAT, choose_runtime
@@ -34,6 +34,25 @@ from edgebench.agent.runtimes.base import RuntimeOptions
 from edgebench.agent.tensors import TensorSpec
 
 SCHEMA = "edgebench.compare/1"
+DEFAULT_TIMEOUT_S = 600.0  # each child (describe, infer) of a comparison
+
+
+@dataclass
+class CompareSettings:
+    """What `edgebench compare` asks for: two models, the inputs they see and the output compared."""
+
+    reference: str
+    candidate: str
+    reference_runtime: Optional[str] = None  # None: from the model's format
+    candidate_runtime: Optional[str] = None
+    samples: int = 16  # generated input sets, when there is no eval_npz
+    eval_npz: Optional[str] = None  # a labelled set: 'y' plus 'x' or one array per input
+    output: Optional[str] = None  # None: the first output
+    shape: Sequence[str] = ()
+    input: Sequence[str] = ()
+    seed: int = 0
+    threads: Optional[int] = None
+    timeout_s: Optional[float] = None  # None: DEFAULT_TIMEOUT_S
 
 
 @dataclass
@@ -57,6 +76,7 @@ class ModelRun:
 def prepare(run: ModelRun, limits: ChildLimits) -> None:
     model = identify(run.path)
     run.runtime = run.runtime or DEFAULT_FOR_FORMAT[model.format]
+    in_process_only(run.runtime, "comparing outputs")
     choose_runtime(model.format, run.runtime)
     described = run_isolated(run.request("describe"), limits).result
     run.inputs = [TensorSpec.from_dict(t) for t in described["inputs"]]
@@ -282,23 +302,20 @@ def render(document: dict) -> str:
     return "\n".join(lines)
 
 
-def main(args: argparse.Namespace) -> int:
-    parse_shapes(args.shape)  # syntax errors before two models are loaded
-    parse_sources(args.input)
-    options = RuntimeOptions(threads=args.threads)
-    limits = ChildLimits(timeout_s=args.timeout, rss_interval_s=None)
-    comparison = Comparison(ModelRun(args.reference, args.reference_runtime, options),
-                            ModelRun(args.candidate, args.candidate_runtime, options), limits)
+def run(settings: CompareSettings) -> dict:
+    """The drift report (schema edgebench.compare/1) of the candidate against the reference."""
+    parse_shapes(settings.shape)  # syntax errors before two models are loaded
+    parse_sources(settings.input)
+    options = RuntimeOptions(threads=settings.threads)
+    limits = ChildLimits(timeout_s=settings.timeout_s or DEFAULT_TIMEOUT_S, rss_interval_s=None)
+    comparison = Comparison(ModelRun(settings.reference, settings.reference_runtime, options),
+                            ModelRun(settings.candidate, settings.candidate_runtime, options), limits)
     pairs = comparison.input_pairs()
     labels = None
-    if args.eval:
-        real_sets, labels = eval_real_sets(args.eval, pairs)
+    if settings.eval_npz:
+        real_sets, labels = eval_real_sets(settings.eval_npz, pairs)
     else:
-        real_sets = generated_real_sets(pairs, args.shape, args.input, args.samples, args.seed)
-    result = comparison.run(real_sets, args.output, labels)
-    document = {"schema": SCHEMA, "created": utc_now(), "reference": comparison.reference.info,
-                "candidate": comparison.candidate.info, **result}
-    emit_json(document, args.json)
-    if args.json != "-":
-        print(render(document))
-    return 0
+        real_sets = generated_real_sets(pairs, settings.shape, settings.input, settings.samples, settings.seed)
+    result = comparison.run(real_sets, settings.output, labels)
+    return {"schema": SCHEMA, "created": utc_now(), "reference": comparison.reference.info,
+            "candidate": comparison.candidate.info, **result}

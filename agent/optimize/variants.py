@@ -7,19 +7,19 @@ the float original included, goes through the same engine (bench.run) and the sa
 
 from __future__ import annotations
 
-import argparse
 import logging
 import tempfile
 import warnings
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Iterator, Optional, Sequence
 
 from edgebench.agent.engine import bench
 from edgebench.agent.engine.inputs import build_feeds, load_npz, parse_shapes, parse_sources
 from edgebench.agent.engine.isolation import ChildLimits
-from edgebench.agent.engine.report import emit_json, fmt_latency, human_bytes, latency_unit, table, utc_now
+from edgebench.agent.engine.measure import RunSettings
+from edgebench.agent.engine.report import fmt_latency, human_bytes, latency_unit, table, utc_now
 from edgebench.agent.errors import EdgebenchError, InputError, ModelError, UsageError, first_line
 from edgebench.agent.modelfile import ONNX, identify
 from edgebench.agent.optimize import compare
@@ -30,6 +30,26 @@ log = logging.getLogger(__name__)
 SCHEMA = "edgebench.variants/1"
 KINDS = ("fp16", "dynamic-int8", "static-int8")
 MIN_QUANT_OPSET = 13  # per-channel QDQ and most quantized kernels need opset 13
+
+
+@dataclass
+class VariantsSettings:
+    """What `edgebench variants` asks for: which variants of which model, benchmarked how."""
+
+    model: str
+    out_dir: Optional[str] = None  # None: MODEL.variants/ next to the model
+    only: Optional[Sequence[str]] = None  # None: every kind
+    calibration: Optional[str] = None  # an .npz of calibration inputs for static int8
+    calibration_samples: int = 16  # generated calibration sets when there is no .npz
+    samples: int = 16  # input sets the drift is measured on
+    shape: Sequence[str] = ()
+    input: Sequence[str] = ()
+    seed: int = 0
+    threads: Optional[int] = None
+    providers: Sequence[str] = ()
+    run: RunSettings = field(default_factory=RunSettings)
+    bench_limits: ChildLimits = field(default_factory=ChildLimits)  # each variant's benchmark process
+    timeout_s: Optional[float] = None  # each describe / drift child; None: compare.DEFAULT_TIMEOUT_S
 
 
 @dataclass
@@ -116,24 +136,25 @@ class CalibrationReader:
         pass
 
 
-def calibration_sets(model_inputs: Sequence, args: argparse.Namespace) -> tuple[list[dict], str]:
+def calibration_sets(model_inputs: Sequence, settings: VariantsSettings) -> tuple[list[dict], str]:
     """User data from --calibration (.npz: one array per input, first axis = samples) or generated sets."""
-    if args.calibration:
-        data = load_npz(args.calibration, "--calibration")
+    if settings.calibration:
+        data = load_npz(settings.calibration, "--calibration")
         names = [spec.name for spec in model_inputs]
         if len(names) == 1 and names[0] not in data and "x" in data:
             data = {names[0]: data["x"]}
         missing = [n for n in names if n not in data]
         if missing:
-            raise InputError(f"--calibration {args.calibration}: no array for input(s) {', '.join(missing)}")
+            raise InputError(f"--calibration {settings.calibration}: no array for input(s) {', '.join(missing)}")
         count = min(len(data[n]) for n in names)
         if not count:
-            raise InputError(f"--calibration {args.calibration}: holds no samples")
+            raise InputError(f"--calibration {settings.calibration}: holds no samples")
         sets = [{n: data[n][i:i + 1] if data[n].ndim == len(spec.shape) else data[n][i]
                  for n, spec in zip(names, model_inputs)} for i in range(count)]
-        return sets, f"{count} samples from {args.calibration}"
-    shapes, sources = parse_shapes(args.shape), parse_sources(args.input)
-    sets = [build_feeds(model_inputs, shapes, sources, args.seed + 1000 + i) for i in range(args.calibration_samples)]
+        return sets, f"{count} samples from {settings.calibration}"
+    shapes, sources = parse_shapes(settings.shape), parse_sources(settings.input)
+    sets = [build_feeds(model_inputs, shapes, sources, settings.seed + 1000 + i)
+            for i in range(settings.calibration_samples)]
     return sets, f"{len(sets)} generated input sets (random data: give --calibration for representative ranges)"
 
 
@@ -176,15 +197,12 @@ def produce(kind: str, maker: Callable[[], list[str]], target: Path) -> Variant:
 
 # ---------------------------------------------------------------- benchmarking and drift
 
-def bench_variant(variant: Variant, args: argparse.Namespace) -> None:
-    from edgebench.agent.cli.main import child_limits, run_settings
-
-    settings = run_settings(args)
+def bench_variant(variant: Variant, settings: VariantsSettings) -> None:
     request = bench.BenchRequest(
         model=str(variant.path), runtime="onnxruntime",
-        options=RuntimeOptions(threads=args.threads, providers=args.providers), settings=settings,
-        shape_args=args.shape, input_args=args.input, seed=args.seed,
-        limits=child_limits(args, settings.max_duration_s + settings.warmup_duration_s),
+        options=RuntimeOptions(threads=settings.threads, providers=settings.providers),
+        settings=replace(settings.run), shape_args=settings.shape, input_args=settings.input, seed=settings.seed,
+        limits=settings.bench_limits,
     )
     try:
         variant.report = bench.run(request)
@@ -192,7 +210,7 @@ def bench_variant(variant: Variant, args: argparse.Namespace) -> None:
         variant.error = f"benchmark failed: {exc}"
 
 
-def measure_drift(base: compare.ModelRun, variants: Sequence[Variant], args: argparse.Namespace,
+def measure_drift(base: compare.ModelRun, variants: Sequence[Variant], settings: VariantsSettings,
                   limits: ChildLimits) -> None:
     """Drift of each variant against the float model (described once, shared by every comparison)."""
     for variant in variants:
@@ -200,8 +218,8 @@ def measure_drift(base: compare.ModelRun, variants: Sequence[Variant], args: arg
             continue
         candidate = compare.ModelRun(str(variant.path), "onnxruntime", base.options)
         try:
-            result = compare.Comparison(base, candidate, limits).run_generated(args.shape, args.input, args.samples,
-                                                                               args.seed)
+            result = compare.Comparison(base, candidate, limits).run_generated(
+                settings.shape, settings.input, settings.samples, settings.seed)
             variant.drift = result["drift"]
         except EdgebenchError as exc:
             variant.error = f"drift could not be measured: {exc}"
@@ -253,59 +271,64 @@ def make_out_dir(path: Path) -> Path:
     return path
 
 
-def main(args: argparse.Namespace) -> int:
-    from edgebench.agent.cli.main import run_settings
-
-    run_settings(args).validate()  # usage errors first: inside a variant's row they would read as its failure
-    parse_shapes(args.shape)
-    parse_sources(args.input)
-    model = identify(args.model)
-    if model.format != ONNX:
-        raise UsageError(f"variants are made from ONNX models; {model.path.name} is {model.format}")
-    kinds = args.only or list(KINDS)
+def check(settings: VariantsSettings) -> list[str]:
+    """Usage errors first, before any model is loaded: inside a variant's row they would read as its failure.
+    Returns the kinds of variant to make."""
+    settings.run.validate()
+    parse_shapes(settings.shape)
+    parse_sources(settings.input)
+    kinds = list(settings.only or KINDS)
     unknown = sorted(set(kinds) - set(KINDS))
     if unknown:
         raise UsageError(f"--only: unknown variant(s) {', '.join(unknown)}; choose from {', '.join(KINDS)}")
+    return kinds
+
+
+def produce_all(model: Path, kinds: Sequence[str], out_dir: Path, input_sets: Sequence[dict]) -> list[Variant]:
+    """Each variant in ``out_dir``; the intermediates (the opset-upgraded and pre-processed models) in a
+    temporary directory, so that ``out_dir`` holds the variants only (``push MODEL.variants/*.onnx``)."""
+    with tempfile.TemporaryDirectory(prefix="edgebench-variants-") as work:
+        try:
+            with quiet_libraries():
+                prepared, notes = preprocess(model, Path(work) / f"{model.stem}.prep.onnx")
+        except Exception as exc:  # noqa: BLE001
+            raise ModelError(f"{model.name} cannot be prepared for quantization: {first_line(exc)}") from None
+        rows = [Variant("float32", model, notes=notes)]
+        makers = {"fp16": lambda t: make_fp16(model, t), "dynamic-int8": lambda t: make_dynamic_int8(prepared, t),
+                  "static-int8": lambda t: make_static_int8(prepared, t, input_sets)}
+        for kind in kinds:
+            target = out_dir / f"{model.stem}.{kind}.onnx"
+            rows.append(produce(kind, lambda t=target, k=kind: makers[k](t), target))
+    return rows
+
+
+def run(settings: VariantsSettings) -> tuple[dict, str]:
+    """Make, benchmark and compare the variants: the report (schema edgebench.variants/1) and its table."""
+    kinds = check(settings)
+    model = identify(settings.model)
+    if model.format != ONNX:
+        raise UsageError(f"variants are made from ONNX models; {model.path.name} is {model.format}")
     _import_quantization()
-    out_dir = make_out_dir(Path(args.out_dir) if args.out_dir else
+    out_dir = make_out_dir(Path(settings.out_dir) if settings.out_dir else
                            model.path.with_name(model.path.stem + ".variants"))
-    stem = model.path.stem
-    rows = [Variant("float32", model.path)]
-    calibration = None
-    limits = ChildLimits(timeout_s=args.timeout or 600.0, rss_interval_s=None)
-    base = compare.ModelRun(str(model.path), "onnxruntime", RuntimeOptions(threads=args.threads))
+    limits = ChildLimits(timeout_s=settings.timeout_s or compare.DEFAULT_TIMEOUT_S, rss_interval_s=None)
+    base = compare.ModelRun(str(model.path), "onnxruntime", RuntimeOptions(threads=settings.threads))
     try:  # first: a model ONNX Runtime cannot load (a custom op) fails here, not inside the quantizer
         compare.prepare(base, limits)
     except EdgebenchError as exc:
         raise type(exc)(f"loading the float model: {exc}") from None
     input_sets: list[dict] = []
+    calibration = None
     if "static-int8" in kinds:  # bad calibration data fails before any quantizing
-        input_sets, calibration = calibration_sets(base.inputs, args)
-    try:
-        with quiet_libraries():
-            prepared, prep_notes = preprocess(model.path, out_dir / f"{stem}.prep.onnx")
-    except Exception as exc:  # noqa: BLE001
-        raise ModelError(f"{model.path.name} cannot be prepared for quantization: {first_line(exc)}") from None
-    rows[0].notes = prep_notes
-    for kind in kinds:
-        target = out_dir / f"{stem}.{kind}.onnx"
-        if kind == "fp16":
-            rows.append(produce(kind, lambda t=target: make_fp16(model.path, t), target))
-        elif kind == "dynamic-int8":
-            rows.append(produce(kind, lambda t=target: make_dynamic_int8(prepared, t), target))
-        else:
-            rows.append(produce(kind, lambda t=target, s=input_sets: make_static_int8(prepared, t, s), target))
+        input_sets, calibration = calibration_sets(base.inputs, settings)
+    rows = produce_all(model.path, kinds, out_dir, input_sets)
     for row in rows:
         if not row.error:
             log.info("benchmarking %s", row.name)
-            bench_variant(row, args)
+            bench_variant(row, settings)
     if rows[0].report is None:
         raise ModelError(f"the float model itself failed: {rows[0].error}")
-    measure_drift(base, rows[1:], args, limits)
+    measure_drift(base, rows[1:], settings, limits)
     document = {"schema": SCHEMA, "created": utc_now(), "model": model.to_dict(), "calibration": calibration,
                 "variants": [row.to_dict() for row in rows]}
-    emit_json(document, args.json)
-    if args.json != "-":
-        print(render(model.path.name, rows, calibration))
-    return 0
-
+    return document, render(model.path.name, rows, calibration)

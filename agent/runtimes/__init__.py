@@ -1,6 +1,7 @@
 """Runtime plugins. Built-in: ``litert`` (LiteRT / tflite-runtime, .tflite) and ``onnxruntime`` (.onnx).
 
 A third-party runtime is named as ``package.module:ClassName`` (a Runtime subclass) and loaded the same way.
+``--runtime native`` is not a plugin but an executor (agent/engine/executors/native.py).
 """
 
 from __future__ import annotations
@@ -15,7 +16,6 @@ from edgebench.agent.runtimes.base import Runtime
 BUILTIN = {
     "litert": "edgebench.agent.runtimes.litert:LiteRTRuntime",
     "onnxruntime": "edgebench.agent.runtimes.ort:OnnxRuntime",
-    "native": "edgebench.agent.runtimes.native:NativeRuntime",
 }
 ALIASES = {"tflite": "litert", "tflite-runtime": "litert", "ort": "onnxruntime", "onnx": "onnxruntime"}
 DEFAULT_FOR_FORMAT = {"tflite": "litert", "onnx": "onnxruntime"}

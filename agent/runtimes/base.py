@@ -71,10 +71,8 @@ class Session(ABC):
 
 
 class Runtime(ABC):
-    """A runtime plugin. Python runtimes implement ``load``; the engine runs them inside the worker process.
-    A runtime that runs the whole protocol in its own process (the native harness) instead defines a
-    classmethod ``execute(worker_request, limits, progress) -> isolation.ChildOutcome`` whose ``result``
-    has the same shape as the worker's bench result (see worker.run_bench and docs/report.md)."""
+    """A runtime plugin: loads a model into a Session inside the Python worker, which runs the engine's protocol
+    around it. A program that runs the whole protocol itself is an executor instead (agent/engine/executors/)."""
 
     name: ClassVar[str]
     formats: ClassVar[tuple[str, ...]]  # model formats it runs (modelfile.TFLITE, modelfile.ONNX)

@@ -14,7 +14,14 @@ from typing import Any, Callable, Optional
 
 import numpy as np
 
-from edgebench.agent.errors import InputError, ModelError, RuntimeUnavailable
+from edgebench.agent.errors import (
+    ChildFailed,
+    EdgebenchError,
+    InputError,
+    ModelError,
+    RuntimeUnavailable,
+    load_error,
+)
 from edgebench.agent.modelfile import TFLITE
 from edgebench.agent.runtimes.base import Backend, Fallback, Runtime, RuntimeOptions, Session
 from edgebench.agent.tensors import TensorSpec
@@ -130,7 +137,7 @@ class LiteRTRuntime(Runtime):
         for candidate in chain:
             try:
                 interpreter = self._create(module, path, candidate, options)
-            except ModelError:
+            except (ModelError, ChildFailed):  # the model itself, or memory for it: no other delegate helps
                 raise
             except Exception as exc:  # noqa: BLE001 - any delegate failure means: try the next one
                 last_error = f"{type(exc).__name__}: {exc}".strip()
@@ -161,18 +168,18 @@ class LiteRTRuntime(Runtime):
             message = str(exc)
             if "delegate" in message.lower() and "experimental_delegates" in kwargs:
                 raise  # the delegate refused the model: fall back
-            raise ModelError(_model_error(message)) from None
+            raise _model_error(message) from None
         try:
             interpreter.allocate_tensors()
         except RuntimeError as exc:
             if "experimental_delegates" in kwargs:
                 raise
-            raise ModelError(_model_error(str(exc))) from None
+            raise _model_error(str(exc)) from None
         return interpreter
 
 
-def _model_error(message: str) -> str:
+def _model_error(message: str) -> EdgebenchError:
     first = next((line.strip() for line in message.splitlines() if line.strip()), message)
     if "Didn't find op" in message or "unsupported" in message.lower():
-        return f"the model uses an operator this TFLite runtime does not support: {first}"
-    return f"TFLite cannot load the model: {first}"
+        return ModelError(f"the model uses an operator this TFLite runtime does not support: {first}")
+    return load_error(first, "TFLite")

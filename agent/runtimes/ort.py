@@ -13,7 +13,7 @@ from typing import Any, Callable, Optional
 
 import numpy as np
 
-from edgebench.agent.errors import InputError, ModelError
+from edgebench.agent.errors import InputError, ModelError, load_error
 from edgebench.agent.modelfile import ONNX
 from edgebench.agent.runtimes.base import Backend, Fallback, Runtime, RuntimeOptions, Session
 from edgebench.agent.tensors import TensorSpec
@@ -119,7 +119,7 @@ class OnnxRuntime(Runtime):
                 if len(chain) > 1 and not _is_model_error(message):
                     backend.fallbacks.append(Fallback(chain.pop(0), message))
                     continue
-                raise ModelError(f"ONNX Runtime cannot load the model: {message}") from None
+                raise load_error(message, "ONNX Runtime") from None
         used = session.get_providers()
         for provider in chain:
             if provider not in used:

@@ -2,7 +2,7 @@
 
     from edgebench.agent import sensors
     found = sensors.discover()                 # this machine; discover("tests/fixtures/boards/rpi4") a tree
-    for r in sensors.read_all(found): print(r.sensor, r.value, r.unit)
+    for r in sensors.read_all(found): print(r.sensor, r.value, r.unit, r.plugin, r.role)
     sensors.board_info()                       # governor, clock limits, power mode, board, SoC, ...
 
 One plugin module per source (thermal, hwmon, cpufreq, raspberrypi, jetson, android, rapl, psutil_temps,
@@ -17,14 +17,22 @@ from pathlib import Path
 from typing import Dict, Iterable, List, Optional, Union
 
 from edgebench.agent.sensors import registry
-from edgebench.agent.sensors.base import KIND_UNITS, KINDS, POWER_ROLES, Reading, Sensor
+from edgebench.agent.sensors.base import (
+    CLOCK_ROLES,
+    KIND_UNITS,
+    KINDS,
+    POWER_ROLES,
+    THROTTLE_BITS_ROLE,
+    Reading,
+    Sensor,
+)
 from edgebench.agent.sensors.commands import AdbRunner, CommandRunner, LocalRunner, NullRunner, ReplayRunner
 from edgebench.agent.sensors.fs import FS, LocalFS, RemoteFS, make_fs
 
 __all__ = [
-    "KINDS", "KIND_UNITS", "Reading", "Sensor", "CommandRunner", "LocalRunner", "ReplayRunner", "AdbRunner",
-    "NullRunner", "FS", "LocalFS", "RemoteFS", "target", "adb_target", "discover", "read_all", "read_errors",
-    "board_info", "pick_power", "close_all",
+    "KINDS", "KIND_UNITS", "POWER_ROLES", "CLOCK_ROLES", "THROTTLE_BITS_ROLE", "Reading", "Sensor",
+    "CommandRunner", "LocalRunner", "ReplayRunner", "AdbRunner", "NullRunner", "FS", "LocalFS", "RemoteFS",
+    "target", "adb_target", "discover", "read_all", "read_errors", "board_info", "pick_power", "close_all",
 ]
 
 Root = Union[str, os.PathLike, FS]
@@ -92,7 +100,7 @@ def pick_power(readings: Iterable[Reading]) -> Optional[Reading]:
     for r in readings:
         if r.kind != "power" or isinstance(r.value, str):
             continue
-        role = r.labels.get("role", "rail")
+        role = r.role or "rail"  # a power channel no plugin could place (a bare hwmon power1_input)
         if role == "battery" and r.labels.get("status") != "Discharging":
             continue  # on the charger the battery's flow is not what the device draws
         r_rank = POWER_ROLES.index(role) if role in POWER_ROLES else len(POWER_ROLES)

@@ -36,8 +36,15 @@ KINDS = tuple(KIND_UNITS)
 # Names power monitors give the rail that feeds the whole board (Jetson INA3221 channel 0/1).
 TOTAL_INPUT_RAILS = frozenset({"VDD_IN", "POM_5V_IN", "5V_IN"})
 
-# What a power reading covers, best first: pick_power() prefers the widest scope a board offers.
+# Reading.role: what a value is, so callers pick readings by field, never by parsing reading ids.
+# Power: what the reading covers, best first: pick_power() prefers the widest scope a board offers.
 POWER_ROLES = ("board_input", "board", "battery", "platform", "package", "gpu", "rail")
+# Clocks: the clock running now; the limits in force (cpufreq scaling_max/min: thermal caps and power modes
+# move them); the hardware's limits (cpuinfo_max/min).
+CLOCK_ROLES = ("current", "limit_max", "limit_min", "hw_max", "hw_min")
+CLOCK_LIMIT_ROLES = CLOCK_ROLES[1:]
+# State: a Raspberry Pi get_throttled bit field (raspberrypi.throttle_state decodes it).
+THROTTLE_BITS_ROLE = "throttle_bits"
 
 Value = Union[float, str]
 
@@ -45,7 +52,9 @@ Value = Union[float, str]
 @dataclass
 class Reading:
     """One quantity at one moment. ``sensor`` is unique per quantity ("thermal/cpu-thermal",
-    "hwmon/ina3221/VDD_IN/power"); ``value`` is in the SI unit of its kind (see KIND_UNITS)."""
+    "hwmon/ina3221/VDD_IN/power"); ``value`` is in the SI unit of its kind (see KIND_UNITS). ``source`` is
+    where it was read (a path or a command); ``plugin`` the plugin that read it ("cpufreq"); ``role`` what
+    the value is (POWER_ROLES, CLOCK_ROLES, THROTTLE_BITS_ROLE; "" for the rest)."""
 
     sensor: str
     kind: str
@@ -53,6 +62,8 @@ class Reading:
     unit: str
     source: str
     labels: Dict[str, str] = field(default_factory=dict)
+    plugin: str = ""  # set by Sensor.read from the sensor class's ``plugin``
+    role: str = ""
 
     def to_dict(self) -> dict:
         out = {"sensor": self.sensor, "kind": self.kind, "value": self.value, "unit": self.unit,
@@ -63,9 +74,11 @@ class Reading:
 
 
 def reading(sensor: str, kind: str, value: Value, source: str, **labels: object) -> Reading:
-    """A Reading with the unit of its kind and string labels (None labels dropped)."""
-    return Reading(sensor, kind, value, KIND_UNITS[kind], source,
-                   {k: str(v) for k, v in labels.items() if v is not None})
+    """A Reading with the unit of its kind and string labels (None labels dropped). ``role=`` sets
+    Reading.role; a power reading keeps it among its labels too, where ``sensors --json`` has always had it."""
+    role = str(labels.get("role") or "")
+    kept = {k: str(v) for k, v in labels.items() if v is not None and (k != "role" or kind == "power")}
+    return Reading(sensor, kind, value, KIND_UNITS[kind], source, kept, role=role)
 
 
 def describe_oserror(exc: OSError) -> str:
@@ -120,11 +133,14 @@ class Sensor:
     def read(self) -> List[Reading]:
         self._errors = []
         try:
-            return self._read()
+            out = self._read()
         except Exception as exc:  # a plugin bug must not end a benchmark run
             log.debug("sensor %s failed", self.name, exc_info=True)
             self._errors.append(f"{self.name}: {type(exc).__name__}: {exc}")
             return []
+        for r in out:
+            r.plugin = r.plugin or self.plugin
+        return out
 
     def _read(self) -> List[Reading]:
         raise NotImplementedError

@@ -102,17 +102,14 @@ class CpufreqSensor(Sensor):
         if cur is not None:
             # The throttle check needs the governor and the max in force when the clock was read.
             out.append(reading(f"{base}/cur", "frequency", cur, src(f"{p.path}/scaling_cur_freq"), **common,
-                               governor=governor, scaling_max_hz=hi, cpuinfo_max_hz=p.cpuinfo_max_hz))
-        if lo is not None:
-            out.append(reading(f"{base}/min", "frequency", lo, src(f"{p.path}/scaling_min_freq"), **common))
-        if hi is not None:
-            out.append(reading(f"{base}/max", "frequency", hi, src(f"{p.path}/scaling_max_freq"), **common))
-        if p.cpuinfo_min_hz is not None:
-            out.append(reading(f"{base}/cpuinfo_min", "frequency", p.cpuinfo_min_hz,
-                               src(f"{p.path}/cpuinfo_min_freq"), **common))
-        if p.cpuinfo_max_hz is not None:
-            out.append(reading(f"{base}/cpuinfo_max", "frequency", p.cpuinfo_max_hz,
-                               src(f"{p.path}/cpuinfo_max_freq"), **common))
+                               role="current", governor=governor, scaling_max_hz=hi,
+                               cpuinfo_max_hz=p.cpuinfo_max_hz))
+        limits = (("min", "scaling_min_freq", lo, "limit_min"), ("max", "scaling_max_freq", hi, "limit_max"),
+                  ("cpuinfo_min", "cpuinfo_min_freq", p.cpuinfo_min_hz, "hw_min"),
+                  ("cpuinfo_max", "cpuinfo_max_freq", p.cpuinfo_max_hz, "hw_max"))
+        for suffix, file, hz, role in limits:
+            if hz is not None:
+                out.append(reading(f"{base}/{suffix}", "frequency", hz, src(f"{p.path}/{file}"), **common, role=role))
         if governor:
             out.append(reading(f"{base}/governor", "state", governor, src(f"{p.path}/scaling_governor"), **common))
         return out

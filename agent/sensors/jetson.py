@@ -94,10 +94,12 @@ def tegrastats_readings(ts: Tegrastats, source: str) -> List[Reading]:
         out.append(reading(f"tegrastats/temp/{name}", "temperature", temp, source))
     for i, cpu in enumerate(ts.cpus):
         if cpu is not None and cpu[1] is not None:
-            out.append(reading(f"tegrastats/cpu{i}/cur", "frequency", cpu[1] * 1e6, source, load_pct=cpu[0]))
+            out.append(reading(f"tegrastats/cpu{i}/cur", "frequency", cpu[1] * 1e6, source, role="current",
+                               load_pct=cpu[0]))
     for name, unit in (("gpu", ts.gpu), ("emc", ts.emc)):
         if unit is not None and unit[1] is not None:
-            out.append(reading(f"tegrastats/{name}/cur", "frequency", unit[1] * 1e6, source, load_pct=unit[0]))
+            out.append(reading(f"tegrastats/{name}/cur", "frequency", unit[1] * 1e6, source, role="current",
+                               load_pct=unit[0]))
     if ts.ram_used_mb is not None:
         out.append(reading("tegrastats/ram_used", "memory", ts.ram_used_mb * 2**20, source,
                            total_b=(ts.ram_total_mb or 0) * 2**20))

@@ -76,7 +76,7 @@ class NvmlSensor(Sensor):
         sm = self._call("sm clock", n.nvmlDeviceGetClockInfo, 1)  # NVML_CLOCK_SM
         if sm is not None:
             max_sm = self._call("max sm clock", n.nvmlDeviceGetMaxClockInfo, 1)
-            out.append(reading(f"{base}/sm_clock", "frequency", sm * 1e6, src,
+            out.append(reading(f"{base}/sm_clock", "frequency", sm * 1e6, src, role="current",
                                max_hz=max_sm * 1e6 if max_sm is not None else None))
         mj = self._call("energy", n.nvmlDeviceGetTotalEnergyConsumption)
         if mj is not None:

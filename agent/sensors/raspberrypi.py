@@ -4,7 +4,8 @@
   the firmware actually runs, which cpufreq's scaling_cur_freq does not show when the firmware throttles);
   ``measure_volts core`` -> ``volt=0.8563V``.
 - ``get_throttled`` -> ``throttled=0x50005``: bits 0-3 are now (under-voltage, arm frequency capped,
-  throttled, soft temperature limit), bits 16-19 the same since boot.
+  throttled, soft temperature limit), bits 16-19 the same since boot. The reading (role ``throttle_bits``)
+  keeps the hex value; ``throttle_state(value)`` decodes it into a ``ThrottleState`` for callers.
 - Pi 5 ``pmic_read_adc``: one line per PMIC channel, ``VDD_CORE_A current(7)=0.82950400A`` and
   ``VDD_CORE_V volt(15)=0.88187950V``; a rail with both _A and _V gives V x I, and the sum over rails is the
   board's power as the PMIC sees it (its 5 V input current is not measured, so USB/HAT loads and the
@@ -16,9 +17,10 @@ vcgencmd costs a process per call, so the sampler reads these at most once a sec
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from typing import Dict, List, Optional, Tuple
 
-from edgebench.agent.sensors.base import Reading, Sensor, parse_number, reading
+from edgebench.agent.sensors.base import THROTTLE_BITS_ROLE, Reading, Sensor, parse_number, reading
 from edgebench.agent.sensors.commands import CommandRunner
 from edgebench.agent.sensors.fs import FS
 
@@ -52,10 +54,50 @@ def parse_throttled(text: Optional[str]) -> Optional[int]:
     return int(m.group(1), 0) if m else None
 
 
+@dataclass(frozen=True)
+class ThrottleState:
+    """The get_throttled bit field decoded: each condition now, and the names of those seen since boot."""
+
+    bits: int
+    under_voltage: bool
+    arm_freq_capped: bool
+    throttled: bool
+    soft_temp_limit: bool
+    since_boot: Tuple[str, ...]
+
+    @classmethod
+    def from_bits(cls, bits: int) -> ThrottleState:
+        def names(shift: int) -> Tuple[str, ...]:
+            return tuple(name for b, name in THROTTLE_BITS.items() if bits & (1 << (b + shift)))
+
+        now = names(0)
+        return cls(bits, since_boot=names(SINCE_BOOT_SHIFT), **{name: name in now for name in THROTTLE_BITS.values()})
+
+    @property
+    def now(self) -> Tuple[str, ...]:
+        """Names of the conditions in force now, in bit order."""
+        return tuple(name for name in THROTTLE_BITS.values() if getattr(self, name))
+
+    @property
+    def any_now(self) -> bool:
+        """Some condition is in force now: the board is not at full speed (what a cooldown waits out)."""
+        return bool(self.now)
+
+
+def throttle_state(value: object) -> Optional[ThrottleState]:
+    """A ``throttle_bits`` reading's value ("0x50005", as sampled) or the bits as an int, decoded; None for
+    anything else."""
+    try:
+        bits = value if isinstance(value, int) else int(str(value), 0)
+    except ValueError:
+        return None
+    return ThrottleState.from_bits(bits)
+
+
 def decode_throttled(bits: int) -> Dict[str, List[str]]:
     """{"now": [...], "since_boot": [...]} flag names from the get_throttled bit field."""
-    return {"now": [name for b, name in THROTTLE_BITS.items() if bits & (1 << b)],
-            "since_boot": [name for b, name in THROTTLE_BITS.items() if bits & (1 << (b + SINCE_BOOT_SHIFT))]}
+    state = ThrottleState.from_bits(bits)
+    return {"now": list(state.now), "since_boot": list(state.since_boot)}
 
 
 def parse_pmic(text: Optional[str]) -> Dict[str, Dict[str, float]]:
@@ -104,15 +146,15 @@ class VcgencmdSensor(Sensor):
             out.append(reading("rpi/temp", "temperature", temp, src))
         clock, src = self._field(["vcgencmd", "measure_clock", "arm"], parse_clock)
         if clock is not None:
-            out.append(reading("rpi/arm_clock", "frequency", clock, src))
+            out.append(reading("rpi/arm_clock", "frequency", clock, src, role="current"))
         volts, src = self._field(["vcgencmd", "measure_volts", "core"], parse_volts)
         if volts is not None:
             out.append(reading("rpi/core_volts", "voltage", volts, src))
         bits, src = self._field(["vcgencmd", "get_throttled"], parse_throttled)
         if bits is not None:
             flags = decode_throttled(int(bits))
-            out.append(reading("rpi/throttled", "state", hex(int(bits)), src, format="vcgencmd-throttled-bits",
-                               now=",".join(flags["now"]) or "none",
+            out.append(reading("rpi/throttled", "state", hex(int(bits)), src, role=THROTTLE_BITS_ROLE,
+                               format="vcgencmd-throttled-bits", now=",".join(flags["now"]) or "none",
                                since_boot=",".join(flags["since_boot"]) or "none"))
         return out
 

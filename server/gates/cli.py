@@ -7,7 +7,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from edgebench.agent.cli.main import check_outputs, check_url
+from edgebench.agent.cli.args import check_outputs, check_url
 from edgebench.agent.errors import EdgebenchError, UsageError
 
 
@@ -15,7 +15,8 @@ def register(commands) -> None:
     gate = commands.add_parser("gate", help="release gates: latency budgets and regressions against a baseline",
                                description="Evaluate [[gate]] rules (docs/gates.md) on the latest results. Exit 0 "
                                "when all pass, 1 when a rule fails, 2 when data is missing or too thin to decide.")
-    gate.add_argument("--config", dest="gates_file", required=True, metavar="GATES.toml", help="the rules")
+    # --rules, not --config: --config is every command's defaults file (docs/cli.md), before or after the command.
+    gate.add_argument("--rules", required=True, metavar="GATES.toml", help="the [[gate]] rules (docs/gates.md)")
     gate.add_argument("--reports", nargs="+", metavar="FILE", help="bench / variants JSON reports to judge")
     gate.add_argument("--labels", metavar="K=V,...", help="labels for reports that carry none (e.g. class=rpi5)")
     gate.add_argument("--server", metavar="URL", help="judge the fleet's latest results held by this collector "
@@ -40,7 +41,7 @@ def run(args: argparse.Namespace) -> int:
     check_outputs(args, "json", "junit", "markdown")
     check_url(args.server, "--server")
     check_url(args.influx_url, "--influx-url")
-    rules = gates.load_rules(args.gates_file)
+    rules = gates.load_rules(args.rules)
     if not (args.reports or args.server or args.influx_url):
         raise UsageError("give the results to judge: --reports FILE... (bench or variants JSON reports), --server "
                          "URL (the collector) or --influx-url URL --influx-db NAME")

@@ -22,6 +22,8 @@ from xml.etree import ElementTree
 from edgebench.agent.engine import stats
 from edgebench.agent.errors import UsageError, first_line
 from edgebench.server import lineprotocol
+from edgebench.server import schema as db
+from edgebench.server.result_metrics import drift_fields, gate_metrics, summary_fields
 
 # metric -> (description, unit, quantile for sample-based regression tests or None)
 METRICS = {
@@ -151,9 +153,9 @@ def _rule(table: dict, index: int, path: str) -> Rule:
 
 
 def load_rules(path: str) -> list[Rule]:
-    from edgebench.agent.cli.config import _load_toml
+    from edgebench.agent.modelfile import load_toml
 
-    return rules_from_document(_load_toml(Path(path), "gates file"), path)
+    return rules_from_document(load_toml(Path(path), "gates file"), path)
 
 
 def rules_from_document(document: dict, where: str) -> list[Rule]:
@@ -178,30 +180,10 @@ def rules_from_toml(text: str, where: str = "gates") -> list[Rule]:
 
 # ---------------------------------------------------------------- results from bench reports on disk
 
-def result_metrics(report: dict) -> dict:
-    """The gate metrics of a bench report or of a fleet result's summary (what a metric name means)."""
-    return _metrics(report)
-
-
-def _metrics(report: dict) -> dict:
-    stats_ = report["stats"]
-    memory = report.get("memory", {})
-    peaks = [memory.get(k) for k in ("peak_load_bytes", "peak_steady_bytes") if memory.get(k)]
-    energy = ((report.get("physics") or {}).get("energy") or {}).get("energy_per_inference_mj")
-    runtime = report.get("runtime", {})
-    requested, used = runtime.get("requested") or [], runtime.get("used") or []
-    metrics = {"p50_ms": stats_.get("p50_ms"), "p90_ms": stats_.get("p90_ms"), "p99_ms": stats_.get("p99_ms"),
-               "peak_rss_mb": max(peaks) / 1e6 if peaks else None, "energy_mj": energy,
-               "delegate_coverage": float(bool(requested and used and used[0] == requested[0]))}
-    return metrics
-
-
 def result_from_report(report: dict, source: str, labels: dict, variant: Optional[str] = None,
                        drift: Optional[dict] = None) -> Result:
     runtime = report.get("runtime", {})
-    metrics = _metrics(report)
-    if drift:
-        metrics.update(drift_max_abs_err=drift.get("max_abs_err"), drift_cosine=drift.get("cosine_mean"))
+    metrics = gate_metrics({**summary_fields(report), **drift_fields(drift)})
     return Result(model=report["model"]["name"], labels={**report.get("labels", {}), **labels},
                   runtime=runtime.get("runtime", ""), delegate=",".join(runtime.get("used") or []),
                   variant=variant, created=report.get("created", ""), metrics=metrics,
@@ -384,24 +366,19 @@ def document(verdicts: Sequence[Verdict]) -> dict:
 
 # ---------------------------------------------------------------- outputs
 
-GATE_MEASUREMENT = "edgebench_gate"
-
-
 def verdict_lines(verdicts: Sequence[dict], ts_ns: int) -> list[str]:
-    """InfluxDB line protocol of verdicts (``Verdict.to_dict()`` records) for the gate-history dashboard:
-    measurement ``edgebench_gate``, tags ``rule``, ``model`` (the judged result's model, else the rule's pattern),
-    ``board_class``, ``status``; fields ``passed`` (boolean), ``value`` (float, absent when there is none),
-    ``message`` (string). One evaluation shares one time (plus the verdict's index in ns)."""
+    """InfluxDB line protocol of verdicts (``Verdict.to_dict()`` records) for the gate-history dashboard: the
+    ``edgebench_gate`` measurement of edgebench.server.schema (tag ``model``: the judged result's model, else the
+    rule's pattern; field ``value`` absent when there is none). One evaluation shares one time (plus the verdict's
+    index in ns)."""
     lines = []
     for index, v in enumerate(verdicts):
-        tags = {"board_class": v.get("board_class") or "unlabelled", "model": v.get("result_model") or v["model"],
-                "rule": v["rule"], "status": v["status"]}
-        value = v.get("value")
-        fields = {"passed": v["status"] == PASS,
-                  "value": float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None,
-                  "message": v["message"]}
-        lines.append(lineprotocol.line(GATE_MEASUREMENT, tags, fields, int(ts_ns) + index))
+        tags = {db.BOARD_CLASS: v.get("board_class") or "unlabelled", db.MODEL: v.get("result_model") or v["model"],
+                db.RULE: v["rule"], db.STATUS: v["status"]}
+        fields = db.GATE.values({"passed": v["status"] == PASS, "value": v.get("value"), "message": v["message"]})
+        lines.append(lineprotocol.line(db.GATE.name, tags, fields, int(ts_ns) + index))
     return lines
+
 
 def junit_xml(verdicts: Sequence[Verdict], suite: str = "edgebench gates") -> str:
     root = ElementTree.Element("testsuites")

@@ -7,7 +7,8 @@ InfluxDB v1 HTTP API with InfluxQL, which InfluxDB 1.x, 2.x and 3.x serve), so a
   runtime x delegates x labels with its labels and raw latency samples (exactly what the gates' filters need).
 - InfluxDB: the newest ``edgebench_result`` point of every series (``GROUP BY *``) for the summary metrics; the raw
   samples of the results a latency-regression rule compares come from ``edgebench_latency`` (one point per sample,
-  the result's tags, at the result's time + the sample index in ns; docs/fleet.md).
+  the result's tags, at the result's time + the sample index in ns). Names and times: edgebench.server.schema; what a
+  gate metric is, from the point's fields: edgebench.server.result_metrics (as for a report).
 """
 
 from __future__ import annotations
@@ -22,13 +23,11 @@ import urllib.request
 from typing import Optional, Sequence
 
 from edgebench.agent.errors import EdgebenchError
+from edgebench.server import schema as db
 from edgebench.server.gates import rules as gates
+from edgebench.server.result_metrics import gate_metrics
 
 log = logging.getLogger(__name__)
-
-LATENCY_MEASUREMENT = "edgebench_latency"
-RESULT_MEASUREMENT = "edgebench_result"
-MAX_SAMPLES_PER_RESULT = 10000  # protocol.MAX_RESULT_SAMPLES: a result's samples span less than 10 µs of time
 
 
 class SourceError(EdgebenchError):
@@ -97,17 +96,14 @@ def _quote(value: str) -> str:
 
 
 def _result_from_point(tags: dict, point: dict, source: str) -> gates.Result:
-    labels = {key[len("label_"):]: value for key, value in tags.items() if key.startswith("label_") and value}
-    labels.setdefault("device", tags.get("device", ""))
-    peaks = [point.get(k) for k in ("peak_load_bytes", "peak_steady_bytes") if point.get(k)]
-    metrics = {"p50_ms": point.get("p50_ms"), "p90_ms": point.get("p90_ms"), "p99_ms": point.get("p99_ms"),
-               "energy_mj": point.get("energy_per_inference_mj"),
-               "peak_rss_mb": max(peaks) / 1e6 if peaks else None,
-               "delegate_coverage": point.get("delegate_coverage")}
-    return gates.Result(model=tags.get("model", ""), labels=labels, runtime=tags.get("runtime", ""),
-                        delegate=tags.get("delegate", ""), variant=None, created=gates.utc_iso(point["time"] / 1e9),
+    labels = db.labels_of(tags)
+    labels.setdefault("device", tags.get(db.DEVICE, ""))
+    # no drift metrics from fleet results (docs/gates.md): --influx-url judges as --server does
+    metrics = gate_metrics({k: v for k, v in point.items() if not k.startswith("drift_")})
+    return gates.Result(model=tags.get(db.MODEL, ""), labels=labels, runtime=tags.get(db.RUNTIME, ""),
+                        delegate=tags.get(db.DELEGATE, ""), variant=None, created=gates.utc_iso(point["time"] / 1e9),
                         metrics=metrics, latency_ns=(),
-                        source=f"{source} {RESULT_MEASUREMENT} run {point.get('run_id')} on {tags.get('device')}")
+                        source=f"{source} {db.RESULT.name} run {point.get('run_id')} on {tags.get(db.DEVICE)}")
 
 
 def _needs_samples(result: gates.Result, rules: Sequence[gates.Rule]) -> bool:
@@ -120,15 +116,16 @@ def results_from_influx(influx: Influx, rules: Optional[Sequence[gates.Rule]] = 
     (every result when ``rules`` is None)."""
     source = f"{influx.url}/{influx.database}"
     results = []
-    for series in influx.query(f'SELECT * FROM "{RESULT_MEASUREMENT}" GROUP BY * ORDER BY time DESC LIMIT 1'):
+    for series in influx.query(f'SELECT * FROM "{db.RESULT.name}" GROUP BY * ORDER BY time DESC LIMIT 1'):
         tags = series.get("tags") or {}
         point = dict(zip(series["columns"], series["values"][0]))
         result = _result_from_point(tags, point, source)
         if rules is None or _needs_samples(result, rules):
-            where = " AND ".join(f'"{k}" = {_quote(v or "")}' for k, v in sorted(tags.items()))
-            start = int(point["time"])
-            text = (f'SELECT "latency_ns" FROM "{LATENCY_MEASUREMENT}" WHERE {where} AND time >= {start} '
-                    f'AND time < {start + MAX_SAMPLES_PER_RESULT}')
+            # the latency points carry the result's tags but not those of the result point alone (reference)
+            where = " AND ".join(f'"{k}" = {_quote(v or "")}' for k, v in sorted(tags.items())
+                                 if k not in db.RESULT_ONLY_TAGS)
+            start, end = db.latency_window(int(point["time"]))
+            text = f'SELECT "latency_ns" FROM "{db.LATENCY.name}" WHERE {where} AND time >= {start} AND time < {end}'
             rows = influx.query(text)
             result.latency_ns = [int(v[1]) for s in rows for v in s["values"]]
         results.append(result)

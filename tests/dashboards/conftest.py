@@ -2,7 +2,7 @@
 InfluxDB every panel query is run against.
 
 The fleet (once per module that asks for it): Mosquitto, influxd, the collector and two agents, started with the
-project's launchers (edgebench.server.localfleet); ``edgebench push`` benchmarks two real models on both boards
+project's launchers (scripts/localfleet.py); ``edgebench push`` benchmarks two real models on both boards
 and waits for the results. This machine has no thermal zones, clocks or power sensors, so one agent runs in a
 private mount namespace where a copy of a recorded Jetson Orin Nano tree (tests/fixtures/boards/jetson-orin-nano)
 is mounted over /sys/class and /sys/devices/system/cpu/cpufreq: the real agent, engine and sensor plugins then
@@ -26,10 +26,10 @@ from pathlib import Path
 from typing import Optional
 
 import pytest
+from localfleet import Agent, Collector, Influxd, Mosquitto, Service, binary, wait_for
 
 from edgebench.dashboards.build import DASHBOARDS, JSON_DIR
 from edgebench.server.lineprotocol import line
-from edgebench.server.localfleet import Agent, Collector, Influxd, Mosquitto, Service, binary, wait_for
 
 from ..conftest import REPO
 

@@ -10,8 +10,9 @@ import sys
 
 import pytest
 
-from edgebench.dashboards import queries, schema
+from edgebench.dashboards import queries
 from edgebench.dashboards.build import DASHBOARDS, JSON_DIR, build, dumps, render
+from edgebench.server import schema
 
 from ..conftest import REPO, run_cli
 

@@ -20,10 +20,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-
-from edgebench.dashboards.build import DASHBOARDS, JSON_DIR
-from edgebench.dashboards.common import DATASOURCE_NAME, DATASOURCE_UID
-from edgebench.server.localfleet import (
+from localfleet import (
     Agent,
     Collector,
     Influxd,
@@ -34,6 +31,9 @@ from edgebench.server.localfleet import (
     port_open,
     wait_for,
 )
+
+from edgebench.dashboards.build import DASHBOARDS, JSON_DIR
+from edgebench.dashboards.common import DATASOURCE_NAME, DATASOURCE_UID
 
 from ..conftest import REPO
 

@@ -2,9 +2,8 @@
 collector + two agents + ``edgebench push``), with the variables filled in with values their own SHOW TAG VALUES
 queries returned. A target that returns no series fails; so does an InfluxQL error.
 
-Targets that read what nothing writes yet (``schema.PROPOSED``: the edgebench_device measurement, telemetry clocks
-and power) are expected to return nothing: they xfail, and the test fails as soon as they return data, so the
-marker cannot outlive the gap.
+Targets that read what nothing writes yet (``PROPOSED`` in edgebench.server.schema; none today) are expected to
+return nothing: they xfail, and the test fails as soon as they return data, so the marker cannot outlive the gap.
 """
 
 from __future__ import annotations
@@ -14,8 +13,9 @@ import re
 
 import pytest
 
-from edgebench.dashboards import queries, schema
+from edgebench.dashboards import queries
 from edgebench.dashboards.build import DASHBOARDS, JSON_DIR
+from edgebench.server import schema
 
 from .conftest import HOST, JETSON, VARIANT, FleetRun
 
@@ -82,7 +82,7 @@ def test_panel_query_returns_series(fleet_run, selections, name, query, mode):
     proposed = schema.proposed_names(query.text)
     if proposed:
         if values:
-            pytest.fail(f"{query.panel} now returns data: remove {proposed} from dashboards/schema.py PROPOSED")
+            pytest.fail(f"{query.panel} now returns data: remove {proposed} from server/schema.py PROPOSED")
         pytest.xfail("; ".join(schema.PROPOSED[n] for n in proposed))
     if SENSOR_DATA.search(query.text) and not fleet_run.sensors:
         pytest.skip("no mount namespace here: the agent could not read a recorded board's sensors")
@@ -104,3 +104,13 @@ def test_variants_table_shows_size_and_drift(fleet_run, selections):
         assert 0 <= variant["top-1 agreement"] <= 1
         sine = rows["sine_float.tflite"]  # pushed without a reference: a size, no drift
         assert sine["size"] > 0 and sine["max abs err"] is None and sine["cosine"] is None
+
+
+def test_gates_read_the_samples_of_a_result_pushed_with_a_reference(fleet_run):
+    """A result pushed with --reference has a `reference` tag its latency points do not carry: the gates' InfluxDB
+    source still finds its raw samples (a latency-regression rule on it is not "missing")."""
+    from edgebench.server.gates import sources
+
+    influx = sources.Influx(fleet_run.influxd.url, fleet_run.db)
+    results = [r for r in sources.results_from_influx(influx) if r.model == VARIANT]
+    assert results and all(len(r.latency_ns) > 0 for r in results)

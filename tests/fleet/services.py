@@ -1,10 +1,11 @@
-"""The fleet tests use the same service launchers as `make demo`: edgebench.server.localfleet."""
+"""The fleet tests use the same service launchers as `make demo`: scripts/localfleet.py (on sys.path through
+tests/conftest.py)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from edgebench.server.localfleet import (  # noqa: F401 - re-exported for the tests and benches
+from localfleet import (  # noqa: F401 - re-exported for the tests and benches
     Agent,
     Collector,
     Influxd,

@@ -13,9 +13,9 @@ import time
 from pathlib import Path
 
 import pytest
+from localfleet import dynsec_plugin
 
 from edgebench.agent.fleet import protocol as p
-from edgebench.server.localfleet import dynsec_plugin
 
 from .conftest import Fleet
 from .services import REPO, Mosquitto, binary, wait_for

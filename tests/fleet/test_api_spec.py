@@ -27,3 +27,26 @@ def test_every_described_route_is_served():
     for path, ops in OPENAPI["paths"].items():
         for method in ops:
             assert (method, _shape(path)) in served, (method, path)
+
+
+def test_the_description_is_served_at_both_paths(tmp_path):
+    """/openapi.json (where OpenAPI tools look first) and /api/v1/openapi.json (the versioned path) are the same."""
+    import json
+    import threading
+    import urllib.request
+
+    from edgebench.server.api import Api, serve
+    from edgebench.server.metrics import Metrics
+    from edgebench.server.registry import Registry
+
+    registry = Registry(tmp_path / "registry.sqlite3")
+    httpd = serve(Api(registry, None, Metrics(), tmp_path / "models", "", 1024), "127.0.0.1", 0)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        base = f"http://127.0.0.1:{httpd.server_address[1]}"
+        for path in ("/openapi.json", "/api/v1/openapi.json"):
+            with urllib.request.urlopen(base + path, timeout=30) as response:
+                assert response.status == 200 and json.loads(response.read()) == json.loads(json.dumps(OPENAPI))
+    finally:
+        httpd.shutdown()
+        registry.close()

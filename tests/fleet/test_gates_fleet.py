@@ -127,7 +127,7 @@ def test_gate_on_the_fleet_passes_loose_fails_tight_and_says_missing(gated_fleet
     tight.write_text(TIGHT)
     missing.write_text(MISSING)
 
-    ok = cli("gate", "--config", loose, "--server", collector.url, "--junit", tmp_path / "ok.xml", "--json", "-")
+    ok = cli("gate", "--rules", loose, "--server", collector.url, "--junit", tmp_path / "ok.xml", "--json", "-")
     assert ok.code == 0, ok
     document = ok.json()
     assert [v["status"] for v in document["verdicts"]] == ["pass", "pass"]
@@ -136,24 +136,24 @@ def test_gate_on_the_fleet_passes_loose_fails_tight_and_says_missing(gated_fleet
     suite = ElementTree.parse(tmp_path / "ok.xml").getroot().find("testsuite")
     assert suite.get("tests") == "2" and suite.get("failures") == "0" and suite.get("errors") == "0"
 
-    bad = cli("gate", "--config", tight, "--server", collector.url, "--junit", tmp_path / "bad.xml",
+    bad = cli("gate", "--rules", tight, "--server", collector.url, "--junit", tmp_path / "bad.xml",
               "--markdown", tmp_path / "bad.md")
     assert bad.code == 1, bad
     failure = ElementTree.parse(tmp_path / "bad.xml").getroot().find("testsuite/testcase/failure")
     assert failure is not None and "over the budget" in failure.get("message")
     assert "❌ fail" in (tmp_path / "bad.md").read_text()
 
-    gone = cli("gate", "--config", missing, "--server", collector.url, "--junit", tmp_path / "gone.xml")
+    gone = cli("gate", "--rules", missing, "--server", collector.url, "--junit", tmp_path / "gone.xml")
     assert gone.code == 2 and "no result matches" in gone.out
     assert ElementTree.parse(tmp_path / "gone.xml").getroot().find("testsuite/testcase/error") is not None
-    unreachable = cli("gate", "--config", loose, "--server", "http://127.0.0.1:9")
+    unreachable = cli("gate", "--rules", loose, "--server", "http://127.0.0.1:9")
     assert unreachable.code == 2 and unreachable.err.startswith("edgebench: error: cannot reach")
 
     # the same rules on InfluxDB: summary fields for budgets, edgebench_latency for the regression
-    influx = cli("gate", "--config", loose, "--influx-url", fleet.influxd.url, "--influx-db", fleet.db, "--json", "-")
+    influx = cli("gate", "--rules", loose, "--influx-url", fleet.influxd.url, "--influx-db", fleet.db, "--json", "-")
     assert influx.code == 0, influx
     assert _comparable(influx.json()["verdicts"]) == _comparable(document["verdicts"])
-    influx_bad = cli("gate", "--config", tight, "--influx-url", fleet.influxd.url, "--influx-db", fleet.db,
+    influx_bad = cli("gate", "--rules", tight, "--influx-url", fleet.influxd.url, "--influx-db", fleet.db,
                      "--junit", tmp_path / "influx-bad.xml")
     assert influx_bad.code == 1
     assert ElementTree.parse(tmp_path / "influx-bad.xml").getroot().find("testsuite/testcase/failure") is not None

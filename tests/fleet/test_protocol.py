@@ -16,7 +16,7 @@ from edgebench.agent.fleet import protocol as p
 from edgebench.agent.fleet.modelcache import ModelCache
 from edgebench.agent.fleet.outbox import Outbox
 from edgebench.agent.fleet.store import AgentStore
-from edgebench.server import influx
+from edgebench.server import influx, schema
 from edgebench.server import lineprotocol as lp
 
 SHA = "a" * 64
@@ -325,8 +325,8 @@ def test_model_cache_lru_eviction(tmp_path):
 def test_line_protocol_escaping_and_idempotent_timestamps():
     text = lp.line("m", {"model": "a b,c=d", "empty": ""}, {"v": 1.5, "n": 3, "s": 'q"x', "nan": float("nan")}, 7)
     assert text == 'm,model=a\\ b\\,c\\=d v=1.5,n=3i,s="q\\"x" 7'
-    assert influx.run_timestamp_ns("run-1", 1.7e9) == influx.run_timestamp_ns("run-1", 1.7e9)
-    assert influx.run_timestamp_ns("run-1", 1.7e9) != influx.run_timestamp_ns("run-2", 1.7e9)
+    assert schema.result_time_ns("run-1", 1.7e9) == schema.result_time_ns("run-1", 1.7e9)
+    assert schema.result_time_ns("run-1", 1.7e9) != schema.result_time_ns("run-2", 1.7e9)
     msg = p.validate(p.topic("dev1", p.EVENTS), encoded(result_payload()))
     point = influx.result_point(msg, {"class": "rpi5"})
     assert point.startswith("edgebench_result,delegate=xnnpack,device=dev1,label_class=rpi5,model=m.tflite")
@@ -375,3 +375,18 @@ def test_result_points_carry_one_latency_point_per_sample():
     ts = int(summary.rpartition(" ")[2])
     series = summary.split(" ")[0].replace("edgebench_result", "edgebench_latency")
     assert latency == [f"{series} latency_ns=1500000i {ts}", f"{series} latency_ns=1600000i {ts + 1}"]
+
+
+def test_the_job_is_one_typed_record_on_every_side():
+    job = p.Job(job_id="b1-0001-ab", device="dev1", model=p.JobModel(sha256=SHA, size_bytes=10, name="m.onnx",
+                                                                      url="http://c:8780/api/v1/models/x/content"),
+                runtime="onnxruntime", threads=2, settings={"min_runs": 5}, labels={"release": "v1"},
+                reference=SHA, reference_url="http://c:8780/api/v1/models/y/content")
+    payload = job.to_payload(1.7e9)
+    assert p.validate(p.topic("dev1", p.JOBS), encoded(payload)).payload == payload
+    assert p.Job.from_payload(payload) == job
+    assert "timeout_s" not in payload and payload["sensors"] is True  # unset fields stay out; defaults are explicit
+    with pytest.raises(p.ProtocolError, match="plugins are not allowed"):
+        p.Job(job_id="b1", device="dev1", model=job.model, runtime="evil:Class").to_payload(1.7e9)
+    with pytest.raises(p.ProtocolError, match="reference_url must be http"):
+        p.Job.from_payload(dict(payload, reference_url="file:///etc/passwd"))

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from edgebench.agent.runtimes.native import find_binary
+from edgebench.agent.engine.executors.native import find_binary
 
 SKIP_REASON = "the native harness is not built: run `make native` (make test builds it)"
 

@@ -15,13 +15,13 @@ import numpy as np
 import pytest
 
 from edgebench.agent.engine import bench
+from edgebench.agent.engine.executors.native import BINARY_ENV, NativeExecutor, command
 from edgebench.agent.engine.isolation import ChildLimits
 from edgebench.agent.engine.measure import RunSettings
 from edgebench.agent.engine.report import SCHEMA_FILE
 from edgebench.agent.errors import ChildFailed
 from edgebench.agent.runtimes import runtime_class
 from edgebench.agent.runtimes.base import RuntimeOptions
-from edgebench.agent.runtimes.native import BINARY_ENV, NativeRuntime, command
 
 from ..conftest import FAST
 
@@ -98,7 +98,7 @@ def test_command_line_from_a_worker_request(tmp_path):
 
 def test_missing_binary_says_how_to_build_it(cli, models, monkeypatch, tmp_path):
     monkeypatch.setenv(BINARY_ENV, str(tmp_path / "edgebench-native"))
-    assert "make native" in NativeRuntime.unavailable_reason()
+    assert "make native" in NativeExecutor.unavailable_reason()
     result = cli("bench", models["sine_float.tflite"], "--runtime", "native", *FAST)
     assert result.code == 4, result
     assert "make native" in result.err and len(result.err.strip().splitlines()) == 1

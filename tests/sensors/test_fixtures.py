@@ -7,7 +7,7 @@ import json
 import pytest
 
 from edgebench.agent import sensors
-from edgebench.agent.sensors import KIND_UNITS
+from edgebench.agent.sensors import CLOCK_ROLES, KIND_UNITS, POWER_ROLES, THROTTLE_BITS_ROLE, raspberrypi, registry
 
 from .conftest import BOARDS, BOARDS_DIR, read_board
 
@@ -24,6 +24,13 @@ def test_every_board_reads_cleanly(board):
         assert r.kind in KIND_UNITS and r.unit == KIND_UNITS[r.kind]
         assert isinstance(r.value, str) == (r.kind == "state")
         assert r.source
+        assert r.plugin in registry.BUILTIN, "every reading names the plugin that read it"
+        if r.kind == "power":  # callers pick by role; the JSON keeps a power reading's role among its labels
+            assert r.role in POWER_ROLES and r.labels["role"] == r.role
+        else:
+            assert "role" not in r.labels
+        if r.kind == "frequency":
+            assert r.role in CLOCK_ROLES
     json.dumps([r.to_dict() for r in readings])  # plain records
     json.dumps(sensors.board_info(BOARDS_DIR / board))
     assert (BOARDS_DIR / board / "README.md").is_file()
@@ -40,11 +47,21 @@ def test_rpi4():
     assert throttled.value == "0x50005"
     assert throttled.labels["now"] == "under_voltage,throttled"
     assert throttled.labels["since_boot"] == "under_voltage,throttled"
+    assert (throttled.plugin, throttled.role) == ("raspberrypi", THROTTLE_BITS_ROLE)
+    state = raspberrypi.throttle_state(throttled.value)
+    assert (state.under_voltage, state.arm_freq_capped, state.throttled, state.soft_temp_limit) == (
+        True, False, True, False)
+    assert state.any_now and state.since_boot == ("under_voltage", "throttled")
     assert r["hwmon/rpi_volt/in0_lcrit_alarm"].value == "alarm"
     assert "hwmon/cpu_thermal/temp1" not in r, "the thermal zone's hwmon mirror is not read twice"
     assert r["cpufreq/policy0/cur"].value == 1.8e9
     assert r["cpufreq/policy0/cur"].labels["cpus"] == "0-3"
     assert r["cpufreq/policy0/governor"].value == "ondemand"
+    roles = {k: v.role for k, v in r.items() if v.plugin == "cpufreq" and v.kind == "frequency"}
+    assert roles == {"cpufreq/policy0/cur": "current", "cpufreq/policy0/max": "limit_max",
+                     "cpufreq/policy0/min": "limit_min", "cpufreq/policy0/cpuinfo_max": "hw_max",
+                     "cpufreq/policy0/cpuinfo_min": "hw_min"}
+    assert (r["rpi/arm_clock"].plugin, r["rpi/arm_clock"].role) == ("raspberrypi", "current")
     assert not any(k.startswith("rpi/pmic") for k in r), "no PMIC on a Pi 4"
     assert sensors.pick_power(r.values()) is None
 
@@ -73,6 +90,7 @@ def test_rpi5_pmic_board_power():
     assert r["rpi/pmic/EXT5V/voltage"].value == pytest.approx(5.11582)
     assert sensors.pick_power(r.values()).sensor == "rpi/pmic/total/power"
     assert r["rpi/throttled"].labels["now"] == "none"
+    assert not raspberrypi.throttle_state(r["rpi/throttled"].value).any_now
     assert r["thermal/cpu-thermal"].value == pytest.approx(61.25)
     assert "trip_passive_c" not in r["thermal/cpu-thermal"].labels  # Pi 5 trips are fan (active) and critical
     assert r["hwmon/rp1_adc/temp1"].value == pytest.approx(55.174)
@@ -85,6 +103,7 @@ def test_jetson_orin_nano_hwmon_rails():
     vdd_in = r["hwmon/ina3221/VDD_IN/power"]
     assert vdd_in.value == pytest.approx(5.072 * 0.936)
     assert vdd_in.labels == {"rail": "VDD_IN", "role": "board_input", "derived": "V*I"}
+    assert (vdd_in.plugin, vdd_in.role) == ("hwmon", "board_input")
     assert r["hwmon/ina3221/VDD_CPU_GPU_CV/power"].labels["role"] == "rail"
     assert r["hwmon/ina3221/VDD_SOC/current"].value == pytest.approx(0.284)
     assert not any("shunt" in k or k.endswith(("/in4", "/in7")) for k in r), "shunt channels are not rails"
@@ -185,3 +204,19 @@ def test_rapl_power_from_two_reads(board_copy):
     assert r["rapl/psys/power"].value == 0.0
     assert r["rapl/psys/power"].labels["role"] == "platform"
     assert r["rapl/package-0/core/power"].labels["role"] == "rail"
+
+
+def test_agent_telemetry_picks_clocks_by_role():
+    """The fleet agent's between-jobs telemetry: the fastest running CPU clock and the highest clock allowed."""
+    from edgebench.agent.fleet.daemon import Telemetry
+
+    telemetry = Telemetry(str(BOARDS_DIR / "jetson-xavier-nx"))
+    try:
+        readings = telemetry.read()
+    finally:
+        sensors.close_all(telemetry.sensors)
+    r = read_board(BOARDS_DIR / "jetson-xavier-nx")
+    clocks = [v for v in r.values() if v.plugin == "cpufreq" and v.kind == "frequency"]
+    assert readings["cpu_freq_hz"] == max(v.value for v in clocks if v.sensor.endswith("/cur"))
+    assert readings["cpu_freq_max_hz"] == max(v.value for v in clocks if v.sensor.endswith("/max")) == 1.4208e9
+    assert readings["power_w"] == pytest.approx(4.52)

@@ -76,6 +76,16 @@ def test_nvpmodel_conf_and_l4t():
 ])
 def test_throttled_bits(bits, now, since):
     assert raspberrypi.decode_throttled(bits) == {"now": now, "since_boot": since}
+    state = raspberrypi.throttle_state(hex(bits))  # as the reading and the sampled series hold it
+    assert state == raspberrypi.throttle_state(bits)
+    assert (list(state.now), list(state.since_boot), state.any_now) == (now, since, bool(now))
+    assert [getattr(state, name) for name in raspberrypi.THROTTLE_BITS.values()] == [
+        name in now for name in raspberrypi.THROTTLE_BITS.values()]
+
+
+def test_throttle_state_of_garbage():
+    assert raspberrypi.throttle_state("garbage") is None and raspberrypi.throttle_state(None) is None
+    assert raspberrypi.throttle_state("5").throttled  # a decimal field is still the bits
 
 
 def test_vcgencmd_fields():

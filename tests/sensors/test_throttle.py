@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from edgebench.agent.engine.physics import throttle
 from edgebench.agent.sensors import discover, read_all
+from edgebench.agent.sensors.base import reading
 
 from .conftest import BOARDS_DIR
 
@@ -42,8 +43,11 @@ def test_detect_from_fixture_limits():
     limits = throttle.limits_from_readings(read_all(discover(BOARDS_DIR / "jetson-xavier-nx")))
     assert limits.passive_trips["thermal/CPU-therm"] == 95.5
     assert limits.clocks["cpufreq/policy0/cur"] == (1.4208e9, "schedutil")
-    pi = throttle.limits_from_readings(read_all(discover(BOARDS_DIR / "rpi4")))
+    pi4 = read_all(discover(BOARDS_DIR / "rpi4"))
+    pi = throttle.limits_from_readings(pi4)
     assert pi.pi_sensors == ["rpi/throttled"]
+    assert throttle.pi_limited_now(pi4), "the Pi 4 fixture is under-volted and throttled now"
+    assert not throttle.pi_limited_now(read_all(discover(BOARDS_DIR / "rpi5")))
 
     limits.clocks["cpufreq/policy0/cur"] = (1.4208e9, "performance")
     run = [(0, {"thermal/CPU-therm": 60.0, "cpufreq/policy0/cur": 1.4208e9})]
@@ -54,3 +58,18 @@ def test_detect_from_fixture_limits():
     assert throttle.first_onset(events) == 4 * S
     assert throttle.first_onset([]) is None
     assert {e.to_dict()["sensor"] for e in events} == {"thermal/CPU-therm", "cpufreq/policy0/cur"}
+
+
+def test_limits_follow_roles_not_ids():
+    """A plugin that names its readings its own way is still checked: limits come from the fields."""
+    readings = [
+        reading("board/big/clock", "frequency", 2.0e9, "x", role="current", governor="performance",
+                scaling_max_hz=2.0e9),
+        reading("board/big/clock_cap", "frequency", 2.0e9, "x", role="limit_max"),
+        reading("board/fw_flags", "state", "0x0", "x", role="throttle_bits"),
+    ]
+    limits = throttle.limits_from_readings(readings)
+    assert limits.clocks == {"board/big/clock": (2.0e9, "performance")}
+    assert limits.pi_sensors == ["board/fw_flags"]
+    s = [(0, {"board/fw_flags": "0x0"}), (S, {"board/fw_flags": "0x4"})]
+    assert [(e.reason, e.onset_ns) for e in throttle.detect_throttling(s, limits)] == [("pi_throttled", S)]

@@ -11,12 +11,14 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
-from typing import Callable, Optional
+from typing import Callable, Dict, NamedTuple, Optional
 
 from edgebench.agent import sensors as sensor_api
+from edgebench.agent.engine import stats
 from edgebench.agent.engine.physics import energy, throttle
 from edgebench.agent.engine.physics.sampler import Sampler, Series, series_of
-from edgebench.agent.errors import EdgebenchError
+from edgebench.agent.errors import EdgebenchError, UsageError
+from edgebench.agent.sensors.base import CLOCK_LIMIT_ROLES
 
 log = logging.getLogger(__name__)
 
@@ -39,13 +41,21 @@ class BoardTooHot(EdgebenchError):
     """The board did not cool down (or stop throttling) before the start-temperature timeout."""
 
 
-LIMIT_SUFFIXES = ("/min", "/max", "/cpuinfo_min", "/cpuinfo_max")  # cpufreq limits, not the running clock
 WATCHED_KINDS = ("temperature", "frequency", "power")
 
 
-def watched(sensor_id: str, kind: str) -> bool:
-    """Readings that change with the load and are summarised per window: temperatures, running clocks, power."""
-    return kind in WATCHED_KINDS and not sensor_id.endswith(LIMIT_SUFFIXES)
+class Quantity(NamedTuple):
+    """What a reading id in the series holds (the series itself keeps values only)."""
+
+    kind: str
+    unit: str
+    role: str
+
+
+def watched(q: Quantity) -> bool:
+    """Readings that change with the load and are summarised per window: temperatures, running clocks, power
+    (clock limits are provenance, not samples)."""
+    return q.kind in WATCHED_KINDS and q.role not in CLOCK_LIMIT_ROLES
 
 
 def relative(series: Series, origin_ns: int) -> list:
@@ -60,14 +70,6 @@ def _stats(points: list) -> Optional[dict]:
             "mean": sum(values) / len(values), "samples": len(values)}
 
 
-def _throttled_now(bits: object) -> bool:
-    """vcgencmd get_throttled: bits 0-3 are the conditions in force now (16-19 are "since boot")."""
-    try:
-        return bool(int(str(bits), 0) & 0xF)
-    except ValueError:
-        return False
-
-
 class RunPhysics:
     def __init__(self, settings: PhysicsSettings, clock: Callable[[], int] = time.perf_counter_ns):
         self.settings = settings
@@ -78,7 +80,7 @@ class RunPhysics:
         self.limits = throttle.limits_from_readings(self.initial)
         power = sensor_api.pick_power(self.initial)
         self.power_id = power.sensor if power else None
-        self.units = {r.sensor: (r.kind, r.unit) for r in self.initial}
+        self.units: Dict[str, Quantity] = {r.sensor: Quantity(r.kind, r.unit, r.role) for r in self.initial}
         self.wait: Optional[dict] = None
         self.idle_w: Optional[float] = None
         self.sampler = Sampler(self.sensors, settings.rate_hz, clock=clock)
@@ -90,9 +92,8 @@ class RunPhysics:
         readings = sensor_api.read_all(self.sensors)
         temps = [(r.sensor, float(r.value)) for r in readings if r.kind == "temperature"
                  and not isinstance(r.value, str)]
-        throttled = any(_throttled_now(r.value) for r in readings if r.sensor in self.limits.pi_sensors)
         sensor, temp = max(temps, key=lambda item: item[1]) if temps else (None, None)
-        return sensor, temp, bool(throttled)
+        return sensor, temp, throttle.pi_limited_now(readings)
 
     def wait_until_cool(self, progress: Optional[Callable[[str, int, float], None]] = None) -> None:
         limit = self.settings.max_start_temp_c
@@ -141,11 +142,11 @@ class RunPhysics:
         end_ns = origin_ns + wall_ns
         window = [(t, v) for t, v in series if origin_ns <= t <= end_ns]
         per_sensor = {}
-        for sensor_id, (kind, unit) in self.units.items():
-            if watched(sensor_id, kind):
-                stats = _stats(series_of(window, sensor_id))
-                if stats:
-                    per_sensor[sensor_id] = {"kind": kind, "unit": unit, **stats}
+        for sensor_id, q in self.units.items():
+            if watched(q):
+                summary = _stats(series_of(window, sensor_id))
+                if summary:
+                    per_sensor[sensor_id] = {"kind": q.kind, "unit": q.unit, **summary}
         events = throttle.detect_throttling(series, self.limits)
         in_run = [e for e in events if e.onset_ns >= origin_ns - int(1e9 / self.settings.rate_hz)]
         return {
@@ -182,9 +183,33 @@ class RunPhysics:
         sensor_api.close_all(self.sensors)
 
 
-def sustained_windows(latency_ns: list, offsets_ns: list, series: Series, units: dict, window_s: float) -> list:
+class SustainedPlan(NamedTuple):
+    settings: Dict[str, float]  # RunSettings fields to set
+    window_s: Optional[float]  # BenchRequest.sustained_window_s
+
+
+def sustained_plan(duration_s: Optional[float], window_s: Optional[float] = None,
+                   sensors: bool = True) -> SustainedPlan:
+    """The sustained-run policy (``--sustained D [--window W]``): one measured phase of exactly D (at least one
+    run), reported per window of W, by default D/20 but at least 1 s. No D: nothing changes. ``sensors`` says
+    whether the board is sampled: a sustained run is about temperature over time, so it needs them."""
+    if window_s and not duration_s:
+        raise UsageError("--window sets the windows of a --sustained run: give --sustained too")
+    if not duration_s:
+        return SustainedPlan({}, None)
+    if window_s and window_s > duration_s:
+        raise UsageError(f"--window ({window_s:g}s) is longer than --sustained ({duration_s:g}s)")
+    if not sensors:
+        raise UsageError("--sustained reports temperature over time: it cannot run with --no-sensors")
+    plan = {"min_runs": 1, "min_duration_s": duration_s, "max_duration_s": duration_s}
+    return SustainedPlan(plan, window_s or max(1.0, duration_s / 20))
+
+
+def sustained_windows(latency_ns: list, offsets_ns: list, series: Series, units: Dict[str, Quantity],
+                      window_s: float) -> list:
     """Latency and board state per window of a sustained run: how p50/p90 move as the board heats up.
-    ``offsets_ns`` and the series' times are both offsets from the first measured run."""
+    ``offsets_ns`` and the series' times are both offsets from the first measured run. Percentiles come from
+    engine.stats, like every other percentile in a report."""
     import numpy as np
 
     if not latency_ns:
@@ -197,10 +222,10 @@ def sustained_windows(latency_ns: list, offsets_ns: list, series: Series, units:
         mask = (off >= start) & (off < start + width)
         if not mask.any():
             continue
-        entry = {"start_s": start / 1e9, "runs": int(mask.sum()), "p50_ms": float(np.percentile(lat[mask], 50)),
-                 "p90_ms": float(np.percentile(lat[mask], 90))}
-        for sensor_id, (kind, _) in units.items():
-            if watched(sensor_id, kind):
+        entry = {"start_s": start / 1e9, "runs": int(mask.sum()), "p50_ms": stats.percentile_of(lat[mask], 50),
+                 "p90_ms": stats.percentile_of(lat[mask], 90)}
+        for sensor_id, q in units.items():
+            if watched(q):
                 values = [v for t, v in series_of(series, sensor_id) if start <= t < start + width]
                 if values:
                     entry[sensor_id] = sum(values) / len(values)

@@ -10,7 +10,8 @@ Three signs, each only where the board exposes it:
 - a temperature at or over the zone's passive trip point, where the kernel starts cooling by cutting clocks.
 
 The reference limits come from readings taken before the run (``limits_from_readings``), so a maximum that
-the thermal framework lowers during the run still counts as throttling.
+the thermal framework lowers during the run still counts as throttling. Readings are picked by their fields
+(``role``, ``kind``, labels), never by their ids; the Pi's bits are decoded by the raspberrypi plugin.
 """
 
 from __future__ import annotations
@@ -19,10 +20,8 @@ from dataclasses import asdict, dataclass, field
 from typing import Dict, Iterable, List, Optional, Tuple
 
 from edgebench.agent.engine.physics.sampler import Series
-from edgebench.agent.sensors.base import Reading
-from edgebench.agent.sensors.raspberrypi import THROTTLE_BITS
-
-PI_BITS_FORMAT = "vcgencmd-throttled-bits"
+from edgebench.agent.sensors.base import THROTTLE_BITS_ROLE, Reading
+from edgebench.agent.sensors.raspberrypi import throttle_state
 
 
 @dataclass
@@ -48,9 +47,9 @@ class ThrottleLimits:
 def limits_from_readings(readings: Iterable[Reading]) -> ThrottleLimits:
     limits = ThrottleLimits()
     for r in readings:
-        if r.kind == "state" and r.labels.get("format") == PI_BITS_FORMAT:
+        if r.role == THROTTLE_BITS_ROLE:
             limits.pi_sensors.append(r.sensor)
-        elif r.kind == "frequency" and "governor" in r.labels:
+        elif r.kind == "frequency" and r.role == "current" and "governor" in r.labels:  # cpufreq's cur
             top = r.labels.get("scaling_max_hz") or r.labels.get("cpuinfo_max_hz")
             if top:
                 limits.clocks[r.sensor] = (float(top), r.labels["governor"])
@@ -59,23 +58,22 @@ def limits_from_readings(readings: Iterable[Reading]) -> ThrottleLimits:
     return limits
 
 
-def _bits(value: object) -> Optional[int]:
-    try:
-        return int(str(value), 0)
-    except ValueError:
-        return None
+def pi_limited_now(readings: Iterable[Reading]) -> bool:
+    """Whether a Pi throttle condition (under-voltage, capped, throttled, soft limit) is in force now."""
+    states = (throttle_state(r.value) for r in readings if r.role == THROTTLE_BITS_ROLE)
+    return any(state is not None and state.any_now for state in states)
 
 
 def pi_throttle_events(series: Series, sensor: str = "rpi/throttled") -> List[ThrottleEvent]:
-    """The first tick at which each "now" bit of get_throttled is set."""
-    events: Dict[int, ThrottleEvent] = {}
+    """The first tick at which each "now" condition of get_throttled is set."""
+    events: Dict[str, ThrottleEvent] = {}
     for t, values in series:
-        bits = _bits(values[sensor]) if sensor in values else None
-        if bits is None:
+        state = throttle_state(values[sensor]) if sensor in values else None
+        if state is None:
             continue
-        for bit, name in THROTTLE_BITS.items():
-            if bits & (1 << bit) and bit not in events:
-                events[bit] = ThrottleEvent(f"pi_{name}", sensor, t, hex(bits))
+        for name in state.now:
+            if name not in events:
+                events[name] = ThrottleEvent(f"pi_{name}", sensor, t, hex(state.bits))
     return sorted(events.values(), key=lambda e: e.onset_ns)
 
 

@@ -1,9 +1,9 @@
-"""The native C++ harness (``native/``) as a runtime plugin: ``edgebench bench MODEL --runtime native``.
+"""The native C++ harness (``native/``) as an executor: ``edgebench bench MODEL --runtime native``.
 
 The harness runs the whole measurement protocol in its own process (no interpreter between the clock and the
 runtime) and writes the worker's JSON-line events: progress, then one result with every sample, or one error.
-This plugin starts it, samples its RSS, enforces the timeout and memory limit, and turns its deaths and exit
-codes into edgebench errors, like ``isolation.run_isolated`` does for the Python worker. Statistics are then
+It is started through the same supervisor as the Python worker (``isolation.run_child``: RSS sampling, timeout,
+memory limit), and its deaths and exit codes become edgebench errors. Statistics are then
 computed from its samples by ``agent/engine/stats.py``, the same code as for every other runtime.
 
 The binary is ``$EDGEBENCH_NATIVE_BIN``, else ``native/build/edgebench-native`` in the source tree, else
@@ -17,13 +17,14 @@ import shutil
 from pathlib import Path
 from typing import Optional
 
+from edgebench.agent.engine.executors.base import Executor
 from edgebench.agent.engine.isolation import (
     ChildExit,
     ChildLimits,
     ChildOutcome,
     ProgressFn,
-    _last_meaningful_line,
     describe_death,
+    last_meaningful_line,
     run_child,
 )
 from edgebench.agent.errors import (
@@ -37,11 +38,10 @@ from edgebench.agent.errors import (
     UsageError,
 )
 from edgebench.agent.modelfile import ONNX, TFLITE
-from edgebench.agent.runtimes.base import Runtime, RuntimeOptions, Session
 
 BINARY_ENV = "EDGEBENCH_NATIVE_BIN"
 BINARY_NAME = "edgebench-native"
-SOURCE_TREE = Path(__file__).resolve().parents[2]
+SOURCE_TREE = Path(__file__).resolve().parents[3]
 BUILD_DIR = SOURCE_TREE / "native" / "build"
 BUILD_HINT = "build it with `make native` (CMake + a C++17 compiler; see docs/native.md)"
 
@@ -112,11 +112,11 @@ def _failure(returncode: int, phase: str, log_tail: str) -> EdgebenchError:
     cls = EXIT_KINDS.get(returncode)
     if cls is None:
         return ChildFailed(describe_death(returncode, phase, log_tail))
-    last = _last_meaningful_line(log_tail).removeprefix("edgebench-native: error: ")
+    last = last_meaningful_line(log_tail).removeprefix("edgebench-native: error: ")
     return cls(last or f"the native harness exited with status {returncode}")
 
 
-class NativeRuntime(Runtime):
+class NativeExecutor(Executor):
     """Runs .tflite (TensorFlow Lite C API) and .onnx (ONNX Runtime C API) models in the C++ harness."""
 
     name = "native"
@@ -131,17 +131,19 @@ class NativeRuntime(Runtime):
             return f"the native harness is not at ${BINARY_ENV}={configured} (not an executable file); {BUILD_HINT}"
         return f"the native harness (edgebench-native) is not built: {BUILD_HINT}"
 
-    def load(self, path: str, options: RuntimeOptions) -> Session:
-        raise RuntimeUnavailable("the native harness runs in its own process and only through `edgebench bench`; "
-                                 "use --runtime litert or onnxruntime here")
+    def check(self, model_format: str) -> None:
+        if model_format not in self.formats:
+            raise UsageError(f"runtime native cannot run {model_format} models (it runs: {', '.join(self.formats)})")
+        reason = self.unavailable_reason()
+        if reason:
+            raise RuntimeUnavailable(reason)
 
-    @classmethod
-    def execute(cls, worker_request: dict, limits: ChildLimits, progress: Optional[ProgressFn] = None
+    def execute(self, worker_request: dict, limits: ChildLimits, progress: Optional[ProgressFn] = None
                 ) -> ChildOutcome:
         """Run the protocol in the harness; return the worker's result shape or raise an EdgebenchError."""
         binary = find_binary()
         if binary is None:
-            raise RuntimeUnavailable(cls.unavailable_reason() or BUILD_HINT)
+            raise RuntimeUnavailable(self.unavailable_reason() or BUILD_HINT)
         return run_child(lambda fd: command(binary, worker_request, fd), limits, progress, _reported_error,
                          lambda end: _failure(end.returncode, end.phase, end.log_tail))
 

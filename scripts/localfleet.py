@@ -1,6 +1,7 @@
 """A local fleet on one machine: Mosquitto, influxd, collector and agent processes.
 
-Used by `make demo` (scripts/demo.py), the fleet tests and the fleet benchmarks. Each service runs on a free
+Used by `make demo` (scripts/demo.py), the fleet tests and the fleet benchmarks; not part of the installed package
+(a deployment runs its own services): they import it with scripts/ on sys.path. Each service runs on a free
 loopback port with its own config under a work directory and is stopped by its PID (never by name). Waiting
 is by polling with a deadline, never by fixed sleeps.
 """
@@ -104,6 +105,11 @@ class Service:
         if not self.alive():
             raise ServiceError(f"{Path(self.argv[0]).name} exited while starting:\n{self.log_text()}")
 
+    def _started_when(self, ready: Callable[[], object], timeout: float, what: str) -> None:
+        """Wait until ``ready()`` or until the process exits (then fail, with its log)."""
+        wait_for(lambda: ready() or not self.alive(), timeout, what)
+        self._check_alive()
+
     def log_text(self) -> str:
         try:
             return self.log_path.read_text(errors="replace")[-6000:]
@@ -125,15 +131,38 @@ class Mosquitto(Service):
 
     def start(self) -> None:
         super().start()
-        wait_for(lambda: port_open(self.port) or not self.alive(), 10, "mosquitto to listen")
-        self._check_alive()
+        self._started_when(lambda: port_open(self.port), 10, "mosquitto to listen")
 
     @property
     def url(self) -> str:
         return f"mqtt://127.0.0.1:{self.port}"
 
 
-class Influxd(Service):
+class HttpService(Service):
+    """A service that is up once an HTTP endpoint of its own answers."""
+
+    port: int
+    health_path = "/"
+
+    def start(self) -> None:
+        super().start()
+        self._started_when(self.answers, 30, f"{Path(self.argv[0]).name} to answer {self.health_path}")
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def answers(self) -> bool:
+        try:
+            with urllib.request.urlopen(f"{self.url}{self.health_path}", timeout=1):
+                return True
+        except OSError:
+            return False
+
+
+class Influxd(HttpService):
+    health_path = "/ping"
+
     def __init__(self, workdir: Path):
         self.workdir, self.port = workdir, free_port()
         workdir.mkdir(parents=True, exist_ok=True)
@@ -156,21 +185,7 @@ bind-address = "127.0.0.1:{free_port()}"
 """)
         super().__init__([binary("influxd") or "influxd", "-config", str(conf)], workdir / "influxd.log")
 
-    def start(self) -> None:
-        super().start()
-        wait_for(lambda: self.ping() or not self.alive(), 30, "influxd to answer /ping")
-        self._check_alive()
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def ping(self) -> bool:
-        try:
-            with urllib.request.urlopen(f"{self.url}/ping", timeout=1):
-                return True
-        except OSError:
-            return False
+    ping = HttpService.answers
 
     def query(self, db: str, text: str) -> list:
         url = f"{self.url}/query?" + urllib.parse.urlencode({"db": db, "q": text, "epoch": "ns"})
@@ -185,9 +200,11 @@ bind-address = "127.0.0.1:{free_port()}"
         return [dict(zip(s["columns"], v)) for s in series for v in s["values"]]
 
 
-class VictoriaMetrics(Service):
+class VictoriaMetrics(HttpService):
     """Debian's victoria-metrics: accepts line protocol on InfluxDB 2.x's ``/api/v2/write`` (no InfluxQL); read
     back through its own export API."""
+
+    health_path = "/health"
 
     def __init__(self, workdir: Path):
         self.workdir, self.port = workdir, free_port()
@@ -196,21 +213,7 @@ class VictoriaMetrics(Service):
                           f"-storageDataPath={workdir / 'data'}", "-retentionPeriod=100y", "-loggerLevel=ERROR",
                           "-search.latencyOffset=0s"], workdir / "victoria-metrics.log")
 
-    def start(self) -> None:
-        super().start()
-        wait_for(lambda: self.healthy() or not self.alive(), 30, "victoria-metrics to answer /health")
-        self._check_alive()
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def healthy(self) -> bool:
-        try:
-            with urllib.request.urlopen(f"{self.url}/health", timeout=1):
-                return True
-        except OSError:
-            return False
+    healthy = HttpService.answers
 
     def export(self, match: str) -> list[dict]:
         """Every sample of the series matching a selector (``{__name__=~"edgebench_.*"}``), as JSON lines."""
@@ -242,8 +245,7 @@ class Collector(Service):
     def start(self, wait_mqtt: bool = True) -> None:
         self.ready.unlink(missing_ok=True)
         super().start()
-        wait_for(lambda: self.ready.exists() or not self.alive(), 30, "the collector to serve")
-        self._check_alive()
+        self._started_when(self.ready.exists, 30, "the collector to serve")
         if wait_mqtt:
             wait_for(lambda: self.health().get("mqtt"), 30, "the collector to connect to the broker")
 

@@ -1,9 +1,15 @@
-"""Registers `edgebench server` (the collector). Standard library only at import time."""
+"""Registers the collector's commands: `edgebench server` and `edgebench gate` (server/gates/cli.py). Standard
+library only at import time; the flags become a ServerSettings (server/main.py) here and nowhere deeper."""
 
 from __future__ import annotations
 
 import argparse
 import logging
+import os
+from pathlib import Path
+
+from edgebench.agent.cli import args as cli_args
+from edgebench.agent.errors import UsageError
 
 log = logging.getLogger(__name__)
 
@@ -21,9 +27,11 @@ def _seconds(text: str) -> int:
     return int(text)
 
 
+def _rate(text: str) -> int:
+    return 0 if text == "0" else cli_args.size_bytes(text)
+
+
 def register(commands) -> None:
-    from edgebench.agent.cli.main import size_bytes
-    from edgebench.agent.fleet import mqtt
     from edgebench.server.gates import cli as gates_cli
 
     gates_cli.register(commands)
@@ -33,7 +41,7 @@ def register(commands) -> None:
         description="Collect what the fleet's agents publish (MQTT v5 shared subscription), validate it, store "
         "results and telemetry in InfluxDB (v1 HTTP API) and devices/models/jobs in SQLite, and serve the HTTP API "
         "engineers use (edgebench push/devices/jobs). See docs/fleet.md.")
-    mqtt.add_arguments(server)
+    cli_args.add_mqtt_options(server)
     group = server.add_argument_group("storage")
     group.add_argument("--influx-url", default="http://127.0.0.1:8086", metavar="URL",
                        help="InfluxDB base URL; the v1 /write and /query API (InfluxDB 1.x, or 2.x/3.x with a DBRP "
@@ -59,13 +67,13 @@ def register(commands) -> None:
                        "of a group needs its own, stable across restarts (default edgebench-collector)")
     group.add_argument("--share-group", default="edgebench-collectors",
                        help="shared-subscription group: collectors in one group split the messages")
-    group.add_argument("--batch-size", type=int, default=5000, help="points per InfluxDB write at most")
-    group.add_argument("--receive-maximum", type=int, default=2000,
+    group.add_argument("--batch-size", type=cli_args.positive_int, default=5000,
+                       help="points per InfluxDB write at most")
+    group.add_argument("--receive-maximum", type=cli_args.int_in(1, 65535), default=2000,
                        help="unacknowledged messages held in memory at most (MQTT v5 ReceiveMaximum)")
-    group.add_argument("--max-model-size", type=size_bytes, default=2 * 1024**3, metavar="SIZE",
+    group.add_argument("--max-model-size", type=cli_args.size_bytes, default=2 * 1024**3, metavar="SIZE",
                        help="largest model upload (default 2G)")
-    group.add_argument("--model-rate", type=lambda text: 0 if text == "0" else size_bytes(text),
-                       default=2 * 1024**2, metavar="SIZE",
+    group.add_argument("--model-rate", type=_rate, default=2 * 1024**2, metavar="SIZE",
                        help="model bytes served over MQTT per device and second, after a burst of 8 MiB (default 2M; "
                        "0: the burst only)")
     group.add_argument("--stall-after", type=_seconds, default=60, metavar="S",
@@ -77,7 +85,26 @@ def register(commands) -> None:
     server.set_defaults(handler=run)
 
 
+def settings(args: argparse.Namespace):
+    from edgebench.server.collector import CollectorConfig
+    from edgebench.server.main import ServerSettings
+
+    if args.influx_bucket and not args.influx_org:
+        raise UsageError("--influx-bucket needs --influx-org (InfluxDB 2.x/3.x)")
+    collector = CollectorConfig(
+        mqtt=cli_args.mqtt_settings(args), influx_url=args.influx_url, influx_db=args.influx_db,
+        data_dir=Path(os.path.expanduser(args.data_dir)), influx_username=args.influx_username,
+        influx_password=os.environ.get("EDGEBENCH_INFLUX_PASSWORD"), client_id=args.client_id,
+        share_group=args.share_group, batch_size=args.batch_size, receive_maximum=args.receive_maximum,
+        public_url=args.public_url or "", influx_token=args.influx_token or os.environ.get("EDGEBENCH_INFLUX_TOKEN"),
+        influx_org=args.influx_org, influx_bucket=args.influx_bucket, model_bytes_per_s=args.model_rate,
+        stall_after_s=args.stall_after)
+    host, port = args.http
+    return ServerSettings(collector=collector, http_host=host, http_port=port, http_timeout_s=args.http_timeout,
+                          max_model_bytes=args.max_model_size, gates_file=args.gates, ready_file=args.ready_file)
+
+
 def run(args: argparse.Namespace) -> int:
     from edgebench.server.main import serve_forever
 
-    return serve_forever(args)
+    return serve_forever(settings(args))

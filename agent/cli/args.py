@@ -1,0 +1,324 @@
+"""Argument types, the option groups commands share, and the settings objects built from them.
+
+Only argparse and the error types are imported here: the settings builders import their engine module when they
+run, so ``edgebench --help`` stays cheap on a board.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import re
+from pathlib import Path
+from typing import Callable, NoReturn, Optional, Sequence
+
+from edgebench.agent.errors import EXIT_USAGE, UsageError
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*(ms|s|m|min|h)?\s*$")
+_DURATION_SCALE = {None: 1.0, "ms": 1e-3, "s": 1.0, "m": 60.0, "min": 60.0, "h": 3600.0}
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d*)?)\s*([kmgt]?)i?b?\s*$", re.IGNORECASE)
+# Bounds of every numeric flag (docs/cli.md): beyond them a value is a typo, and sleep(), RLIMIT_AS or a C++
+# harness's integers would overflow on it.
+MAX_DURATION_S = 720 * 3600.0  # 30 days
+MAX_SIZE = 2**50  # 1024T
+MIN_MEMORY_LIMIT = 2**20  # 1M: a limit without a unit is bytes, and "--memory-limit 512" is a mistake
+MAX_COUNT = 10**9  # runs, samples
+MAX_THREADS = 1024
+MAX_SAMPLES = 10_000  # generated input sets, each held in memory
+MAX_SEED = 2**32 - 1
+
+
+class FromConfig(list):
+    """A repeatable option's values from the config file or the environment: the command line replaces them."""
+
+
+class Append(argparse._AppendAction):
+    """``action="append"`` whose first command-line value replaces a configured list instead of extending it
+    (flag > environment > file holds for repeatable options too)."""
+
+    def __call__(self, parser, namespace, values, option_string=None) -> None:
+        if isinstance(getattr(namespace, self.dest, None), FromConfig):
+            setattr(namespace, self.dest, [])
+        super().__call__(parser, namespace, values, option_string)
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse whose errors are the one line docs/cli.md promises, not a usage block."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.register("action", "append", Append)
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+# ---------------------------------------------------------------- argument types
+
+def duration(text: str) -> float:
+    """``"10"``, ``"2.5s"``, ``"500ms"``, ``"10m"`` -> seconds."""
+    match = _DURATION.match(text)
+    if not match:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a duration (examples: 10, 2.5s, 500ms, 10m)")
+    value = float(match.group(1)) * _DURATION_SCALE[match.group(2)]
+    if value > MAX_DURATION_S:
+        raise argparse.ArgumentTypeError(f"{text!r} is longer than 720h, the longest duration accepted")
+    return value
+
+
+def positive_duration(text: str) -> float:
+    value = duration(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive duration")
+    return value
+
+
+def size_bytes(text: str) -> int:
+    """``"2G"``, ``"512M"``, ``"1.5GiB"`` -> bytes (binary multiples)."""
+    match = _SIZE.match(text)
+    if not match:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a size (examples: 512M, 2G)")
+    power = " kmgt".index(match.group(2).lower() or " ")
+    value = float(match.group(1)) * 1024**power
+    if value > MAX_SIZE:  # also inf, from a thousand digits
+        raise argparse.ArgumentTypeError(f"{text!r} is more than 1024T, the largest size accepted")
+    return int(value)
+
+
+def memory_limit(text: str) -> int:
+    value = size_bytes(text)
+    if value < MIN_MEMORY_LIMIT:
+        raise argparse.ArgumentTypeError(f"{text!r} is less than 1M: give a unit (examples: 512M, 2G)")
+    return value
+
+
+def positive_int(text: str, most: int = MAX_COUNT) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive integer")
+    if value > most:
+        raise argparse.ArgumentTypeError(f"{text!r} is more than {most:,}, the most accepted")
+    return value
+
+
+def count_up_to(most: int) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        return positive_int(text, most)
+
+    return parse
+
+
+def int_in(low: int, high: int) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = low - 1
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"{text!r} is not an integer from {low} to {high:,}")
+        return value
+
+    return parse
+
+
+def number_in(low: float, high: float, unit: str) -> Callable[[str], float]:
+    """A finite float within [low, high]: nan and inf are never a setting."""
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            value = math.nan
+        if not low <= value <= high:  # false for nan too
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number from {low:g} to {high:g} {unit}")
+        return value
+
+    return parse
+
+
+def directory(text: str) -> str:
+    if not Path(text).is_dir():
+        raise argparse.ArgumentTypeError(f"{text!r} is not a directory")
+    return text
+
+
+def comma_list(text: str) -> list[str]:
+    return [part.strip() for part in text.split(",") if part.strip()]
+
+
+def key_values(items: Sequence[str], flag: str) -> dict[str, str]:
+    pairs = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise UsageError(f"{flag} {item!r}: expected KEY=VALUE")
+        pairs[key] = value
+    return pairs
+
+
+def check_outputs(args: argparse.Namespace, *flags: str) -> None:
+    """Output files are checked before any work: a typo in --json must not cost a whole benchmark."""
+    from edgebench.agent.engine.report import check_writable
+
+    for flag in flags:
+        path = getattr(args, flag)
+        if path and not (flag == "json" and path == "-"):
+            check_writable(path, f"--{flag}")
+
+
+def check_url(url: Optional[str], flag: str) -> None:
+    from urllib.parse import urlsplit
+
+    try:
+        parts = urlsplit(url) if url else None
+    except ValueError as exc:
+        raise UsageError(f"{flag} {url!r}: not a URL ({exc})") from None
+    if parts and (parts.scheme not in ("http", "https") or not parts.hostname):
+        raise UsageError(f"{flag} {url!r}: expected an http:// or https:// URL with a host")
+
+
+# ---------------------------------------------------------------- shared option groups
+
+DELEGATE_HELP = ("a TFLite delegate chain, tried in order: xnnpack, gpu, nnapi, edgetpu, hexagon, armnn, qnn, cpu, "
+                 "ref, or a delegate .so path (e.g. gpu,xnnpack)")
+
+
+def add_delegate_option(parser, help_text: str) -> None:
+    """One convention for every command: each --delegate is one chain (comma-separated, tried in order)."""
+    parser.add_argument("--delegate", dest="delegates", action="append", default=[], metavar="CHAIN",
+                        help=f"{DELEGATE_HELP}; {help_text}")
+
+
+def add_runtime_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("runtime")
+    group.add_argument("--runtime", help="litert, onnxruntime, or a plugin as module:Class "
+                       "(default: chosen from the model file)")
+    add_delegate_option(group, "give it once: bench measures one chain (default: xnnpack)")
+    group.add_argument("--delegate-option", action="append", default=[], metavar="KEY=VALUE",
+                       help="option passed to external delegates (repeatable)")
+    group.add_argument("--providers", type=comma_list, default=[], metavar="CHAIN",
+                       help="ONNX Runtime execution providers to try in order, e.g. TensorRT,CUDA,CPU "
+                       "(default: CPU)")
+    group.add_argument("--threads", type=count_up_to(MAX_THREADS), help="intra-op threads (default: the runtime's)")
+
+
+def add_input_options(parser: argparse.ArgumentParser, files: bool = True) -> None:
+    group = parser.add_argument_group("inputs")
+    group.add_argument("--shape", action="append", default=[], metavar="NAME=DIMS",
+                       help="concrete shape for an input with dynamic dimensions, e.g. x=1x3x224x224")
+    sources = "NAME=file.npy, NAME=<number>, NAME=zeros|ones|random" if files else \
+        "NAME=<number>, NAME=zeros|ones|random (no files: a job runs on another machine)"
+    group.add_argument("--input", action="append", default=[], metavar="NAME=SOURCE",
+                       help=f"input data: {sources} (default: random data fitting the dtype)")
+    group.add_argument("--seed", type=int_in(0, MAX_SEED), default=0, help="seed for generated inputs (default 0)")
+
+
+def add_run_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("run length (measured runs continue until both minimums are met)")
+    group.add_argument("--min-runs", type=positive_int, default=400)
+    group.add_argument("--min-duration", type=duration, default=1.0, metavar="SECONDS")
+    group.add_argument("--max-duration", type=positive_duration, default=60.0, metavar="SECONDS",
+                       help="stop the measured phase here even if the minimums are not met (default 60s)")
+    group.add_argument("--warmup-runs", type=int_in(0, MAX_COUNT), default=5)
+    group.add_argument("--warmup-duration", type=duration, default=0.5, metavar="SECONDS")
+
+
+def add_isolation_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("isolation")
+    group.add_argument("--timeout", type=positive_duration, metavar="SECONDS",
+                       help="kill the benchmark process after this long (default: max duration x2 + 120s)")
+    group.add_argument("--memory-limit", type=memory_limit, metavar="SIZE",
+                       help="address-space limit for the benchmark process, e.g. 2G")
+    group.add_argument("--memory-interval", type=duration, default=0.05, metavar="SECONDS",
+                       help="how often this process samples the benchmark's RSS; 0 turns it off (default 0.05)")
+
+
+def add_physics_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("board physics (temperature, clocks, power, throttling)")
+    group.add_argument("--no-sensors", dest="sensors", action="store_false",
+                       help="do not sample the board's sensors during the run")
+    group.add_argument("--sensor-rate", type=number_in(0.01, 1000, "Hz"), default=10.0, metavar="HZ",
+                       help="sampling rate (default 10)")
+    group.add_argument("--sensors-root", type=directory, default="/", metavar="DIR",
+                       help="read sensors under DIR instead of / (a recorded board tree, a mounted /sys)")
+    group.add_argument("--idle-baseline", type=duration, default=1.0, metavar="SECONDS",
+                       help="measure idle power this long before the run, to report the inference's own energy "
+                       "(default 1s; 0 skips; only where a power sensor exists)")
+    group.add_argument("--max-start-temp", type=number_in(-50, 150, "°C"), metavar="C",
+                       help="before measuring, wait until every temperature is at or below C and nothing throttles")
+    group.add_argument("--cooldown-timeout", type=duration, default=300.0, metavar="SECONDS",
+                       help="give up waiting for --max-start-temp after this long (default 300s)")
+    group.add_argument("--sustained", type=positive_duration, metavar="DURATION",
+                       help="run continuously this long (e.g. 10m) and report latency and temperature over time")
+    group.add_argument("--window", type=positive_duration, metavar="SECONDS",
+                       help="window length for --sustained (default: a twentieth of the run, at least 1s)")
+
+
+def add_mqtt_options(parser: argparse.ArgumentParser) -> None:
+    """The broker connection of the agent daemon and the collector."""
+    from edgebench.agent.fleet.mqtt import DEFAULT_SESSION_EXPIRY_S
+
+    group = parser.add_argument_group("MQTT broker")
+    group.add_argument("--mqtt", default="mqtt://127.0.0.1:1883", metavar="URL",
+                       help="broker, mqtt://host:port or mqtts://host:port (default mqtt://127.0.0.1:1883)")
+    group.add_argument("--username", help="MQTT user name (default: none, or from the URL)")
+    group.add_argument("--password-file", metavar="FILE",
+                       help="file holding the MQTT password (or $EDGEBENCH_MQTT_PASSWORD)")
+    group.add_argument("--tls-ca", metavar="FILE", help="CA certificate to verify the broker (implies TLS)")
+    group.add_argument("--tls-cert", metavar="FILE", help="client certificate for TLS client authentication")
+    group.add_argument("--tls-key", metavar="FILE", help="private key of --tls-cert")
+    group.add_argument("--session-expiry", type=int, default=DEFAULT_SESSION_EXPIRY_S, metavar="SECONDS",
+                       help="how long the broker keeps this client's session and queued messages while it is "
+                       "away (default 7 days)")
+
+
+# ---------------------------------------------------------------- settings objects from the options
+
+def delegate_chain(chains: Sequence[str]) -> list[str]:
+    """The one chain a single-configuration command (bench) measures; push compares several."""
+    if len(chains) > 1:
+        raise UsageError(f"--delegate given {len(chains)} times: bench measures one chain, tried in order "
+                         "(--delegate gpu,xnnpack); to compare chains, push them (edgebench push --delegate A "
+                         "--delegate B)")
+    return comma_list(chains[0]) if chains else []
+
+
+def runtime_options(args: argparse.Namespace):
+    from edgebench.agent.runtimes.base import RuntimeOptions
+
+    return RuntimeOptions(threads=args.threads, delegates=delegate_chain(args.delegates), providers=args.providers,
+                          delegate_options=key_values(args.delegate_option, "--delegate-option"))
+
+
+def run_settings(args: argparse.Namespace):
+    from edgebench.agent.engine.measure import RunSettings
+
+    return RunSettings(min_runs=args.min_runs, min_duration_s=args.min_duration, max_duration_s=args.max_duration,
+                       warmup_runs=args.warmup_runs, warmup_duration_s=args.warmup_duration)
+
+
+def child_limits(args: argparse.Namespace, run_seconds: float):
+    from edgebench.agent.engine.isolation import ChildLimits
+
+    timeout = args.timeout if args.timeout is not None else run_seconds * 2 + 120
+    return ChildLimits(timeout_s=timeout, memory_bytes=args.memory_limit,
+                       rss_interval_s=args.memory_interval or None)
+
+
+def physics_settings(args: argparse.Namespace):
+    if not args.sensors:
+        return None
+    from edgebench.agent.engine.physics import PhysicsSettings
+
+    return PhysicsSettings(rate_hz=args.sensor_rate, root=args.sensors_root, idle_s=args.idle_baseline,
+                           max_start_temp_c=args.max_start_temp, cooldown_timeout_s=args.cooldown_timeout)
+
+
+def mqtt_settings(args: argparse.Namespace):
+    from edgebench.agent.fleet import mqtt
+
+    return mqtt.configure(args.mqtt, username=args.username, password_file=args.password_file,
+                          ca_file=args.tls_ca, cert_file=args.tls_cert, key_file=args.tls_key,
+                          session_expiry_s=args.session_expiry)

@@ -1,0 +1,43 @@
+"""``edgebench compare REFERENCE CANDIDATE``: output drift between two models (edgebench.agent.optimize.compare)."""
+
+from __future__ import annotations
+
+import argparse
+
+from edgebench.agent.cli import args as cli_args
+
+
+def register(commands) -> None:
+    compare = commands.add_parser("compare", help="output drift between two models on the same inputs",
+                                  description="Run a reference and a candidate model (e.g. float32 vs int8) "
+                                  "on the same inputs and report drift; with --eval, accuracy of both.")
+    compare.add_argument("reference")
+    compare.add_argument("candidate")
+    compare.add_argument("--samples", type=cli_args.count_up_to(cli_args.MAX_SAMPLES), default=16,
+                         help="generated input sets (default 16)")
+    compare.add_argument("--eval", metavar="DATA.npz", help="labelled set: arrays 'x' (or per-input names) "
+                         "and 'y' (class indices)")
+    compare.add_argument("--output", metavar="NAME", help="the output to compare (default: the first)")
+    compare.add_argument("--reference-runtime", help="runtime for the reference (default: from the file)")
+    compare.add_argument("--candidate-runtime", help="runtime for the candidate (default: from the file)")
+    cli_args.add_input_options(compare)
+    compare.add_argument("--threads", type=cli_args.count_up_to(cli_args.MAX_THREADS))
+    compare.add_argument("--timeout", type=cli_args.positive_duration, metavar="SECONDS",
+                         help="kill a model's process after this long (default 600s)")
+    compare.add_argument("--json", metavar="FILE", help="write the drift report as JSON; - for stdout")
+    compare.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from edgebench.agent.engine.report import emit_json
+    from edgebench.agent.optimize import compare
+
+    cli_args.check_outputs(args, "json")
+    document = compare.run(compare.CompareSettings(
+        reference=args.reference, candidate=args.candidate, reference_runtime=args.reference_runtime,
+        candidate_runtime=args.candidate_runtime, samples=args.samples, eval_npz=args.eval, output=args.output,
+        shape=args.shape, input=args.input, seed=args.seed, threads=args.threads, timeout_s=args.timeout))
+    emit_json(document, args.json)
+    if args.json != "-":
+        print(compare.render(document))
+    return 0

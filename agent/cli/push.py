@@ -1,0 +1,157 @@
+"""The engineers' commands: ``edgebench push``, ``devices`` and ``jobs``, through the collector's HTTP API
+(edgebench.agent.fleet.client). Standard library only at import time."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+import urllib.parse
+from pathlib import Path
+from typing import Sequence
+
+from edgebench.agent.cli import args as cli_args
+from edgebench.agent.errors import UsageError
+from edgebench.agent.fleet.protocol import DEFAULT_JOB_TIMEOUT_S
+
+
+def _server_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--server", default="http://127.0.0.1:8780", metavar="URL",
+                        help="the collector's HTTP API (default http://127.0.0.1:8780)")
+    parser.add_argument("--json", metavar="FILE", help="write the answer as JSON; - for stdout")
+
+
+def register(commands) -> None:
+    push = commands.add_parser(
+        "push", help="upload models and benchmark them on fleet devices",
+        description="Upload MODEL files to the collector, dispatch a job per device x model x runtime x delegate "
+        "chain x thread count, show progress per device and, with --wait, print the comparison table.")
+    push.add_argument("models", nargs="+", metavar="MODEL")
+    push.add_argument("--devices", default="", metavar="SELECTOR",
+                      help="device ids (a,b), labels (class=rpi5,site=lab2) or 'all' (default: all)")
+    push.add_argument("--runtime", dest="runtimes", type=cli_args.comma_list, default=[], metavar="LIST",
+                      help="runtimes to compare: litert, onnxruntime (default: from each model)")
+    cli_args.add_delegate_option(push, "repeat to compare chains: each --delegate is one configuration")
+    push.add_argument("--providers", type=cli_args.comma_list, default=[], metavar="CHAIN")
+    push.add_argument("--threads", type=cli_args.comma_list, default=[], metavar="LIST",
+                      help="thread counts, e.g. 1,4")
+    push.add_argument("--reference", metavar="REF", help="a reference model (.onnx/.tflite, e.g. the float32 "
+                      "original): uploaded too, and each job also measures its model's output drift against it "
+                      "(max/mean abs error, cosine, top-1 agreement on 8 generated input sets)")
+    push.add_argument("--no-sensors", dest="sensors", action="store_false")
+    push.add_argument("--label", action="append", default=[], metavar="KEY=VALUE",
+                      help="label every result of this push, e.g. release=v1.5.0 (release gates compare releases "
+                      "by this label; repeatable)")
+    cli_args.add_input_options(push, files=False)
+    cli_args.add_run_options(push)  # no --memory-limit: a job's memory is the board's business
+    push.add_argument("--timeout", type=cli_args.positive_duration, metavar="SECONDS",
+                      help=f"kill a job's benchmark after this long (default: the agent's --job-timeout, "
+                      f"{DEFAULT_JOB_TIMEOUT_S / 3600:g}h unless the board sets another)")
+    push.add_argument("--wait", action="store_true", help="wait for every job and print the comparison")
+    push.add_argument("--wait-timeout", type=cli_args.duration, default=3600.0, metavar="SECONDS",
+                      help="give up waiting after this long (default 1h; exit code 1)")
+    _server_option(push)
+    push.set_defaults(handler=run_push)
+
+    devices = commands.add_parser("devices", help="list the fleet's devices (from the collector)")
+    _server_option(devices)
+    devices.set_defaults(handler=run_devices)
+
+    jobs = commands.add_parser("jobs", help="list jobs and their state (from the collector)")
+    jobs.add_argument("--batch", metavar="ID", help="only this batch (what push printed)")
+    _server_option(jobs)
+    jobs.set_defaults(handler=run_jobs)
+
+
+def check_job_args(shapes: Sequence[str], inputs: Sequence[str]) -> None:
+    """What a job refuses, refused before anything is uploaded: a job runs on another machine, from data only."""
+    from edgebench.agent.fleet.protocol import INPUT_SOURCE, SHAPE_ARG
+
+    for item in shapes:
+        if not SHAPE_ARG.match(item):
+            raise UsageError(f"--shape {item!r}: expected NAME=DIMS (e.g. x=1x3x224x224) or NAME=scalar")
+    for item in inputs:
+        if not INPUT_SOURCE.match(item.rpartition("=")[2]):
+            raise UsageError(f"--input {item!r}: a fleet job generates its inputs: give zeros, ones, random or a "
+                             "number (files stay on this machine)")
+
+
+def job_options(args: argparse.Namespace):
+    from edgebench.agent.fleet.client import JobOptions
+
+    return JobOptions(devices=args.devices, runtimes=args.runtimes, delegates=args.delegates, threads=args.threads,
+                      providers=args.providers, shape=args.shape, input=args.input, seed=args.seed,
+                      sensors=args.sensors, timeout=args.timeout, label=args.label, min_runs=args.min_runs,
+                      min_duration=args.min_duration, max_duration=args.max_duration, warmup_runs=args.warmup_runs,
+                      warmup_duration=args.warmup_duration)
+
+
+def run_push(args: argparse.Namespace) -> int:
+    from edgebench.agent.engine.report import emit_json
+    from edgebench.agent.fleet.client import FINAL, comparison, job_matrix, render, request, upload, wait_for
+
+    check_job_args(args.shape, args.input)
+    options = job_options(args)
+    job_matrix(options, [])  # every other refusal (--threads, --devices, --label) before the uploads too
+    models = [upload(args.server, Path(model)) for model in args.models]
+    reference = upload(args.server, Path(args.reference)) if args.reference else None
+    quiet = args.json == "-"
+    for model in models + ([reference] if reference else []):
+        if not quiet:
+            print(f"uploaded {model['name']} ({model['format']}, {model['size_bytes']} bytes) sha256 "
+                  f"{model['sha256'][:12]}", file=sys.stderr)
+    matrix = job_matrix(options, [m["sha256"] for m in models])
+    if reference:
+        matrix["reference"] = reference["sha256"]  # every job measures its model's drift against it
+    batch = request(args.server, "POST", "/api/v1/jobs", json.dumps(matrix).encode())
+    if not quiet:
+        print(f"batch {batch['batch_id']}: {len(batch['jobs'])} job(s) dispatched", file=sys.stderr)
+    if not args.wait:
+        emit_json(batch, args.json)
+        if not args.json:
+            print(batch["batch_id"])
+        return 0
+    jobs = wait_for(args.server, batch["batch_id"], args.wait_timeout, show=not quiet)
+    results = request(args.server, "GET", f"/api/v1/results?batch={batch['batch_id']}")["results"]
+    table = comparison(jobs, results)
+    emit_json({"batch_id": batch["batch_id"], "rows": table, "jobs": jobs}, args.json)
+    if not quiet:
+        print(render(table))
+    pending = [job for job in jobs if job["state"] not in FINAL]
+    if pending:
+        print(f"edgebench: error: {len(pending)} job(s) still unfinished after {args.wait_timeout:g}s "
+              f"(edgebench jobs --batch {batch['batch_id']})", file=sys.stderr)
+        return 1
+    return 0
+
+
+def run_devices(args: argparse.Namespace) -> int:
+    from edgebench.agent.engine.report import emit_json
+    from edgebench.agent.fleet.client import request
+
+    devices = request(args.server, "GET", "/api/v1/devices")["devices"]
+    emit_json(devices, args.json)
+    if args.json != "-":
+        now = time.time()
+        print(f"{'device':<28} {'state':<8} {'last seen':>10}  labels")
+        for d in devices:
+            labels = ",".join(f"{k}={v}" for k, v in sorted(d["labels"].items()))
+            print(f"{d['device_id'][:28]:<28} {d['state']:<8} {now - d['last_seen']:>9.0f}s  {labels}")
+    return 0
+
+
+def run_jobs(args: argparse.Namespace) -> int:
+    from edgebench.agent.engine.report import emit_json
+    from edgebench.agent.fleet.client import request
+
+    path = "/api/v1/jobs" + (f"?batch={urllib.parse.quote(args.batch)}" if args.batch else "")
+    jobs = request(args.server, "GET", path)["jobs"]
+    emit_json(jobs, args.json)
+    if args.json != "-":
+        print(f"{'job':<34} {'device':<24} {'model':<28} state")
+        for job in jobs:
+            reason = f": {job['reason'][:60]}" if job.get("reason") and job["state"] != "done" else ""
+            print(f"{job['job_id']:<34} {job['device_id'][:24]:<24} {job['spec']['model']['name'][:28]:<28} "
+                  f"{job['state']}{reason}")
+    return 0

@@ -1,0 +1,49 @@
+"""The executors' contract: the Python worker (over each runtime plugin) and the native harness return the same
+worker result, checked against one JSON Schema (agent/engine/schemas/worker-result.v1.json)."""
+
+from __future__ import annotations
+
+import copy
+import json
+
+import jsonschema
+import pytest
+
+from edgebench.agent.engine import bench
+from edgebench.agent.engine.executors import WORKER_RESULT_SCHEMA
+from edgebench.agent.engine.measure import RunSettings
+
+QUICK = RunSettings(min_runs=20, min_duration_s=0.0, warmup_runs=2, warmup_duration_s=0.0)
+SCHEMA = json.loads(WORKER_RESULT_SCHEMA.read_text())
+CASES = [("sine_float.tflite", "litert", ()), ("efficientnet_lite0_int8.tflite", "litert", ()),
+         ("ppocr_cls.onnx", "onnxruntime", ("x=1x3x48x192",)),
+         ("sine_float.tflite", "native", ()), ("efficientnet_lite0_int8.tflite", "native", ()),
+         ("ppocr_cls.onnx", "native", ("x=1x3x48x192",))]
+
+
+def worker_result(models, name: str, runtime: str, shapes: tuple) -> dict:
+    request = bench.BenchRequest(str(models[name]), runtime=runtime, settings=QUICK, shape_args=shapes)
+    _, worker_request, executor = bench.prepare(request)
+    return executor.execute(worker_request, request.limits).result
+
+
+@pytest.mark.parametrize("name, runtime, shapes", CASES, ids=[f"{r}-{n}" for n, r, _ in CASES])
+def test_every_executor_returns_the_contract(request, models, name, runtime, shapes):
+    if runtime == "native":
+        request.getfixturevalue("native_bin")  # skips where the harness is not built
+    result = worker_result(models, name, runtime, shapes)
+    jsonschema.validate(result, SCHEMA)
+    assert len(result["samples"]["latency_ns"]) == len(result["samples"]["start_offset_ns"]) \
+        == result["timing"]["measured"]["runs"]
+
+
+def test_the_contract_refuses_what_the_engine_could_not_use(models, native_bin):
+    result = worker_result(models, "sine_float.tflite", "native", ())
+    broken = [copy.deepcopy(result) for _ in range(4)]
+    del broken[0]["samples"]["start_offset_ns"]
+    broken[1]["timing"]["measured"]["runs"] = 0
+    broken[2]["memory"]["peak_method"] = "guessed"
+    broken[3]["extra_key"] = 1
+    for document in broken:
+        with pytest.raises(jsonschema.ValidationError):
+            jsonschema.validate(document, SCHEMA)

@@ -1,0 +1,138 @@
+"""The InfluxDB schema module is the one source of the storage names: docs/fleet.md describes exactly its
+measurements, the writer's points have its fields and types, the dashboards query only what it declares, and the
+gates' metrics are the same from a bench summary as from the point written from it."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from edgebench.agent.fleet import protocol as p
+from edgebench.dashboards import queries
+from edgebench.dashboards.build import DASHBOARDS, JSON_DIR
+from edgebench.server import influx, result_metrics
+from edgebench.server import schema as db
+from edgebench.server.gates import rules as gates
+
+REPO = Path(__file__).resolve().parents[1]
+SHA = "ab" * 32
+
+
+def _doc_section() -> str:
+    text = (REPO / "docs" / "fleet.md").read_text()
+    return text.split("## InfluxDB schema", 1)[1].split("\n## ", 1)[0]
+
+
+def _doc_paragraphs() -> dict[str, str]:
+    """Measurement name -> its paragraph (from its bold name to the next one)."""
+    parts = re.split(r"\*\*`(edgebench_\w+)`\*\*", _doc_section())
+    return dict(zip(parts[1::2], parts[2::2]))
+
+
+def test_the_doc_describes_exactly_the_schema_measurements():
+    assert sorted(_doc_paragraphs()) == sorted(m.name for m in db.MEASUREMENTS)
+    assert "server/schema.py" in _doc_section()
+
+
+@pytest.mark.parametrize("measurement", db.MEASUREMENTS, ids=lambda m: m.name)
+def test_the_doc_names_every_tag_and_field(measurement):
+    paragraph = _doc_paragraphs()[measurement.name]
+    if measurement is db.LATENCY:  # "the tags of the result's edgebench_result point"
+        assert "edgebench_result" in paragraph
+    else:
+        missing = [tag for tag in measurement.tags if f"`{tag}`" not in paragraph]
+        assert not missing, f"{measurement.name}: tags {missing} not in docs/fleet.md"
+    if measurement.labels and measurement is not db.LATENCY:
+        assert "`label_<key>`" in paragraph, measurement.name
+    missing = [name for name in measurement.field_names() if f"`{name}`" not in paragraph]
+    assert not missing, f"{measurement.name}: fields {missing} not in docs/fleet.md"
+
+
+def test_schema_covers_the_protocol_stats_and_heartbeat_counters():
+    fields = set(db.RESULT.field_names())
+    assert set(p.STATS_KEYS) <= fields and set(p.HEARTBEAT_COUNTERS) <= set(db.DEVICE_STATE.field_names())
+    assert db.MAX_SAMPLES_PER_RESULT == p.MAX_RESULT_SAMPLES
+    with pytest.raises(KeyError, match="undeclared"):
+        db.RESULT.values({"p50_ms": 1.0, "not_a_field": 1})
+
+
+def _fields(line: str) -> dict[str, tuple[str, object]]:
+    """Field name -> (InfluxDB type, value) of a line-protocol point (string fields here hold no commas or spaces)."""
+    fields = {}
+    for item in line.split(" ")[1].split(","):
+        name, _, text = item.partition("=")
+        if text.startswith('"'):
+            fields[name] = (db.STRING, text.strip('"'))
+        elif text in ("true", "false"):
+            fields[name] = (db.BOOLEAN, text == "true")
+        elif text.endswith("i"):
+            fields[name] = (db.INTEGER, int(text[:-1]))
+        else:
+            fields[name] = (db.FLOAT, float(text))
+    return fields
+
+
+def _field_types(line: str) -> dict[str, str]:
+    return {name: kind for name, (kind, _) in _fields(line).items()}
+
+
+def _result_message(**extra) -> p.Message:
+    summary = {"stats": {"count": 10, "p50_ms": 1.5, "p90_ms": 2, "p99_ms": 3.0, "std_ms": 0.2},
+               "model": {"name": "m.tflite", "sha256": SHA, "format": "tflite", "size_bytes": 100},
+               "runtime": {"runtime": "litert", "used": ["xnnpack"], "requested": ["xnnpack"], "threads": 2},
+               "memory": {"peak_steady_bytes": 30e6, "peak_load_bytes": 4e7}, "timing": {"load_ms": 2},
+               "physics": {"energy": {"energy_per_inference_mj": 2.5, "avg_w": 4}, "throttling": {"detected": False}},
+               "validity": {"valid": True}}
+    payload = p.envelope("dev1", 1.7e9, event="result", job_id="j1", run_id="r1", summary=summary,
+                         samples={"latency_ns": [5, 6], "total": 2}, **extra)
+    return p.validate(p.topic("dev1", p.EVENTS), json.dumps(payload).encode())
+
+
+def test_written_points_have_the_declared_fields_and_types():
+    drift = {"reference_sha": SHA, "max_abs_err": 0.1, "mean_abs_err": 0.01, "cosine_mean": 0.99, "samples": 8}
+    result, *latency = influx.points_for(_result_message(drift=drift), {"class": "rpi5"})
+    declared = {f.name: f.type for f in db.RESULT.fields}
+    assert all(declared[name] == kind for name, kind in _field_types(result).items())
+    assert latency and all(_field_types(line) == {"latency_ns": db.INTEGER} for line in latency)
+    heartbeat = p.Message("dev1", p.HEARTBEAT, {"ts": 1.7e9, "uptime_s": 5, "outbox_depth": 3, "telemetry_dropped": 0,
+                                                "unacked": 1, "resent": 0, "refused": 0})
+    status = p.Message("dev1", p.STATUS, {"state": "online", "agent_version": "0.1.0"})
+    declared = {f.name: f.type for f in db.DEVICE_STATE.fields}
+    for msg in (heartbeat, status):
+        (line,) = influx.points_for(msg, {}, 1.7e9)
+        assert line.startswith(db.DEVICE_STATE.name + ",")
+        assert all(declared[name] == kind for name, kind in _field_types(line).items())
+
+
+def test_gate_metrics_are_the_same_from_a_summary_and_from_its_point():
+    """The gates read a report's summary or the edgebench_result point the collector wrote from one: the same
+    derivation (edgebench.server.result_metrics) gives the same metrics."""
+    msg = _result_message()
+    from_summary = gates.result_from_report(dict(msg.payload["summary"]), "r", {}).metrics
+    point = {name: value for name, (_, value) in _fields(influx.result_point(msg, {})).items()}
+    assert result_metrics.gate_metrics(point) == from_summary
+    assert from_summary["peak_rss_mb"] == 40.0 and from_summary["delegate_coverage"] == 1.0
+    assert set(result_metrics.GATE_METRICS) == set(gates.METRICS)
+
+
+def test_the_writer_does_not_import_the_gates():
+    for path in ("server/influx.py", "server/result_metrics.py", "server/schema.py", "server/lineprotocol.py"):
+        assert "gates" not in "".join(re.findall(r"^(?:from|import) .*$", (REPO / path).read_text(), re.M)), path
+
+
+# Quoted names in the dashboards' InfluxQL that are not a measurement, a tag or a field: aliases follow AS.
+_QUOTED = re.compile(r'(?<!AS )"(\w+)"')
+
+
+def test_dashboards_query_only_declared_names():
+    declared = {name for m in db.MEASUREMENTS for name in (m.name, *m.tags, *m.field_names())}
+    unknown = set()
+    for name in DASHBOARDS:
+        dash = json.loads((JSON_DIR / f"{name}.json").read_text())
+        texts = [q.text for q in queries.panel_queries(dash)] + [v["query"] for v in queries.query_variables(dash)]
+        unknown |= {word for text in texts for word in _QUOTED.findall(text)
+                    if word not in declared and not word.startswith(db.LABEL_PREFIX) and word not in db.PROPOSED}
+    assert not unknown, f"the dashboards query names edgebench.server.schema does not declare: {sorted(unknown)}"
