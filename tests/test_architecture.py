@@ -138,3 +138,15 @@ def test_the_rules_catch_a_cycle_and_a_wrong_import(tmp_path, monkeypatch):
     known = {"edgebench.agent.a": a, "edgebench.agent.b": b, "edgebench.server.collector": b}
     assert imports_of("edgebench.agent.a", a, known) == {"edgebench.agent.b"}
     assert imports_of("edgebench.agent.b", b, known) == {"edgebench.agent.a", "edgebench.server.collector"}
+
+
+def test_the_daemon_and_the_protocol_stay_light():
+    """A board's idle daemon (and the collector's protocol checks) import neither numpy nor a runtime."""
+    import subprocess
+    import sys
+
+    code = ("import sys, edgebench.agent.fleet.daemon, edgebench.agent.fleet.protocol\n"
+            "heavy = [m for m in ('numpy', 'onnxruntime', 'ai_edge_litert', 'tflite_runtime') if m in sys.modules]\n"
+            "print(','.join(heavy))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0 and result.stdout.strip() == "", result

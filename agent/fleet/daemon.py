@@ -13,7 +13,6 @@ import contextlib
 import enum
 import errno
 import hashlib
-import importlib.util
 import json
 import logging
 import os
@@ -81,12 +80,9 @@ def default_device_id() -> str:
 
 
 def available_runtimes() -> list[str]:
-    found = []
-    if importlib.util.find_spec("ai_edge_litert") or importlib.util.find_spec("tflite_runtime"):
-        found.append("litert")
-    if importlib.util.find_spec("onnxruntime"):
-        found.append("onnxruntime")
-    return found
+    from edgebench.agent.runtimes.names import installed
+
+    return installed()
 
 
 class Telemetry:

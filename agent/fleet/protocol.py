@@ -20,6 +20,8 @@ from dataclasses import asdict, dataclass, field, fields
 from math import isfinite
 from typing import Any, Callable, Optional
 
+from edgebench.agent.runtimes.names import BUILTIN as BUILTIN_RUNTIMES
+
 VERSION = 1
 ROOT = f"edgebench/v{VERSION}"
 
@@ -64,7 +66,7 @@ EVENT_KINDS = ("accepted", "rejected", "progress", "result", "error", "cancelled
 STATES = ("online", "offline")
 # Jobs are data: runtimes by name only (never a plugin module:Class), delegates by name only (never a .so path),
 # inputs generated only (never a file path). Nothing in a job reaches a shell.
-RUNTIMES = ("litert", "onnxruntime")
+RUNTIMES = tuple(BUILTIN_RUNTIMES)
 DELEGATES = ("xnnpack", "cpu", "ref", "gpu", "nnapi", "edgetpu", "hexagon", "armnn", "qnn")
 INPUT_SOURCE = re.compile(r"^(zeros|ones|random|-?\d+(\.\d+)?([eE]-?\d+)?)$")
 SHAPE_ARG = re.compile(r"^[A-Za-z0-9_.:/-]{1,128}=(scalar|\d+(x\d+){0,7})$")

@@ -7,21 +7,20 @@ A third-party runtime is named as ``package.module:ClassName`` (a Runtime subcla
 from __future__ import annotations
 
 import importlib
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 from edgebench.agent.errors import RuntimeUnavailable, UsageError
-from edgebench.agent.runtimes.base import Runtime
+from edgebench.agent.runtimes.names import ALIASES, BUILTIN, DEFAULT_FOR_FORMAT
 
-# name -> "module:Class"; imported lazily so that choosing one runtime never imports another.
-BUILTIN = {
-    "litert": "edgebench.agent.runtimes.litert:LiteRTRuntime",
-    "onnxruntime": "edgebench.agent.runtimes.ort:OnnxRuntime",
-}
-ALIASES = {"tflite": "litert", "tflite-runtime": "litert", "ort": "onnxruntime", "onnx": "onnxruntime"}
-DEFAULT_FOR_FORMAT = {"tflite": "litert", "onnx": "onnxruntime"}
+if TYPE_CHECKING:  # base imports numpy: the package itself stays light (the protocol and the daemon read names)
+    from edgebench.agent.runtimes.base import Runtime
+
+__all__ = ["ALIASES", "BUILTIN", "DEFAULT_FOR_FORMAT", "choose_runtime", "runtime_class"]
 
 
 def _import(target: str) -> type[Runtime]:
+    from edgebench.agent.runtimes.base import Runtime
+
     module_name, _, class_name = target.partition(":")
     try:
         module = importlib.import_module(module_name)

@@ -1,0 +1,21 @@
+"""The built-in runtimes by name, without importing any of them (standard library only): the wire protocol, the
+agent daemon (which never imports numpy or a runtime) and the plugin loader all read this one table."""
+
+from __future__ import annotations
+
+import importlib.util
+
+# name -> "module:Class"; imported lazily so that choosing one runtime never imports another.
+BUILTIN = {
+    "litert": "edgebench.agent.runtimes.litert:LiteRTRuntime",
+    "onnxruntime": "edgebench.agent.runtimes.ort:OnnxRuntime",
+}
+# name -> the Python modules it can run on (any one of them): what `installed()` looks for
+REQUIRES = {"litert": ("ai_edge_litert", "tflite_runtime"), "onnxruntime": ("onnxruntime",)}
+ALIASES = {"tflite": "litert", "tflite-runtime": "litert", "ort": "onnxruntime", "onnx": "onnxruntime"}
+DEFAULT_FOR_FORMAT = {"tflite": "litert", "onnx": "onnxruntime"}
+
+
+def installed() -> list[str]:
+    """Built-in runtimes whose library is installed here (found, not imported)."""
+    return [name for name in BUILTIN if any(importlib.util.find_spec(module) for module in REQUIRES[name])]
