@@ -26,7 +26,7 @@ sys.path.insert(0, str(ROOT / "scripts"))
 import fetch_models  # noqa: E402
 from localfleet import Agent, Collector, Influxd, Mosquitto, wait_for  # noqa: E402
 
-from edgebench.agent.cli import main as cli  # noqa: E402
+from edgebench.agent.cli import main as edgebench  # noqa: E402
 
 OUT = ROOT / "out"
 FLEET = OUT / "fleet"
@@ -96,7 +96,7 @@ def main() -> int:
     state = start_fleet()
     print(f"local fleet up: collector {state['collector']}, MQTT {state['mqtt']}, InfluxDB {state['influxdb']}")
     for models, options in PUSHES:
-        code = cli.main(["push", *(str(paths[m]) for m in models), *options, "--server", state["collector"],
+        code = edgebench(["push", *(str(paths[m]) for m in models), *options, "--server", state["collector"],
                          "--devices", "all", "--wait", "--wait-timeout", "600",
                          "--json", str(FLEET / f"push-{Path(models[0]).stem}.json")])
         if code != 0:
@@ -104,7 +104,7 @@ def main() -> int:
             return code
     print(f"\n{count_results(state)} results in InfluxDB (database {state['database']}, measurement "
           f"edgebench_result)\n")
-    code = cli.main(["variants", str(paths["ppocr_cls.onnx"]), "--shape", "x=1x3x48x192",
+    code = edgebench(["variants", str(paths["ppocr_cls.onnx"]), "--shape", "x=1x3x48x192",
                      "--out-dir", str(OUT / "variants"), "--json", str(OUT / "ppocr_cls.variants.json")])
     print(f"\nThe fleet is still running (PIDs in {STATE}): try `edgebench devices --server {state['collector']}`."
           f"\nStop it with: make demo-stop")
