@@ -8,6 +8,7 @@ EXIT_USAGE = 2  # bad command-line arguments (argparse uses 2 too)
 EXIT_BAD_INPUT = 3  # the model or an input file is unusable
 EXIT_RUNTIME_UNAVAILABLE = 4  # no installed runtime can run this model
 EXIT_CHILD_FAILED = 5  # the runtime crashed, hung, ran out of memory or failed while running
+EXIT_INCONCLUSIVE = 6  # a release gate cannot tell yet whether a regression is real (more repeats needed)
 
 
 class EdgebenchError(Exception):

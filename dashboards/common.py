@@ -88,6 +88,13 @@ def override(matcher_id: str, matcher: str, **properties: Any) -> dict:
             "properties": [{"id": key.replace("__", "."), "value": value} for key, value in properties.items()]}
 
 
+# The ends of a confidence interval (series named "... ci low" / "... ci high") beside their percentile: thin dashed
+# lines joining the runs.
+INTERVAL_ENDS = override("byRegexp", "/ ci (low|high)/", custom__drawStyle="line", custom__lineWidth=1,
+                         custom__lineStyle={"fill": "dash", "dash": [6, 4]}, custom__showPoints="never",
+                         custom__spanNulls=True)
+
+
 def dashboard(title: str, uid: str, description: str, variables: list[g.Template], panels: list[g.Panel],
               time_from: str = "now-7d", shared_crosshair: bool = False) -> g.Dashboard:
     links = [g.DashboardLink(title="edgebench", type="dashboards", tags=TAGS, asDropdown=True, includeVars=False,

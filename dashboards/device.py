@@ -1,11 +1,12 @@
-"""Device detail: one board's latency per run on the same time axis as its temperature, clocks and power (shared
-crosshair), with the runs during which it throttled marked."""
+"""Device detail: one board's latency per run, with each run's p90 interval, on the same time axis as its
+temperature, clocks and power (shared crosshair), with the runs during which it throttled marked."""
 
 from __future__ import annotations
 
 from grafanalib import core as g
 
 from edgebench.dashboards.common import (
+    INTERVAL_ENDS,
     dashboard,
     grid,
     match,
@@ -44,12 +45,14 @@ def build() -> g.Dashboard:
                       color={"mode": "fixed", "fixedColor": "red"})
     latency = g.TimeSeries(
         title="Latency per run",
-        description="Each run's p50/p90/p99. Red dots: runs during which the board throttled (its clocks were cut "
-        "or a thermal trip was passed), placed at their p90.",
-        targets=[target(_per_run('"p50_ms" AS "p50", "p90_ms" AS "p90", "p99_ms" AS "p99"'),
+        description="Each run's p50/p90/p99, and the low and high ends of its p90's 95% confidence interval "
+        "(dashed: from the spread between the run's repeats, or batches of a run of one repeat). Red dots: runs "
+        "during which the board throttled (its clocks were cut or a thermal trip was passed), placed at their p90.",
+        targets=[target(_per_run('"p50_ms" AS "p50", "p90_ms" AS "p90", "p99_ms" AS "p99", '
+                                 '"p90_ci_low_ms" AS "p90 ci low", "p90_ci_high_ms" AS "p90 ci high"'),
                         alias="$tag_model $col ($tag_runtime/$tag_delegate)"),
                  target(_per_run('"p90_ms" AS "throttled"', '"throttled" = true'), "B", alias=THROTTLED_ALIAS)],
-        unit="ms", drawStyle="line", showPoints="always", pointSize=5, overrides=[marker],
+        unit="ms", drawStyle="line", showPoints="always", pointSize=5, overrides=[marker, INTERVAL_ENDS],
         legendDisplayMode="table", legendPlacement="right", legendCalcs=["min", "mean", "max"])
     temperature = g.TimeSeries(
         title="Temperature", description="Hottest thermal zone (telemetry temp_max_c).",

@@ -2,14 +2,25 @@
 (size vs latency vs drift: the quantization trade-off), energy per inference, peak memory.
 
 Each run's point carries that run's percentiles; across runs the panels show the median of them (a typical run),
-and the run count, so a single lucky run does not decide a comparison.
+and the run count, so a single lucky run does not decide a comparison. Over time, each run's p90 comes with its
+confidence interval (from the spread between the run's repeats, or batches of a single run), not as a bare line.
 """
 
 from __future__ import annotations
 
 from grafanalib import core as g
 
-from edgebench.dashboards.common import dashboard, grid, match, override, tag_variable, target, thresholds, where
+from edgebench.dashboards.common import (
+    INTERVAL_ENDS,
+    dashboard,
+    grid,
+    match,
+    override,
+    tag_variable,
+    target,
+    thresholds,
+    where,
+)
 from edgebench.server import schema as s
 
 UID = "edgebench-models"
@@ -61,11 +72,16 @@ def build() -> g.Dashboard:
          override("byName", "max abs err", decimals=4), override("byName", "cosine", decimals=5),
          override("byName", "top-1 agreement", unit="percentunit"), override("byName", "mJ/inference", unit="mJ")])
     p90 = g.TimeSeries(
-        title="p90 per run", description="Each run's p90, per model, board class, runtime and delegate.",
-        targets=[target(f'SELECT mean("p90_ms") FROM "{s.RESULT.name}" WHERE {where(*FILTERS)} '
+        title="p90 per run, with its interval",
+        description="Each run's p90 (dots), per model, board class, runtime and delegate, between the low and high "
+        "ends of its 95% confidence interval (dashed): from the spread between the run's repeats (`bench --repeats`), "
+        "or between batches of a run of one repeat. Runs measured before intervals existed have the dots only.",
+        targets=[target(f'SELECT mean("p90_ms") AS "p90", mean("p90_ci_low_ms") AS "p90 ci low", '
+                        f'mean("p90_ci_high_ms") AS "p90 ci high" FROM "{s.RESULT.name}" WHERE {where(*FILTERS)} '
                         f'GROUP BY time($__interval), {CONFIG} fill(none)',
-                        alias="$tag_model · $tag_label_class · $tag_runtime/$tag_delegate")],
-        unit="ms", drawStyle="points", pointSize=6, legendDisplayMode="table", legendCalcs=["min", "mean", "max"])
+                        alias="$tag_model · $tag_label_class · $tag_runtime/$tag_delegate · $col")],
+        unit="ms", drawStyle="points", pointSize=6, legendDisplayMode="table", legendCalcs=["min", "mean", "max"],
+        overrides=[INTERVAL_ENDS])
     energy = _table(
         "Energy per inference",
         "Median energy per inference from the board's widest-scope power sensor (empty where a board has none).",

@@ -292,11 +292,12 @@ class Api:
             raise ApiError(400, str(exc)) from None
 
     def evaluate_gates(self, rules: list, record: bool) -> tuple[list, dict]:
-        """The same evaluation as ``edgebench gate --server``: gates.evaluate on the latest results with samples."""
+        """The same evaluation as ``edgebench gate --server``: gates.evaluate on the newest results of each
+        configuration (as many as a gate compares)."""
         from edgebench.server.gates import rules as gates
 
         results = [gates.result_from_fleet(row, "collector")
-                   for row in self.registry.results(samples=True, latest=True)]
+                   for row in self.registry.results(latest=gates.MAX_RUNS)]
         verdicts = gates.evaluate(rules, results)
         document = gates.document(verdicts)
         if record:
@@ -313,8 +314,10 @@ class Api:
         if not isinstance(verdicts, list) or not all(
                 isinstance(v, dict) and all(isinstance(v.get(k), str) for k in required) for v in verdicts):
             raise ApiError(400, "expected an edgebench.gates/1 document: verdicts with rule, model, status, message")
-        if any(v["status"] not in (gates.PASS, gates.FAIL, gates.MISSING) for v in verdicts):
-            raise ApiError(400, "verdict status must be pass, fail or missing")
+        if any(v["status"] not in gates.STATUSES for v in verdicts):
+            raise ApiError(400, f"verdict status must be one of {', '.join(gates.STATUSES)}")
+        if any(not isinstance(v.get("config") or "", str) for v in verdicts):
+            raise ApiError(400, "verdict config must be a string")
         lines = gates.verdict_lines(verdicts, time.time_ns())
         try:
             if lines:
@@ -510,8 +513,10 @@ class Routes:
         _json(resp, self.api.cancel(job), 202)
 
     def results(self, req: falcon.Request, resp: falcon.Response) -> None:
+        text = (req.get_param("latest") or "").lower()  # N: the N newest of each configuration; 1 or true: the newest
+        latest = _int_param(req, "latest", 0, 0, 1000) if not text or text.isdigit() else int(text in TRUE)
         _json(resp, {"results": self.api.registry.results(
-            batch_id=req.get_param("batch"), samples=_flag(req, "samples"), latest=_flag(req, "latest"))})
+            batch_id=req.get_param("batch"), samples=_flag(req, "samples"), latest=latest)})
 
     def dead_letters(self, req: falcon.Request, resp: falcon.Response) -> None:
         limit = _int_param(req, "limit", 100, 1, 10000)

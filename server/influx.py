@@ -22,7 +22,7 @@ from typing import Optional
 from edgebench.agent.fleet import protocol as p
 from edgebench.server import lineprotocol as lp
 from edgebench.server import schema as db
-from edgebench.server.result_metrics import drift_fields, summary_fields
+from edgebench.server.result_metrics import drift_fields, repeat_units, summary_fields
 
 
 class InfluxError(Exception):
@@ -43,17 +43,23 @@ def _delegate(runtime: dict) -> Optional[str]:
 
 
 def result_points(msg: p.Message, labels: dict) -> list[str]:
-    """The result's summary point, then one ``edgebench_latency`` point per raw latency sample it carries: same
+    """The result's summary point; one ``edgebench_repeat`` point per repeat of its interval (tag ``unit``: its
+    index; at the result's time); then one ``edgebench_latency`` point per raw latency sample it carries: same
     tags, at the result's time + the sample's index in ns (a device finishes at most one run per millisecond, so
     a run's samples never meet another run's; a redelivery overwrites the same points)."""
     point = result_point(msg, labels)
     if point is None:
         return []
+    tags, ts = _result_tags(msg, labels), _result_time_ns(msg.payload)
+    points = [point]
+    for index, unit in enumerate(repeat_units(msg.payload["summary"])):
+        line = lp.line(db.REPEAT.name, {**tags, db.UNIT: index}, db.REPEAT.values(unit), ts)
+        if line:
+            points.append(line)
     latency = (msg.payload.get("samples") or {}).get("latency_ns") or []
-    if not latency:
-        return [point]
-    series = lp.series(db.LATENCY.name, _result_tags(msg, labels))
-    return [point] + lp.indexed_integer_points(series, "latency_ns", latency, _result_time_ns(msg.payload))
+    if latency:
+        points += lp.indexed_integer_points(lp.series(db.LATENCY.name, tags), "latency_ns", latency, ts)
+    return points
 
 
 def _result_tags(msg: p.Message, labels: dict) -> dict:

@@ -72,8 +72,9 @@ OPENAPI: dict = {
                 {"name": "batch", "in": "query", "schema": {"type": "string"}},
                 {"name": "samples", "in": "query", "schema": {"type": "boolean"},
                  "description": "add latency_ns: the raw latency samples the result carried (at most 10000)"},
-                {"name": "latest", "in": "query", "schema": {"type": "boolean"},
-                 "description": "only the newest result per device x model x runtime x delegates x labels"}],
+                {"name": "latest", "in": "query", "schema": {"type": "integer", "minimum": 0, "maximum": 1000},
+                 "description": "N: only the N newest results per device x model x runtime x delegate chain asked "
+                                "for x delegates that ran x threads x labels (1 or true: the newest)"}],
             "responses": {"200": _ok("results", {"type": "object", "properties": {"results": {
                 "type": "array", "items": {"$ref": "#/components/schemas/Result"}}}})}}},
         "/api/gates/evaluate": {
@@ -114,12 +115,17 @@ OPENAPI: dict = {
             "latency_ns": {"type": "array", "items": {"type": "integer"}, "description": "with samples=1"}}},
         "GateDocument": {"type": "object", "required": ["verdicts"], "properties": {
             "schema": {"type": "string", "enum": ["edgebench.gates/1"]},
-            "exit_code": {"type": "integer", "enum": [0, 1, 2],
-                          "description": "0 all pass, 1 a rule failed, 2 data missing or too thin"},
+            "exit_code": {"type": "integer", "enum": [0, 1, 2, 6],
+                          "description": "0 all pass, 1 a rule failed, 2 data missing, 6 a regression cannot be "
+                                         "told yet (inconclusive: more repeats needed)"},
             "recorded": {"type": "integer", "description": "points written to InfluxDB (record=1)"},
             "verdicts": {"type": "array", "items": {"type": "object", "properties": {
                 "rule": {"type": "string"}, "model": {"type": "string"}, "metric": {"type": "string"},
-                "board_class": {"type": "string"}, "status": {"type": "string", "enum": ["pass", "fail", "missing"]},
+                "board_class": {"type": "string"}, "config": {"type": "string", "description": "runtime, "
+                                                              "delegate chain, threads, variant of the judged results"},
+                "case": {"type": "string", "description": "rule x model x configuration: the JUnit test case"},
+                "status": {"type": "string", "enum": ["pass", "fail", "missing", "inconclusive"]},
+                "notes": {"type": "array", "items": {"type": "string"}},
                 "message": {"type": "string"}, "value": {"type": "number", "nullable": True},
                 "max": {"type": "number", "nullable": True}, "min": {"type": "number", "nullable": True},
                 "baseline": {"type": "string", "nullable": True},
@@ -153,6 +159,8 @@ OPENAPI: dict = {
                 "shape": {"type": "array", "items": {"type": "string"}},
                 "input": {"type": "array", "items": {"type": "string"}},
                 "providers": {"type": "array", "items": {"type": "string"}},
-                "seed": {"type": "integer"}, "sensors": {"type": "boolean"}, "timeout_s": {"type": "number"}}}}},
+                "seed": {"type": "integer"}, "sensors": {"type": "boolean"}, "timeout_s": {"type": "number"},
+                "cpus": {"type": "array", "maxItems": 1024, "items": {"type": "integer", "minimum": 0, "maximum": 1023},
+                         "description": "pin the benchmark process to these CPU ids (bench --cpus)"}}}}},
     }},
 }

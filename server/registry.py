@@ -178,13 +178,15 @@ class Registry:
             row["progress"] = json.loads(row["progress"]) if row["progress"] else None
         return rows
 
-    def results(self, batch_id: Optional[str] = None, samples: bool = False, latest: bool = False) -> list[dict]:
+    def results(self, batch_id: Optional[str] = None, samples: bool = False, latest: int = 0) -> list[dict]:
         """Result summaries with their labels (oldest first); ``samples`` adds the raw latency samples
-        (``latency_ns``); ``latest`` keeps only the newest result of each device x model x runtime x delegates x
-        labels: every release gate filter is constant within such a group, so gates see exactly what they would
-        see in the full list."""
+        (``latency_ns``); ``latest`` (N > 0) keeps only the N newest results of each configuration: device x model x
+        runtime x the delegate chain asked for x what ran x threads x labels. Every release gate filter and group is
+        constant within such a configuration, so with N at least the runs a gate compares (gates.MAX_RUNS), gates
+        see exactly what they would see in the full list."""
+        latest = int(latest)  # True (the newest only) is 1
         if samples and latest:  # reduce first: the samples of the results kept only
-            rows = self.results(batch_id, samples=False, latest=True)
+            rows = self.results(batch_id, samples=False, latest=latest)
             for row in rows:
                 stored = self._all("SELECT samples FROM results WHERE job_id = ?", (row["job_id"],))
                 row["latency_ns"] = json.loads(stored[0]["samples"] or "[]") if stored else []
@@ -201,14 +203,17 @@ class Registry:
             if samples:
                 row["latency_ns"] = json.loads(row.pop("samples") or "[]")
         if latest:
-            newest: dict[str, dict] = {}
+            groups: dict[str, list[dict]] = {}
             for row in rows:
                 runtime = row["summary"].get("runtime") or {}
                 key = json.dumps([row["device_id"], row["summary"]["model"].get("name"), runtime.get("runtime"),
-                                  runtime.get("used"), sorted(row["labels"].items())], default=str)
-                if key not in newest or row["finished"] >= newest[key]["finished"]:
-                    newest[key] = row
-            rows = sorted(newest.values(), key=lambda row: row["finished"])
+                                  runtime.get("requested"), runtime.get("used"), runtime.get("threads"),
+                                  sorted(row["labels"].items())], default=str)
+                groups.setdefault(key, []).append(row)
+            # newest first within a configuration (a later receipt wins a tie, as one sent again would)
+            kept = [row for group in groups.values()
+                    for row in sorted(group, key=lambda row: (row["finished"], row["received"]), reverse=True)[:latest]]
+            rows = sorted(kept, key=lambda row: (row["finished"], row["received"]))
         return rows
 
     # ------------------------------------------------------------ delivered outbox messages (dedup by msg_id)

@@ -6,13 +6,19 @@
 - ``drift_fields``: the fields of a drift measurement against a reference model.
 - ``gate_metrics``: what a gate metric name (``p90_ms``, ``peak_rss_mb``, ...) means, from those fields; the same
   function for a summary and for an ``edgebench_result`` point read back from InfluxDB.
+- ``repeat_units``: the ``edgebench_repeat`` points' fields of a summary, one per unit (repeat) of its interval;
+  ``gate_intervals``: what the gates compare for a latency metric (the estimate, its interval, the units), from a
+  result's fields and those units, again the same for a summary and for points read back.
 """
 
 from __future__ import annotations
 
-from typing import Any, Mapping, Optional
+from typing import Any, Mapping, Optional, Sequence
 
 from edgebench.agent.fleet.protocol import STATS_KEYS
+
+BETWEEN_REPEATS = "between-repeats"  # stats.interval.method when the units are repeats (fresh processes)
+INTERVAL_PERCENTILES = ("p50", "p90", "p99")  # stored per unit and with their interval (edgebench.server.schema)
 
 # gate metric -> the edgebench_result field it is (peak_rss_mb is derived from two: gate_metrics)
 _SAME_FIELD = {"p50_ms": "p50_ms", "p90_ms": "p90_ms", "p99_ms": "p99_ms", "energy_mj": "energy_per_inference_mj",
@@ -30,6 +36,42 @@ def delegate_coverage(runtime: Mapping[str, Any]) -> float:
     return float(bool(requested and used and used[0] == requested[0]))
 
 
+def _interval(summary: Mapping[str, Any]) -> Mapping[str, Any]:
+    interval = summary["stats"].get("interval")
+    return interval if isinstance(interval, Mapping) else {}
+
+
+def interval_fields(summary: Mapping[str, Any]) -> dict[str, Any]:
+    """``p90_estimate_ms``, ``p90_ci_low_ms``, ``p90_ci_high_ms`` (p50, p99 likewise), ``repeats``,
+    ``interval_method``, ``drift_pct``, ``unit_spread_pct`` of a summary (None where it has no interval)."""
+    interval = _interval(summary)
+    fields: dict[str, Any] = {}
+    for pct in INTERVAL_PERCENTILES:
+        entry = interval.get(f"{pct}_ms")
+        entry = entry if isinstance(entry, Mapping) else {}
+        ci = entry.get("ci") if isinstance(entry.get("ci"), (list, tuple)) and len(entry["ci"]) == 2 else (None, None)
+        fields.update({f"{pct}_estimate_ms": entry.get("estimate"), f"{pct}_ci_low_ms": ci[0],
+                       f"{pct}_ci_high_ms": ci[1]})
+    method = interval.get("method")
+    repeats = summary.get("repeats")
+    if repeats is None and interval:  # a summary that does not say: the units when they are repeats, else one run
+        repeats = interval.get("units") if method == BETWEEN_REPEATS else 1
+    return {**fields, "repeats": repeats, "interval_method": method, "drift_pct": interval.get("drift_pct"),
+            "unit_spread_pct": interval.get("unit_spread_pct")}
+
+
+def repeat_units(summary: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The per-unit values of a summary whose interval comes from repeats: one ``{p50_ms, p90_ms, p99_ms}`` per
+    repeat, in unit order (the ``edgebench_repeat`` points); none when the units are batches of one run (a result
+    without repeats counts as one unit: its headline value)."""
+    interval = _interval(summary)
+    if interval.get("method") != BETWEEN_REPEATS:
+        return []
+    columns = {f"{pct}_ms": (interval.get(f"{pct}_ms") or {}).get("per_unit") or [] for pct in INTERVAL_PERCENTILES}
+    count = max((len(values) for values in columns.values()), default=0)
+    return [{key: values[i] if i < len(values) else None for key, values in columns.items()} for i in range(count)]
+
+
 def summary_fields(summary: Mapping[str, Any]) -> dict[str, Any]:
     """The result fields of a bench summary; ``summary["stats"]`` is required, every other part optional."""
     stats = summary["stats"]
@@ -43,7 +85,24 @@ def summary_fields(summary: Mapping[str, Any]) -> dict[str, Any]:
             "throttled": bool(throttling.get("detected")) if throttling else None,
             "valid": bool((summary.get("validity") or {}).get("valid")),
             "delegate_coverage": delegate_coverage(summary.get("runtime") or {}),
-            "model_size_bytes": (summary.get("model") or {}).get("size_bytes")}
+            "model_size_bytes": (summary.get("model") or {}).get("size_bytes"),
+            "delegate_requested": _chain((summary.get("runtime") or {}).get("requested")),
+            **_interleave(summary.get("interleave")), **interval_fields(summary)}
+
+
+def _chain(names: Any) -> Any:
+    """A delegate/provider chain as text (``gpu,xnnpack``), as the ``delegate`` tag writes what ran."""
+    if isinstance(names, (list, tuple)):
+        return ",".join(str(n) for n in names) or None
+    return names if isinstance(names, str) and names else None
+
+
+def _interleave(interleave: Any) -> dict[str, Any]:
+    """``interleave_group`` and ``interleave_slot`` (as text: a slot is compared, never computed with)."""
+    if not isinstance(interleave, Mapping):
+        return {"interleave_group": None, "interleave_slot": None}
+    slot = interleave.get("slot")
+    return {"interleave_group": interleave.get("group"), "interleave_slot": None if slot is None else str(slot)}
 
 
 def drift_fields(drift: Optional[Mapping[str, Any]]) -> dict[str, Any]:
@@ -52,6 +111,21 @@ def drift_fields(drift: Optional[Mapping[str, Any]]) -> dict[str, Any]:
             "drift_cosine": drift.get("cosine_mean"), "drift_top1_agreement": drift.get("top1_agreement"),
             "drift_samples": drift.get("samples"),
             "drift_error": str(drift["error"])[:500] if drift.get("error") else None}
+
+
+def gate_intervals(fields: Mapping[str, Any], units: Sequence[Mapping[str, Any]] = ()) -> dict[str, dict]:
+    """Per latency gate metric (``p50_ms``, ``p90_ms``, ``p99_ms``): ``estimate`` (the interval's, else None),
+    ``ci`` ([low, high] or None) and ``per_unit`` (the repeats' values when the result's units are repeats, else
+    None: such a result is one unit, its headline value), from a result's fields (``summary_fields``, or an
+    ``edgebench_result`` point) and its ``repeat_units`` (or the ``edgebench_repeat`` points)."""
+    repeats = fields.get("interval_method") == BETWEEN_REPEATS and len(units) > 0
+    out = {}
+    for pct in INTERVAL_PERCENTILES:
+        low, high = fields.get(f"{pct}_ci_low_ms"), fields.get(f"{pct}_ci_high_ms")
+        out[f"{pct}_ms"] = {"estimate": fields.get(f"{pct}_estimate_ms"),
+                            "ci": [low, high] if low is not None and high is not None else None,
+                            "per_unit": [unit.get(f"{pct}_ms") for unit in units] if repeats else None}
+    return out
 
 
 def gate_metrics(fields: Mapping[str, Any]) -> dict[str, Any]:

@@ -70,7 +70,8 @@ DEVICE, MODEL, MODEL_SHA, FORMAT, RUNTIME, DELEGATE, THREADS = (
 REFERENCE = "reference"  # sha256 prefix of the reference model drift was measured against (push --reference)
 LABEL_PREFIX = "label_"  # label_<key> for each device label (the job's too on results; the device's win)
 BOARD_CLASS_LABEL = LABEL_PREFIX + "class"  # what boards are compared by
-RULE, BOARD_CLASS, STATUS = "rule", "board_class", "status"  # edgebench_gate
+RULE, BOARD_CLASS, STATUS, CONFIG = "rule", "board_class", "status", "config"  # edgebench_gate
+UNIT = "unit"  # edgebench_repeat: the unit's index within its result (0, 1, ...)
 
 
 def label_tags(labels: Optional[Mapping[str, Any]]) -> dict:
@@ -86,6 +87,12 @@ def labels_of(tags: Mapping[str, Any]) -> dict:
 
 _STATS = tuple(Field(key, INTEGER if key == "count" else FLOAT) for key in p.STATS_KEYS)  # summary.stats, same names
 _RESULT_TAGS = (DEVICE, MODEL, MODEL_SHA, FORMAT, RUNTIME, DELEGATE, THREADS)
+INTERVAL_PERCENTILES = ("p50", "p90", "p99")  # the percentiles whose interval and units are stored (the gates')
+# summary.stats.interval (edgebench.agent.engine.stats.interval_summary): per percentile the estimate and its
+# confidence interval; how many repeats, the interval's method, the run's drift and the spread between its units
+_INTERVAL = tuple(Field(f"{pct}_{part}_ms") for pct in INTERVAL_PERCENTILES
+                  for part in ("estimate", "ci_low", "ci_high")) + (
+    Field("repeats", INTEGER), Field("interval_method", STRING), Field("drift_pct"), Field("unit_spread_pct"))
 
 RESULT = Measurement(
     "edgebench_result", _RESULT_TAGS + (REFERENCE,),
@@ -95,14 +102,19 @@ RESULT = Measurement(
         Field("valid", BOOLEAN), Field("run_id", STRING), Field("job_id", STRING), Field("delegate_coverage"),
         Field("samples_total", INTEGER), Field("model_size_bytes", INTEGER),
         Field("drift_max_abs_err"), Field("drift_mean_abs_err"), Field("drift_cosine"), Field("drift_top1_agreement"),
-        Field("drift_samples", INTEGER), Field("drift_error", STRING)),
+        Field("drift_samples", INTEGER), Field("drift_error", STRING), Field("delegate_requested", STRING),
+        Field("interleave_group", STRING), Field("interleave_slot", STRING)) + _INTERVAL,
     time="the run's finish time in ms plus a sub-millisecond offset from a hash of run_id (result_time_ns)")
 
-RESULT_ONLY_TAGS = (REFERENCE,)  # tags of a result's point that its latency points do not carry
+RESULT_ONLY_TAGS = (REFERENCE,)  # tags of a result's point that its latency and repeat points do not carry
 
 LATENCY = Measurement(
     "edgebench_latency", _RESULT_TAGS, (Field("latency_ns", INTEGER),),
     time="the result's time plus the sample's index in ns (one point per raw latency sample)")
+
+REPEAT = Measurement(
+    "edgebench_repeat", _RESULT_TAGS + (UNIT,), tuple(Field(f"{pct}_ms") for pct in INTERVAL_PERCENTILES),
+    time="the result's time (the unit tag tells a result's units apart; a redelivery overwrites them)")
 
 TELEMETRY = Measurement(
     "edgebench_telemetry", (DEVICE,),
@@ -118,11 +130,11 @@ DEVICE_STATE = Measurement(
     time="a status message: the collector's receive time (a last will has no useful ts); a heartbeat: its ts")
 
 GATE = Measurement(
-    "edgebench_gate", (RULE, MODEL, BOARD_CLASS, STATUS),
+    "edgebench_gate", (RULE, MODEL, BOARD_CLASS, CONFIG, STATUS),
     (Field("passed", BOOLEAN), Field("value"), Field("message", STRING)),
     time="the evaluation's time; verdicts of one evaluation 1 ns apart", labels=False)
 
-MEASUREMENTS = (RESULT, LATENCY, TELEMETRY, DEVICE_STATE, GATE)
+MEASUREMENTS = (RESULT, LATENCY, REPEAT, TELEMETRY, DEVICE_STATE, GATE)
 
 
 # ---------------------------------------------------------------- time

@@ -17,8 +17,10 @@ sys.path.insert(0, str(REPO / "scripts"))
 
 import fetch_models  # noqa: E402
 
-# Short runs: tests check behaviour, not speed (speed is measured in bench/).
-FAST = ["--min-runs", "40", "--min-duration", "0.1", "--warmup-runs", "2", "--warmup-duration", "0.05"]
+# Short runs: tests check behaviour, not speed (speed is measured in bench/). RUN_LENGTH for every command that
+# measures (variants too); FAST for bench: one repeat, one child process (tests/test_repeats.py asks for more).
+RUN_LENGTH = ["--min-runs", "40", "--min-duration", "0.1", "--warmup-runs", "2", "--warmup-duration", "0.05"]
+FAST = [*RUN_LENGTH, "--repeats", "1"]
 
 
 @pytest.fixture(scope="session")

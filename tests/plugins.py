@@ -107,3 +107,25 @@ class WritesFileAtCall(OnnxRuntime):
 
         session.bind = writing_bind
         return session
+
+
+class SleepsEachCall(OnnxRuntime):
+    """Runs the model for real and sleeps 200 µs inside every call: each run blocks once, a context switch the
+    kernel counts for certain (voluntary, or involuntary if it is preempted first), so a test of the noise section's
+    counters does not depend on the machine being busy."""
+
+    def load(self, path, options):
+        session = super().load(path, options)
+        bind = session.bind
+
+        def sleeping_bind(feeds):
+            run = bind(feeds)
+
+            def call():
+                time.sleep(0.0002)
+                return run()
+
+            return call
+
+        session.bind = sleeping_bind
+        return session

@@ -42,6 +42,11 @@ def check_report(report: dict, model_path) -> None:
     assert memory["peak_steady_bytes"] >= memory["rss_before_measure_bytes"] * 0.9
     assert report["device"]["cores"] == os.cpu_count()
     assert report["device"]["python"].startswith("CPython") or report["device"]["python"]
+    # Every repeat is in the report, and the pooled samples are theirs.
+    repeats = report["repeats"]
+    assert len(repeats) == report["settings"]["repeats"] and len({r["pid"] for r in repeats}) == len(repeats)
+    assert sum(len(r["samples"]["latency_ns"]) for r in repeats) == len(samples) == len(report["samples"]["repeat"])
+    assert all(r["stats"]["count"] >= report["settings"]["min_runs"] for r in repeats)
 
 
 def test_tflite_int8_classifier(cli, models, tmp_path):
@@ -56,6 +61,20 @@ def test_tflite_int8_classifier(cli, models, tmp_path):
     assert spec["scale"] == pytest.approx(0.0126, abs=1e-4) and spec["zero_point"] == 131
     assert report["model"]["outputs"][0]["shape"] == [1, 1000]
     assert "latency (ms)" in result.out and "p90 95% confidence interval" in result.out
+
+
+def test_repeats_of_a_real_model(cli, models, tmp_path):
+    """Three fresh processes, each loading the int8 classifier: one report with each repeat's own figures."""
+    path = models["efficientnet_lite0_int8.tflite"]
+    result = cli("bench", path, "--min-runs", "15", "--min-duration", "0", "--warmup-runs", "2",
+                 "--warmup-duration", "0", "--repeats", "3", "--no-sensors", "--json", tmp_path / "r.json")
+    assert result.code == 0, result
+    report = json.loads((tmp_path / "r.json").read_text())
+    check_report(report, path)
+    assert report["stats"]["count"] == 45 and report["settings"]["min_runs"] == 15
+    loads = [r["timing"]["load_ms"] for r in report["repeats"]]
+    assert report["timing"]["load_ms"] == pytest.approx(sorted(loads)[1])  # the median over the repeats
+    assert "repeats   3 fresh processes" in result.out
 
 
 def test_tflite_delegate_fallback_is_reported(cli, models):
@@ -117,7 +136,7 @@ def test_stateful_model_with_literal_and_file_inputs(cli, models, tmp_path):
 def test_json_to_stdout_is_the_only_stdout(cli, models):
     result = cli("bench", models["sine_float.tflite"], *FAST, "--json", "-")
     assert result.code == 0
-    assert result.json()["schema"] == "edgebench.bench/1"
+    assert result.json()["schema"] == "edgebench.bench/2"
 
 
 def test_external_delegate_paths_fall_back_with_reasons(cli, models, tmp_path):

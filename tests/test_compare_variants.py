@@ -10,7 +10,7 @@ import pytest
 from edgebench.agent.optimize.compare import cosine, drift, is_classifier
 from edgebench.agent.tensors import TensorSpec
 
-from .conftest import FAST, linear_model, save_onnx
+from .conftest import RUN_LENGTH, linear_model, save_onnx
 
 
 def softmax(z):
@@ -79,7 +79,7 @@ def test_variants_of_a_real_model(cli, models, tmp_path):
     """PP-OCR's direction classifier: fp16, dynamic and static int8 made, benchmarked, drift measured.
     This is also the real quantized pair: the static int8 model's drift against the float one."""
     out = tmp_path / "variants"
-    result = cli("variants", models["ppocr_cls.onnx"], "--shape", "x=1x3x48x192", "--out-dir", out, *FAST,
+    result = cli("variants", models["ppocr_cls.onnx"], "--shape", "x=1x3x48x192", "--out-dir", out, *RUN_LENGTH,
                  "--samples", "8", "--calibration-samples", "8", "--json", tmp_path / "v.json")
     assert result.code == 0, result
     document = json.loads((tmp_path / "v.json").read_text())
@@ -109,7 +109,7 @@ def test_variants_leave_only_the_variants_in_the_output_folder(cli, tmp_path):
     rng = np.random.default_rng(0)
     model = save_onnx(linear_model(rng.normal(size=(8, 4)), rng.normal(size=4), opset=11), tmp_path / "lin.onnx")
     out = tmp_path / "out"
-    result = cli("variants", model, "--out-dir", out, *FAST, "--samples", "2",
+    result = cli("variants", model, "--out-dir", out, *RUN_LENGTH, "--samples", "2",
                  "--calibration-samples", "2", "--json", tmp_path / "v.json")
     assert result.code == 0, result
     rows = json.loads((tmp_path / "v.json").read_text())["variants"]

@@ -53,6 +53,8 @@ ROWS = {
                                        "still at 47.7 °C"),
     "a gate rule fails": Row(1, lambda f: ["gate", "--rules", f["tight_rules"], "--reports", f["report"],
                                            "--no-record"], ""),
+    "a gate cannot tell a regression yet": Row(6, lambda f: ["gate", "--rules", f["regression_rules"], "--reports",
+                                                              f["report"], f["candidate"], "--no-record"], ""),
     "an unknown flag": Row(2, lambda f: ["bench", f["sine"], "--bogus"], "unrecognized arguments: --bogus"),
     "sensors --root that is not there": Row(2, lambda f: ["sensors", "--root", "/nonexistent"],
                                             "--root /nonexistent is not a directory"),
@@ -77,19 +79,26 @@ def files(models, tmp_path_factory) -> dict:
     shutil.copytree(REPO / "tests" / "fixtures" / "boards" / "jetson-orin-nano", jetson)
     rng = np.random.default_rng(0)
     (root / "tight.toml").write_text('[[gate]]\nmodel = "*"\nmetric = "p90_ms"\nmax = 0.5\n')
-    (root / "r.json").write_text(json.dumps({
-        "schema": "edgebench.bench/1", "created": "2024-05-01T00:00:00Z", "model": {"name": "m.onnx"},
-        "runtime": {"runtime": "onnxruntime", "requested": ["CPU"], "used": ["CPU"]}, "labels": {"class": "ci"},
-        "stats": {"p50_ms": 1.0, "p90_ms": 2.0, "p99_ms": 3.0}, "samples": {"latency_ns": [2_000_000] * 50}}))
+    (root / "regression.toml").write_text('[[gate]]\nmodel = "*"\nmetric = "p90_ms"\nbaseline = "v1"\n'
+                                          'max_regression_pct = 5\n')
+    report = {"schema": "edgebench.bench/1", "created": "2024-05-01T00:00:00Z", "model": {"name": "m.onnx"},
+              "runtime": {"runtime": "onnxruntime", "requested": ["CPU"], "used": ["CPU"]},
+              "labels": {"class": "ci", "release": "v1"}, "stats": {"p50_ms": 1.0, "p90_ms": 2.0, "p99_ms": 3.0},
+              "samples": {"latency_ns": [2_000_000] * 50}}
+    (root / "r.json").write_text(json.dumps(report))
+    # one run a side, without repeats: one unit each, fewer than a regression needs (3)
+    (root / "candidate.json").write_text(json.dumps({**report, "created": "2024-05-02T00:00:00Z",
+                                                     "labels": {"class": "ci", "release": "v2"}}))
     return {"sine": models["sine_float.tflite"], "rpi4": REPO / "tests" / "fixtures" / "boards" / "rpi4",
             "jetson": jetson, "tight_rules": root / "tight.toml", "report": root / "r.json",
+            "regression_rules": root / "regression.toml", "candidate": root / "candidate.json",
             "lin": save_onnx(linear_model(rng.normal(size=(8, 4)), rng.normal(size=4)), root / "lin.onnx"),
             "sparse": huge_sparse_onnx(root / "sparse.onnx")}
 
 
 def test_the_table_covers_every_documented_code():
     documented = documented_codes()
-    assert documented >= {0, 1, 2, 3, 4, 5, 130}
+    assert documented >= {0, 1, 2, 3, 4, 5, 6, 130}
     assert {row.code for row in ROWS.values()} | {130} == documented  # 130: test_interrupted below
 
 

@@ -118,6 +118,33 @@ def test_gate_metrics_are_the_same_from_a_summary_and_from_its_point():
     assert set(result_metrics.GATE_METRICS) == set(gates.METRICS)
 
 
+def test_a_results_interval_and_units_are_the_same_from_a_summary_and_from_its_points():
+    """A summary with repeats: the edgebench_result point (estimates, intervals, method) and its edgebench_repeat
+    points (one per repeat) give the gates the same estimate, interval and units as the summary itself."""
+    import numpy as np
+
+    from edgebench.agent.engine import stats
+
+    rng = np.random.default_rng(4)
+    per_repeat = [[int(v) for v in rng.lognormal(np.log(3e6), 0.1, 80)] for _ in range(5)]
+    msg = _result_message()
+    msg.payload["summary"]["stats"]["interval"] = stats.interval_summary(per_repeat)
+    result, *points = influx.points_for(msg, {})
+    repeats = [line for line in points if line.startswith(db.REPEAT.name + ",")]
+    declared = {f.name: f.type for f in db.RESULT.fields}
+    assert all(declared[name] == kind for name, kind in _field_types(result).items())
+    assert len(repeats) == 5 and all(_field_types(line) == {f: db.FLOAT for f in db.REPEAT.field_names()}
+                                     for line in repeats)
+    fields = {name: value for name, (_, value) in _fields(result).items()}
+    units = [{name: value for name, (_, value) in _fields(line).items()} for line in repeats]
+    from_points = gates.result_from_fields(fields, units, model="m", labels={}, runtime="", delegate="",
+                                           variant=None, created="")
+    from_summary = gates.result_from_report(dict(msg.payload["summary"]), "r", {})
+    assert from_points.intervals == from_summary.intervals and from_points.metrics == from_summary.metrics
+    assert from_summary.units("p90_ms") == msg.payload["summary"]["stats"]["interval"]["p90_ms"]["per_unit"]
+    assert from_points.interval_method == "between-repeats" and fields["repeats"] == 5
+
+
 def test_the_writer_does_not_import_the_gates():
     for path in ("server/influx.py", "server/result_metrics.py", "server/schema.py", "server/lineprotocol.py"):
         assert "gates" not in "".join(re.findall(r"^(?:from|import) .*$", (REPO / path).read_text(), re.M)), path

@@ -26,6 +26,12 @@ MAX_COUNT = 10**9  # runs, samples
 MAX_THREADS = 1024
 MAX_SAMPLES = 10_000  # generated input sets, each held in memory
 MAX_SEED = 2**32 - 1
+MAX_REPEATS = 10_000
+# Run length: one run of 400 runs and 1 s resolves p99 (368 samples at 95%); with repeats (default 5) each repeat
+# runs 100 and 0.3 s, and the pooled 500 samples still resolve it.
+DEFAULT_REPEATS = 5
+SINGLE_MIN_RUNS, SINGLE_MIN_DURATION_S = 400, 1.0
+PER_REPEAT_MIN_RUNS, PER_REPEAT_MIN_DURATION_S = 100, 0.3
 
 
 class FromConfig(list):
@@ -148,6 +154,28 @@ def comma_list(text: str) -> list[str]:
     return [part.strip() for part in text.split(",") if part.strip()]
 
 
+MAX_CPU = 1023  # CPU ids a --cpus list may name (a kernel's CPU_SETSIZE is 1024)
+
+
+def cpu_set(text: str) -> list[int]:
+    """``"0"``, ``"0-3"``, ``"4,5"``, ``"0-1,6"`` -> sorted CPU ids (the kernel's cpulist format)."""
+    cpus: set[int] = set()
+    for part in text.split(","):
+        low, sep, high = part.strip().partition("-")
+        if not low.isdigit() or (sep and not high.isdigit()) or int(high or low) < int(low):
+            raise argparse.ArgumentTypeError(f"{text!r} is not a CPU list (examples: 0, 0-3, 4,5)")
+        if int(high or low) > MAX_CPU:
+            raise argparse.ArgumentTypeError(f"{text!r} names a CPU above {MAX_CPU}")
+        cpus.update(range(int(low), int(high or low) + 1))
+    return sorted(cpus)
+
+
+def add_cpus_option(parser, help_text: str) -> None:
+    parser.add_argument("--cpus", type=cpu_set, metavar="LIST",
+                        help=f"pin the benchmark process to these CPUs before it loads the model, e.g. 0, 0-3, 4,5 "
+                        f"(big.LITTLE boards: a big core or a little one, on purpose); {help_text}")
+
+
 def key_values(items: Sequence[str], flag: str) -> dict[str, str]:
     pairs = {}
     for item in items:
@@ -215,14 +243,32 @@ def add_input_options(parser: argparse.ArgumentParser, files: bool = True) -> No
     group.add_argument("--seed", type=int_in(0, MAX_SEED), default=0, help="seed for generated inputs (default 0)")
 
 
-def add_run_options(parser: argparse.ArgumentParser) -> None:
+def add_run_options(parser: argparse.ArgumentParser, per_repeat: bool = False) -> None:
+    """``per_repeat``: the minimums apply to each repeat (bench): left unset here, their defaults depend on
+    --repeats (``run_settings``)."""
     group = parser.add_argument_group("run length (measured runs continue until both minimums are met)")
-    group.add_argument("--min-runs", type=positive_int, default=400)
-    group.add_argument("--min-duration", type=duration, default=1.0, metavar="SECONDS")
+    if per_repeat:
+        group.add_argument("--min-runs", type=positive_int, help=f"per repeat (default {PER_REPEAT_MIN_RUNS} with "
+                           f"repeats, {SINGLE_MIN_RUNS} with --repeats 1)")
+        group.add_argument("--min-duration", type=duration, metavar="SECONDS",
+                           help=f"per repeat (default {PER_REPEAT_MIN_DURATION_S:g}s with repeats, "
+                           f"{SINGLE_MIN_DURATION_S:g}s with --repeats 1)")
+    else:
+        group.add_argument("--min-runs", type=positive_int, default=SINGLE_MIN_RUNS)
+        group.add_argument("--min-duration", type=duration, default=SINGLE_MIN_DURATION_S, metavar="SECONDS")
     group.add_argument("--max-duration", type=positive_duration, default=60.0, metavar="SECONDS",
                        help="stop the measured phase here even if the minimums are not met (default 60s)")
     group.add_argument("--warmup-runs", type=int_in(0, MAX_COUNT), default=5)
     group.add_argument("--warmup-duration", type=duration, default=0.5, metavar="SECONDS")
+
+
+def add_repeat_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("repeats (each a fresh process: load, warm-up and measured phase again)")
+    group.add_argument("--repeats", type=count_up_to(MAX_REPEATS), metavar="N",
+                       help=f"run the benchmark N times, each in a fresh process, and report every repeat and the "
+                       f"spread between them (default {DEFAULT_REPEATS}; 1 with --sustained)")
+    group.add_argument("--repeat-gap", type=duration, default=0.0, metavar="SECONDS",
+                       help="sleep this long between repeats (default 0; --max-start-temp applies before each repeat)")
 
 
 def add_isolation_options(parser: argparse.ArgumentParser) -> None:
@@ -292,10 +338,25 @@ def runtime_options(args: argparse.Namespace):
                           delegate_options=key_values(args.delegate_option, "--delegate-option"))
 
 
-def run_settings(args: argparse.Namespace):
+def repeat_count(args: argparse.Namespace, sustained: bool = False) -> int:
+    """--repeats, or its default: DEFAULT_REPEATS, and 1 for a sustained run (one continuous measured phase)."""
+    repeats = getattr(args, "repeats", None)
+    if repeats is None:
+        return 1 if sustained else DEFAULT_REPEATS
+    if sustained and repeats > 1:
+        raise UsageError(f"--sustained is one continuous measured phase: it cannot run with --repeats {repeats}")
+    return repeats
+
+
+def run_settings(args: argparse.Namespace, repeats: int = 1):
+    """The run-length rules; with ``repeats`` > 1, the unset minimums get their per-repeat defaults."""
     from edgebench.agent.engine.measure import RunSettings
 
-    return RunSettings(min_runs=args.min_runs, min_duration_s=args.min_duration, max_duration_s=args.max_duration,
+    single = repeats == 1
+    min_runs = args.min_runs if args.min_runs is not None else SINGLE_MIN_RUNS if single else PER_REPEAT_MIN_RUNS
+    min_duration = args.min_duration if args.min_duration is not None else \
+        SINGLE_MIN_DURATION_S if single else PER_REPEAT_MIN_DURATION_S
+    return RunSettings(min_runs=min_runs, min_duration_s=min_duration, max_duration_s=args.max_duration,
                        warmup_runs=args.warmup_runs, warmup_duration_s=args.warmup_duration)
 
 

@@ -36,6 +36,7 @@ def register(commands) -> None:
     push.add_argument("--providers", type=cli_args.comma_list, default=[], metavar="CHAIN")
     push.add_argument("--threads", type=cli_args.comma_list, default=[], metavar="LIST",
                       help="thread counts, e.g. 1,4")
+    cli_args.add_cpus_option(push, "the same CPUs on every device (a board that lacks one fails the job)")
     push.add_argument("--reference", metavar="REF", help="a reference model (.onnx/.tflite, e.g. the float32 "
                       "original): uploaded too, and each job also measures its model's output drift against it "
                       "(max/mean abs error, cosine, top-1 agreement on 8 generated input sets)")
@@ -84,7 +85,7 @@ def job_options(args: argparse.Namespace):
                       providers=args.providers, shape=args.shape, input=args.input, seed=args.seed,
                       sensors=args.sensors, timeout=args.timeout, label=args.label, min_runs=args.min_runs,
                       min_duration=args.min_duration, max_duration=args.max_duration, warmup_runs=args.warmup_runs,
-                      warmup_duration=args.warmup_duration)
+                      warmup_duration=args.warmup_duration, cpus=args.cpus)
 
 
 def run_push(args: argparse.Namespace) -> int:

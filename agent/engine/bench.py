@@ -1,24 +1,35 @@
-"""`edgebench bench`: identify the model, run the protocol in an isolated child, assemble the report.
+"""`edgebench bench`: identify the model, run the protocol in isolated children (one per repeat), assemble the report.
 
 This is the single-board engine that fleet jobs, gates and the native harness reuse: callers build a
-BenchRequest and get back the report document (plain data, schema ``edgebench.bench/1``).
+BenchRequest and get back the report document (plain data, schema ``edgebench.bench/2``).
+
+A run is ``repeats`` repeats of the same worker request, each in a fresh child process (a fresh model load, fresh
+allocations): numbers that hold up when the run is repeated come from the spread between repeats
+(``stats.interval``), not from one process's samples. Sensors are discovered and provenance collected once; the
+board's sampler runs across the whole run; the cool-down rule (``--max-start-temp``) applies before every repeat.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
-from typing import Optional, Sequence
+import contextlib
+import statistics
+import time
+from dataclasses import asdict, dataclass, field, replace
+from typing import Iterator, Optional, Sequence
 
 from edgebench.agent import __version__
-from edgebench.agent.engine import provenance, stats
+from edgebench.agent.engine import noise, provenance, stats
 from edgebench.agent.engine.executors import Executor, executor_for
-from edgebench.agent.engine.isolation import ChildLimits, ProgressFn
+from edgebench.agent.engine.isolation import ChildLimits, ChildOutcome, ProgressFn
 from edgebench.agent.engine.measure import RunSettings
 from edgebench.agent.engine.physics import PhysicsSettings, RunPhysics, relative, sustained_windows
 from edgebench.agent.engine.report import SCHEMA, utc_now
+from edgebench.agent.errors import EdgebenchError, UsageError
 from edgebench.agent.modelfile import ModelFile, identify
 from edgebench.agent.runtimes import DEFAULT_FOR_FORMAT
 from edgebench.agent.runtimes.base import RuntimeOptions
+
+MAX_REPEATS = 10_000
 
 
 @dataclass
@@ -26,23 +37,36 @@ class BenchRequest:
     model: str
     runtime: Optional[str] = None  # None: chosen from the model's format
     options: RuntimeOptions = field(default_factory=RuntimeOptions)
-    settings: RunSettings = field(default_factory=RunSettings)
+    settings: RunSettings = field(default_factory=RunSettings)  # per repeat
     shape_args: Sequence[str] = ()  # --shape NAME=1x3x224x224, parsed in the child against the model
     input_args: Sequence[str] = ()  # --input NAME=file.npy | value | zeros/ones/random
     seed: int = 0
-    limits: ChildLimits = field(default_factory=ChildLimits)
+    limits: ChildLimits = field(default_factory=ChildLimits)  # per repeat (the timeout too)
     physics: Optional[PhysicsSettings] = None  # None: no sensors (temperature, clocks, power) sampled
     sustained_window_s: Optional[float] = None  # set for sustained runs: report latency per window
+    repeats: int = 1  # fresh child processes running the same request, one after the other
+    repeat_gap_s: float = 0.0  # sleep between repeats
+    cpus: Optional[Sequence[int]] = None  # --cpus: the worker pins itself to these CPUs before it loads the model
+
+    def validate(self) -> None:
+        self.settings.validate()
+        if not 1 <= self.repeats <= MAX_REPEATS:
+            raise UsageError(f"--repeats must be from 1 to {MAX_REPEATS:,}")
+        if self.repeat_gap_s < 0:
+            raise UsageError("--repeat-gap must not be negative")
+        if self.sustained_window_s and self.repeats > 1:
+            raise UsageError("--sustained is one continuous measured phase: it runs with --repeats 1")
 
 
 def prepare(request: BenchRequest) -> tuple[ModelFile, dict, Executor]:
     """Check everything that can be checked without loading the model; return the model file, the worker
     request and the executor that will run it."""
-    request.settings.validate()
+    request.validate()
     model = identify(request.model)
     runtime = request.runtime or DEFAULT_FOR_FORMAT[model.format]
     executor = executor_for(runtime)
     executor.check(model.format)
+    noise.check_cpus(request.cpus, runtime)
     worker_request = {
         "mode": "bench",
         "model": str(model.path),
@@ -52,14 +76,66 @@ def prepare(request: BenchRequest) -> tuple[ModelFile, dict, Executor]:
         "shape_args": list(request.shape_args),
         "input_args": list(request.input_args),
         "seed": request.seed,
+        "cpus": sorted(set(request.cpus)) if request.cpus else None,
     }
     return model, worker_request, executor
 
 
-def _memory_section(child_memory: dict, rss_samples: list, origin_ns: int, measured_ns: int) -> dict:
-    """The child's own checkpoints plus the parent's RSS samples, aligned to the measured phase."""
+# ---------------------------------------------------------------- the run
+
+def run(request: BenchRequest, progress: Optional[ProgressFn] = None) -> dict:
+    model, worker_request, executor = prepare(request)
+    physics: Optional[RunPhysics] = None
+    series = None
+    outcomes: list[ChildOutcome] = []
+    waits: list[Optional[dict]] = []
+    try:
+        with executor.runner(worker_request, replace(request.limits, noise=True)) as runner:
+            # Once per run, while the runner gets ready (the zygote imports the runtime): the sensors, provenance.
+            physics = RunPhysics(request.physics) if request.physics else None
+            device = provenance.collect(edgebench_version=__version__)
+            runner.wait_ready()  # before the idle baseline: nothing of ours may be busy during it
+            for index in range(request.repeats):
+                with _naming_the_repeat(index, request.repeats):
+                    if index and request.repeat_gap_s:
+                        time.sleep(request.repeat_gap_s)
+                    if physics:
+                        physics.wait_until_cool(progress)
+                        waits.append(physics.wait)
+                        if not index:
+                            physics.measure_idle()
+                            physics.start()  # one sampler across every repeat, and the gaps between them
+                    outcomes.append(runner.run(progress))
+    finally:
+        if physics:
+            series = physics.stop()
+            physics.close()
+    report = build_report(model, request, outcomes, device)
+    if physics:
+        add_physics(report, physics, series, request.sustained_window_s, waits)
+    noise.add_to_report(report, [o.noise for o in outcomes], request.cpus)
+    return report
+
+
+@contextlib.contextmanager
+def _naming_the_repeat(index: int, repeats: int) -> Iterator[None]:
+    """An error after the first repeat says which: ``repeat 3 of 5: the runtime crashed...`` (one in the first is
+    the run's, worded as for a single run: a bad input or model fails there)."""
+    try:
+        yield
+    except EdgebenchError as exc:
+        if index == 0:
+            raise
+        raise type(exc)(f"repeat {index + 1} of {repeats}: {exc}") from exc
+
+
+# ---------------------------------------------------------------- the report
+
+def _memory_section(child_memory: dict, rss_samples: list, windows: list, origin_ns: int) -> dict:
+    """The child's own checkpoints plus the parent's RSS samples, aligned to the first measured run;
+    ``windows``: the measured phases, (start, end) in monotonic ns."""
     aligned = [[t - origin_ns, rss] for t, rss in rss_samples]
-    steady = [rss for offset, rss in aligned if 0 <= offset <= measured_ns]
+    steady = [rss for t, rss in rss_samples if any(start <= t <= end for start, end in windows)]
     section = dict(child_memory)
     section["rss_samples"] = aligned  # [offset from the first measured run (ns), bytes]
     section["peak_sampled_bytes"] = max((rss for _, rss in aligned), default=None)
@@ -71,52 +147,116 @@ def _memory_section(child_memory: dict, rss_samples: list, origin_ns: int, measu
     return section
 
 
-def build_report(model: ModelFile, request: BenchRequest, result: dict, rss_samples: list) -> dict:
-    measured = result["timing"]["measured"]
-    summary = stats.summarize(result["samples"]["latency_ns"], result["wall_ns"])
+def _largest(values: list) -> Optional[int]:
+    present = [v for v in values if v is not None]
+    return max(present) if present else None
+
+
+def _pooled_memory(results: list[dict]) -> dict:
+    """The memory checkpoints over the repeats: each the largest any repeat showed (each repeat's own are in
+    ``repeats[i].memory``)."""
+    if len(results) == 1:
+        return dict(results[0]["memory"])
+    memories = [r["memory"] for r in results]
+    pooled = {key: _largest([m.get(key) for m in memories]) for key in memories[0] if key != "peak_method"}
+    methods = {m.get("peak_method") for m in memories}
+    pooled["peak_method"] = methods.pop() if len(methods) == 1 else memories[0].get("peak_method")
+    return pooled
+
+
+def _pooled_timing(results: list[dict]) -> dict:
+    """Load and first inference: the median over the repeats; warm-up and measured phase: their totals; the
+    origin: the first repeat's (every offset in the report counts from it)."""
+    if len(results) == 1:
+        return results[0]["timing"]
+    timings = [r["timing"] for r in results]
+    measured = [t["measured"] for t in timings]
     return {
-        "schema": SCHEMA,
-        "created": utc_now(),
-        "model": {**model.to_dict(), "inputs": result["inputs"], "outputs": result["outputs"]},
-        "runtime": result["backend"],
-        "inputs_fed": result["feeds"],
-        "settings": {**request.settings.to_dict(), "seed": request.seed},
-        "timing": result["timing"],
-        "stats": summary,
-        "validity": stats.verdict(summary, measured["reached_min_runs"], measured["reached_min_duration"]),
-        "memory": _memory_section(result["memory"], rss_samples, measured["origin_monotonic_ns"],
-                                  result["wall_ns"]),
-        "samples": result["samples"],
-        "device": provenance.collect(edgebench_version=__version__),
+        "load_ms": statistics.median(t["load_ms"] for t in timings),
+        "first_inference_ms": statistics.median(t["first_inference_ms"] for t in timings),
+        "warmup": {"runs": sum(t["warmup"]["runs"] for t in timings),
+                   "duration_s": sum(t["warmup"]["duration_s"] for t in timings)},
+        "measured": {"runs": sum(m["runs"] for m in measured), "duration_s": sum(m["duration_s"] for m in measured),
+                     "reached_min_runs": all(m["reached_min_runs"] for m in measured),
+                     "reached_min_duration": all(m["reached_min_duration"] for m in measured),
+                     "origin_monotonic_ns": measured[0]["origin_monotonic_ns"]},
     }
 
 
-def run(request: BenchRequest, progress: Optional[ProgressFn] = None) -> dict:
-    model, worker_request, executor = prepare(request)
-    physics = RunPhysics(request.physics) if request.physics else None
-    series = None
-    try:
-        if physics:
-            physics.wait_until_cool(progress)
-            physics.measure_idle()
-            physics.start()
-        outcome = executor.execute(worker_request, request.limits, progress)
-    finally:
-        if physics:
-            series = physics.stop()
-            physics.close()
-    report = build_report(model, request, outcome.result, outcome.rss_samples)
-    if physics:
-        add_physics(report, physics, series, request.sustained_window_s)
-    return report
+def measured_window(result: dict) -> tuple[int, int]:
+    """A repeat's measured phase on the monotonic clock: from its first run's start, as long as the phase lasted."""
+    origin = result["timing"]["measured"]["origin_monotonic_ns"]
+    return origin, origin + result["wall_ns"]
 
 
-def add_physics(report: dict, physics: RunPhysics, series: list, window_s: Optional[float]) -> None:
-    measured, samples = report["timing"]["measured"], report["samples"]
+def _repeat_entry(index: int, outcome: ChildOutcome) -> dict:
+    result = outcome.result
+    start, end = measured_window(result)
+    memory = _memory_section(result["memory"], outcome.rss_samples, [(start, end)], start)
+    del memory["rss_samples"]  # in the report's memory section, with every repeat's
+    return {
+        "index": index,
+        "pid": outcome.pid,
+        "timing": result["timing"],
+        "memory": memory,
+        "stats": stats.summarize(result["samples"]["latency_ns"], result["wall_ns"]),
+        "samples": result["samples"],  # offsets from this repeat's first measured run
+        "origin_monotonic_ns": start,
+    }
+
+
+def build_report(model: ModelFile, request: BenchRequest, outcomes: list[ChildOutcome],
+                 device: Optional[dict] = None) -> dict:
+    results = [o.result for o in outcomes]
+    origin = results[0]["timing"]["measured"]["origin_monotonic_ns"]
+    latency: list = []
+    offsets: list = []
+    repeat_of: list = []
+    for index, result in enumerate(results):
+        shift = result["timing"]["measured"]["origin_monotonic_ns"] - origin
+        latency += result["samples"]["latency_ns"]
+        offsets += [offset + shift for offset in result["samples"]["start_offset_ns"]]
+        repeat_of += [index] * len(result["samples"]["latency_ns"])
+    timing = _pooled_timing(results)
+    measured = timing["measured"]
+    summary = stats.summarize(latency, sum(r["wall_ns"] for r in results))
+    summary["interval"] = stats.interval_summary([r["samples"]["latency_ns"] for r in results], summary["ci_level"])
+    first = results[0]
+    return {
+        "schema": SCHEMA,
+        "created": utc_now(),
+        "model": {**model.to_dict(), "inputs": first["inputs"], "outputs": first["outputs"]},
+        "runtime": first["backend"],
+        "inputs_fed": first["feeds"],
+        "settings": {**request.settings.to_dict(), "seed": request.seed, "repeats": request.repeats,
+                     "repeat_gap_s": request.repeat_gap_s},
+        "timing": timing,
+        "stats": summary,
+        "validity": stats.verdict(summary, measured["reached_min_runs"], measured["reached_min_duration"]),
+        "memory": _memory_section(_pooled_memory(results), [s for o in outcomes for s in o.rss_samples],
+                                  [measured_window(r) for r in results], origin),
+        "samples": {"latency_ns": latency, "start_offset_ns": offsets, "repeat": repeat_of},
+        "repeats": [_repeat_entry(index, outcome) for index, outcome in enumerate(outcomes)],
+        "device": device if device is not None else provenance.collect(edgebench_version=__version__),
+    }
+
+
+def add_physics(report: dict, physics: RunPhysics, series: list, window_s: Optional[float],
+                waits: Sequence[Optional[dict]] = ()) -> None:
+    """The board's state over the run: statistics and energy over the measured phases of all repeats (and per
+    repeat, in ``repeats[i].physics``), throttling from the first repeat's origin, the raw series."""
+    measured = report["timing"]["measured"]
     origin = measured["origin_monotonic_ns"]
-    wall = samples["start_offset_ns"][-1] + samples["latency_ns"][-1]  # first start to last end
-    report["physics"] = physics.summarize(series, origin, wall, measured["runs"])
+    windows = [(r["origin_monotonic_ns"], r["origin_monotonic_ns"] + r["samples"]["start_offset_ns"][-1]
+                + r["samples"]["latency_ns"][-1], r["timing"]["measured"]["runs"]) for r in report["repeats"]]
+    report["physics"] = physics.summarize(series, origin, windows[-1][1] - origin, measured["runs"], windows)
     report["physics"]["settings"] = physics.settings.to_dict()
+    if waits:
+        report["physics"]["wait"] = waits[0]
+    for index, entry in enumerate(report["repeats"]):
+        start, end, runs = windows[index]
+        entry["physics"] = {"wait": waits[index] if index < len(waits) else None,
+                            "energy": physics.energy(series, [(start, end, runs)])}
     if window_s:
         report["sustained"] = sustained_summary(report, relative(series, origin), physics.units, window_s)
 

@@ -98,9 +98,11 @@ def _guarded(action: Callable[[], Any], what: str) -> Any:
 
 
 def benchmark(load: Callable[[], Session], make_feeds: Callable[[Session], dict], settings: RunSettings,
-              progress: Optional[ProgressFn] = None, on_loaded: Optional[Callable[[Session, dict], None]] = None
-              ) -> dict:
-    """Run the whole protocol; return timings, raw samples and memory checkpoints (plain data)."""
+              progress: Optional[ProgressFn] = None, on_loaded: Optional[Callable[[Session, dict], None]] = None,
+              on_phase: Optional[Callable[[str], None]] = None) -> dict:
+    """Run the whole protocol; return timings, raw samples and memory checkpoints (plain data). ``on_phase`` is
+    told ``measure`` just before the measured loop and ``measured`` just after it (the supervisor reads the noise
+    counters there: engine/noise.py), outside every timed region, like the native harness's phase events."""
     clock = time.perf_counter_ns
     rss_before_load = memory.current_rss()
     if progress:
@@ -124,9 +126,13 @@ def benchmark(load: Callable[[], Session], make_feeds: Callable[[Session], dict]
     load_peak = memory.peak_rss()
     can_reset = memory.reset_peak()
     rss_before_measure = memory.current_rss()
+    if on_phase:
+        on_phase("measure")
     measured = _guarded(lambda: run_loop(run, settings.min_runs, settings.min_duration_s,
                                          settings.max_duration_s, "measure", progress,
                                          settings.progress_interval_s), "the measured run")
+    if on_phase:
+        on_phase("measured")
     steady_peak = memory.peak_rss() if can_reset else None
     origin = measured.start_ns[0]
     return {

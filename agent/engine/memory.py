@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import Optional
+from typing import Callable, Optional
 
 _STATUS = "/proc/self/status"
 
@@ -59,11 +59,12 @@ class RssSampler:
     """Samples another process's RSS from a thread of this one, timestamped on the monotonic clock that
     the benchmark child uses for its latency samples (perf_counter_ns is CLOCK_MONOTONIC on Linux)."""
 
-    def __init__(self, pid: int, interval_s: float):
+    def __init__(self, pid: int, interval_s: float, on_tick: Optional[Callable[[int], None]] = None):
         import psutil
 
         self._process = psutil.Process(pid)
         self._interval = interval_s
+        self._on_tick = on_tick  # told each sample's time, on this thread (engine/noise.NoiseProbe.tick)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="rss-sampler", daemon=True)
         self.samples: list[tuple[int, int]] = []  # (monotonic ns, rss bytes)
@@ -83,5 +84,11 @@ class RssSampler:
                 rss = self._process.memory_info().rss
             except Exception:  # noqa: BLE001 - the child exited or vanished
                 return
-            self.samples.append((time.perf_counter_ns(), int(rss)))
+            now = time.perf_counter_ns()
+            self.samples.append((now, int(rss)))
+            if self._on_tick is not None:
+                try:
+                    self._on_tick(now)
+                except Exception:  # noqa: BLE001 - what rides on the sampler never stops the RSS samples
+                    self._on_tick = None
             self._stop.wait(self._interval)

@@ -10,10 +10,14 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Optional, Sequence
 
+from edgebench.agent.engine.noise import warning_line
 from edgebench.agent.errors import UsageError
 
-SCHEMA = "edgebench.bench/1"
-SCHEMA_FILE = Path(__file__).with_name("schemas") / "bench-report.v1.json"
+SCHEMA = "edgebench.bench/2"
+SCHEMA_FILE = Path(__file__).with_name("schemas") / "bench-report.v2.json"
+# Version 1 (one child process a run; no `repeats`, `samples.repeat`, `stats.interval`): for reading old reports.
+SCHEMA_FILE_V1 = Path(__file__).with_name("schemas") / "bench-report.v1.json"
+SCHEMA_FILES = {"edgebench.bench/1": SCHEMA_FILE_V1, SCHEMA: SCHEMA_FILE}
 
 
 def utc_now() -> str:
@@ -129,6 +133,7 @@ def render(report: dict) -> str:
     measured = timing["measured"]
     lines.append(f"measured  {measured['runs']} runs in {measured['duration_s']:.2f} s · "
                  f"{stats['throughput_ips']:.1f} inferences/s")
+    lines += repeat_lines(report, scale, unit)
     lines.append("")
     keys = ["min", "p50", "p90", "p95", "p99", "max", "mean", "std"]
     row = [f"latency ({unit})"] + [fmt_latency(stats[f"{k}_ms"], scale) for k in keys]
@@ -143,9 +148,24 @@ def render(report: dict) -> str:
                  f"{human_bytes(mem['rss_after_load_bytes'])} after; peak {human_bytes(mem['peak_load_bytes'])} "
                  f"while loading/warming up, {human_bytes(steady)} while measuring")
     lines += physics_lines(report)
+    noisy = warning_line(report.get("noise"))
+    if noisy:
+        lines.append(noisy)
     validity = report["validity"]
     lines.append("verdict   " + ("valid" if validity["valid"] else "NOT VALID: " + "; ".join(validity["reasons"])))
     return "\n".join(lines)
+
+
+def repeat_lines(report: dict, scale: float, unit: str) -> list[str]:
+    """With several repeats: how many, and how far apart their p50s are (each a fresh process)."""
+    repeats = report.get("repeats") or []
+    if len(repeats) < 2:
+        return []
+    p50 = [r["stats"]["p50_ms"] for r in repeats]
+    loads = [r["timing"]["load_ms"] for r in repeats]
+    return [f"repeats   {len(repeats)} fresh processes · p50 per repeat {fmt_latency(min(p50), scale)} to "
+            f"{fmt_latency(max(p50), scale)} {unit} · load {min(loads):.1f} to {max(loads):.1f} ms "
+            f"(load and first inference above: medians)"]
 
 
 def _window_summary(window: dict, kind: str, fmt) -> Optional[str]:

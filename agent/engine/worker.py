@@ -1,4 +1,5 @@
-"""The isolated benchmark process: ``python -m edgebench.agent.engine.worker REQUEST.json EVENTS_FD``.
+"""The isolated benchmark process: ``python -m edgebench.agent.engine.worker REQUEST.json EVENTS_FD``, or a process
+forked by the engine's zygote (engine/zygote.py: ``serve``, after ``preload``), one per repeat of a run.
 
 It loads the runtime, runs the measurement protocol (or plain inferences, for compare) and writes JSON-line
 events to the events pipe: phase/progress updates, then one ``result`` or ``error``. Anything the runtime
@@ -7,6 +8,7 @@ prints goes to this process's stdout/stderr, which the parent captures, so it ca
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
@@ -53,9 +55,11 @@ def _describe(session: Any) -> dict:
 def run_bench(request: dict, events: Events) -> dict:
     from edgebench.agent.engine.inputs import describe_feeds, parse_sources
     from edgebench.agent.engine.measure import RunSettings, benchmark
+    from edgebench.agent.engine.noise import phase_event
 
     settings = RunSettings(**request["settings"])
-    outcome = benchmark(_loader(request), _feeds_factory(request), settings, events.progress)
+    outcome = benchmark(_loader(request), _feeds_factory(request), settings, events.progress,
+                        on_phase=lambda phase: events.send(phase_event(phase)))
     session = outcome.pop("session")
     feeds = outcome.pop("feeds")
     result = _describe(session)
@@ -91,12 +95,13 @@ def run_describe(request: dict, events: Events) -> dict:
     return _describe(_loader(request)())
 
 
-def main() -> int:
-    request_path, events_fd = sys.argv[1], int(sys.argv[2])
+def serve(request: dict, events_fd: int) -> int:
+    """Run one worker request, writing its events to ``events_fd``; the process's exit code."""
     events = Events(events_fd)
-    with open(request_path) as handle:
-        request = json.load(handle)
     try:
+        from edgebench.agent.engine.noise import pin_cpus
+
+        pin_cpus(request.get("cpus"))  # --cpus, before the runtime starts a thread: its threads inherit the mask
         handler = {"bench": run_bench, "infer": run_infer, "describe": run_describe}[request["mode"]]
         events.send({"type": "result", "result": handler(request, events)})
     except EdgebenchError as exc:
@@ -106,6 +111,26 @@ def main() -> int:
         events.send({"type": "error", "kind": "ChildFailed", "message": "the runtime ran out of memory"})
         return 1
     return 0
+
+
+def preload(runtime: str) -> None:
+    """Import what every worker for this runtime imports (numpy, the protocol, the inputs, the runtime plugin and
+    the runtime's own package), so a process forked afterwards starts with them (the zygote's preload). A
+    runtime that cannot be imported is left to the worker, which reports why in the usual way."""
+    import numpy  # noqa: F401
+
+    from edgebench.agent.engine import inputs, measure  # noqa: F401
+    from edgebench.agent.runtimes import runtime_class
+
+    with contextlib.suppress(Exception):  # the worker's load says what is wrong, with the model's context
+        runtime_class(runtime).preload()
+
+
+def main() -> int:
+    request_path, events_fd = sys.argv[1], int(sys.argv[2])
+    with open(request_path) as handle:
+        request = json.load(handle)
+    return serve(request, events_fd)
 
 
 if __name__ == "__main__":

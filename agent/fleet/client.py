@@ -82,6 +82,7 @@ class JobOptions:
     max_duration: float
     warmup_runs: int
     warmup_duration: float
+    cpus: Optional[Sequence[int]] = None  # pin each job's benchmark process to these CPUs (bench --cpus)
 
 
 def job_matrix(args: JobOptions, shas: list[str]) -> dict:
@@ -89,7 +90,7 @@ def job_matrix(args: JobOptions, shas: list[str]) -> dict:
                 "warmup_runs": args.warmup_runs, "warmup_duration_s": args.warmup_duration}
     options: dict[str, Any] = {"settings": settings, "seed": args.seed, "sensors": args.sensors}
     for key, value in (("shape", args.shape), ("input", args.input), ("providers", args.providers),
-                       ("timeout_s", args.timeout)):
+                       ("timeout_s", args.timeout), ("cpus", list(args.cpus or []))):
         if value:
             options[key] = value
     try:

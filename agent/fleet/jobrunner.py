@@ -37,7 +37,8 @@ def build_request(job: Job, model_path: str, default_timeout_s: Optional[float] 
     physics = PhysicsSettings(idle_s=0.0) if job.sensors else None
     return BenchRequest(model=model_path, runtime=job.runtime, options=runtime_options(job), settings=settings,
                         shape_args=list(job.shape), input_args=list(job.input), seed=int(job.seed),
-                        limits=ChildLimits(timeout_s=timeout), physics=physics)
+                        limits=ChildLimits(timeout_s=timeout), physics=physics,
+                        cpus=[int(cpu) for cpu in job.cpus] or None)
 
 
 def runtime_options(job: Job, delegates: bool = True):

@@ -50,6 +50,7 @@ MODEL_WINDOW_BYTES = 8 * MODEL_CHUNK_BYTES  # a model-request's ``length`` is at
 MAX_MODEL_BYTES = 8 * 1024**3
 MAX_TELEMETRY_SAMPLES = 500
 MAX_RESULT_SAMPLES = 10000  # raw latency samples a result event carries at most (a uniform subsample beyond)
+MAX_RESULT_UNITS = 1000  # repeats (or batches) a result's interval is computed from, at most
 
 DEVICE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 JOB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
@@ -342,9 +343,66 @@ def _result(payload: dict) -> None:
         raise ProtocolError("a result needs at least one measured run")
     _tag_fields(_field(summary, "model", dict), _field(summary, "runtime", dict))
     _finite_tree(summary, "summary")
+    interval = _field(stats, "interval", dict, required=False)
+    if interval is not None:
+        check_interval(interval, "summary.stats.interval")
+    _integer(summary, "repeats", 1, MAX_RESULT_UNITS, required=False)
+    interleave = _field(summary, "interleave", dict, required=False)
+    if interleave is not None:
+        check_interleave(interleave)
     drift = _field(payload, "drift", dict, required=False)
     if drift is not None:
         check_drift(drift)
+
+
+INTERVAL_METHODS = ("between-repeats", "batch-means")
+INTERVAL_PERCENTILES = ("p50_ms", "p90_ms", "p95_ms", "p99_ms")
+
+
+def _positive_pair(value: object, where: str) -> None:
+    if value is None:
+        return
+    if not (isinstance(value, list) and len(value) == 2 and all(type(v) in (int, float) and isfinite(v) and v > 0
+                                                                 for v in value) and value[0] <= value[1]):
+        raise ProtocolError(f"{where} must be [low, high]: two finite positive numbers, low <= high")
+
+
+def check_interval(interval: dict, where: str = "interval", max_units: int = MAX_RESULT_UNITS) -> dict:
+    """A run's ``stats.interval`` (edgebench.agent.engine.stats.interval_summary): its method, the number of units,
+    and per percentile the estimate, the units' values (``per_unit``: finite, positive, one per unit, at most
+    ``max_units``) and the intervals. Keys not named here are left alone (the section may grow)."""
+    if interval.get("method") not in INTERVAL_METHODS:
+        raise ProtocolError(f"{where}.method must be one of {INTERVAL_METHODS}")
+    units = _integer(interval, "units", 0, max_units)
+    _number(interval, "confidence", required=False, minimum=0.5, maximum=0.9999)
+    _number(interval, "drift_pct", required=False, minimum=-100.0)
+    _number(interval, "unit_spread_pct", required=False, minimum=0)
+    for key in INTERVAL_PERCENTILES:
+        entry = interval.get(key)
+        if entry is None:
+            continue
+        if not isinstance(entry, dict):
+            raise ProtocolError(f"{where}.{key} must be an object or null")
+        _number(entry, "estimate", minimum=0)
+        _number(entry, "pooled", required=False, minimum=0)
+        per_unit = _field(entry, "per_unit", list)
+        if len(per_unit) != units:
+            raise ProtocolError(f"{where}.{key}.per_unit holds {len(per_unit)} values for {units} units")
+        if not all(type(v) in (int, float) and isfinite(v) and v > 0 for v in per_unit):  # type(): no booleans
+            raise ProtocolError(f"{where}.{key}.per_unit must hold finite positive numbers")
+        _positive_pair(entry.get("ci"), f"{where}.{key}.ci")
+        _positive_pair(entry.get("rerun"), f"{where}.{key}.rerun")
+    return interval
+
+
+def check_interleave(interleave: dict) -> dict:
+    """``{group, slot}``: the interleaved run a result belongs to and its slot there (paired release gates)."""
+    _text(interleave, "group", TAG_TEXT, max_len=128)
+    slot = interleave.get("slot")
+    if not ((type(slot) is int and 0 <= slot <= 1_000_000) or (isinstance(slot, str) and TAG_TEXT.match(slot)
+                                                               and len(slot) <= 64)):
+        raise ProtocolError("interleave.slot must be an integer from 0 to 1000000 or a short name")
+    return interleave
 
 
 def _tag_fields(model: dict, runtime: dict) -> None:
@@ -415,6 +473,7 @@ def check_job(payload: dict) -> None:
             if not isinstance(name, str) or not NAME.match(name) or (allowed and name not in allowed):
                 raise ProtocolError(f"{key}: {str(name)[:80]!r} is not allowed in a job")
     _number(payload, "threads", required=False, minimum=1, maximum=1024)
+    check_cpus(_field(payload, "cpus", list, required=False))
     _number(payload, "seed", required=False, minimum=0, maximum=2**31)
     for key, pattern in (("shape", SHAPE_ARG), ("input", None)):
         for arg in _field(payload, key, list, required=False) or []:
@@ -436,9 +495,22 @@ def check_job(payload: dict) -> None:
         check_labels(payload["labels"])
 
 
+MAX_CPUS = 1024  # a job's cpus: at most this many CPU ids, each below it (a kernel's CPU_SETSIZE)
+
+
+def check_cpus(cpus: Optional[list]) -> Optional[list]:
+    """A job's ``cpus``: non-negative integers below MAX_CPUS, at most MAX_CPUS of them. Whether the board has
+    them is the board's to say (the engine refuses a CPU it does not have, as bench --cpus does)."""
+    if cpus is None:
+        return None
+    if len(cpus) > MAX_CPUS or not all(type(c) is int and 0 <= c < MAX_CPUS for c in cpus):  # type(): no booleans
+        raise ProtocolError(f"cpus must be a list of at most {MAX_CPUS} CPU ids, integers from 0 to {MAX_CPUS - 1}")
+    return cpus
+
+
 # ---------------------------------------------------------------- the job, typed
 
-JOB_OPTIONS = ("settings", "shape", "input", "seed", "sensors", "timeout_s", "providers")  # the matrix's "options"
+JOB_OPTIONS = ("settings", "shape", "input", "seed", "sensors", "timeout_s", "providers", "cpus")  # matrix "options"
 
 
 @dataclass
@@ -464,6 +536,7 @@ class Job:
     delegates: list = field(default_factory=list)  # one chain, tried in order
     providers: list = field(default_factory=list)
     threads: Optional[int] = None
+    cpus: list = field(default_factory=list)  # CPU ids the benchmark process is pinned to (bench --cpus); []: none
     seed: int = 0
     shape: list = field(default_factory=list)  # NAME=DIMS
     input: list = field(default_factory=list)  # NAME=zeros|ones|random|<number>
@@ -579,8 +652,8 @@ def msg_id_of(data: bytes, loads: Optional[Callable[[bytes], Any]] = None) -> Op
 
 def result_samples(report: dict, limit: int = MAX_RESULT_SAMPLES) -> dict:
     """The raw latency samples a result event carries: all of them up to ``limit``, else a uniform random
-    subsample (seeded, in run order) of ``limit``: still an i.i.d. sample of the same distribution, which is
-    what the release gates' bootstrap needs. ``total`` is how many the run measured."""
+    subsample (seeded, in run order) of ``limit``: a sample of the same distribution (InfluxDB's
+    ``edgebench_latency``, for analysis; release gates compare repeats). ``total`` is how many the run measured."""
     import random
 
     latency = [int(x) for x in (report.get("samples") or {}).get("latency_ns") or []]
@@ -592,8 +665,10 @@ def result_samples(report: dict, limit: int = MAX_RESULT_SAMPLES) -> dict:
 
 
 def summarize_report(report: dict) -> dict:
-    """The part of an ``edgebench.bench/1`` report that travels in a result event: everything but the per-run
-    samples (the full report stays on the board's data dir)."""
+    """The part of an ``edgebench.bench/1`` or ``/2`` report that travels in a result event: everything but the
+    per-run samples (the full report stays on the board's data dir). Of the statistics, the numbers and
+    ``interval`` (its per-unit values included: what release gates compare); the number of repeats; the
+    interleaved run it belongs to, if any."""
     memory = {k: v for k, v in (report.get("memory") or {}).items() if k != "rss_samples"}
     physics = report.get("physics")
     summary = {
@@ -604,10 +679,15 @@ def summarize_report(report: dict) -> dict:
         "inputs_fed": report.get("inputs_fed", []),
         "settings": report.get("settings", {}),
         "timing": report.get("timing", {}),
-        "stats": {k: v for k, v in report.get("stats", {}).items() if not isinstance(v, (dict, list))},
+        "stats": {k: v for k, v in report.get("stats", {}).items()
+                  if not isinstance(v, (dict, list)) or (k == "interval" and isinstance(v, dict))},
         "validity": report.get("validity", {}),
         "memory": memory,
     }
+    if isinstance(report.get("repeats"), list) and report["repeats"]:
+        summary["repeats"] = len(report["repeats"])
+    if isinstance(report.get("interleave"), dict):
+        summary["interleave"] = report["interleave"]
     if physics:
         summary["physics"] = {"energy": physics.get("energy"), "throttling": {
             k: v for k, v in (physics.get("throttling") or {}).items() if k != "checks"}}

@@ -85,3 +85,9 @@ class Runtime(ABC):
     @abstractmethod
     def load(self, path: str, options: RuntimeOptions) -> Session:
         """Load the model; raise ModelError for a bad model, RuntimeUnavailable when nothing can run it."""
+
+    @classmethod  # noqa: B027 - an optional hook
+    def preload(cls) -> None:
+        """Import what ``load`` imports (the runtime's own package), without loading anything. The engine's
+        zygote (engine/zygote.py) calls it once per benchmark run, so each fresh worker it forks pays the model's
+        load, not the runtime's import. Failing here is harmless: ``load`` reports the problem in the worker."""

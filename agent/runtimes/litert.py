@@ -124,6 +124,12 @@ class LiteRTRuntime(Runtime):
             return f"no TFLite runtime is installed: {_INSTALL_HINT}"
         return _numpy_conflict(module_name)
 
+    @classmethod
+    def preload(cls) -> None:
+        module_name = _installed_module()
+        if module_name and cls.unavailable_reason() is None:
+            importlib.import_module(module_name)
+
     def load(self, path: str, options: RuntimeOptions) -> Session:
         module_name = _installed_module()
         reason = self.unavailable_reason()

@@ -89,6 +89,11 @@ class OnnxRuntime(Runtime):
             return "ONNX Runtime is not installed: pip install 'edgebench[onnx]' (or onnxruntime)"
         return None
 
+    @classmethod
+    def preload(cls) -> None:
+        if cls.unavailable_reason() is None:
+            import onnxruntime  # noqa: F401 - imported for the workers the zygote forks
+
     def load(self, path: str, options: RuntimeOptions) -> Session:
         import onnxruntime as ort
 

@@ -13,14 +13,15 @@ from edgebench.agent.errors import EdgebenchError, UsageError
 
 def register(commands) -> None:
     gate = commands.add_parser("gate", help="release gates: latency budgets and regressions against a baseline",
-                               description="Evaluate [[gate]] rules (docs/gates.md) on the latest results. Exit 0 "
-                               "when all pass, 1 when a rule fails, 2 when data is missing or too thin to decide.")
+                               description="Evaluate [[gate]] rules (docs/gates.md) on every matching model x board "
+                               "class x configuration. Exit 0 when all pass, 1 when a rule fails, 2 when data is "
+                               "missing, 6 when a regression cannot be told yet (more repeats would decide).")
     # --rules, not --config: --config is every command's defaults file (docs/cli.md), before or after the command.
     gate.add_argument("--rules", required=True, metavar="GATES.toml", help="the [[gate]] rules (docs/gates.md)")
     gate.add_argument("--reports", nargs="+", metavar="FILE", help="bench / variants JSON reports to judge")
     gate.add_argument("--labels", metavar="K=V,...", help="labels for reports that carry none (e.g. class=rpi5)")
     gate.add_argument("--server", metavar="URL", help="judge the fleet's latest results held by this collector "
-                      "(with their raw latency samples)")
+                      "(with their repeats)")
     gate.add_argument("--influx-url", metavar="URL", help="judge the latest results in this InfluxDB (v1 API, "
                       "InfluxQL); verdicts are recorded there (measurement edgebench_gate)")
     gate.add_argument("--influx-db", default="edgebench", metavar="NAME", help="InfluxDB database (default edgebench)")
@@ -28,7 +29,8 @@ def register(commands) -> None:
     gate.add_argument("--no-record", dest="record", action="store_false",
                       help="do not write the verdicts to InfluxDB (by default they go to --influx-url, else through "
                       "the --server collector)")
-    gate.add_argument("--junit", metavar="FILE", help="JUnit XML: one testcase per rule x board class")
+    gate.add_argument("--junit", metavar="FILE", help="JUnit XML: one testcase per rule x model x board class x "
+                      "configuration")
     gate.add_argument("--markdown", metavar="FILE", help="a Markdown summary for a pull-request comment")
     gate.add_argument("--json", metavar="FILE", help="verdicts as JSON; - for stdout")
     gate.set_defaults(handler=run)

@@ -3,12 +3,14 @@
 Only the fetching lives here; the evaluation is ``gates.evaluate`` whatever the source. Standard library only (the
 InfluxDB v1 HTTP API with InfluxQL, which InfluxDB 1.x, 2.x and 3.x serve), so a CI runner needs nothing more.
 
-- Collector: ``GET /api/v1/results?latest=1&samples=1`` returns the newest result of every device x model x
-  runtime x delegates x labels with its labels and raw latency samples (exactly what the gates' filters need).
-- InfluxDB: the newest ``edgebench_result`` point of every series (``GROUP BY *``) for the summary metrics; the raw
-  samples of the results a latency-regression rule compares come from ``edgebench_latency`` (one point per sample,
-  the result's tags, at the result's time + the sample index in ns). Names and times: edgebench.server.schema; what a
-  gate metric is, from the point's fields: edgebench.server.result_metrics (as for a report).
+- Collector: ``GET /api/v1/results?latest=10`` returns the 10 newest results of every configuration (device x
+  model x runtime x delegate chain asked for x what ran x threads x labels) with their labels and summaries, whose
+  ``stats.interval`` holds each repeat's values (exactly what the gates' filters, groups and sides need).
+- InfluxDB: the newest ``edgebench_result`` points of every series (``GROUP BY *``) for the summary metrics and the
+  intervals; the repeats' values of the results a latency-regression rule compares come from ``edgebench_repeat``
+  (one point per unit, the result's tags and ``unit``, at the result's time). Names and times:
+  edgebench.server.schema; what a gate metric, an estimate and a unit are, from the point's fields:
+  edgebench.server.result_metrics (as for a report).
 """
 
 from __future__ import annotations
@@ -25,7 +27,6 @@ from typing import Optional, Sequence
 from edgebench.agent.errors import EdgebenchError
 from edgebench.server import schema as db
 from edgebench.server.gates import rules as gates
-from edgebench.server.result_metrics import gate_metrics
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +53,7 @@ def _http(method: str, url: str, body: Optional[bytes] = None, headers: Optional
 
 
 def results_from_server(server: str) -> list[gates.Result]:
-    url = server.rstrip("/") + "/api/v1/results?latest=1&samples=1"
+    url = server.rstrip("/") + f"/api/v1/results?latest={gates.MAX_RUNS}"
     rows = json.loads(_http("GET", url))["results"]
     return [gates.result_from_fleet(row, "collector") for row in rows]
 
@@ -95,40 +96,63 @@ def _quote(value: str) -> str:
     return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
-def _result_from_point(tags: dict, point: dict, source: str) -> gates.Result:
+# Points read per series: the gates compare at most MAX_RUNS runs of a configuration, and a series (device x tags)
+# may hold several configurations that differ only in what a field says (the delegate chain asked for).
+POINTS_PER_SERIES = 5 * gates.MAX_RUNS
+
+
+def _result_from_point(tags: dict, point: dict, units: Sequence[dict], source: str) -> gates.Result:
     labels = db.labels_of(tags)
     labels.setdefault("device", tags.get(db.DEVICE, ""))
     # no drift metrics from fleet results (docs/gates.md): --influx-url judges as --server does
-    metrics = gate_metrics({k: v for k, v in point.items() if not k.startswith("drift_")})
-    return gates.Result(model=tags.get(db.MODEL, ""), labels=labels, runtime=tags.get(db.RUNTIME, ""),
-                        delegate=tags.get(db.DELEGATE, ""), variant=None, created=gates.utc_iso(point["time"] / 1e9),
-                        metrics=metrics, latency_ns=(),
-                        source=f"{source} {db.RESULT.name} run {point.get('run_id')} on {tags.get(db.DEVICE)}")
+    fields = {k: v for k, v in point.items() if not k.startswith("drift_")}
+    return gates.result_from_fields(
+        fields, units, model=tags.get(db.MODEL, ""), labels=labels, runtime=tags.get(db.RUNTIME, ""),
+        delegate=tags.get(db.DELEGATE, ""), threads=gates.threads_of(tags.get(db.THREADS)), variant=None,
+        created=gates.utc_iso(point["time"] / 1e9),
+        source=f"{source} {db.RESULT.name} run {point.get('run_id')} on {tags.get(db.DEVICE)}")
 
 
-def _needs_samples(result: gates.Result, rules: Sequence[gates.Rule]) -> bool:
-    return any(rule.baseline is not None and gates.METRICS[rule.metric][2] is not None and gates.matches(rule, result)
-               for rule in rules)
+def _needs_units(tags: dict, point: dict, rules: Optional[Sequence[gates.Rule]]) -> bool:
+    """Whether a point's repeats are read: it has repeats, and a latency-regression rule could compare it."""
+    if point.get("interval_method") != "between-repeats":
+        return False
+    if rules is None:
+        return True
+    probe = _result_from_point(tags, point, (), "")
+    return any(rule.baseline is not None and rule.latency and gates.matches(rule, probe) for rule in rules)
+
+
+def _units(influx: Influx, tags: dict, times: Sequence[int]) -> dict[int, list[dict]]:
+    """The ``edgebench_repeat`` points of one series' results at ``times``: result time -> its units in order."""
+    # the repeat points carry the result's tags but not those of the result point alone (reference)
+    where = " AND ".join(f'"{k}" = {_quote(v or "")}' for k, v in sorted(tags.items())
+                         if k not in db.RESULT_ONLY_TAGS)
+    columns = ", ".join(f'"{f}"' for f in db.REPEAT.field_names())
+    text = (f'SELECT {columns} FROM "{db.REPEAT.name}" WHERE {where} AND time >= {min(times)} '
+            f'AND time <= {max(times)} GROUP BY "{db.UNIT}"')
+    found: dict[int, dict[int, dict]] = {}
+    for series in influx.query(text):
+        unit = int((series.get("tags") or {}).get(db.UNIT) or 0)
+        for row in series["values"]:
+            values = dict(zip(series["columns"], row))
+            found.setdefault(int(values.pop("time")), {})[unit] = values
+    wanted = set(times)
+    return {ts: [units[i] for i in sorted(units)] for ts, units in found.items() if ts in wanted}
 
 
 def results_from_influx(influx: Influx, rules: Optional[Sequence[gates.Rule]] = None) -> list[gates.Result]:
-    """The newest result point of every series; raw samples only for results a latency-regression rule needs
-    (every result when ``rules`` is None)."""
+    """The newest result points of every series (up to POINTS_PER_SERIES); the repeats' values only for results a
+    latency-regression rule could compare (every result with repeats when ``rules`` is None)."""
     source = f"{influx.url}/{influx.database}"
     results = []
-    for series in influx.query(f'SELECT * FROM "{db.RESULT.name}" GROUP BY * ORDER BY time DESC LIMIT 1'):
+    text = f'SELECT * FROM "{db.RESULT.name}" GROUP BY * ORDER BY time DESC LIMIT {POINTS_PER_SERIES}'
+    for series in influx.query(text):
         tags = series.get("tags") or {}
-        point = dict(zip(series["columns"], series["values"][0]))
-        result = _result_from_point(tags, point, source)
-        if rules is None or _needs_samples(result, rules):
-            # the latency points carry the result's tags but not those of the result point alone (reference)
-            where = " AND ".join(f'"{k}" = {_quote(v or "")}' for k, v in sorted(tags.items())
-                                 if k not in db.RESULT_ONLY_TAGS)
-            start, end = db.latency_window(int(point["time"]))
-            text = f'SELECT "latency_ns" FROM "{db.LATENCY.name}" WHERE {where} AND time >= {start} AND time < {end}'
-            rows = influx.query(text)
-            result.latency_ns = [int(v[1]) for s in rows for v in s["values"]]
-        results.append(result)
+        points = [dict(zip(series["columns"], row)) for row in series["values"]]
+        times = [int(point["time"]) for point in points if _needs_units(tags, point, rules)]
+        units = _units(influx, tags, times) if times else {}
+        results += [_result_from_point(tags, point, units.get(int(point["time"]), ()), source) for point in points]
     return results
 
 

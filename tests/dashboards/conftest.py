@@ -122,7 +122,7 @@ def write_gate_verdicts(influxd: Influxd, db: str, models: list[str], classes: l
                     value = 1.5 if rule == "p90-budget" else (2.0 if passed else 12.5)
                     message = "within budget" if passed else "p90 regressed 12.5% vs v1.4.0 (limit 5%)"
                     lines.append(line("edgebench_gate", {"rule": rule, "model": model, "board_class": board_class,
-                                                         "status": status},
+                                                         "config": "litert xnnpack", "status": status},
                                       {"passed": passed, "value": value, "message": message}, ts + index))
                     index += 1
     request = urllib.request.Request(f"{influxd.url}/write?db={db}&precision=ns", data="\n".join(lines).encode())

@@ -106,11 +106,32 @@ def test_variants_table_shows_size_and_drift(fleet_run, selections):
         assert sine["size"] > 0 and sine["max abs err"] is None and sine["cosine"] is None
 
 
-def test_gates_read_the_samples_of_a_result_pushed_with_a_reference(fleet_run):
-    """A result pushed with --reference has a `reference` tag its latency points do not carry: the gates' InfluxDB
-    source still finds its raw samples (a latency-regression rule on it is not "missing")."""
+def test_latency_panels_show_each_runs_interval(fleet_run, selections):
+    """The latency panels carry each run's p90 confidence interval beside its p90 (the fleet's real runs: one repeat
+    each, so batch means): the low and high ends are there and ordered, around the p90."""
+    for name, panel in (("model-comparison", "p90 per run, with its interval"), ("device-detail", "Latency per run")):
+        dash = COMMITTED[name]
+        [query] = [q for q in queries.panel_queries(dash) if q.panel == panel and q.ref == "A"]
+        text = queries.interpolate(query.text, dash, selections[(name, "all")], TIME_FILTER, INTERVAL)
+        rows = [dict(zip(s["columns"], row)) for s in fleet_run.query(text) for row in s["values"]]
+        ends = [(row["p90 ci low"], row["p90"], row["p90 ci high"]) for row in rows if row["p90 ci low"] is not None]
+        assert ends, f"{panel}: no run with its interval:\n{text}"
+        assert all(0 < low <= high and 0.5 < low / p90 <= high / p90 < 2 for low, p90, high in ends), ends
+
+
+def test_gates_read_a_result_pushed_with_a_reference(fleet_run):
+    """A result pushed with --reference has a `reference` tag its repeat and latency points do not carry: the gates'
+    InfluxDB source reads it with its interval, and its units as a summary gives them (one run: one unit, its
+    p90; repeats: each repeat's)."""
     from edgebench.server.gates import sources
 
     influx = sources.Influx(fleet_run.influxd.url, fleet_run.db)
     results = [r for r in sources.results_from_influx(influx) if r.model == VARIANT]
-    assert results and all(len(r.latency_ns) > 0 for r in results)
+    assert results
+    for result in results:
+        assert result.interval("p90_ms") and result.estimate("p90_ms") > 0
+        units = result.units("p90_ms")
+        if result.interval_method == "between-repeats":
+            assert len(units) >= 2 and all(u > 0 for u in units)
+        else:
+            assert units == [result.metrics["p90_ms"]]

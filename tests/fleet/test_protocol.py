@@ -153,6 +153,65 @@ def test_summarize_report_drops_samples():
     summary = p.summarize_report(report)
     assert "samples" not in summary and "rss_samples" not in summary["memory"] and "path" not in summary["model"]
     assert summary["stats"] == {"count": 3, "p50_ms": 1.0}
+    assert "repeats" not in summary and "interleave" not in summary
+
+
+def repeats_report(repeats: int = 4) -> dict:
+    """An edgebench.bench/2 report's parts a summary keeps: its interval from real per-repeat samples."""
+    import numpy as np
+
+    from edgebench.agent.engine import stats
+
+    rng = np.random.default_rng(1)
+    per_repeat = [[int(v) for v in rng.lognormal(np.log(2e6), 0.05, 60)] for _ in range(repeats)]
+    summary = stats.summarize([x for r in per_repeat for x in r])
+    summary["interval"] = stats.interval_summary(per_repeat)
+    return {"schema": "edgebench.bench/2", "model": {"name": "m.tflite", "sha256": SHA},
+            "runtime": {"runtime": "litert", "used": ["xnnpack"], "requested": ["xnnpack"], "threads": 2},
+            "stats": summary, "samples": {"latency_ns": [x for r in per_repeat for x in r]},
+            "repeats": [{"index": i, "stats": stats.summarize(r), "samples": {"latency_ns": r}}
+                        for i, r in enumerate(per_repeat)], "interleave": {"group": "ab-7", "slot": 3}}
+
+
+def test_summarize_report_keeps_the_interval_and_the_repeats_values():
+    """The result event carries what release gates compare: stats.interval with each repeat's values, the number
+    of repeats, the interleaved run; not the repeats' samples."""
+    report = repeats_report()
+    summary = p.summarize_report(report)
+    assert summary["stats"]["interval"] == report["stats"]["interval"]
+    assert len(summary["stats"]["interval"]["p90_ms"]["per_unit"]) == 4 and summary["repeats"] == 4
+    assert summary["interleave"] == {"group": "ab-7", "slot": 3} and "percentile_ci_ms" not in summary["stats"]
+    payload = p.envelope("dev1", 1.7e9, event="result", job_id="j1", run_id="j1", summary=summary)
+    assert p.validate(p.topic("dev1", p.EVENTS), encoded(payload)).payload["summary"]["stats"]["interval"]
+
+
+def _interval_payload(mutate) -> dict:
+    summary = p.summarize_report(repeats_report())
+    mutate(summary)
+    return p.envelope("dev1", 1.7e9, event="result", job_id="j1", run_id="j1", summary=summary)
+
+
+@pytest.mark.parametrize("mutate, reason", [
+    (lambda s: s["stats"]["interval"]["p90_ms"]["per_unit"].__setitem__(0, -1.0), "finite positive"),
+    (lambda s: s["stats"]["interval"]["p90_ms"]["per_unit"].__setitem__(0, 0), "finite positive"),
+    (lambda s: s["stats"]["interval"]["p90_ms"]["per_unit"].__setitem__(0, True), "finite positive"),
+    (lambda s: s["stats"]["interval"]["p90_ms"]["per_unit"].__setitem__(0, "2.0"), "finite positive"),
+    (lambda s: s["stats"]["interval"]["p90_ms"]["per_unit"].append(2.0), "holds 5 values for 4 units"),
+    (lambda s: s["stats"]["interval"].update(units=p.MAX_RESULT_UNITS + 1), "above"),
+    (lambda s: s["stats"]["interval"].update(method="vibes"), "method must be one of"),
+    (lambda s: s["stats"]["interval"]["p50_ms"].update(ci=[2.0, 1.0]), "low <= high"),
+    (lambda s: s["stats"]["interval"]["p50_ms"].update(ci=[0.0, 1.0]), "positive"),
+    (lambda s: s["stats"]["interval"]["p99_ms"].update(estimate=-1), "below 0"),
+    (lambda s: s["stats"]["interval"].update(p90_ms=[1, 2]), "object or null"),
+    (lambda s: s["stats"].update(interval="wide"), "wrong type"),
+    (lambda s: s.update(repeats=0), "below 1"),
+    (lambda s: s.update(repeats=2.5), "integer"),
+    (lambda s: s.update(interleave={"group": "g\nx", "slot": 1}), "invalid value"),
+    (lambda s: s.update(interleave={"group": "g", "slot": -1}), "interleave.slot"),
+])
+def test_a_results_interval_and_repeats_are_checked(mutate, reason):
+    with pytest.raises(p.ProtocolError, match=reason):
+        p.validate(p.topic("dev1", p.EVENTS), encoded(_interval_payload(mutate)))
 
 
 # ---------------------------------------------------------------- outbox
@@ -365,6 +424,26 @@ def test_result_samples_subsample_uniformly_and_deterministically():
     assert p.result_samples({}) == {"latency_ns": [], "total": 0}
 
 
+def test_result_points_carry_the_interval_and_one_repeat_point_per_repeat():
+    payload = p.envelope("dev1", 1.7e9, event="result", job_id="j1", run_id="j1",
+                         summary=p.summarize_report(repeats_report()))
+    msg = p.validate(p.topic("dev1", p.EVENTS), encoded(payload))
+    summary, *repeats = influx.points_for(msg, {"class": "rpi5"})
+    interval = payload["summary"]["stats"]["interval"]
+    low, high = interval["p90_ms"]["ci"]
+    assert f"p90_ci_low_ms={low!r}" in summary and f"p90_ci_high_ms={high!r}" in summary
+    assert "repeats=4i" in summary and 'interval_method="between-repeats"' in summary
+    assert 'interleave_group="ab-7"' in summary and 'interleave_slot="3"' in summary
+    assert 'delegate_requested="xnnpack"' in summary
+    ts = int(summary.rpartition(" ")[2])
+    assert len(repeats) == 4
+    for index, line in enumerate(repeats):
+        series = summary.split(" ")[0].replace("edgebench_result", "edgebench_repeat")
+        assert line == (f"{series},unit={index} p50_ms={interval['p50_ms']['per_unit'][index]!r},"
+                        f"p90_ms={interval['p90_ms']['per_unit'][index]!r},"
+                        f"p99_ms={interval['p99_ms']['per_unit'][index]!r} {ts}")
+
+
 def test_result_points_carry_one_latency_point_per_sample():
     payload = result_payload()
     payload.update(labels={"release": "v2"}, samples={"latency_ns": [1500000, 1600000], "total": 40})
@@ -390,3 +469,27 @@ def test_the_job_is_one_typed_record_on_every_side():
         p.Job(job_id="b1", device="dev1", model=job.model, runtime="evil:Class").to_payload(1.7e9)
     with pytest.raises(p.ProtocolError, match="reference_url must be http"):
         p.Job.from_payload(dict(payload, reference_url="file:///etc/passwd"))
+
+
+def test_latest_results_keep_threads_and_the_requested_chain_apart(tmp_path):
+    """``latest=N`` keeps the N newest results of each configuration: two thread counts, or two chains asked for
+    that ran the same delegate (one fell back), are configurations of their own (the gates judge each)."""
+    from edgebench.server.registry import Registry
+
+    registry = Registry(tmp_path / "registry.db")
+
+    def result(job: str, threads: int, requested: list, finished: float) -> None:
+        summary = {"model": {"name": "m.tflite"}, "stats": {"count": 1, "p50_ms": 1.0},
+                   "runtime": {"runtime": "litert", "requested": requested, "used": ["xnnpack"], "threads": threads}}
+        registry.job_event("dev1", {"event": "result", "job_id": job, "run_id": job, "ts": finished,
+                                    "finished_ts": finished, "summary": summary}, {"class": "rpi5"})
+
+    result("old", 1, ["xnnpack"], 100.0)
+    result("new", 1, ["xnnpack"], 200.0)
+    result("four-threads", 4, ["xnnpack"], 150.0)
+    result("fell-back", 1, ["gpu", "xnnpack"], 160.0)  # asked for the GPU, ran XNNPACK: not the xnnpack job's
+    assert [r["job_id"] for r in registry.results(latest=1)] == ["four-threads", "fell-back", "new"]
+    assert [r["job_id"] for r in registry.results(latest=True)] == ["four-threads", "fell-back", "new"]
+    assert [r["job_id"] for r in registry.results(latest=2)] == ["old", "four-threads", "fell-back", "new"]
+    assert len(registry.results()) == 4
+    registry.close()

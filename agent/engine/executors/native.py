@@ -6,6 +6,10 @@ It is started through the same supervisor as the Python worker (``isolation.run_
 memory limit), and its deaths and exit codes become edgebench errors. Statistics are then
 computed from its samples by ``agent/engine/stats.py``, the same code as for every other runtime.
 
+Repeats (``bench --repeats``) start the harness once each (``Executor.runner``'s default): it has no interpreter to
+start, so a repeat costs the process's start and the runtime library's load, about 0.03 s beyond the model's load
+on the lab's VM (bench/repeat_cost.py --native, docs/performance.md).
+
 The binary is ``$EDGEBENCH_NATIVE_BIN``, else ``native/build/edgebench-native`` in the source tree, else
 ``edgebench-native`` on ``PATH``. Build it with ``make native`` (docs/native.md).
 """

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
-from typing import Callable, Dict, NamedTuple, Optional
+from typing import Callable, Dict, NamedTuple, Optional, Sequence, Tuple
 
 from edgebench.agent import sensors as sensor_api
 from edgebench.agent.engine import stats
@@ -89,7 +89,8 @@ class RunPhysics:
 
     def hottest(self) -> tuple[Optional[str], Optional[float], bool]:
         """(sensor, °C) of the hottest temperature now, and whether a throttle bit is set now."""
-        readings = sensor_api.read_all(self.sensors)
+        with self.sampler.lock:  # between repeats the sampler thread reads the same sensors
+            readings = sensor_api.read_all(self.sensors)
         temps = [(r.sensor, float(r.value)) for r in readings if r.kind == "temperature"
                  and not isinstance(r.value, str)]
         sensor, temp = max(temps, key=lambda item: item[1]) if temps else (None, None)
@@ -137,14 +138,16 @@ class RunPhysics:
     def stop(self) -> Series:
         return self.sampler.stop() if self.sampler.running else self.sampler.series
 
-    def summarize(self, series: Series, origin_ns: int, wall_ns: int, runs: int) -> dict:
-        """Statistics over the measured window [origin, origin + wall], energy, throttling, the raw series."""
-        end_ns = origin_ns + wall_ns
-        window = [(t, v) for t, v in series if origin_ns <= t <= end_ns]
+    def summarize(self, series: Series, origin_ns: int, wall_ns: int, runs: int,
+                  windows: Optional[Sequence[Tuple[int, int, int]]] = None) -> dict:
+        """Statistics over the measured window [origin, origin + wall] (or over the measured ``windows``,
+        (start ns, end ns, runs) each, of a run's repeats), energy, throttling from ``origin``, the raw series."""
+        windows = list(windows) if windows else [(origin_ns, origin_ns + wall_ns, runs)]
+        inside = [(t, v) for t, v in series if any(start <= t <= end for start, end, _ in windows)]
         per_sensor = {}
         for sensor_id, q in self.units.items():
             if watched(q):
-                summary = _stats(series_of(window, sensor_id))
+                summary = _stats(series_of(inside, sensor_id))
                 if summary:
                     per_sensor[sensor_id] = {"kind": q.kind, "unit": q.unit, **summary}
         events = throttle.detect_throttling(series, self.limits)
@@ -155,7 +158,7 @@ class RunPhysics:
             "root": self.settings.root,
             "wait": self.wait,
             "window": per_sensor,
-            "energy": self._energy(series, origin_ns, end_ns, runs),
+            "energy": self.energy(series, windows),
             "throttling": {
                 "detected": bool(in_run),
                 "onset_s": (min(e.onset_ns for e in in_run) - origin_ns) / 1e9 if in_run else None,
@@ -169,15 +172,26 @@ class RunPhysics:
             "samples": relative(series, origin_ns),
         }
 
-    def _energy(self, series: Series, origin_ns: int, end_ns: int, runs: int) -> Optional[dict]:
+    def energy(self, series: Series, windows: Sequence[Tuple[int, int, int]]) -> Optional[dict]:
+        """Energy per inference over measured windows ((start ns, end ns, runs) each): the integrals summed over
+        the windows, shared by their inferences; None without a power sensor."""
         if self.power_id is None:
             return None
         points = series_of(series, self.power_id)
-        result = energy.energy_per_inference(points, origin_ns, end_ns, runs, self.idle_w, self.power_id)
-        if result is None:
+        parts = [energy.energy_per_inference(points, start, end, runs, self.idle_w, self.power_id)
+                 for start, end, runs in windows]
+        parts = [part for part in parts if part is not None]
+        if not parts:
             return {"source": self.power_id, "note": "fewer than two power samples in the measured window: "
                     "run longer (--min-duration) or sample faster (--sensor-rate)"}
-        return result.to_dict()
+        if len(parts) == 1:
+            return parts[0].to_dict()
+        window_s, inferences = sum(p.window_s for p in parts), sum(p.inferences for p in parts)
+        energy_j, net_j = sum(p.energy_j for p in parts), sum(p.net_energy_j for p in parts)
+        return energy.EnergyResult(
+            self.power_id, window_s, inferences, sum(p.samples for p in parts), energy_j, self.idle_w, net_j,
+            net_j / inferences * 1e3 if inferences > 0 else None, energy_j / window_s,
+            max(p.peak_w for p in parts)).to_dict()
 
     def close(self) -> None:
         sensor_api.close_all(self.sensors)

@@ -46,6 +46,7 @@ class Sampler:
         self._errors: Dict[str, List[str]] = {}
         self._stop = threading.Event()
         self._thread: Optional[threading.Thread] = None
+        self.lock = threading.Lock()  # held while reading the sensors: others read them between ticks under it
 
     def __enter__(self) -> Sampler:
         self.start()
@@ -83,6 +84,10 @@ class Sampler:
 
     def tick(self, force: bool = False) -> Tick:
         """Read the sensors that are due (all of them with ``force``) and append one entry to the series."""
+        with self.lock:
+            return self._tick(force)
+
+    def _tick(self, force: bool) -> Tick:
         t = self.clock()
         values: Dict[str, Value] = {}
         for sensor in self.sensors:
