@@ -21,6 +21,7 @@ rest in the collector's persistent session (on disk with ``persistence true``).
 from __future__ import annotations
 
 import base64
+import collections
 import contextlib
 import json
 import logging
@@ -101,6 +102,8 @@ class PerDeviceBudget:
         return allowed
 
 
+EARLY_PUBACKS_KEPT = 10_000  # PUBACKs of messages not (yet) known as jobs: acks, chunks, and jobs not noted yet
+
 # Dead letters stored per device: 20 at once, then one every 3 s (all are counted).
 DEAD_LETTER_BURST, DEAD_LETTER_RATE = 20, 1 / 3
 # Model bytes served over MQTT per device: 8 windows at once, then --model-rate (2 MiB/s). A board fetches window
@@ -123,7 +126,8 @@ class Collector:
         self._job_mids: dict[int, str] = {}
         self._writing = False  # the writer is busy with a batch
         self._labels: dict[str, dict] = {}  # device -> labels, a cache of the registry's (prepare thread only)
-        self._job_lock = threading.Lock()
+        self._job_lock = threading.Lock()  # around _job_mids and _early_pubacks only
+        self._early_pubacks: collections.OrderedDict[int, bool] = collections.OrderedDict()  # mid -> PUBACK ok
         self.model_requests: queue.Queue = queue.Queue()  # model-request messages, served by their own thread
         self.models_dir = config.data_dir / "models"  # where the HTTP API stores uploads (api.py)
         self.held: dict[int, float] = {}  # id(Incoming) -> received: messages not yet acknowledged
@@ -193,16 +197,25 @@ class Collector:
         return time.time() - oldest if oldest is not None else 0.0
 
     def _on_publish(self, client: Any, userdata: Any, mid: int, reason: Any, properties: Any) -> None:
+        # paho calls this holding its own message lock: take ours only around dict work, never around a paho call
+        # (publish_job holding _job_lock while publishing deadlocked against this callback).
         with self._job_lock:
             job_id = self._job_mids.pop(mid, None)
+            if job_id is None:  # not a job, or a job whose PUBACK came before publish_job noted its mid
+                self._early_pubacks[mid] = not reason.is_failure
+                while len(self._early_pubacks) > EARLY_PUBACKS_KEPT:
+                    self._early_pubacks.popitem(last=False)
         if job_id and not reason.is_failure:
             self.registry.job_sent(job_id)
 
     def publish_job(self, job: dict) -> None:
-        data = p.encode(p.JOBS, job)
+        info = self.client.publish(p.topic(job["device"], p.JOBS), p.encode(p.JOBS, job), qos=1)
         with self._job_lock:
-            info = self.client.publish(p.topic(job["device"], p.JOBS), data, qos=1)
-            self._job_mids[info.mid] = job["job_id"]
+            acked = self._early_pubacks.pop(info.mid, None)
+            if acked is None:
+                self._job_mids[info.mid] = job["job_id"]
+        if acked:
+            self.registry.job_sent(job["job_id"])
 
     def cancel_job(self, device: str, job_id: str) -> None:
         payload = p.envelope(device, time.time(), job_id=job_id)

@@ -161,6 +161,8 @@ OPENAPI: dict = {
                 "providers": {"type": "array", "items": {"type": "string"}},
                 "seed": {"type": "integer"}, "sensors": {"type": "boolean"}, "timeout_s": {"type": "number"},
                 "cpus": {"type": "array", "maxItems": 1024, "items": {"type": "integer", "minimum": 0, "maximum": 1023},
-                         "description": "pin the benchmark process to these CPU ids (bench --cpus)"}}}}},
+                         "description": "pin the benchmark process to these CPU ids (bench --cpus)"},
+                "repeats": {"type": "integer", "minimum": 1, "maximum": 1000,
+                            "description": "fresh benchmark processes per job (bench --repeats); default 1"}}}}},
     }},
 }

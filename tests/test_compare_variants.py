@@ -80,7 +80,7 @@ def test_variants_of_a_real_model(cli, models, tmp_path):
     This is also the real quantized pair: the static int8 model's drift against the float one."""
     out = tmp_path / "variants"
     result = cli("variants", models["ppocr_cls.onnx"], "--shape", "x=1x3x48x192", "--out-dir", out, *RUN_LENGTH,
-                 "--samples", "8", "--calibration-samples", "8", "--json", tmp_path / "v.json")
+                 "--repeats", "3", "--samples", "8", "--calibration-samples", "8", "--json", tmp_path / "v.json")
     assert result.code == 0, result
     document = json.loads((tmp_path / "v.json").read_text())
     rows = {row["name"]: row for row in document["variants"]}
@@ -92,15 +92,28 @@ def test_variants_of_a_real_model(cli, models, tmp_path):
         assert row["report"]["stats"]["p50_ms"] > 0
         assert 0 < row["drift"]["max_abs_err"] < 1 and row["drift"]["cosine_mean"] > 0.9
     assert rows["fp16"]["drift"]["max_abs_err"] < rows["static-int8"]["drift"]["max_abs_err"]
+    # Interleaved: one group; slot by slot every model ran one repeat before any ran its next one.
+    groups = {row["report"]["interleave"]["group"] for row in rows.values()}
+    assert len(groups) == 1
+    starts = sorted((rep["origin_monotonic_ns"], name, rep["index"]) for name, row in rows.items()
+                    for rep in row["report"]["repeats"])
+    assert [index for _, _, index in starts] == [0] * 4 + [1] * 4 + [2] * 4
+    for name in ("fp16", "dynamic-int8", "static-int8"):  # each speed-up with its paired interval
+        speedup = rows[name]["speedup"]
+        assert speedup["method"] == "paired t on log" and speedup["ci"][0] < speedup["estimate"] < speedup["ci"][1]
+        assert f"{speedup['estimate']:.2f}x [{speedup['ci'][0]:.2f}" in result.out
     assert sorted(p.name for p in out.iterdir()) == [f"ppocr_cls.{kind}.onnx" for kind in
                                                      ("dynamic-int8", "fp16", "static-int8")]
     for line in ("float32", "fp16", "dynamic-int8", "static-int8", "vs float"):
         assert line in result.out
     # The produced int8 model compared on its own: the same drift machinery, from the CLI.
     pair = cli("compare", models["ppocr_cls.onnx"], out / "ppocr_cls.static-int8.onnx", "--shape", "x=1x3x48x192",
-               "--samples", "8", "--json", "-")
+               "--samples", "8", "--repeats", "3", *RUN_LENGTH, "--json", "-")
     assert pair.code == 0, pair
     assert pair.json()["drift"]["max_abs_err"] == pytest.approx(rows["static-int8"]["drift"]["max_abs_err"])
+    latency = pair.json()["latency"]  # --repeats: the speed-up too, from interleaved repeats
+    assert latency["repeats"] == 3 and latency["speedup"]["method"] == "paired t on log"
+    assert latency["speedup"]["ci"][0] < latency["speedup"]["estimate"] < latency["speedup"]["ci"][1]
 
 
 def test_variants_leave_only_the_variants_in_the_output_folder(cli, tmp_path):

@@ -80,6 +80,12 @@ def test_a_single_run_gets_batch_means_and_its_drift_is_named():
     assert any("drifted +" in r and "--repeats" in r for r in reasons), reasons
     too_short = stats.interval_summary([steady[0][:10]])
     assert too_short["p90_ms"]["ci"] is None and stats.stability_reasons(too_short)
+    noisy = stats.interval_summary([steady[0][:300], [int(v * 1.5) for v in steady[0][300:]]])
+    assert noisy["method"] == "between-repeats" and any("repeats differ" in w for w in stats.stability_warnings(noisy))
+    summary = stats.summarize(steady[0])
+    summary["interval"] = stats.interval_summary([drifting])
+    verdict = stats.verdict(summary)
+    assert not verdict["valid"] and any("drifted" in r for r in verdict["reasons"])
 
 
 def test_regression_verdicts_need_both_the_allowance_and_the_interval():

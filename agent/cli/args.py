@@ -262,13 +262,17 @@ def add_run_options(parser: argparse.ArgumentParser, per_repeat: bool = False) -
     group.add_argument("--warmup-duration", type=duration, default=0.5, metavar="SECONDS")
 
 
-def add_repeat_options(parser: argparse.ArgumentParser) -> None:
+def add_repeat_options(parser: argparse.ArgumentParser, gap: bool = True, interleaved: bool = False) -> None:
     group = parser.add_argument_group("repeats (each a fresh process: load, warm-up and measured phase again)")
+    what = ("each candidate N times, interleaved with the others (A B A B ...), each repeat a fresh process"
+            if interleaved else "the benchmark N times, each in a fresh process")
     group.add_argument("--repeats", type=count_up_to(MAX_REPEATS), metavar="N",
-                       help=f"run the benchmark N times, each in a fresh process, and report every repeat and the "
-                       f"spread between them (default {DEFAULT_REPEATS}; 1 with --sustained)")
-    group.add_argument("--repeat-gap", type=duration, default=0.0, metavar="SECONDS",
-                       help="sleep this long between repeats (default 0; --max-start-temp applies before each repeat)")
+                       help=f"run {what}, and report every repeat and the spread between them (default "
+                       f"{DEFAULT_REPEATS}{'' if interleaved else '; 1 with --sustained'})")
+    if gap:
+        group.add_argument("--repeat-gap", type=duration, default=0.0, metavar="SECONDS",
+                           help="sleep this long between repeats (default 0; --max-start-temp applies before each "
+                           "repeat)")
 
 
 def add_isolation_options(parser: argparse.ArgumentParser) -> None:

@@ -24,6 +24,10 @@ def register(commands) -> None:
     compare.add_argument("--threads", type=cli_args.count_up_to(cli_args.MAX_THREADS))
     compare.add_argument("--timeout", type=cli_args.positive_duration, metavar="SECONDS",
                          help="kill a model's process after this long (default 600s)")
+    cli_args.add_run_options(compare, per_repeat=True)
+    compare.add_argument("--repeats", type=cli_args.count_up_to(cli_args.MAX_REPEATS), default=0, metavar="N",
+                         help="also benchmark both models, N repeats each interleaved (A B A B ...), and print the "
+                         "candidate's speed-up with its interval (default 0: drift only)")
     compare.add_argument("--json", metavar="FILE", help="write the drift report as JSON; - for stdout")
     compare.set_defaults(handler=run)
 
@@ -36,7 +40,8 @@ def run(args: argparse.Namespace) -> int:
     document = compare.run(compare.CompareSettings(
         reference=args.reference, candidate=args.candidate, reference_runtime=args.reference_runtime,
         candidate_runtime=args.candidate_runtime, samples=args.samples, eval_npz=args.eval, output=args.output,
-        shape=args.shape, input=args.input, seed=args.seed, threads=args.threads, timeout_s=args.timeout))
+        shape=args.shape, input=args.input, seed=args.seed, threads=args.threads, timeout_s=args.timeout,
+        repeats=args.repeats, run=cli_args.run_settings(args, max(args.repeats, 1)) if args.repeats else None))
     emit_json(document, args.json)
     if args.json != "-":
         print(compare.render(document))

@@ -45,7 +45,8 @@ def register(commands) -> None:
                       help="label every result of this push, e.g. release=v1.5.0 (release gates compare releases "
                       "by this label; repeatable)")
     cli_args.add_input_options(push, files=False)
-    cli_args.add_run_options(push)  # no --memory-limit: a job's memory is the board's business
+    cli_args.add_run_options(push, per_repeat=True)  # no --memory-limit: a job's memory is the board's business
+    cli_args.add_repeat_options(push, gap=False)
     push.add_argument("--timeout", type=cli_args.positive_duration, metavar="SECONDS",
                       help=f"kill a job's benchmark after this long (default: the agent's --job-timeout, "
                       f"{DEFAULT_JOB_TIMEOUT_S / 3600:g}h unless the board sets another)")
@@ -81,11 +82,14 @@ def check_job_args(shapes: Sequence[str], inputs: Sequence[str]) -> None:
 def job_options(args: argparse.Namespace):
     from edgebench.agent.fleet.client import JobOptions
 
+    repeats = cli_args.repeat_count(args)
+    settings = cli_args.run_settings(args, repeats)
     return JobOptions(devices=args.devices, runtimes=args.runtimes, delegates=args.delegates, threads=args.threads,
                       providers=args.providers, shape=args.shape, input=args.input, seed=args.seed,
-                      sensors=args.sensors, timeout=args.timeout, label=args.label, min_runs=args.min_runs,
-                      min_duration=args.min_duration, max_duration=args.max_duration, warmup_runs=args.warmup_runs,
-                      warmup_duration=args.warmup_duration, cpus=args.cpus)
+                      sensors=args.sensors, timeout=args.timeout, label=args.label, min_runs=settings.min_runs,
+                      min_duration=settings.min_duration_s, max_duration=settings.max_duration_s,
+                      warmup_runs=settings.warmup_runs, warmup_duration=settings.warmup_duration_s, cpus=args.cpus,
+                      repeats=repeats)
 
 
 def run_push(args: argparse.Namespace) -> int:

@@ -24,7 +24,8 @@ def register(commands) -> None:
     variants.add_argument("--samples", type=cli_args.count_up_to(cli_args.MAX_SAMPLES), default=16,
                           help="input sets for drift (default 16)")
     cli_args.add_input_options(variants)
-    cli_args.add_run_options(variants)
+    cli_args.add_run_options(variants, per_repeat=True)
+    cli_args.add_repeat_options(variants, gap=False, interleaved=True)
     cli_args.add_isolation_options(variants)
     variants.add_argument("--threads", type=cli_args.count_up_to(cli_args.MAX_THREADS))
     variants.add_argument("--providers", type=cli_args.comma_list, default=[], metavar="CHAIN")
@@ -37,11 +38,12 @@ def run(args: argparse.Namespace) -> int:
     from edgebench.agent.optimize import variants
 
     cli_args.check_outputs(args, "json")
-    settings = cli_args.run_settings(args)
+    repeats = cli_args.repeat_count(args)
+    settings = cli_args.run_settings(args, repeats)
     document, table = variants.run(variants.VariantsSettings(
         model=args.model, out_dir=args.out_dir, only=args.only, calibration=args.calibration,
         calibration_samples=args.calibration_samples, samples=args.samples, shape=args.shape, input=args.input,
-        seed=args.seed, threads=args.threads, providers=args.providers, run=settings,
+        seed=args.seed, threads=args.threads, providers=args.providers, run=settings, repeats=repeats,
         bench_limits=cli_args.child_limits(args, settings.max_duration_s + settings.warmup_duration_s),
         timeout_s=args.timeout))
     emit_json(document, args.json)

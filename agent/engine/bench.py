@@ -117,6 +117,79 @@ def run(request: BenchRequest, progress: Optional[ProgressFn] = None) -> dict:
     return report
 
 
+@dataclass
+class Interleaved:
+    """One candidate of an interleaved run: its report, or why it has none (the others still ran)."""
+
+    request: BenchRequest
+    report: Optional[dict] = None
+    error: Optional[EdgebenchError] = None
+
+
+def run_interleaved(requests: Sequence[BenchRequest], progress: Optional[ProgressFn] = None,
+                    seed: int = 0) -> list[Interleaved]:
+    """Benchmark several candidates to be compared (the variants of a model, a reference and a candidate) with
+    their repeats interleaved: slot by slot, one repeat of each, in a shuffled order per slot (seeded). Drift of
+    the machine then hits every candidate alike, and repeat i of each ran side by side: a ratio between two of
+    them can be paired (stats.ratio_interval). Every report carries ``interleave: {group, slot}`` (the slot is the
+    run's; its units are paired by repeat index). Without sensors: a comparison of candidates is about latency.
+    A candidate that fails keeps its error and drops out; the others go on."""
+    import random
+    import uuid
+
+    slots = max(r.repeats for r in requests)
+    order = random.Random(seed)
+    group = uuid.uuid4().hex[:12]
+    runs = [Interleaved(request) for request in requests]
+    prepared: dict[int, tuple] = {}
+    with contextlib.ExitStack() as stack:
+        for index, item in enumerate(runs):
+            try:
+                model, worker_request, executor = prepare(item.request)
+                runner = stack.enter_context(executor.runner(worker_request, replace(item.request.limits, noise=True)))
+                prepared[index] = (model, runner, [])
+            except EdgebenchError as exc:
+                item.error = exc
+        device = provenance.collect(edgebench_version=__version__)
+        for _, runner, _ in prepared.values():
+            runner.wait_ready()
+        for slot in range(slots):
+            live = [i for i in prepared if runs[i].error is None and slot < runs[i].request.repeats]
+            order.shuffle(live)
+            for index in live:
+                with contextlib.suppress(EdgebenchError), _keeping_error(runs[index], slot, slots):
+                    prepared[index][2].append(prepared[index][1].run(progress))
+    for index, (model, _, outcomes) in prepared.items():
+        item = runs[index]
+        if item.error is None:
+            item.report = build_report(model, item.request, outcomes, device)
+            item.report["interleave"] = {"group": group, "slot": 0}
+            noise.add_to_report(item.report, [o.noise for o in outcomes], item.request.cpus)
+    return runs
+
+
+def speedup(reference: dict, candidate: dict, metric: str = "p50_ms") -> dict:
+    """reference / candidate of the metric (above 1: the candidate is faster), from the units' values; paired by
+    repeat when the two were interleaved."""
+    ref, cand = reference["stats"]["interval"][metric], candidate["stats"]["interval"][metric]
+    paired = (reference.get("interleave") or {}).get("group") == (candidate.get("interleave") or {}).get("group") \
+        and reference.get("interleave") is not None
+    ratio = stats.ratio_interval(cand["per_unit"], ref["per_unit"], paired=paired)
+    if ratio is None:
+        return {"metric": metric, "estimate": ref["estimate"] / cand["estimate"], "ci": None, "method": None}
+    return {"metric": metric, "estimate": ratio["ratio"], "ci": ratio["ci"], "method": ratio["method"]}
+
+
+@contextlib.contextmanager
+def _keeping_error(item: Interleaved, index: int, repeats: int) -> Iterator[None]:
+    try:
+        with _naming_the_repeat(index, repeats):
+            yield
+    except EdgebenchError as exc:
+        item.error = exc
+        raise
+
+
 @contextlib.contextmanager
 def _naming_the_repeat(index: int, repeats: int) -> Iterator[None]:
     """An error after the first repeat says which: ``repeat 3 of 5: the runtime crashed...`` (one in the first is

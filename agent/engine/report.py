@@ -217,3 +217,11 @@ def physics_lines(report: dict) -> list[str]:
                      f"(x{ratio:.3f}); first throttle: {'none' if first is None else f'{first:.1f} s'}; "
                      f"{len(sustained['windows'])} windows of {sustained['window_s']:g} s in the report")
     return lines
+
+
+def fmt_ratio(ratio: Optional[dict]) -> str:
+    """A speed-up with its interval, ``1.12x [1.03, 1.21]`` (bench.speedup's record), or ``-``."""
+    if not ratio:
+        return "-"
+    ci = ratio.get("ci")
+    return f"{ratio['estimate']:.2f}x [{ci[0]:.2f}, {ci[1]:.2f}]" if ci else f"{ratio['estimate']:.2f}x"

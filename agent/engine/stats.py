@@ -94,8 +94,10 @@ def summarize(latencies_ns: Sequence[int], wall_ns: Optional[int] = None,
 
 def verdict(summary: dict, reached_min_runs: bool = True, reached_min_duration: bool = True,
             confidence: float = CONFIDENCE) -> dict:
-    """Whether the run had enough samples for every percentile it reports, with the reasons if not."""
-    reasons = []
+    """Whether the run had enough samples for every percentile it reports and stayed stable (its ``interval``:
+    no drift), with the reasons if not; ``warnings`` for what the interval already says (a noisy machine)."""
+    interval = summary.get("interval") or {}
+    reasons = stability_reasons(interval) if interval else []
     for key, ok in summary["resolved"].items():
         if not ok:
             need = min_samples(int(key[1:]) / 100, confidence)
@@ -105,7 +107,8 @@ def verdict(summary: dict, reached_min_runs: bool = True, reached_min_duration: 
         reasons.append("max duration reached before the minimum number of runs")
     if not reached_min_duration:
         reasons.append("max duration reached before the minimum duration")
-    return {"valid": not reasons, "reasons": reasons}
+    return {"valid": not reasons, "reasons": reasons,
+            "warnings": stability_warnings(interval) if interval else []}
 
 
 # ---------------------------------------------------------------- between-run variation
@@ -248,22 +251,27 @@ def interval_summary(per_repeat_latencies_ns: Sequence[Sequence[int]], confidenc
 
 
 def stability_reasons(interval: dict) -> list[str]:
-    """Validity reasons when a run's latency drifted or its units disagree: its numbers would not repeat."""
+    """Why a run's numbers would not repeat (validity reasons): its latency drifted during the run, or a single
+    run too short for an interval from batches."""
     reasons = []
     drift = interval.get("drift_pct")
     if drift is not None and abs(drift) > DRIFT_WARN_PCT:
         reasons.append(f"latency drifted {drift:+.0f}% during the run (first quarter against the last); rerun with "
                        f"--repeats, on a quieter machine, or after --max-start-temp")
-    spread = interval.get("unit_spread_pct")
-    if spread is not None and spread > SPREAD_WARN_PCT:
-        what = "repeats" if interval.get("method") == "between-repeats" else "parts of the run"
-        reasons.append(f"the {what} differ by up to {spread:.0f}% in p50: the machine was noisy; the interval says "
-                       f"how much")
     if interval.get("method") == "batch-means":
         p90 = interval.get("p90_ms") or {}
         if not p90.get("ci"):
             reasons.append("too few samples for an interval from batches: run longer or with --repeats")
     return reasons
+
+
+def stability_warnings(interval: dict) -> list[str]:
+    """What a user should know but the interval already accounts for: units that disagree (a noisy machine)."""
+    spread = interval.get("unit_spread_pct")
+    if spread is None or spread <= SPREAD_WARN_PCT:
+        return []
+    what = "repeats" if interval.get("method") == "between-repeats" else "parts of the run"
+    return [f"the {what} differ by up to {spread:.0f}% in p50: the machine was noisy (the interval is wide)"]
 
 
 def ratio_interval(baseline: Sequence[float], candidate: Sequence[float], confidence: float = CONFIDENCE,

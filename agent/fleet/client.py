@@ -83,12 +83,14 @@ class JobOptions:
     warmup_runs: int
     warmup_duration: float
     cpus: Optional[Sequence[int]] = None  # pin each job's benchmark process to these CPUs (bench --cpus)
+    repeats: int = 1  # each job's repeats (bench --repeats): fresh processes, the result's units
 
 
 def job_matrix(args: JobOptions, shas: list[str]) -> dict:
     settings = {"min_runs": args.min_runs, "min_duration_s": args.min_duration, "max_duration_s": args.max_duration,
                 "warmup_runs": args.warmup_runs, "warmup_duration_s": args.warmup_duration}
-    options: dict[str, Any] = {"settings": settings, "seed": args.seed, "sensors": args.sensors}
+    options: dict[str, Any] = {"settings": settings, "seed": args.seed, "sensors": args.sensors,
+                               "repeats": args.repeats}
     for key, value in (("shape", args.shape), ("input", args.input), ("providers", args.providers),
                        ("timeout_s", args.timeout), ("cpus", list(args.cpus or []))):
         if value:

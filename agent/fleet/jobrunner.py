@@ -38,7 +38,7 @@ def build_request(job: Job, model_path: str, default_timeout_s: Optional[float] 
     return BenchRequest(model=model_path, runtime=job.runtime, options=runtime_options(job), settings=settings,
                         shape_args=list(job.shape), input_args=list(job.input), seed=int(job.seed),
                         limits=ChildLimits(timeout_s=timeout), physics=physics,
-                        cpus=[int(cpu) for cpu in job.cpus] or None)
+                        cpus=[int(cpu) for cpu in job.cpus] or None, repeats=int(job.repeats))
 
 
 def runtime_options(job: Job, delegates: bool = True):

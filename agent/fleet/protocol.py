@@ -474,6 +474,7 @@ def check_job(payload: dict) -> None:
                 raise ProtocolError(f"{key}: {str(name)[:80]!r} is not allowed in a job")
     _number(payload, "threads", required=False, minimum=1, maximum=1024)
     check_cpus(_field(payload, "cpus", list, required=False))
+    _integer(payload, "repeats", 1, MAX_JOB_REPEATS, required=False)
     _number(payload, "seed", required=False, minimum=0, maximum=2**31)
     for key, pattern in (("shape", SHAPE_ARG), ("input", None)):
         for arg in _field(payload, key, list, required=False) or []:
@@ -496,6 +497,7 @@ def check_job(payload: dict) -> None:
 
 
 MAX_CPUS = 1024  # a job's cpus: at most this many CPU ids, each below it (a kernel's CPU_SETSIZE)
+MAX_JOB_REPEATS = 1000  # a job's repeats (bench --repeats): a result carries at most this many units
 
 
 def check_cpus(cpus: Optional[list]) -> Optional[list]:
@@ -510,7 +512,8 @@ def check_cpus(cpus: Optional[list]) -> Optional[list]:
 
 # ---------------------------------------------------------------- the job, typed
 
-JOB_OPTIONS = ("settings", "shape", "input", "seed", "sensors", "timeout_s", "providers", "cpus")  # matrix "options"
+# what a push asks of every job of its matrix (the API matrix's "options")
+JOB_OPTIONS = ("settings", "shape", "input", "seed", "sensors", "timeout_s", "providers", "cpus", "repeats")
 
 
 @dataclass
@@ -537,6 +540,7 @@ class Job:
     providers: list = field(default_factory=list)
     threads: Optional[int] = None
     cpus: list = field(default_factory=list)  # CPU ids the benchmark process is pinned to (bench --cpus); []: none
+    repeats: int = 1  # fresh benchmark processes, one after the other (bench --repeats): the result's units
     seed: int = 0
     shape: list = field(default_factory=list)  # NAME=DIMS
     input: list = field(default_factory=list)  # NAME=zeros|ones|random|<number>

@@ -8,12 +8,13 @@ the same way before they are compared. Both models run in isolated child process
 from __future__ import annotations
 
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Optional, Sequence
 
 import numpy as np
 
+from edgebench.agent.engine import bench
 from edgebench.agent.engine.executors import in_process_only
 from edgebench.agent.engine.inputs import (
     build_feeds,
@@ -26,7 +27,8 @@ from edgebench.agent.engine.inputs import (
     shape_fits,
 )
 from edgebench.agent.engine.isolation import ChildLimits, run_isolated
-from edgebench.agent.engine.report import utc_now
+from edgebench.agent.engine.measure import RunSettings
+from edgebench.agent.engine.report import fmt_ratio, utc_now
 from edgebench.agent.errors import InferenceError, InputError, UsageError
 from edgebench.agent.modelfile import identify
 from edgebench.agent.runtimes import DEFAULT_FOR_FORMAT, choose_runtime
@@ -53,6 +55,8 @@ class CompareSettings:
     seed: int = 0
     threads: Optional[int] = None
     timeout_s: Optional[float] = None  # None: DEFAULT_TIMEOUT_S
+    repeats: int = 0  # > 0: also benchmark both, repeats interleaved, for the candidate's speed-up with its interval
+    run: Optional[RunSettings] = None  # each repeat's run length (None: the engine's defaults)
 
 
 @dataclass
@@ -283,6 +287,11 @@ class Comparison:
         return pairs
 
 
+def _ms(value: dict) -> str:
+    ci = value.get("ci")
+    return f"{value['estimate']:.3g} ms" + (f" [{ci[0]:.3g}, {ci[1]:.3g}]" if ci else "")
+
+
 def render(document: dict) -> str:
     d = document["drift"]
     lines = [
@@ -299,6 +308,11 @@ def render(document: dict) -> str:
         ref, cand = document["accuracy"]["reference"], document["accuracy"]["candidate"]
         lines.append(f"accuracy   reference top-1 {ref['top1']:.1%} (top-5 {ref['top5']:.1%}) · candidate top-1 "
                      f"{cand['top1']:.1%} (top-5 {cand['top5']:.1%}) on {ref['samples']} labelled samples")
+    if "latency" in document:
+        lat = document["latency"]
+        ref, cand = lat["reference"]["p50_ms"], lat["candidate"]["p50_ms"]
+        lines.append(f"latency    p50 reference {_ms(ref)} · candidate {_ms(cand)} · candidate speed-up "
+                     f"{fmt_ratio(lat['speedup'])} ({lat['repeats']} repeats each, interleaved)")
     return "\n".join(lines)
 
 
@@ -317,5 +331,30 @@ def run(settings: CompareSettings) -> dict:
     else:
         real_sets = generated_real_sets(pairs, settings.shape, settings.input, settings.samples, settings.seed)
     result = comparison.run(real_sets, settings.output, labels)
-    return {"schema": SCHEMA, "created": utc_now(), "reference": comparison.reference.info,
-            "candidate": comparison.candidate.info, **result}
+    document = {"schema": SCHEMA, "created": utc_now(), "reference": comparison.reference.info,
+                "candidate": comparison.candidate.info, **result}
+    if settings.repeats:
+        document["latency"] = latency(settings, comparison)
+    return document
+
+
+def latency(settings: CompareSettings, comparison: Comparison) -> dict:
+    """Both models benchmarked with their repeats interleaved (bench.run_interleaved): each one's p50/p90 with its
+    interval, and the candidate's speed-up over the reference with a paired interval."""
+    requests = [bench.BenchRequest(model=run.path, runtime=run.runtime, options=run.options,
+                                   settings=replace(settings.run or RunSettings()), shape_args=settings.shape,
+                                   input_args=settings.input, seed=settings.seed, repeats=settings.repeats,
+                                   limits=ChildLimits(timeout_s=settings.timeout_s or DEFAULT_TIMEOUT_S))
+                for run in (comparison.reference, comparison.candidate)]
+    reference, candidate = bench.run_interleaved(requests, seed=settings.seed)
+    for side in (reference, candidate):
+        if side.error is not None:
+            raise type(side.error)(f"benchmarking {Path(side.request.model).name}: {side.error}")
+
+    def side(report: dict) -> dict:
+        interval = report["stats"]["interval"]
+        return {key: {k: interval[key][k] for k in ("estimate", "ci")} for key in ("p50_ms", "p90_ms")}
+
+    return {"repeats": settings.repeats, "interleave": reference.report["interleave"],
+            "reference": side(reference.report), "candidate": side(candidate.report),
+            "speedup": bench.speedup(reference.report, candidate.report)}

@@ -19,7 +19,7 @@ from edgebench.agent.engine import bench
 from edgebench.agent.engine.inputs import build_feeds, load_npz, parse_shapes, parse_sources
 from edgebench.agent.engine.isolation import ChildLimits
 from edgebench.agent.engine.measure import RunSettings
-from edgebench.agent.engine.report import fmt_latency, human_bytes, latency_unit, table, utc_now
+from edgebench.agent.engine.report import fmt_latency, fmt_ratio, human_bytes, latency_unit, table, utc_now
 from edgebench.agent.errors import EdgebenchError, InputError, ModelError, UsageError, first_line
 from edgebench.agent.modelfile import ONNX, identify
 from edgebench.agent.optimize import compare
@@ -27,7 +27,7 @@ from edgebench.agent.runtimes.base import RuntimeOptions
 
 log = logging.getLogger(__name__)
 
-SCHEMA = "edgebench.variants/1"
+SCHEMA = "edgebench.variants/2"  # 2: bench/2 reports (repeats), speed-ups with intervals
 KINDS = ("fp16", "dynamic-int8", "static-int8")
 MIN_QUANT_OPSET = 13  # per-channel QDQ and most quantized kernels need opset 13
 
@@ -47,7 +47,8 @@ class VariantsSettings:
     seed: int = 0
     threads: Optional[int] = None
     providers: Sequence[str] = ()
-    run: RunSettings = field(default_factory=RunSettings)
+    run: RunSettings = field(default_factory=RunSettings)  # per repeat
+    repeats: int = 5  # each variant's repeats, interleaved with the others' (bench.run_interleaved)
     bench_limits: ChildLimits = field(default_factory=ChildLimits)  # each variant's benchmark process
     timeout_s: Optional[float] = None  # each describe / drift child; None: compare.DEFAULT_TIMEOUT_S
 
@@ -59,12 +60,14 @@ class Variant:
     error: Optional[str] = None
     report: Optional[dict] = None
     drift: Optional[dict] = None
+    speedup: Optional[dict] = None  # p50 speed-up against the float model, with its interval
     notes: list = field(default_factory=list)
 
     def to_dict(self) -> dict:
         size = self.path.stat().st_size if self.path and self.path.exists() else None
         return {"name": self.name, "path": str(self.path) if self.path else None, "size_bytes": size,
-                "error": self.error, "notes": self.notes, "drift": self.drift, "report": self.report}
+                "error": self.error, "notes": self.notes, "drift": self.drift, "speedup": self.speedup,
+                "report": self.report}
 
 
 # ---------------------------------------------------------------- producing the variants
@@ -197,17 +200,23 @@ def produce(kind: str, maker: Callable[[], list[str]], target: Path) -> Variant:
 
 # ---------------------------------------------------------------- benchmarking and drift
 
-def bench_variant(variant: Variant, settings: VariantsSettings) -> None:
-    request = bench.BenchRequest(
-        model=str(variant.path), runtime="onnxruntime",
+def bench_variants(rows: Sequence[Variant], settings: VariantsSettings) -> None:
+    """Benchmark every variant made, the float model included, with their repeats interleaved (the machine's drift
+    hits them alike), then each one's p50 speed-up against the float model with a paired interval."""
+    made = [row for row in rows if not row.error]
+    requests = [bench.BenchRequest(
+        model=str(row.path), runtime="onnxruntime",
         options=RuntimeOptions(threads=settings.threads, providers=settings.providers),
         settings=replace(settings.run), shape_args=settings.shape, input_args=settings.input, seed=settings.seed,
-        limits=settings.bench_limits,
-    )
-    try:
-        variant.report = bench.run(request)
-    except EdgebenchError as exc:
-        variant.error = f"benchmark failed: {exc}"
+        limits=settings.bench_limits, repeats=settings.repeats) for row in made]
+    for row, outcome in zip(made, bench.run_interleaved(requests, seed=settings.seed)):
+        row.report = outcome.report
+        if outcome.error is not None:
+            row.error = f"benchmark failed: {outcome.error}"
+    base = rows[0].report
+    for row in rows:
+        if row.report and base:
+            row.speedup = bench.speedup(base, row.report)
 
 
 def measure_drift(base: compare.ModelRun, variants: Sequence[Variant], settings: VariantsSettings,
@@ -242,7 +251,7 @@ def render(model_name: str, rows: Sequence[Variant], calibration: Optional[str])
             body.append([row.name, size_text, "-", "-", "-", "-", "-", row.error or "failed"])
             continue
         stats_ = row.report["stats"]
-        speed = f"{baseline['p50_ms'] / stats_['p50_ms']:.2f}x" if baseline else "-"
+        speed = fmt_ratio(row.speedup)
         drift = row.drift or {}
         top1 = drift.get("top1_agreement")
         body.append([
@@ -252,7 +261,8 @@ def render(model_name: str, rows: Sequence[Variant], calibration: Optional[str])
             f"{drift['cosine_mean']:.4f}" if drift else "-",
             f"{top1:.0%}" if top1 is not None else "-",
         ])
-    lines = [f"variants of {model_name} (vs float: p50 speed-up; drift vs the float model)", *table(headers, body)]
+    lines = [f"variants of {model_name} (vs float: p50 speed-up [95% interval, repeats interleaved]; drift vs the "
+             f"float model)", *table(headers, body)]
     lines += [f"  {row.name}: {row.error}" for row in rows if row.error and row.report is not None]
     if calibration:
         lines.append(f"static int8 calibrated on {calibration}")
@@ -303,7 +313,7 @@ def produce_all(model: Path, kinds: Sequence[str], out_dir: Path, input_sets: Se
 
 
 def run(settings: VariantsSettings) -> tuple[dict, str]:
-    """Make, benchmark and compare the variants: the report (schema edgebench.variants/1) and its table."""
+    """Make, benchmark and compare the variants: the report (schema edgebench.variants/2) and its table."""
     kinds = check(settings)
     model = identify(settings.model)
     if model.format != ONNX:
@@ -322,10 +332,8 @@ def run(settings: VariantsSettings) -> tuple[dict, str]:
     if "static-int8" in kinds:  # bad calibration data fails before any quantizing
         input_sets, calibration = calibration_sets(base.inputs, settings)
     rows = produce_all(model.path, kinds, out_dir, input_sets)
-    for row in rows:
-        if not row.error:
-            log.info("benchmarking %s", row.name)
-            bench_variant(row, settings)
+    log.info("benchmarking %s, repeats interleaved", ", ".join(row.name for row in rows if not row.error))
+    bench_variants(rows, settings)
     if rows[0].report is None:
         raise ModelError(f"the float model itself failed: {rows[0].error}")
     measure_drift(base, rows[1:], settings, limits)

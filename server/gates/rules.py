@@ -363,7 +363,7 @@ def _report_results(document: dict, path: str, labels: dict) -> list[Result]:
 
 
 def load_reports(paths: Iterable[str], labels: Optional[dict] = None) -> list[Result]:
-    """Bench reports (edgebench.bench/1 and /2) and variants documents (edgebench.variants/1, one result per
+    """Bench reports (edgebench.bench/1 and /2) and variants documents (edgebench.variants/1 and /2, one result per
     variant)."""
     results = []
     for path in paths:

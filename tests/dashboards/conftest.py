@@ -36,10 +36,11 @@ from ..conftest import REPO
 DB = "edgebench"
 JETSON, HOST = "jetson-orin-01", "x86-host-01"
 BOARDS = REPO / "tests" / "fixtures" / "boards"
-PUSH_ARGS = ("--min-runs", "400", "--min-duration", "0.3", "--warmup-runs", "5", "--warmup-duration", "0.05")
+PUSH_ARGS = ("--min-runs", "150", "--min-duration", "0.1", "--warmup-runs", "5", "--warmup-duration", "0.05",
+             "--repeats", "3")
 VARIANT, VARIANT_REFERENCE = "ppocr_cls.dynamic-int8.onnx", "ppocr_cls.onnx"
 VARIANT_ARGS = ("--shape", "x=1x3x48x192", "--min-runs", "50", "--min-duration", "0.1", "--warmup-runs", "2",
-                "--warmup-duration", "0.05")
+                "--warmup-duration", "0.05", "--repeats", "3")
 
 
 @pytest.fixture(scope="session")

@@ -17,6 +17,9 @@ import pytest
 from .services import REPO, Agent, Collector, Influxd, Mosquitto, binary, wait_for
 
 _db_names = itertools.count()
+# Short fleet jobs from `edgebench push`: one repeat of a few runs (the tests check behaviour; bench/ measures speed).
+FAST = ["--min-runs", "50", "--min-duration", "0.1", "--warmup-runs", "2", "--warmup-duration", "0.05",
+        "--repeats", "1"]
 
 
 def _require_binaries() -> None:

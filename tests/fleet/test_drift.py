@@ -13,8 +13,8 @@ import pytest
 from edgebench.agent.fleet import protocol as p
 
 from ..conftest import save_onnx
+from .conftest import FAST
 
-FAST = ["--min-runs", "50", "--min-duration", "0.1", "--warmup-runs", "2", "--warmup-duration", "0.05"]
 SHA = "ab" * 32
 
 

@@ -10,10 +10,8 @@ import pytest
 
 from edgebench.agent.fleet import protocol as p
 
-from .conftest import assert_exactly_once
+from .conftest import FAST, assert_exactly_once
 from .services import wait_for
-
-FAST = ["--min-runs", "50", "--min-duration", "0.1", "--warmup-runs", "2", "--warmup-duration", "0.05"]
 
 
 def mqtt_publish(port: int, topic: str, payload: bytes, qos: int = 1, username=None, password=None,
@@ -154,3 +152,19 @@ def test_cancel_and_timeout(fleet, sine_model, reason):
     else:  # the engine's own timeout: it names the phase
         assert jobs[0]["state"] == "failed" and "no result after 3s" in jobs[0]["reason"]
     assert fleet.results_in_influx() == []
+
+
+def test_a_job_with_repeats_reports_its_interval(fleet, sine_model):
+    """`repeats` travels in the job: the board runs fresh processes, the result carries the between-repeat
+    interval, and InfluxDB gets one edgebench_repeat point per repeat."""
+    fleet.start_collector()
+    fleet.start_agent("rep-board")
+    model = fleet.upload(sine_model)
+    batch = fleet.submit([model["sha256"]], {"ids": ["rep-board"]}, repeats=3)
+    assert fleet.wait_jobs(batch["batch_id"])[0]["state"] == "done"
+    (result,) = fleet.collector.get(f"/api/v1/results?batch={batch['batch_id']}")["results"]
+    interval = result["summary"]["stats"]["interval"]
+    assert interval["method"] == "between-repeats" and len(interval["p90_ms"]["per_unit"]) == 3
+    fleet.wait_results(1)
+    rows = fleet.influxd.rows(fleet.db, "SELECT p90_ms FROM edgebench_repeat WHERE device = 'rep-board'")
+    assert sorted(row["p90_ms"] for row in rows) == sorted(interval["p90_ms"]["per_unit"])

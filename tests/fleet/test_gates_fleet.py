@@ -11,9 +11,8 @@ from xml.etree import ElementTree
 
 import pytest
 
+from .conftest import FAST
 from .services import wait_for
-
-FAST = ["--min-runs", "50", "--min-duration", "0.1", "--warmup-runs", "2", "--warmup-duration", "0.05"]
 
 LOOSE = """
 [[gate]]

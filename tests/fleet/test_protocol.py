@@ -493,3 +493,39 @@ def test_latest_results_keep_threads_and_the_requested_chain_apart(tmp_path):
     assert [r["job_id"] for r in registry.results(latest=2)] == ["old", "four-threads", "fell-back", "new"]
     assert len(registry.results()) == 4
     registry.close()
+
+
+def test_a_puback_during_publish_job_neither_deadlocks_nor_is_lost(tmp_path):
+    """paho calls on_publish holding its own message lock, and publish() needs that lock: publish_job must not
+    hold the collector's job lock while it publishes (it did: the HTTP API hung under load). Here the fake
+    client delivers the PUBACK from another thread while publish() "holds" paho's lock, as a fast broker can."""
+    from edgebench.agent.fleet.mqtt import MqttSettings
+    from edgebench.server.collector import Collector, CollectorConfig
+    from edgebench.server.metrics import Metrics
+
+    sent = []
+
+    class Registry:
+        def job_sent(self, job_id):
+            sent.append(job_id)
+
+    collector = Collector(CollectorConfig(MqttSettings(), "http://127.0.0.1:9", "db", tmp_path), Registry(), Metrics())
+
+    class Reason:
+        is_failure = False
+
+    class Info:
+        mid = 7
+
+    class Client:
+        def publish(self, *args, **kwargs):
+            puback = threading.Thread(target=collector._on_publish, args=(self, None, 7, Reason(), None))
+            puback.start()
+            puback.join(timeout=5)  # paho: its lock is held until the callback returns
+            assert not puback.is_alive(), "deadlock: on_publish waited for the job lock held by publish_job"
+            return Info()
+
+    collector.client = Client()
+    job = p.Job(job_id="b1-0001-aa", device="dev1", model=p.JobModel(sha256=SHA, size_bytes=10)).to_payload(1.7e9)
+    collector.publish_job(job)
+    assert sent == ["b1-0001-aa"]  # the PUBACK that came first still marks the job sent
