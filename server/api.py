@@ -245,6 +245,8 @@ class Api:
         batch = time.strftime("b%Y%m%d%H%M%S-", time.gmtime()) + secrets.token_hex(3)
         jobs = [self._job(job_id(batch, n), batch, *combo, dict(options, labels=labels or {}))
                 for n, combo in enumerate(_combos(devices, models, matrix))]
+        interleave_groups(jobs)
+        jobs = [self._payload(job) for job in jobs]
         self.registry.add_jobs(jobs, batch)
         for job in jobs:
             self.collector.publish_job(job)
@@ -257,12 +259,16 @@ class Api:
         return f"{self.public_url}/api/v1/models/{sha256}/content"
 
     def _job(self, job_id: str, batch: str, device: str, model: dict, runtime: Optional[str], delegates: list,
-             threads: Optional[int], options: dict) -> dict:
-        """One job of the matrix (protocol.Job), as the payload that goes to its device."""
-        job = p.Job(job_id=job_id, device=device, batch_id=batch, runtime=runtime, delegates=list(delegates or []),
-                    threads=threads, model=p.JobModel(sha256=model["sha256"], size_bytes=model["size_bytes"],
-                                                      name=model["name"], url=self.content_url(model["sha256"])),
-                    **options)
+             threads: Optional[int], options: dict) -> p.Job:
+        """One job of the matrix."""
+        return p.Job(job_id=job_id, device=device, batch_id=batch, runtime=runtime, delegates=list(delegates or []),
+                     threads=threads, model=p.JobModel(sha256=model["sha256"], size_bytes=model["size_bytes"],
+                                                       name=model["name"], url=self.content_url(model["sha256"])),
+                     **options)
+
+    @staticmethod
+    def _payload(job: p.Job) -> dict:
+        """The payload that goes to the job's device, checked as the agent will check it."""
         try:
             return job.to_payload(time.time())
         except p.ProtocolError as exc:
@@ -332,6 +338,22 @@ class Api:
             raise ApiError(404, f"no job {job_id}")
         self.collector.cancel_job(rows[0]["device_id"], job_id)
         return {"job_id": job_id, "cancel": "sent"}
+
+
+def interleave_groups(jobs: list[p.Job]) -> None:
+    """Jobs of one model for one board (runtimes, delegate chains, thread counts), with repeats, are one group
+    (at most protocol.MAX_JOB_GROUP): the board runs their repeats interleaved, so drift hits them alike and
+    their comparison is paired (docs/fleet.md)."""
+    together: dict[tuple, list[p.Job]] = {}
+    for job in jobs:
+        if job.repeats >= 2:
+            together.setdefault((job.device, job.model.sha256), []).append(job)
+    for members in together.values():
+        for start in range(0, len(members), p.MAX_JOB_GROUP):
+            chunk = members[start:start + p.MAX_JOB_GROUP]
+            if len(chunk) > 1:
+                for job in chunk:
+                    job.group = [member.job_id for member in chunk]
 
 
 def job_id(batch: str, n: int) -> str:

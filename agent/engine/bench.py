@@ -132,8 +132,9 @@ def run_interleaved(requests: Sequence[BenchRequest], progress: Optional[Progres
     their repeats interleaved: slot by slot, one repeat of each, in a shuffled order per slot (seeded). Drift of
     the machine then hits every candidate alike, and repeat i of each ran side by side: a ratio between two of
     them can be paired (stats.ratio_interval). Every report carries ``interleave: {group, slot}`` (the slot is the
-    run's; its units are paired by repeat index). Without sensors: a comparison of candidates is about latency.
-    A candidate that fails keeps its error and drops out; the others go on."""
+    run's; its units are paired by repeat index). The board's sensors (the first request's physics settings, if
+    any) are sampled across the whole run, with the cool-down rule before each slot; each report gets its own
+    repeats' energy. A candidate that fails keeps its error and drops out; the others go on."""
     import random
     import uuid
 
@@ -142,6 +143,9 @@ def run_interleaved(requests: Sequence[BenchRequest], progress: Optional[Progres
     group = uuid.uuid4().hex[:12]
     runs = [Interleaved(request) for request in requests]
     prepared: dict[int, tuple] = {}
+    settings = next((r.physics for r in requests if r.physics), None)
+    physics: Optional[RunPhysics] = None
+    series: list = []
     with contextlib.ExitStack() as stack:
         for index, item in enumerate(runs):
             try:
@@ -150,20 +154,33 @@ def run_interleaved(requests: Sequence[BenchRequest], progress: Optional[Progres
                 prepared[index] = (model, runner, [])
             except EdgebenchError as exc:
                 item.error = exc
+        physics = RunPhysics(settings) if settings else None
         device = provenance.collect(edgebench_version=__version__)
         for _, runner, _ in prepared.values():
             runner.wait_ready()
-        for slot in range(slots):
-            live = [i for i in prepared if runs[i].error is None and slot < runs[i].request.repeats]
-            order.shuffle(live)
-            for index in live:
-                with contextlib.suppress(EdgebenchError), _keeping_error(runs[index], slot, slots):
-                    prepared[index][2].append(prepared[index][1].run(progress))
+        try:
+            for slot in range(slots):
+                if physics:
+                    physics.wait_until_cool(progress)
+                    if not slot:
+                        physics.measure_idle()
+                        physics.start()
+                live = [i for i in prepared if runs[i].error is None and slot < runs[i].request.repeats]
+                order.shuffle(live)
+                for index in live:
+                    with contextlib.suppress(EdgebenchError), _keeping_error(runs[index], slot, slots):
+                        prepared[index][2].append(prepared[index][1].run(progress))
+        finally:
+            if physics:
+                series = physics.stop()
+                physics.close()
     for index, (model, _, outcomes) in prepared.items():
         item = runs[index]
         if item.error is None:
             item.report = build_report(model, item.request, outcomes, device)
             item.report["interleave"] = {"group": group, "slot": 0}
+            if physics:
+                add_physics(item.report, physics, series, None)
             noise.add_to_report(item.report, [o.noise for o in outcomes], item.request.cpus)
     return runs
 

@@ -25,7 +25,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Optional
+from typing import Any, Callable, Iterable, Optional, Sequence
 
 from edgebench.agent import __version__
 from edgebench.agent.errors import EdgebenchError
@@ -38,6 +38,7 @@ from edgebench.agent.fleet.store import AgentStore
 log = logging.getLogger(__name__)
 
 JOB_GRACE_S = 30.0
+GROUP_WAIT_S = 30.0  # how long a job waits for the rest of its interleave group to arrive
 MAX_ATTEMPTS = 3  # a job that took the agent down this many times is failed instead of run again
 # The disk (docs/fleet.md): a finished job's files in work/ go once its final event is in the outbox; a failed job
 # keeps the end of its log, and only the newest few of those are kept.
@@ -209,6 +210,7 @@ class Agent:
         self.outbox = Outbox(self.store, self._publish_outbox, ack_wait_s=config.ack_wait_s,
                              max_outstanding=config.max_unacked)
         self.current_job: Optional[str] = None
+        self.running_jobs: set = set()  # the running job, or the jobs of an interleaved group
         self.cancel_requested: Optional[str] = None
         self.telemetry: list[dict] = []
         self.telemetry_source = Telemetry()
@@ -300,7 +302,7 @@ class Agent:
     def _cancel(self, job_id: str) -> None:
         if self.store.cancel_queued(job_id):
             self.event("cancelled", job_id, reason="cancelled before it started")
-        elif self.current_job == job_id:
+        elif job_id in self.running_jobs:
             self.cancel_requested = job_id
 
     # ------------------------------------------------------------ publishing
@@ -386,7 +388,8 @@ class Agent:
                 continue
             job_id, spec, attempts = nxt
             try:
-                self._run_job(job_id, p.Job.from_payload(json.loads(spec)), attempts)
+                job = p.Job.from_payload(json.loads(spec))
+                self._run_job(job_id, job, attempts, self._interleaved_with(job_id, job, attempts))
             except Exception as exc:  # noqa: BLE001 - one bad job must not stop the daemon
                 if is_disk_full(exc):
                     log.error("job %s: the disk is full: %s", job_id, exc)
@@ -539,7 +542,33 @@ class Agent:
 
     # ------------------------------------------------------------ jobs
 
-    def _run_job(self, job_id: str, job: p.Job, attempts: int) -> None:
+    def _interleaved_with(self, job_id: str, job: p.Job, attempts: int) -> list[tuple[str, p.Job]]:
+        """The other jobs of this job's interleave group (``group``, set by the collector: one model's
+        configurations on this board), to run in one process with their repeats interleaved. Waits for members
+        not received yet (they were published with this one) up to GROUP_WAIT_S, woken by each arrival; members
+        cancelled, finished or already tried, and any that do not match this job's model, are left out. A job
+        run again after an interruption runs alone."""
+        if attempts or len(job.group) < 2:
+            return []
+        deadline = time.monotonic() + GROUP_WAIT_S
+        while True:
+            queued = self.store.never_started(job.group)
+            missing = [m for m in job.group if m != job_id and m not in queued and self.store.job_state(m) is None]
+            if not missing or time.monotonic() >= deadline or self.stop.is_set():
+                break
+            self.job_wake.wait(max(0.0, deadline - time.monotonic()))
+            self.job_wake.clear()
+        siblings = []
+        for member in job.group:
+            if member != job_id and member in queued:
+                other = p.Job.from_payload(json.loads(queued[member]))
+                if (other.model.sha256, other.reference, other.repeats) == (job.model.sha256, job.reference,
+                                                                             job.repeats):
+                    siblings.append((member, other))
+        return siblings[:p.MAX_JOB_GROUP - 1]
+
+    def _run_job(self, job_id: str, job: p.Job, attempts: int,
+                 siblings: Sequence[tuple[str, p.Job]] = ()) -> None:
         if attempts >= MAX_ATTEMPTS:
             self._finish(job_id, "failed", "error", reason=f"the agent stopped during this job {attempts} times")
             return
@@ -550,18 +579,22 @@ class Agent:
             log.error("job %s not started: %s", job_id, shortage)
             self._finish(job_id, "failed", "error", reason=shortage, error_kind="DiskFull")
             return
-        self.store.start_job(job_id)
+        group = [(job_id, job), *siblings]
+        for member, _ in group:
+            self.store.start_job(member)
         self.current_job, self.cancel_requested = job_id, None
+        self.running_jobs = {member for member, _ in group}
         try:
             try:
                 path = self._model(job.model.sha256, job.model.size_bytes, job.model.url or self._fallback_url(
                     job.model.sha256))
             except EdgebenchError as exc:
-                self._finish(job_id, "failed", "error", reason=str(exc), error_kind="ModelError")
+                for member, _ in group:
+                    self._finish(member, "failed", "error", reason=str(exc), error_kind="ModelError")
                 return
-            self._execute(job_id, job, path, self._reference(job))
+            self._execute(group, path, self._reference(job))
         finally:
-            self.current_job = None
+            self.current_job, self.running_jobs = None, set()
 
     def _fallback_url(self, sha256: str) -> Optional[str]:
         """Where a model the job gives no URL for is fetched over HTTP: the agent's --model-url (else over MQTT)."""
@@ -581,40 +614,58 @@ class Agent:
         except (EdgebenchError, ValueError) as exc:
             return Reference(error=f"reference model: {exc}")
 
-    def _execute(self, job_id: str, job: p.Job, model_path: Path, reference: Optional[Reference] = None) -> None:
-        """Run the job's process through the engine's child supervisor: progress relayed, the result reported,
-        its process group killed on a cancel, a shutdown or the timeout."""
+    def _execute(self, group: Sequence[tuple[str, p.Job]], model_path: Path,
+                 reference: Optional[Reference] = None) -> None:
+        """Run the job's process (one job, or an interleaved group of one model's jobs) through the engine's child
+        supervisor: progress relayed, each result reported, its process group killed on a cancel, a shutdown or
+        the timeout."""
         from edgebench.agent.engine.isolation import ChildLimits, ChildStopped, run_child
 
-        job_file = self.work / f"{job_id}.job.json"
-        job.timeout_s = job.timeout_s or self.config.default_timeout_s
-        job_file.write_text(json.dumps(job.to_payload(time.time())))
+        first = group[0][0]
+        job_file = self.work / f"{first}.job.json"
+        for _, job in group:
+            job.timeout_s = job.timeout_s or self.config.default_timeout_s
+        job_file.write_text(json.dumps({"jobs": [job.to_payload(time.time()) for _, job in group]}))
         # The engine kills its benchmark process at timeout_s and says in which phase; the agent's own deadline,
         # a little later, is the backstop for a job process that hangs outside the benchmark.
-        timeout = float(job.timeout_s) + JOB_GRACE_S
+        timeout = sum(float(job.timeout_s) for _, job in group) + JOB_GRACE_S
         extra = [str(reference.path)] if reference and reference.path else []
         try:
             outcome = run_child(
                 lambda fd: [sys.executable, "-m", "edgebench.agent.fleet.jobrunner", str(job_file), str(model_path),
                             str(fd), *extra],
                 ChildLimits(timeout_s=timeout, rss_interval_s=None),
-                progress=lambda phase, runs, elapsed: self._progress(job_id, phase, runs, elapsed),
-                log_path=self.work / f"{job_id}.log",  # the engine's own output, for post-mortems
-                stop_when=lambda: self._stop_reason(job_id), on_start=lambda pid: self._record_pid(job_id, pid),
+                progress=lambda phase, runs, elapsed: [self._progress(member, phase, runs, elapsed)
+                                                       for member, _ in group],  # each job of the group is running
+                log_path=self.work / f"{first}.log",  # the engine's own output, for post-mortems
+                stop_when=self._stop_reason,
+                on_start=lambda pid: [self._record_pid(member, pid) for member, _ in group],
                 new_session=True)  # a cancel kills the job process and the benchmark it started
         except ChildStopped as stopped:
             if stopped.why is Stop.CANCELLED:
-                self._finish(job_id, "cancelled", "cancelled", reason=Stop.CANCELLED.value)
-            return  # shutting down: the job stays 'running' and runs again after a restart
+                for member, _ in group:  # the cancelled job ends; the others of its group run again
+                    if member == self.cancel_requested:
+                        self._finish(member, "cancelled", "cancelled", reason=Stop.CANCELLED.value)
+                    else:
+                        self.store.requeue(member)
+            return  # shutting down: the jobs stay 'running' and run again after a restart
         except EdgebenchError as exc:
-            self._fail(job_id, exc)
+            for member, _ in group:
+                self._fail(member, exc)
             return
-        drift = {"error": reference.error[:2000], "reference_sha": job.reference} \
+        jobs = dict(group)
+        drift = {"error": reference.error[:2000], "reference_sha": group[0][1].reference} \
             if reference and reference.error else None
-        self._report(job_id, job, outcome.result, drift)
+        for entry in outcome.result["group"]:
+            if "error" in entry:
+                self._finish(entry["job_id"], "failed", "error", reason=entry["error"][:2000],
+                             error_kind=entry.get("kind"))
+            else:
+                self._report(entry["job_id"], jobs[entry["job_id"]], entry, drift)
 
-    def _stop_reason(self, job_id: str) -> Optional[Stop]:
-        return Stop.SHUTDOWN if self.stop.is_set() else Stop.CANCELLED if self.cancel_requested == job_id else None
+    def _stop_reason(self) -> Optional[Stop]:
+        return Stop.SHUTDOWN if self.stop.is_set() else \
+            Stop.CANCELLED if self.cancel_requested in self.running_jobs else None
 
     def _record_pid(self, job_id: str, pid: int) -> None:
         try:

@@ -1,10 +1,13 @@
-"""Run one fleet job: ``python -m edgebench.agent.fleet.jobrunner JOB.json MODEL EVENTS_FD [REFERENCE]``.
+"""Run one fleet job: ``python -m edgebench.agent.fleet.jobrunner JOB.json MODEL EVENTS_FD [REFERENCE]``
+(JOB.json: one job, or ``{"jobs": [...]}``: jobs of one model run with their repeats interleaved).
 
 The daemon starts this through the engine's one child supervisor (``isolation.run_child``), so the daemon never
 imports numpy or a runtime (its idle footprint stays small) and a job is cancelled or timed out by killing one
 process group. The job goes through the single-board engine (``edgebench.agent.engine.bench.run``), which runs the
 model in yet another isolated child. It speaks the worker's events on EVENTS_FD (engine/worker.py): progress, then
-one ``result`` (``{"report": ..., "drift": ...}``) or one ``error`` (``kind``, ``message``); nothing goes to disk.
+one ``result`` or one ``error`` (``kind``, ``message``); nothing goes to disk. The daemon sends ``{"jobs": [...]}``
+(one job, or the jobs of one model from one push, whose repeats then alternate: bench.run_interleaved) and gets
+``{"group": [{job_id, report, drift} or {job_id, error, kind}]}``; a bare job gets ``{"report", "drift"}``.
 With a REFERENCE model (the job's ``reference``), the result also has ``drift``: the model's output drift against
 the reference on the job's inputs (edgebench.agent.optimize.compare), or ``{"error": ...}`` when it cannot be
 measured; the benchmark's report is kept either way.
@@ -75,6 +78,34 @@ def measure_drift(job: Job, model_path: str, reference_path: str, timeout_s: flo
     return {**result, "reference_sha": sha}
 
 
+def drift_of(job: Job, model_path: str, reference_path: Optional[str], events) -> dict:
+    if not (reference_path and job.reference):
+        return {}
+    events.send({"type": "phase", "phase": "drift"})
+    return {"drift": measure_drift(job, model_path, reference_path,
+                                   min(float(job.timeout_s or DRIFT_TIMEOUT_S), DRIFT_TIMEOUT_S))}
+
+
+def run_group(jobs: list[Job], model_path: str, reference_path: Optional[str], progress, events) -> list[dict]:
+    """Jobs of one model (several runtimes, delegate chains, thread counts) with their repeats interleaved
+    (bench.run_interleaved): one entry per job, its report (and drift) or its error."""
+    from edgebench.agent.engine import bench
+
+    if len(jobs) == 1:  # one job: the plain run (sustained runs and the rest of bench.run's options)
+        job = jobs[0]
+        report = bench.run(build_request(job, model_path), progress)
+        return [{"job_id": job.job_id, "report": report, **drift_of(job, model_path, reference_path, events)}]
+    runs = bench.run_interleaved([build_request(job, model_path) for job in jobs], progress, seed=jobs[0].seed)
+    entries = []
+    for job, run in zip(jobs, runs):
+        if run.error is not None:
+            entries.append({"job_id": job.job_id, "error": str(run.error), "kind": type(run.error).__name__})
+        else:
+            entries.append({"job_id": job.job_id, "report": run.report,
+                            **drift_of(job, model_path, reference_path, events)})
+    return entries
+
+
 def main(argv: list[str]) -> int:
     from edgebench.agent.engine import bench
     from edgebench.agent.engine.worker import Events
@@ -83,7 +114,7 @@ def main(argv: list[str]) -> int:
     job_file, model_path, events_fd = argv[:3]
     reference_path = argv[3] if len(argv) > 3 else None
     events = Events(int(events_fd))
-    job = Job.from_payload(json.loads(Path(job_file).read_text()))
+    spec = json.loads(Path(job_file).read_text())
     last = [0.0]
 
     def progress(phase: str, runs: int, elapsed: float) -> None:
@@ -93,11 +124,13 @@ def main(argv: list[str]) -> int:
             events.progress(phase, runs, elapsed)
 
     try:
-        outcome = {"report": bench.run(build_request(job, model_path), progress)}
-        if reference_path and job.reference:
-            events.send({"type": "phase", "phase": "drift"})
-            outcome["drift"] = measure_drift(job, model_path, reference_path,
-                                             min(float(job.timeout_s or DRIFT_TIMEOUT_S), DRIFT_TIMEOUT_S))
+        if "jobs" in spec:  # the daemon's: one job, or jobs of one model whose repeats alternate
+            outcome = {"group": run_group([Job.from_payload(j) for j in spec["jobs"]], model_path, reference_path,
+                                          progress, events)}
+        else:
+            job = Job.from_payload(spec)
+            outcome = {"report": bench.run(build_request(job, model_path), progress)}
+            outcome.update(drift_of(job, model_path, reference_path, events))
     except EdgebenchError as exc:
         events.send({"type": "error", "kind": type(exc).__name__, "message": str(exc)})
         return exc.exit_code

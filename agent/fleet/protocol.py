@@ -475,6 +475,10 @@ def check_job(payload: dict) -> None:
     _number(payload, "threads", required=False, minimum=1, maximum=1024)
     check_cpus(_field(payload, "cpus", list, required=False))
     _integer(payload, "repeats", 1, MAX_JOB_REPEATS, required=False)
+    group = _field(payload, "group", list, required=False)
+    if group is not None and (len(group) > MAX_JOB_GROUP or payload.get("job_id") not in group
+                              or any(not isinstance(g, str) or not JOB_ID.match(g) for g in group)):
+        raise ProtocolError(f"group must list at most {MAX_JOB_GROUP} job ids, this job's among them")
     _number(payload, "seed", required=False, minimum=0, maximum=2**31)
     for key, pattern in (("shape", SHAPE_ARG), ("input", None)):
         for arg in _field(payload, key, list, required=False) or []:
@@ -498,6 +502,7 @@ def check_job(payload: dict) -> None:
 
 MAX_CPUS = 1024  # a job's cpus: at most this many CPU ids, each below it (a kernel's CPU_SETSIZE)
 MAX_JOB_REPEATS = 1000  # a job's repeats (bench --repeats): a result carries at most this many units
+MAX_JOB_GROUP = 8  # jobs of one model on one board whose repeats run interleaved in one process
 
 
 def check_cpus(cpus: Optional[list]) -> Optional[list]:
@@ -550,6 +555,7 @@ class Job:
     labels: dict = field(default_factory=dict)  # what the result carries (release=v1.5.0)
     reference: Optional[str] = None  # sha256 of the model drift is measured against
     reference_url: Optional[str] = None  # where the collector serves it (None: derived from model.url, or MQTT)
+    group: list = field(default_factory=list)  # job ids (this one included) whose repeats the board interleaves
 
     def to_payload(self, ts: float) -> dict:
         """The ``jobs`` message: the envelope and every field that is set; checked as the agent will check it."""

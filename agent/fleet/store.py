@@ -19,7 +19,7 @@ import sqlite3
 import threading
 import time
 from pathlib import Path
-from typing import Iterable, Optional
+from typing import Iterable, Optional, Sequence
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS outbox (
@@ -170,6 +170,19 @@ class AgentStore:
             row = self._db.execute("SELECT job_id, spec, attempts FROM jobs WHERE state IN ('queued', 'running') "
                                    "ORDER BY received, rowid LIMIT 1").fetchone()
         return (row[0], row[1], row[2]) if row else None
+
+    def never_started(self, job_ids: Sequence[str]) -> dict[str, str]:
+        """Of these jobs, those received and never started: job id -> spec."""
+        ids = list(job_ids)
+        with self._lock:
+            return {row[0]: row[1] for row in self._db.execute(
+                f"SELECT job_id, spec FROM jobs WHERE state = 'queued' AND attempts = 0 "
+                f"AND job_id IN ({','.join('?' * len(ids))})", ids)}
+
+    def requeue(self, job_id: str) -> None:
+        """A job that ran in an interleaved group stopped for another job's cancel: it runs again."""
+        with self._lock:
+            self._db.execute("UPDATE jobs SET state = 'queued' WHERE job_id = ? AND state = 'running'", (job_id,))
 
     def start_job(self, job_id: str) -> None:
         with self._lock:

@@ -168,3 +168,49 @@ def test_a_job_with_repeats_reports_its_interval(fleet, sine_model):
     fleet.wait_results(1)
     rows = fleet.influxd.rows(fleet.db, "SELECT p90_ms FROM edgebench_repeat WHERE device = 'rep-board'")
     assert sorted(row["p90_ms"] for row in rows) == sorted(interval["p90_ms"]["per_unit"])
+
+
+def test_configurations_of_one_model_run_interleaved_on_the_board(fleet, sine_model):
+    """One push, one model, two thread counts, repeats: the board runs the two jobs in one process with their
+    repeats alternating (drift hits both alike), and each result says so (one interleave group)."""
+    fleet.start_collector()
+    fleet.start_agent("ilv-board")
+    model = fleet.upload(sine_model)
+    body = {"models": [model["sha256"]], "devices": {"ids": ["ilv-board"]}, "threads": [1, 2],
+            "options": {"settings": {"min_runs": 50, "min_duration_s": 0.05, "warmup_runs": 1,
+                                     "warmup_duration_s": 0.0}, "sensors": False, "repeats": 3}}
+    batch = fleet.post("/api/v1/jobs", json.dumps(body).encode())
+    assert [job["state"] for job in fleet.wait_jobs(batch["batch_id"])] == ["done", "done"]
+    results = fleet.collector.get(f"/api/v1/results?batch={batch['batch_id']}")["results"]
+    assert len(results) == 2
+    groups = {r["summary"]["interleave"]["group"] for r in results}
+    assert len(groups) == 1
+    report_dir = fleet.root / "agent-ilv-board" / "data" / "reports"
+    starts = sorted((rep["origin_monotonic_ns"], rep["index"]) for path in report_dir.glob("*.json")
+                    for rep in json.loads(path.read_text())["repeats"])
+    assert [index for _, index in starts] == [0, 0, 1, 1, 2, 2]
+
+
+def test_a_cancel_in_an_interleaved_group_ends_that_job_and_the_others_run_again(fleet, sine_model):
+    """Cancelling one job of a running interleaved group stops the group's process: the cancelled job ends
+    'cancelled'; the other is queued again (its first attempt spent) rather than failed or lost."""
+    fleet.start_collector()
+    agent = fleet.start_agent("grp-board")
+    model = fleet.upload(sine_model)
+    long = {"min_runs": 1, "min_duration_s": 60, "max_duration_s": 60, "warmup_runs": 1, "warmup_duration_s": 0}
+    body = {"models": [model["sha256"]], "devices": {"ids": ["grp-board"]}, "threads": [1, 2],
+            "options": {"settings": long, "sensors": False, "repeats": 2}}
+    batch = fleet.post("/api/v1/jobs", json.dumps(body).encode())
+    wait_for(lambda: all(j["state"] == "running" for j in fleet.jobs(batch["batch_id"])), 60, "both jobs to run")
+    cancelled, other = (job["job_id"] for job in batch["jobs"])
+    fleet.post(f"/api/v1/jobs/{cancelled}/cancel", b"")
+    wait_for(lambda: next(j for j in fleet.jobs(batch["batch_id"]) if j["job_id"] == cancelled)["state"]
+             == "cancelled", 60, "the cancel")
+    with sqlite3.connect(f"file:{agent.log_path.parent / 'data' / 'agent.sqlite3'}?mode=ro", uri=True) as conn:
+        state, attempts = conn.execute("SELECT state, attempts FROM jobs WHERE job_id = ?", (other,)).fetchone()
+    assert state in ("queued", "running") and attempts >= 1
+    fleet.post(f"/api/v1/jobs/{other}/cancel", b"")  # it would run for a minute: end it too
+    jobs = {j["job_id"]: j for j in fleet.wait_jobs(batch["batch_id"], timeout=90)}
+    assert (jobs[cancelled]["state"], jobs[cancelled]["reason"]) == ("cancelled", "cancelled on request")
+    assert jobs[other]["state"] == "cancelled"
+    assert fleet.results_in_influx() == []

@@ -128,6 +128,10 @@ def job(**fields) -> dict:
     ({"settings": {"command": "sh"}}, "not a bench setting"),
     ({"settings": {"min_runs": -5}}, "below"),
     ({"timeout_s": float("inf")}, "not finite"),
+    ({"group": ["b1-0002", "b1-0003"]}, "this job's among them"),
+    ({"group": ["b1-0001", "../etc"]}, "group must list"),
+    ({"group": [f"b1-{n:04d}" for n in range(1, 10)]}, "at most 8"),
+    ({"group": "b1-0001"}, "wrong type"),
 ])
 def test_jobs_are_declarative_data(fields, reason):
     with pytest.raises(p.ProtocolError, match=reason):
@@ -136,7 +140,31 @@ def test_jobs_are_declarative_data(fields, reason):
 
 def test_a_good_job_passes():
     p.check_job(job(runtime="litert", delegates=["xnnpack"], threads=2, input=["x=random", "sr=16000"],
-                    shape=["x=1x3x224x224"], settings={"min_runs": 10, "max_duration_s": 5.0}, timeout_s=60))
+                    shape=["x=1x3x224x224"], settings={"min_runs": 10, "max_duration_s": 5.0}, timeout_s=60,
+                    repeats=5, group=["b1-0001", "b1-0002"]))
+
+
+def test_one_models_jobs_with_repeats_on_one_board_are_grouped_by_the_collector():
+    """The collector groups the jobs of one model on one board (with repeats) for interleaving: per board, per
+    model, at most MAX_JOB_GROUP; a job without repeats, or alone, gets no group."""
+    from edgebench.server.api import interleave_groups
+
+    def make(n: int, device: str, sha: str, repeats: int) -> p.Job:
+        return p.Job(job_id=f"b1-{n:04d}", device=device, repeats=repeats,
+                     model=p.JobModel(sha256=sha, size_bytes=10))
+
+    other = "1" * 64
+    jobs = [make(n, "a", SHA, 5) for n in range(10)] + [make(10, "b", SHA, 5), make(11, "b", SHA, 5),
+                                                        make(12, "b", other, 5), make(13, "c", SHA, 1),
+                                                        make(14, "c", SHA, 1)]
+    interleave_groups(jobs)
+    groups = [job.group for job in jobs]
+    assert groups[:8] == [[f"b1-{n:04d}" for n in range(8)]] * 8
+    assert groups[8:10] == [["b1-0008", "b1-0009"]] * 2
+    assert groups[10:12] == [["b1-0010", "b1-0011"]] * 2
+    assert groups[12:] == [[], [], []]
+    for job in jobs:
+        p.check_job(job.to_payload(1.7e9))
 
 
 def test_labels():
