@@ -71,6 +71,7 @@ def start_fleet() -> dict:
 
     wait_for(online, 60, f"agent {DEVICE} to come online")
     state = {"collector": collector.url, "influxdb": influxd.url, "mqtt": broker.url, "database": "edgebench",
+             "token_file": str(FLEET / "collector" / "data" / "admin-token"),  # the collector's first admin token
              "pids": {"mosquitto": broker.proc.pid, "influxd": influxd.proc.pid, "collector": collector.proc.pid,
                       "agent": agent.proc.pid}}
     STATE.write_text(json.dumps(state, indent=1))
@@ -97,8 +98,8 @@ def main() -> int:
     print(f"local fleet up: collector {state['collector']}, MQTT {state['mqtt']}, InfluxDB {state['influxdb']}")
     for models, options in PUSHES:
         code = edgebench(["push", *(str(paths[m]) for m in models), *options, "--server", state["collector"],
-                         "--devices", "all", "--wait", "--wait-timeout", "600",
-                         "--json", str(FLEET / f"push-{Path(models[0]).stem}.json")])
+                          "--token", Path(state["token_file"]).read_text().strip(), "--devices", "all", "--wait",
+                          "--wait-timeout", "600", "--json", str(FLEET / f"push-{Path(models[0]).stem}.json")])
         if code != 0:
             print(f"push of {', '.join(models)} failed (exit {code}); logs in {FLEET}", file=sys.stderr)
             return code
@@ -106,7 +107,8 @@ def main() -> int:
           f"edgebench_result)\n")
     code = edgebench(["variants", str(paths["ppocr_cls.onnx"]), "--shape", "x=1x3x48x192",
                      "--out-dir", str(OUT / "variants"), "--json", str(OUT / "ppocr_cls.variants.json")])
-    print(f"\nThe fleet is still running (PIDs in {STATE}): try `edgebench devices --server {state['collector']}`."
+    print(f"\nThe fleet is still running (PIDs in {STATE}): try `EDGEBENCH_TOKEN=$(cat {state['token_file']}) "
+          f"edgebench devices --server {state['collector']}`."
           f"\nStop it with: make demo-stop")
     return code
 

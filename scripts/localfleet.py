@@ -229,8 +229,8 @@ def edgebench_argv(*args: str) -> list[str]:
 
 class Collector(Service):
     def __init__(self, workdir: Path, mqtt_url: str, influx_url: str, db: str, extra: tuple = (),
-                 http_port: Optional[int] = None):
-        self.workdir, self.http_port, self.db = workdir, http_port or free_port(), db
+                 http_port: Optional[int] = None, token: Optional[str] = None):
+        self.workdir, self.http_port, self.db, self.given_token = workdir, http_port or free_port(), db, token
         workdir.mkdir(parents=True, exist_ok=True)
         self.ready = workdir / "ready.json"
         super().__init__(edgebench_argv("-v", "server", "--mqtt", mqtt_url, "--influx-url", influx_url,
@@ -242,6 +242,15 @@ class Collector(Service):
     def url(self) -> str:
         return f"http://127.0.0.1:{self.http_port}"
 
+    @property
+    def token(self) -> Optional[str]:
+        """The API token this launcher uses: one given, else the first admin token the collector made in its data
+        directory (a fresh registry), else None (a collector sharing a registry whose token another made)."""
+        if self.given_token:
+            return self.given_token
+        path = self.workdir / "data" / "admin-token"
+        return path.read_text().strip() if path.exists() else None
+
     def start(self, wait_mqtt: bool = True) -> None:
         self.ready.unlink(missing_ok=True)
         super().start()
@@ -249,9 +258,17 @@ class Collector(Service):
         if wait_mqtt:
             wait_for(lambda: self.health().get("mqtt"), 30, "the collector to connect to the broker")
 
+    def request(self, method: str, path: str, body: Optional[bytes] = None, content_type: str = "application/json",
+                token: Optional[str] = "", timeout: float = 30) -> bytes:
+        """The response body; ``token`` "" (default): the launcher's token; None: no Authorization header."""
+        token = self.token if token == "" else token
+        headers = {"Content-Type": content_type, **({"Authorization": f"Bearer {token}"} if token else {})}
+        request = urllib.request.Request(self.url + path, data=body, method=method, headers=headers)
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            return response.read()
+
     def get(self, path: str):
-        with urllib.request.urlopen(self.url + path, timeout=10) as response:
-            body = response.read()
+        body = self.request("GET", path, timeout=10)
         return json.loads(body) if path != "/metrics" else body.decode()
 
     def health(self) -> dict:

@@ -34,10 +34,12 @@ from waitress.task import ErrorTask
 from edgebench.agent.errors import ModelError
 from edgebench.agent.fleet import protocol as p
 from edgebench.agent.modelfile import identify
+from edgebench.server import openapi
+from edgebench.server.auth import ROLES, Authenticator, Caller, Refused, new_token, token_hash
 from edgebench.server.collector import Collector
 from edgebench.server.metrics import Metrics
-from edgebench.server.openapi import OPENAPI
 from edgebench.server.registry import Registry
+from edgebench.server.registry_backends import RegistryUnavailable
 
 log = logging.getLogger(__name__)
 MAX_JSON_BODY = 1 << 20
@@ -52,6 +54,8 @@ MAX_HEADER_BYTES = 64 * 1024
 MATRIX_KEYS = ("models", "devices", "runtimes", "delegates", "threads", "options", "labels", "reference")
 OPTION_KEYS = p.JOB_OPTIONS
 JSON = "application/json"
+TOKEN_NAME = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+REFUSAL_METRIC = {401: "edgebench_http_unauthorized_total", 403: "edgebench_http_forbidden_total"}
 
 
 class ApiError(Exception):
@@ -177,10 +181,36 @@ class Api:
     """The request-independent part: what each route does, given parsed input."""
 
     def __init__(self, registry: Registry, collector: Collector, metrics: Metrics, models_dir: Path,
-                 public_url: str, max_model_bytes: int, gates_file: Optional[str] = None):
+                 public_url: str, max_model_bytes: int, gates_file: Optional[str] = None, auth: bool = True):
         self.registry, self.collector, self.metrics, self.gates_file = registry, collector, metrics, gates_file
         self.models_dir, self.public_url, self.max_model_bytes = models_dir, public_url.rstrip("/"), max_model_bytes
+        self.auth = Authenticator(registry, enabled=auth)
+        self.openapi = openapi.document(ROUTES)
         models_dir.mkdir(parents=True, exist_ok=True)
+
+    # ------------------------------------------------------------ authentication (server/auth.py)
+
+    def authorize(self, authorization: Optional[str], role: str) -> Caller:
+        try:
+            return self.auth.caller(authorization, role)
+        except Refused as refused:
+            self.metrics.inc(REFUSAL_METRIC[refused.status])
+            headers = {"WWW-Authenticate": 'Bearer realm="edgebench"'} if refused.status == 401 else {}
+            raise ApiError(refused.status, str(refused), headers) from None
+
+    def signed_download(self, req: falcon.Request, sha256: str) -> bool:
+        """A board's model download: the URL the collector put in its job, signed (no token)."""
+        return self.auth.signed(sha256, req.get_param("expires"), req.get_param("sig"))
+
+    def create_token(self, name: Any, role: Any) -> dict:
+        if not isinstance(name, str) or not TOKEN_NAME.match(name):
+            raise ApiError(400, "name: 1-64 letters, digits, '.', '_' or '-'")
+        if role not in ROLES:
+            raise ApiError(400, f"role: one of {', '.join(ROLES)}")
+        token = new_token()
+        if not self.registry.add_token(name, role, token_hash(token)):
+            raise ApiError(409, f"a token named {name!r} exists; revoke it first")
+        return {"name": name, "role": role, "token": token}
 
     def model_path(self, sha256: str) -> Path:
         if not p.SHA256.match(sha256):
@@ -256,7 +286,8 @@ class Api:
                                             for job in jobs]}
 
     def content_url(self, sha256: str) -> str:
-        return f"{self.public_url}/api/v1/models/{sha256}/content"
+        """Where a board downloads the model: signed, so it needs no token (server/auth.py)."""
+        return f"{self.public_url}/api/v1/models/{sha256}/content?{self.auth.sign(sha256)}"
 
     def _job(self, job_id: str, batch: str, device: str, model: dict, runtime: Optional[str], delegates: list,
              threads: Optional[int], options: dict) -> p.Job:
@@ -383,25 +414,28 @@ def parse_json(body: bytes) -> Any:
 
 # ---------------------------------------------------------------- HTTP: routes (falcon)
 
-ROUTES: list[tuple[str, str, str]] = [  # method, falcon URI template, Routes method
-    ("GET", "/healthz", "healthz"),
-    ("GET", "/metrics", "metrics"),
-    ("GET", "/api/v1/openapi.json", "openapi"),
-    ("GET", "/openapi.json", "openapi"),  # where OpenAPI tools look first
-    ("GET", "/api/v1/devices", "devices"),
-    ("GET", "/api/v1/models", "models"),
-    ("POST", "/api/v1/models", "upload"),
-    ("GET", "/api/v1/models/{sha}", "model"),
-    ("GET", "/api/v1/models/{sha}/content", "content"),
-    ("POST", "/api/v1/jobs", "submit"),
-    ("GET", "/api/v1/jobs", "jobs"),
-    ("GET", "/api/v1/jobs/{job}", "job"),
-    ("POST", "/api/v1/jobs/{job}/cancel", "cancel"),
-    ("GET", "/api/v1/results", "results"),
-    ("GET", "/api/v1/dead-letters", "dead_letters"),
-    ("GET", "/api/gates/evaluate", "gates_configured"),
-    ("POST", "/api/gates/evaluate", "gates_posted"),
-    ("POST", "/api/gates/verdicts", "gates_record"),
+ROUTES: list[tuple[str, str, str, Optional[str]]] = [  # method, falcon URI template, Routes method, role needed
+    ("GET", "/healthz", "healthz", None),  # load balancers and probes: no token
+    ("GET", "/metrics", "metrics", "read"),
+    ("GET", "/api/v1/openapi.json", "openapi", "read"),
+    ("GET", "/openapi.json", "openapi", "read"),  # where OpenAPI tools look first
+    ("GET", "/api/v1/devices", "devices", "read"),
+    ("GET", "/api/v1/models", "models", "read"),
+    ("POST", "/api/v1/models", "upload", "submit"),
+    ("GET", "/api/v1/models/{sha}", "model", "read"),
+    ("GET", "/api/v1/models/{sha}/content", "content", "read"),  # or a signed URL (boards): Routes.content
+    ("POST", "/api/v1/jobs", "submit", "submit"),
+    ("GET", "/api/v1/jobs", "jobs", "read"),
+    ("GET", "/api/v1/jobs/{job}", "job", "read"),
+    ("POST", "/api/v1/jobs/{job}/cancel", "cancel", "submit"),
+    ("GET", "/api/v1/results", "results", "read"),
+    ("GET", "/api/v1/dead-letters", "dead_letters", "read"),
+    ("GET", "/api/gates/evaluate", "gates_configured", "read"),
+    ("POST", "/api/gates/evaluate", "gates_posted", "read"),  # ?record=true writes verdicts: submit (checked there)
+    ("POST", "/api/gates/verdicts", "gates_record", "submit"),
+    ("GET", "/api/v1/tokens", "tokens", "admin"),
+    ("POST", "/api/v1/tokens", "token_create", "admin"),
+    ("POST", "/api/v1/tokens/{name}/revoke", "token_revoke", "admin"),
 ]
 TRUE = ("1", "true", "yes")
 RANGE = re.compile(r"^bytes=(?:(\d{1,19})-(\d{0,19})|-(\d{1,19}))$")
@@ -478,7 +512,7 @@ class Routes:
         _send(resp, self.api.metrics.render(gauges).encode(), content_type="text/plain; version=0.0.4")
 
     def openapi(self, req: falcon.Request, resp: falcon.Response) -> None:
-        _json(resp, OPENAPI)
+        _json(resp, self.api.openapi)
 
     def devices(self, req: falcon.Request, resp: falcon.Response) -> None:
         _json(resp, {"devices": self.api.registry.devices()})
@@ -560,10 +594,26 @@ class Routes:
             _json(resp, document)
 
     def gates_configured(self, req: falcon.Request, resp: falcon.Response) -> None:
+        if _flag(req, "record"):
+            self.api.authorize(req.get_header("Authorization"), "submit")
         self._gates(req, resp, None)
 
     def gates_posted(self, req: falcon.Request, resp: falcon.Response) -> None:
+        if _flag(req, "record"):  # writing verdicts is the submit role's
+            self.api.authorize(req.get_header("Authorization"), "submit")
         self._gates(req, resp, _body(req))
+
+    def tokens(self, req: falcon.Request, resp: falcon.Response) -> None:
+        _json(resp, {"tokens": self.api.registry.tokens()})
+
+    def token_create(self, req: falcon.Request, resp: falcon.Response) -> None:
+        body = _body_json(req)
+        _json(resp, self.api.create_token(body.get("name"), body.get("role")), 201)
+
+    def token_revoke(self, req: falcon.Request, resp: falcon.Response, name: str) -> None:
+        if not self.api.registry.revoke_token(name):
+            raise ApiError(404, f"no unrevoked token named {name[:64]!r}")
+        _json(resp, {"name": name, "revoked": True})
 
     def gates_record(self, req: falcon.Request, resp: falcon.Response) -> None:
         _json(resp, {"written": self.api.record_verdicts(_body_json(req))}, 201)
@@ -573,6 +623,13 @@ def _api_error(req: falcon.Request, resp: falcon.Response, exc: ApiError, params
     _json(resp, {"error": str(exc)}, exc.status)
     for name, value in exc.headers.items():
         resp.set_header(name, value)
+
+
+def _registry_unavailable(req: falcon.Request, resp: falcon.Response, exc: Exception, params: dict) -> None:
+    """The shared registry's database is down or restarting: not a bug, and the request may be made again."""
+    log.warning("%s %s: %s", req.method, req.path, exc)
+    _json(resp, {"error": f"the registry is unavailable: {exc}"}, 503)
+    resp.set_header("Retry-After", "5")
 
 
 def _internal_error(req: falcon.Request, resp: falcon.Response, exc: Exception, params: dict) -> None:
@@ -589,15 +646,29 @@ def _http_error(req: falcon.Request, resp: falcon.Response, exc: falcon.HTTPErro
     _send(resp, json.dumps({"error": message}).encode(), exc.status)
 
 
+def _guarded(api: Api, role: Optional[str], name: str, responder: Callable) -> Callable:
+    """The responder behind the role check: a request without a good enough token never reaches it."""
+    if role is None:
+        return responder
+
+    def guarded(req: falcon.Request, resp: falcon.Response, **params: Any) -> None:
+        if not (name == "content" and api.signed_download(req, params.get("sha", ""))):
+            req.context.caller = api.authorize(req.get_header("Authorization"), role)
+        responder(req, resp, **params)
+
+    return guarded
+
+
 def make_app(api: Api) -> falcon.App:
     routes, app = Routes(api), falcon.App()
     responders: dict[str, dict[str, Callable]] = {}
-    for method, path, name in ROUTES:
-        responders.setdefault(path, {})[f"on_{method.lower()}"] = getattr(routes, name)
+    for method, path, name, role in ROUTES:
+        responders.setdefault(path, {})[f"on_{method.lower()}"] = _guarded(api, role, name, getattr(routes, name))
     for path, methods in responders.items():
         app.add_route(path, types.SimpleNamespace(**methods))
     app.add_error_handler(Exception, _internal_error)
     app.add_error_handler(ApiError, _api_error)
+    app.add_error_handler(RegistryUnavailable, _registry_unavailable)
     app.set_error_serializer(_http_error)
     return app
 
@@ -643,9 +714,10 @@ class HttpServer:
         self._server.task_dispatcher.shutdown(cancel_pending=True, timeout=5)
 
 
-def serve(api: Api, host: str, port: int, timeout: int = HTTP_TIMEOUT_S) -> HttpServer:
-    """Bind now (port 0 picks one: ``server_address``); serve from ``serve_forever()``."""
-    _spool_on_data_disk(api.models_dir.parent / "spool")
+def serve(api: Api, host: str, port: int, timeout: int = HTTP_TIMEOUT_S, spool: Optional[Path] = None) -> HttpServer:
+    """Bind now (port 0 picks one: ``server_address``); serve from ``serve_forever()``. ``spool``: where large
+    request bodies wait (the collector's data disk; default next to the models)."""
+    _spool_on_data_disk(spool or api.models_dir.parent / "spool")
     sock = socket.create_server((host, port), family=socket.AF_INET6 if ":" in host else socket.AF_INET,
                                 backlog=HTTP_BACKLOG)
     try:

@@ -39,7 +39,8 @@ def register(commands) -> None:
     server = commands.add_parser(
         "server", help="run the fleet collector: MQTT -> InfluxDB, registry, HTTP API",
         description="Collect what the fleet's agents publish (MQTT v5 shared subscription), validate it, store "
-        "results and telemetry in InfluxDB (v1 HTTP API) and devices/models/jobs in SQLite, and serve the HTTP API "
+        "results and telemetry in InfluxDB (v1 HTTP API) and devices/models/jobs in the registry (SQLite, or "
+        "PostgreSQL shared by several collectors: --registry), and serve the HTTP API "
         "engineers use (edgebench push/devices/jobs). See docs/fleet.md.")
     cli_args.add_mqtt_options(server)
     group = server.add_argument_group("storage")
@@ -54,7 +55,14 @@ def register(commands) -> None:
     group.add_argument("--influx-token", metavar="TOKEN", help="InfluxDB 2.x/3.x API token (with --influx-bucket; "
                        "better: $EDGEBENCH_INFLUX_TOKEN, which is not visible in the process list)")
     group.add_argument("--data-dir", default="~/.local/share/edgebench/server", metavar="DIR",
-                       help="registry (SQLite) and uploaded models (default ~/.local/share/edgebench/server)")
+                       help="the registry (SQLite) and uploaded models unless --registry and --models-dir say "
+                       "otherwise (default ~/.local/share/edgebench/server)")
+    group.add_argument("--registry", default="", metavar="FILE|postgresql://...",
+                       help="devices, models, jobs, results, tokens: a SQLite file, one collector's (default "
+                       "DATA_DIR/registry.sqlite3), or a PostgreSQL database that every collector of a share group "
+                       "is given (postgresql://USER@HOST/DB; its password better in $PGPASSWORD or ~/.pgpass)")
+    group.add_argument("--models-dir", metavar="DIR", help="uploaded models, by sha256 (default DATA_DIR/models); "
+                       "collectors sharing a --registry need one directory they all reach (a shared file system)")
     group = server.add_argument_group("service")
     group.add_argument("--http", type=_host_port, default=("127.0.0.1", 8780), metavar="HOST:PORT",
                        help="HTTP API address (default 127.0.0.1:8780; port 0 picks a free one)")
@@ -81,11 +89,83 @@ def register(commands) -> None:
                        "(default 60)")
     group.add_argument("--gates", metavar="GATES.toml", help="release gate rules that GET /api/gates/evaluate "
                        "evaluates (docs/gates.md); read at each request, checked at start-up")
+    group = server.add_argument_group("authentication (docs/fleet.md)")
+    group.add_argument("--insecure-no-auth", action="store_true",
+                       help="serve the HTTP API without tokens: anyone who reaches it may upload models, run jobs on "
+                       "the boards and cancel them; refused unless --http is a loopback address")
     server.add_argument("--ready-file", metavar="FILE", help="write {\"http\": URL} here once serving")
     server.set_defaults(handler=run)
+    register_tokens(server.add_subparsers(dest="server_command", metavar="COMMAND"))
+
+
+def register_tokens(commands) -> None:
+    """`edgebench server token create|list|revoke`: the API's bearer tokens, in the collector's registry."""
+    token = commands.add_parser("token", help="create, list and revoke the HTTP API's bearer tokens",
+                                description="Tokens for the collector's HTTP API, kept (hashed) in its registry. "
+                                "Roles: read (results, devices, gates), submit (upload, push, cancel, record gate "
+                                "verdicts; includes read), admin (tokens; includes submit).")
+    actions = token.add_subparsers(dest="token_command", metavar="ACTION", required=True)
+    create = actions.add_parser("create", help="make a token and print it (shown once)")
+    create.add_argument("--name", required=True, help="what the token is for (ci, grafana, alice): unique")
+    create.add_argument("--role", required=True, choices=("read", "submit", "admin"))
+    create.add_argument("--json", metavar="FILE", help="write {name, role, token} as JSON; - for stdout")
+    listing = actions.add_parser("list", help="the tokens: name, role, created, last used, revoked")
+    listing.add_argument("--json", metavar="FILE", help="write the list as JSON; - for stdout")
+    revoke = actions.add_parser("revoke", help="revoke a token by name (at once, on every collector)")
+    revoke.add_argument("name")
+    for action in (create, listing, revoke):  # the collector's own flags, settable here too (SUPPRESS: unset
+        # here, the value given to `server` or its default stays)
+        action.add_argument("--data-dir", default=argparse.SUPPRESS, metavar="DIR",
+                            help="the collector's data directory (as `edgebench server --data-dir`)")
+        action.add_argument("--registry", default=argparse.SUPPRESS, metavar="URL|FILE",
+                            help="the collector's registry (as `edgebench server --registry`): postgresql://... for "
+                            "a registry collectors share")
+        action.set_defaults(handler=run_token)
+
+
+def run_token(args: argparse.Namespace) -> int:
+    from edgebench.agent.engine.report import emit_json
+    from edgebench.server import auth
+    from edgebench.server.registry import open_registry
+
+    registry = open_registry(getattr(args, "registry", "") or "", Path(os.path.expanduser(args.data_dir)))
+    try:
+        if args.token_command == "create":
+            token = auth.new_token()
+            if not registry.add_token(args.name, args.role, auth.token_hash(token)):
+                raise UsageError(f"a token named {args.name!r} exists; revoke it first")
+            answer = {"name": args.name, "role": args.role, "token": token}
+            if args.json:
+                emit_json(answer, args.json)
+            if args.json != "-":
+                print(token)
+            return 0
+        if args.token_command == "list":
+            tokens = registry.tokens()
+            if args.json:
+                emit_json({"tokens": tokens}, args.json)
+            if args.json != "-":
+                print(f"{'name':24} {'role':7} {'created':20} {'last used':20} revoked")
+                for t in tokens:
+                    print(f"{t['name']:24} {t['role']:7} {_when(t['created']):20} {_when(t['last_used']):20} "
+                          f"{_when(t['revoked'])}")
+            return 0
+        if not registry.revoke_token(args.name):
+            raise UsageError(f"no unrevoked token named {args.name!r}")
+        print(f"revoked {args.name}")
+        return 0
+    finally:
+        registry.close()
+
+
+def _when(ts) -> str:
+    import time
+
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(ts)) if ts else "-"
 
 
 def settings(args: argparse.Namespace):
+    from edgebench.server.auth import is_loopback
     from edgebench.server.collector import CollectorConfig
     from edgebench.server.main import ServerSettings
 
@@ -98,10 +178,15 @@ def settings(args: argparse.Namespace):
         share_group=args.share_group, batch_size=args.batch_size, receive_maximum=args.receive_maximum,
         public_url=args.public_url or "", influx_token=args.influx_token or os.environ.get("EDGEBENCH_INFLUX_TOKEN"),
         influx_org=args.influx_org, influx_bucket=args.influx_bucket, model_bytes_per_s=args.model_rate,
-        stall_after_s=args.stall_after)
+        stall_after_s=args.stall_after,
+        models_dir=Path(os.path.expanduser(args.models_dir)) if args.models_dir else None)
     host, port = args.http
+    if args.insecure_no_auth and not is_loopback(host):
+        raise UsageError(f"--insecure-no-auth is refused on {host}: without tokens anyone who reaches the API runs "
+                         "models on the boards; serve on a loopback address (127.0.0.1) or drop the flag")
     return ServerSettings(collector=collector, http_host=host, http_port=port, http_timeout_s=args.http_timeout,
-                          max_model_bytes=args.max_model_size, gates_file=args.gates, ready_file=args.ready_file)
+                          max_model_bytes=args.max_model_size, gates_file=args.gates, ready_file=args.ready_file,
+                          auth=not args.insecure_no_auth, registry=args.registry)
 
 
 def run(args: argparse.Namespace) -> int:

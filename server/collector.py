@@ -37,6 +37,7 @@ from edgebench.agent.fleet.mqtt import MqttSettings
 from edgebench.server.influx import InfluxError, points_for, writer
 from edgebench.server.metrics import Metrics
 from edgebench.server.registry import Registry
+from edgebench.server.registry_backends import RegistryUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +66,10 @@ class CollectorConfig:
     influx_bucket: Optional[str] = None
     stall_after_s: float = 60.0  # a message held unacknowledged this long: /healthz reports the pipeline stalled
     model_bytes_per_s: float = 2 * 1024 * 1024  # per device, after MODEL_BURST_BYTES (a board fetching over MQTT)
+    models_dir: Optional[Path] = None  # uploaded models, content-addressed (None: DATA_DIR/models); --models-dir
+
+    def __post_init__(self) -> None:
+        self.models_dir = self.models_dir or self.data_dir / "models"
 
 
 @dataclass
@@ -79,6 +84,7 @@ class Incoming:
     refused: Optional[str] = None  # why it was dead-lettered (acknowledged to the device as refused)
     duplicate: bool = False  # seen before: acknowledged, not written again
     after_write: Optional[Callable[[], None]] = None  # registry changes that must wait for the points (job results)
+    marked: bool = False  # its msg_id is in the collector's _pending_ids because of it
 
 
 class PerDeviceBudget:
@@ -100,6 +106,16 @@ class PerDeviceBudget:
         if len(self._buckets) > self.MAX_DEVICES:
             self._buckets.clear()
         return allowed
+
+
+# A registry that does not answer (PostgreSQL down or restarting) is waited for as InfluxDB is: 0.5 s doubling to 30 s,
+# the message held unacknowledged meanwhile.
+REGISTRY_RETRY_S, REGISTRY_RETRY_MAX_S = 0.5, 30.0
+
+
+class _Stopping(Exception):
+    """The collector stops while waiting for the registry: the message is left unacknowledged (the broker sends it
+    again, to this collector after its restart or to another of the group)."""
 
 
 EARLY_PUBACKS_KEPT = 10_000  # PUBACKs of messages not (yet) known as jobs: acks, chunks, and jobs not noted yet
@@ -129,11 +145,12 @@ class Collector:
         self._job_lock = threading.Lock()  # around _job_mids and _early_pubacks only
         self._early_pubacks: collections.OrderedDict[int, bool] = collections.OrderedDict()  # mid -> PUBACK ok
         self.model_requests: queue.Queue = queue.Queue()  # model-request messages, served by their own thread
-        self.models_dir = config.data_dir / "models"  # where the HTTP API stores uploads (api.py)
+        self.models_dir = config.models_dir  # where the HTTP API stores uploads (api.py)
         self.held: dict[int, float] = {}  # id(Incoming) -> received: messages not yet acknowledged
         self._pending_ids: set[str] = set()  # msg ids in the pipeline (prepared, not yet recorded as delivered)
         self._dead_letter_budget = PerDeviceBudget(DEAD_LETTER_BURST, DEAD_LETTER_RATE)
         self._model_budget = PerDeviceBudget(MODEL_BURST_BYTES, config.model_bytes_per_s)
+        self.registry_ok = True  # False while the registry does not answer (logged once, then when it is back)
 
     # ------------------------------------------------------------ MQTT
 
@@ -168,7 +185,12 @@ class Collector:
         client.subscribe(self.subscriptions())
         self.connected.set()
         self.metrics.set("edgebench_mqtt_connected", 1)
-        for job in self.registry.unsent_jobs():  # jobs submitted while the broker was away, or not yet PUBACKed
+        try:  # jobs submitted while the broker was away, or not yet PUBACKed
+            unsent = self.registry.unsent_jobs()
+        except RegistryUnavailable as exc:  # never wait in paho's thread: they go out at the next connection
+            log.warning("jobs not yet sent could not be read (%s); they go out at the next connection", exc)
+            unsent = []
+        for job in unsent:
             self.publish_job(job)
 
     def _on_disconnect(self, client: Any, userdata: Any, flags: Any, reason: Any, properties: Any) -> None:
@@ -206,7 +228,10 @@ class Collector:
                 while len(self._early_pubacks) > EARLY_PUBACKS_KEPT:
                     self._early_pubacks.popitem(last=False)
         if job_id and not reason.is_failure:
-            self.registry.job_sent(job_id)
+            try:
+                self.registry.job_sent(job_id)
+            except RegistryUnavailable as exc:  # published all the same; sent again at the next connection
+                log.warning("job %s not marked sent: %s", job_id, exc)
 
     def publish_job(self, job: dict) -> None:
         info = self.client.publish(p.topic(job["device"], p.JOBS), p.encode(p.JOBS, job), qos=1)
@@ -301,7 +326,10 @@ class Collector:
             except queue.Empty:
                 item = None
             if item is not None:
-                points = self._apply_safely(item)
+                try:
+                    points = self._apply_safely(item)
+                except _Stopping:
+                    return
                 if not items:
                     started = time.monotonic()
                 items.append(item)
@@ -315,9 +343,23 @@ class Collector:
                 items, lines = [], []
 
     def _apply_safely(self, item: Incoming) -> list[str]:
-        """``_apply``, with any failure turned into a dead letter: the message is acknowledged either way."""
+        """``_apply``, with any failure turned into a dead letter: the message is acknowledged either way. A
+        registry that does not answer is no fault of the message: it is waited for (``_until_registry``)."""
+        self.metrics.inc("edgebench_messages_received_total")
+
+        def attempt() -> list[str]:
+            try:
+                return self._apply(item)
+            except RegistryUnavailable:
+                if item.marked:  # this message's own mark: the next attempt must not take it for a duplicate
+                    self._pending_ids.discard(item.msg_id)
+                    item.marked = False
+                raise
+
         try:
-            return self._apply(item)
+            return self._until_registry(attempt)
+        except _Stopping:
+            raise
         except Exception as exc:  # noqa: BLE001 - a message the code cannot handle must not hold the session
             log.exception("message on %s could not be applied", item.topic[:200])
             if item.msg_id:
@@ -334,6 +376,8 @@ class Collector:
             self._writing = True
             try:
                 self._store(batch, lines)
+            except _Stopping:
+                return
             except Exception:  # noqa: BLE001
                 log.exception("batch of %d messages failed; not acknowledged", len(batch))
             finally:
@@ -344,14 +388,16 @@ class Collector:
             self._write(lines)
         for item in batch:
             if item.after_write is not None:
-                try:
-                    item.after_write()
+                try:  # a registry that does not answer is waited for: the job's state is not dropped
+                    self._until_registry(item.after_write)
+                except _Stopping:
+                    raise
                 except Exception:  # noqa: BLE001 - the points are stored: acknowledge them all the same
                     log.exception("registry update for %s failed", item.topic[:200])
         # Only now, with the points stored, may the broker and the devices forget the messages.
         delivered = [(item.msg_id, item.device) for item in batch
                      if item.msg_id and not item.refused and not item.duplicate]
-        self.registry.record_delivered(delivered)
+        self._until_registry(lambda: self.registry.record_delivered(delivered))
         self._pending_ids.difference_update(msg_id for msg_id, _ in delivered)
         for item in batch:
             self._ack(item)
@@ -380,8 +426,7 @@ class Collector:
 
     def _apply(self, item: Incoming) -> list[str]:
         """Validate one message and update the registry; returns its points (dead letters and duplicates return
-        none)."""
-        self.metrics.inc("edgebench_messages_received_total")
+        none). Made again from the start when the registry did not answer: every step is idempotent."""
         try:
             msg = p.validate(item.topic, item.payload, FAST_LOADS)
         except p.ProtocolError as exc:
@@ -402,6 +447,7 @@ class Collector:
             return []
         if item.msg_id:
             self._pending_ids.add(item.msg_id)
+            item.marked = True
         payload = msg.payload
         if msg.kind == p.STATUS:
             self.registry.device_status(msg.device, payload["state"], payload.get("labels"),
@@ -438,7 +484,7 @@ class Collector:
         self.metrics.inc("edgebench_dead_letters_total")
         if self._dead_letter_budget.take(item.device or "?"):
             log.warning("dead letter on %s: %s", item.topic[:200], reason)
-            self.registry.dead_letter(item.topic, reason, item.payload)
+            self._until_registry(lambda: self.registry.dead_letter(item.topic, reason, item.payload))
         else:
             self.metrics.inc("edgebench_dead_letters_suppressed_total")
 
@@ -466,6 +512,27 @@ class Collector:
             self.metrics.inc("edgebench_points_written_total", len(lines))
             return
         raise RuntimeError("stopping before the batch was written")
+
+    def _until_registry(self, call: Callable[[], Any]) -> Any:
+        """``call()``, made again while the registry does not answer (RegistryUnavailable: PostgreSQL down or
+        restarting), backing off REGISTRY_RETRY_S -> REGISTRY_RETRY_MAX_S; the message it is for stays held
+        unacknowledged meanwhile, so /healthz turns stalled after --stall-after. Raises _Stopping on close."""
+        delay = REGISTRY_RETRY_S
+        while True:
+            try:
+                result = call()
+            except RegistryUnavailable as exc:
+                if self.registry_ok:
+                    log.warning("the registry does not answer (%s); waiting for it, nothing acknowledged", exc)
+                self.registry_ok = False
+                if self.stop.wait(delay):
+                    raise _Stopping() from exc
+                delay = min(delay * 2, REGISTRY_RETRY_MAX_S)
+                continue
+            if not self.registry_ok:
+                log.warning("the registry answers again")
+                self.registry_ok = True
+            return result
 
     def _ensure_database(self) -> None:
         with contextlib.suppress(InfluxError):

@@ -13,11 +13,13 @@ from typing import Optional
 
 from edgebench.agent.errors import UsageError
 from edgebench.server.api import Api, serve
+from edgebench.server.auth import first_admin_token
 from edgebench.server.collector import Collector, CollectorConfig
 from edgebench.server.metrics import Metrics
-from edgebench.server.registry import Registry
+from edgebench.server.registry import open_registry
 
 log = logging.getLogger(__name__)
+ADMIN_TOKEN_FILE = "admin-token"  # in the data directory: the first admin token of a fresh registry
 
 
 @dataclass
@@ -31,20 +33,30 @@ class ServerSettings:
     max_model_bytes: int = 2 * 1024**3
     gates_file: Optional[str] = None  # rules GET /api/gates/evaluate evaluates
     ready_file: Optional[str] = None  # {"http": URL, "pid": PID} is written here once serving
+    registry: str = ""  # --registry: "" (DATA_DIR/registry.sqlite3), a SQLite file, or postgresql://... (shared)
+    auth: bool = True  # bearer tokens on the HTTP API (False: --insecure-no-auth, loopback only)
 
 
 def serve_forever(settings: ServerSettings) -> int:
     config = settings.collector
     config.data_dir.mkdir(parents=True, exist_ok=True)
-    registry, metrics = Registry(config.data_dir / "registry.sqlite3"), Metrics()
+    registry, metrics = open_registry(settings.registry, config.data_dir), Metrics()
     if settings.gates_file:
         from edgebench.server.gates.rules import load_rules
 
         load_rules(settings.gates_file)  # a broken gates file fails the start, not the first request
-    api = Api(registry, None, metrics, config.data_dir / "models", "", settings.max_model_bytes, settings.gates_file)
+    api = Api(registry, None, metrics, config.models_dir, "", settings.max_model_bytes, settings.gates_file,
+              auth=settings.auth)
+    if settings.auth:
+        token_file = config.data_dir / ADMIN_TOKEN_FILE
+        if first_admin_token(registry, token_file):
+            log.warning("no API token existed: made an admin token, in %s (mode 0600); make others with `edgebench "
+                        "server token create`", token_file)
+    else:
+        log.warning("the HTTP API runs without authentication (--insecure-no-auth): loopback only")
     host, port = settings.http_host, settings.http_port
     try:  # bind first: with port 0 the public URL needs the port the system picked
-        httpd = serve(api, host, port, settings.http_timeout_s)
+        httpd = serve(api, host, port, settings.http_timeout_s, spool=config.data_dir / "spool")
     except OSError as exc:
         raise UsageError(f"--http {host}:{port}: {exc.strerror}") from None
     config.public_url = config.public_url or f"http://{host}:{httpd.server_address[1]}"
@@ -55,8 +67,8 @@ def serve_forever(settings: ServerSettings) -> int:
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
     threading.Thread(target=httpd.serve_forever, name="http", daemon=True).start()
-    log.info("collector serving %s (MQTT %s:%s, InfluxDB %s/%s)", config.public_url, config.mqtt.host,
-             config.mqtt.port, config.influx_url, config.influx_db)
+    log.info("collector serving %s (MQTT %s:%s, InfluxDB %s/%s, registry %r, models %s)", config.public_url,
+             config.mqtt.host, config.mqtt.port, config.influx_url, config.influx_db, registry, config.models_dir)
     if settings.ready_file:
         Path(settings.ready_file).write_text(json.dumps({"http": config.public_url, "pid": os.getpid()}))
     stop.wait()

@@ -21,6 +21,9 @@ HELP = {
     "edgebench_ingest_delay_seconds": ("summary", "time from receipt to acknowledgement, per message"),
     "edgebench_buffer_depth": ("gauge", "messages received and not yet stored"),
     "edgebench_mqtt_connected": ("gauge", "1 while connected to the broker"),
+    "edgebench_http_unauthorized_total": ("counter", "HTTP requests refused with 401: no token, a malformed "
+                                          "Authorization header, or an unknown or revoked token"),
+    "edgebench_http_forbidden_total": ("counter", "HTTP requests refused with 403: a token whose role is too low"),
     "edgebench_jobs_submitted_total": ("counter", "jobs created through the HTTP API"),
     "edgebench_models_uploaded_total": ("counter", "model uploads"),
     "edgebench_model_requests_total": ("counter", "valid model-request messages served over MQTT"),

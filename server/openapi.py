@@ -22,6 +22,12 @@ GATE_PARAMS = [
      "description": "also write the verdicts to InfluxDB (measurement edgebench_gate)"},
     {"name": "format", "in": "query", "schema": {"type": "string", "enum": ["json", "junit", "markdown"]},
      "description": "json (default): the edgebench.gates/1 document; junit: JUnit XML; markdown: a PR comment"}]
+VERDICTS = {"description": "verdicts, as ?format= asks", "content": {  # each format its own content type
+    "application/json": {"schema": {"$ref": "#/components/schemas/GateDocument"}},
+    "application/xml": {"schema": {"type": "string", "description": "JUnit XML (format=junit)"}},
+    "text/markdown": {"schema": {"type": "string", "description": "a PR comment (format=markdown)"}}}}
+UNRECORDED = {"503": _ok("record=true and InfluxDB unreachable: verdicts not recorded",
+                       {"$ref": "#/components/schemas/Error"})}
 
 OPENAPI: dict = {
     "openapi": "3.0.3",
@@ -76,12 +82,12 @@ OPENAPI: dict = {
                  "description": "N: only the N newest results per device x model x runtime x delegate chain asked "
                                 "for x delegates that ran x threads x labels (1 or true: the newest)"}],
             "responses": {"200": _ok("results", {"type": "object", "properties": {"results": {
-                "type": "array", "items": {"$ref": "#/components/schemas/Result"}}}})}}},
+                "type": "array", "items": {"$ref": "#/components/schemas/Result"}}}}), "400": ERR["400"]}}},
         "/api/gates/evaluate": {
             "get": {"summary": "evaluate the release gates of the collector's --gates file on the latest results "
                                "(the same evaluation as `edgebench gate --server`)",
                     "parameters": GATE_PARAMS,
-                    "responses": {"200": _ok("verdicts", {"$ref": "#/components/schemas/GateDocument"}),
+                    "responses": {"200": VERDICTS, "400": ERR["400"], **UNRECORDED,
                                   "409": _ok("no gates file configured", {"$ref": "#/components/schemas/Error"})}},
             "post": {"summary": "evaluate the rules in the body on the latest results",
                      "parameters": GATE_PARAMS,
@@ -90,8 +96,7 @@ OPENAPI: dict = {
                                                          "(docs/gates.md); any non-JSON content type is read as TOML"}},
                          "application/json": {"schema": {"type": "object", "properties": {
                              "gate": {"type": "array", "items": {"type": "object"}}}}}}},
-                     "responses": {"200": _ok("verdicts", {"$ref": "#/components/schemas/GateDocument"}), **ERR,
-                                   **TOO_LARGE}}},
+                     "responses": {"200": VERDICTS, **ERR, **TOO_LARGE, **UNRECORDED}}},
         "/api/gates/verdicts": {"post": {
             "summary": "record verdicts (an edgebench.gates/1 document) in InfluxDB, measurement edgebench_gate",
             "requestBody": {"required": True, "content": {"application/json": {"schema": {
@@ -99,11 +104,29 @@ OPENAPI: dict = {
             "responses": {"201": _ok("points written", {"type": "object", "properties": {
                 "written": {"type": "integer"}}}), **ERR, **TOO_LARGE,
                 "503": _ok("InfluxDB unreachable", {"$ref": "#/components/schemas/Error"})}}},
+        "/api/v1/tokens": {
+            "get": {"summary": "the API tokens (no secrets): name, role, created, last_used, revoked",
+                    "responses": {"200": _ok("tokens", OBJ)}},
+            "post": {"summary": "make a token; the answer holds it, shown this once",
+                     "requestBody": {"required": True, "content": {"application/json": {"schema": {
+                         "type": "object", "required": ["name", "role"], "properties": {
+                             "name": {"type": "string", "pattern": "^[A-Za-z0-9._-]{1,64}$"},
+                             "role": {"type": "string", "enum": ["read", "submit", "admin"]}}}}}},
+                     "responses": {"201": _ok("the token", {"type": "object", "properties": {
+                         "name": {"type": "string"}, "role": {"type": "string"}, "token": {"type": "string"}}}),
+                         **ERR, "409": _ok("a token of that name exists", {"$ref": "#/components/schemas/Error"})}}},
+        "/api/v1/tokens/{name}/revoke": {"post": {
+            "summary": "revoke a token, at once on every collector", "parameters": [
+            {"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}],
+            "responses": {"200": _ok("revoked", OBJ), **ERR}}},
         "/api/v1/dead-letters": {"get": {"summary": "invalid messages and why", "parameters": [
             {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 10000}}],
             "responses": {"200": _ok("dead letters", OBJ), **ERR}}},
     },
-    "components": {"schemas": {
+    "security": [{"bearer": []}],
+    "components": {"securitySchemes": {"bearer": {
+        "type": "http", "scheme": "bearer", "description": "a token from `edgebench server token create`; roles read, "
+        "submit (includes read), admin (includes submit); docs/fleet.md"}}, "schemas": {
         "Error": {"type": "object", "properties": {"error": {"type": "string"}}},
         "Result": {"type": "object", "properties": {
             "job_id": {"type": "string"}, "device_id": {"type": "string"}, "batch_id": {"type": "string"},
@@ -119,7 +142,8 @@ OPENAPI: dict = {
                           "description": "0 all pass, 1 a rule failed, 2 data missing, 6 a regression cannot be "
                                          "told yet (inconclusive: more repeats needed)"},
             "recorded": {"type": "integer", "description": "points written to InfluxDB (record=1)"},
-            "verdicts": {"type": "array", "items": {"type": "object", "properties": {
+            "verdicts": {"type": "array", "items": {
+                "type": "object", "required": ["rule", "model", "status", "message"], "properties": {
                 "rule": {"type": "string"}, "model": {"type": "string"}, "metric": {"type": "string"},
                 "board_class": {"type": "string"}, "config": {"type": "string", "description": "runtime, "
                                                               "delegate chain, threads, variant of the judged results"},
@@ -140,7 +164,7 @@ OPENAPI: dict = {
                       "description": "at most 10000 jobs (the product of the lists' lengths and the devices "
                                      "selected); unknown keys are refused", "properties": {
             "models": {"type": "array", "maxItems": 1000, "items": {"type": "string", "description": "sha256"}},
-            "devices": {"type": "object", "properties": {
+            "devices": {"type": "object", "additionalProperties": False, "properties": {
                 "ids": {"type": "array", "maxItems": 1000, "items": {"type": "string"}},
                 "labels": {"type": "object", "additionalProperties": {"type": "string"}},
                 "all": {"type": "boolean"}}},
@@ -153,7 +177,7 @@ OPENAPI: dict = {
                        "description": "labels every job's result carries, e.g. {\"release\": \"v1.5.0\"}"},
             "reference": {"type": "string", "description": "sha256 of an uploaded reference model: every job also "
                           "measures its model's output drift against it"},
-            "options": {"type": "object", "properties": {
+            "options": {"type": "object", "additionalProperties": False, "properties": {
                 "settings": {"type": "object", "description": "min_runs, min_duration_s, max_duration_s, "
                              "warmup_runs, warmup_duration_s"},
                 "shape": {"type": "array", "items": {"type": "string"}},
@@ -166,3 +190,32 @@ OPENAPI: dict = {
                             "description": "fresh benchmark processes per job (bench --repeats); default 1"}}}}},
     }},
 }
+
+
+def document(routes: list) -> dict:
+    """OPENAPI with its security: every operation but /healthz needs a token (``routes``: server/api.py's ROUTES,
+    which name each route's role): the role in its description, its 401 and 403 answers. The model content also
+    takes the signed URL a job carries."""
+    import copy
+
+    described = copy.deepcopy(OPENAPI)
+    roles = {(method.lower(), path.replace("{sha}", "{sha256}").replace("{job}", "{job_id}")): role
+             for method, path, _, role in routes}
+    error = {"$ref": "#/components/schemas/Error"}
+    for path, operations in described["paths"].items():
+        for method, operation in operations.items():
+            role = roles.get((method, path))
+            if role is None:
+                operation["security"] = []
+                continue
+            operation["description"] = f"Needs a token with the {role} role."
+            operation["responses"]["401"] = _ok("no token, a malformed Authorization header, or an unknown or "
+                                                "revoked token", error)
+            operation["responses"]["403"] = _ok(f"the token's role is below {role}", error)
+    content = described["paths"]["/api/v1/models/{sha256}/content"]["get"]
+    content["security"] = [{"bearer": []}, {}]
+    content["parameters"] += [
+        {"name": "expires", "in": "query", "schema": {"type": "integer"}, "description": "signed URL (from a job)"},
+        {"name": "sig", "in": "query", "schema": {"type": "string"}, "description": "signed URL (from a job)"}]
+    content["description"] = "Needs a token with the read role, or the signed URL a job carries (boards)."
+    return described

@@ -1,81 +1,154 @@
-"""The collector's embedded store (SQLite, WAL): devices, models, jobs, results and dead letters.
+"""The collector's registry: devices, models, jobs, results, delivered msg ids, dead letters, API tokens, secrets.
 
-Every update is idempotent (upserts keyed by device id, sha256, job id), so a redelivered MQTT message applied
-twice leaves the same state.
+Every rule is here, written once: the SQL (``?`` placeholders, the dialect SQLite and PostgreSQL share), the
+migrations, how rows and their JSON columns are decoded, the job state rules. Where the tables live is a backend
+(``server/registry_backends/``): a SQLite file per collector (the default), or one PostgreSQL database that several
+collectors share (``edgebench server --registry postgresql://...``); a backend only runs this SQL in its dialect.
+
+Every update is idempotent (upserts keyed by device id, sha256, job id, msg id), so a redelivered MQTT message
+applied twice, by one collector or by two, leaves the same state; a job's final state is never left, whichever
+collector applies which of its events in which order (one UPDATE, its condition checked by the database).
 """
 
 from __future__ import annotations
 
 import json
-import sqlite3
-import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Optional, Union
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS devices (
-    device_id TEXT PRIMARY KEY, state TEXT NOT NULL, last_seen REAL NOT NULL, labels TEXT NOT NULL DEFAULT '{}',
-    inventory TEXT, agent_version TEXT, heartbeat TEXT
-);
-CREATE TABLE IF NOT EXISTS models (
-    sha256 TEXT PRIMARY KEY, name TEXT NOT NULL, size_bytes INTEGER NOT NULL, format TEXT NOT NULL,
-    uploaded REAL NOT NULL
-);
-CREATE TABLE IF NOT EXISTS jobs (
-    job_id TEXT PRIMARY KEY, batch_id TEXT NOT NULL, device_id TEXT NOT NULL, model_sha256 TEXT NOT NULL,
-    spec TEXT NOT NULL, state TEXT NOT NULL, sent INTEGER NOT NULL DEFAULT 0, reason TEXT,
-    progress TEXT, created REAL NOT NULL, updated REAL NOT NULL
-);
-CREATE INDEX IF NOT EXISTS jobs_batch ON jobs (batch_id);
-CREATE TABLE IF NOT EXISTS results (
-    job_id TEXT PRIMARY KEY, device_id TEXT NOT NULL, summary TEXT NOT NULL, received REAL NOT NULL
-);
-CREATE TABLE IF NOT EXISTS delivered (
-    msg_id TEXT PRIMARY KEY, device_id TEXT, stored REAL NOT NULL
-);
-CREATE TABLE IF NOT EXISTS dead_letters (
-    id INTEGER PRIMARY KEY AUTOINCREMENT, topic TEXT NOT NULL, reason TEXT NOT NULL, payload BLOB NOT NULL,
-    size_bytes INTEGER NOT NULL, received REAL NOT NULL
-);
-"""
+from edgebench.server.registry_backends import RegistryError, Store, Tx, open_store
+from edgebench.server.registry_backends.sqlite import SqliteStore
+
 FINAL_STATES = ("done", "failed", "cancelled", "rejected")
 DELIVERED_KEEP_S = 14 * 86400  # msg ids remembered this long (an agent publishes again for at most its backoff)
 EVENT_STATE = {"accepted": "accepted", "progress": "running", "result": "done", "error": "failed",
                "cancelled": "cancelled", "rejected": "rejected"}
 
 
-class Registry:
-    def __init__(self, path: Path):
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self._lock = threading.Lock()
-        self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
-        self._db.row_factory = sqlite3.Row
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.executescript(SCHEMA)
-        columns = {row["name"] for row in self._db.execute("PRAGMA table_info(results)")}
-        for column, kind in (("labels", "TEXT"), ("samples", "TEXT"), ("finished", "REAL"), ("drift", "TEXT")):
-            if column not in columns:  # a registry made by an older collector
-                self._db.execute(f"ALTER TABLE results ADD COLUMN {column} {kind}")
+# ---------------------------------------------------------------- migrations
 
-    def _exec(self, sql: str, args: tuple = ()) -> sqlite3.Cursor:
-        with self._lock:
-            return self._db.execute(sql, args)
+@dataclass(frozen=True)
+class Migration:
+    """One step of the schema. ``sql``: statements separated by ``;``, column types as ``{REAL}``, ``{BLOB}``,
+    ``{SERIAL}`` (each backend's ``TYPES``); ``add_columns``: (table, ((column, type), ...)), each added unless the
+    table has it already (registries made before versioning added these as they went)."""
+
+    version: int
+    name: str
+    sql: str = ""
+    add_columns: tuple = ()
+
+
+# Applied in order, each once, at start, in one transaction under the backend's schema lock; ``schema_version``
+# lists those applied. Never edit a released step: add one. Steps 1-3 are written to adopt a registry made before
+# versioning (CREATE ... IF NOT EXISTS, columns added only where missing): that is what such a registry has.
+MIGRATIONS = (
+    Migration(1, "devices, models, jobs, results, delivered, dead letters", """
+        CREATE TABLE IF NOT EXISTS devices (
+            device_id TEXT PRIMARY KEY, state TEXT NOT NULL, last_seen {REAL} NOT NULL,
+            labels TEXT NOT NULL DEFAULT '{{}}', inventory TEXT, agent_version TEXT, heartbeat TEXT);
+        CREATE TABLE IF NOT EXISTS models (
+            sha256 TEXT PRIMARY KEY, name TEXT NOT NULL, size_bytes BIGINT NOT NULL, format TEXT NOT NULL,
+            uploaded {REAL} NOT NULL);
+        CREATE TABLE IF NOT EXISTS jobs (
+            job_id TEXT PRIMARY KEY, batch_id TEXT NOT NULL, device_id TEXT NOT NULL, model_sha256 TEXT NOT NULL,
+            spec TEXT NOT NULL, state TEXT NOT NULL, sent INTEGER NOT NULL DEFAULT 0, reason TEXT, progress TEXT,
+            created {REAL} NOT NULL, updated {REAL} NOT NULL);
+        CREATE INDEX IF NOT EXISTS jobs_batch ON jobs (batch_id);
+        CREATE TABLE IF NOT EXISTS results (
+            job_id TEXT PRIMARY KEY, device_id TEXT NOT NULL, summary TEXT NOT NULL, received {REAL} NOT NULL);
+        CREATE TABLE IF NOT EXISTS delivered (msg_id TEXT PRIMARY KEY, device_id TEXT, stored {REAL} NOT NULL);
+        CREATE TABLE IF NOT EXISTS dead_letters (
+            id {SERIAL}, topic TEXT NOT NULL, reason TEXT NOT NULL, payload {BLOB} NOT NULL,
+            size_bytes BIGINT NOT NULL, received {REAL} NOT NULL)"""),
+    Migration(2, "results: labels, samples, finished, drift",
+              add_columns=("results", (("labels", "TEXT"), ("samples", "TEXT"), ("finished", "{REAL}"),
+                                       ("drift", "TEXT")))),
+    Migration(3, "API tokens and shared secrets", """
+        CREATE TABLE IF NOT EXISTS tokens (
+            name TEXT PRIMARY KEY, role TEXT NOT NULL, hash TEXT NOT NULL UNIQUE, created {REAL} NOT NULL,
+            last_used {REAL}, revoked {REAL});
+        CREATE TABLE IF NOT EXISTS secrets (name TEXT PRIMARY KEY, value TEXT NOT NULL)"""),
+    Migration(4, "delivered: an index on stored (the hourly prune)",
+              "CREATE INDEX IF NOT EXISTS delivered_stored ON delivered (stored)"),
+)
+SCHEMA_VERSION = max(m.version for m in MIGRATIONS)
+
+
+def migrate(store: Store) -> list[int]:
+    """Bring the store's schema up to SCHEMA_VERSION; returns the versions applied now (none: it was)."""
+    with store.migration() as tx:
+        tx.run("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER PRIMARY KEY, name TEXT NOT NULL, "
+               "applied {REAL} NOT NULL)".format(**store.TYPES))
+        done = {row["version"] for row in tx.rows("SELECT version FROM schema_version")}
+        if max(done, default=0) > SCHEMA_VERSION:
+            raise RegistryError(f"registry {store!r}: its schema is version {max(done)}, newer than this "
+                                f"collector's ({SCHEMA_VERSION}): upgrade edgebench")
+        applied = []
+        for migration in MIGRATIONS:
+            if migration.version in done:
+                continue
+            _apply(store, tx, migration)
+            tx.run("INSERT INTO schema_version (version, name, applied) VALUES (?, ?, ?)",
+                   (migration.version, migration.name, time.time()))
+            applied.append(migration.version)
+        return applied
+
+
+def _apply(store: Store, tx: Tx, migration: Migration) -> None:
+    for statement in migration.sql.format(**store.TYPES).split(";"):
+        if statement.strip():
+            tx.run(statement)
+    if migration.add_columns:
+        table, columns = migration.add_columns
+        present = {row["name"] for row in tx.rows(store.COLUMNS_SQL, (table,))}
+        for column, kind in columns:
+            if column not in present:
+                tx.run(f"ALTER TABLE {table} ADD COLUMN {column} {kind.format(**store.TYPES)}")
+
+
+def open_registry(spec: Optional[str], data_dir: Path) -> Registry:
+    """The registry ``--registry`` names: ``None``/``""``: DATA_DIR/registry.sqlite3; a file: SQLite there;
+    ``postgresql://...``: that database, shared by every collector given it."""
+    return Registry(open_store(spec, data_dir))
+
+
+class Registry:
+    def __init__(self, store: Union[Store, Path, str]):
+        """``store``: a backend's store, or the path of a SQLite file."""
+        self._store: Any = SqliteStore(Path(store)) if isinstance(store, (str, Path)) else store
+        try:
+            self.migrated = migrate(self._store)
+        except BaseException:
+            self._store.close()
+            raise
+
+    @property
+    def backend(self) -> str:
+        return self._store.name
+
+    def __repr__(self) -> str:
+        return repr(self._store)  # the database, without a password
+
+    def _exec(self, sql: str, args: tuple = ()) -> int:
+        """One statement in a transaction of its own; the rows it changed."""
+        return self._store.run(sql, args)
 
     def _all(self, sql: str, args: tuple = ()) -> list[dict]:
-        with self._lock:
-            return [dict(row) for row in self._db.execute(sql, args).fetchall()]
+        return self._store.rows(sql, args)
 
     def close(self) -> None:
-        with self._lock:
-            self._db.close()
+        self._store.close()
 
     # ------------------------------------------------------------ devices
 
     def device_status(self, device: str, state: str, labels: Optional[dict], version: Optional[str]) -> None:
         self._exec("INSERT INTO devices (device_id, state, last_seen, labels, agent_version) VALUES (?, ?, ?, ?, ?) "
                    "ON CONFLICT(device_id) DO UPDATE SET state=excluded.state, last_seen=excluded.last_seen, "
-                   "labels=COALESCE(?, labels), agent_version=COALESCE(excluded.agent_version, agent_version)",
+                   "labels=COALESCE(?, devices.labels), "
+                   "agent_version=COALESCE(excluded.agent_version, devices.agent_version)",
                    (device, state, time.time(), json.dumps(labels or {}), version,
                     json.dumps(labels) if labels is not None else None))
 
@@ -88,7 +161,7 @@ class Registry:
     def device_seen(self, device: str, heartbeat: Optional[dict] = None) -> None:
         self._exec("INSERT INTO devices (device_id, state, last_seen, heartbeat) VALUES (?, 'online', ?, ?) "
                    "ON CONFLICT(device_id) DO UPDATE SET last_seen=excluded.last_seen, "
-                   "heartbeat=COALESCE(excluded.heartbeat, heartbeat)",
+                   "heartbeat=COALESCE(excluded.heartbeat, devices.heartbeat)",
                    (device, time.time(), json.dumps(heartbeat) if heartbeat else None))
 
     def devices(self) -> list[dict]:
@@ -125,14 +198,11 @@ class Registry:
 
     def add_jobs(self, jobs: list[dict], batch_id: str) -> None:
         now = time.time()
-        with self._lock:
-            self._db.execute("BEGIN")
-            for job in jobs:
-                self._db.execute("INSERT INTO jobs (job_id, batch_id, device_id, model_sha256, spec, state, created, "
-                                 "updated) VALUES (?, ?, ?, ?, ?, 'queued', ?, ?)",
-                                 (job["job_id"], batch_id, job["device"], job["model"]["sha256"], json.dumps(job),
-                                  now, now))
-            self._db.execute("COMMIT")
+        with self._store.transaction() as tx:
+            tx.run_many("INSERT INTO jobs (job_id, batch_id, device_id, model_sha256, spec, state, created, updated) "
+                        "VALUES (?, ?, ?, ?, ?, 'queued', ?, ?)",
+                        [(job["job_id"], batch_id, job["device"], job["model"]["sha256"], json.dumps(job), now, now)
+                         for job in jobs])
 
     def unsent_jobs(self) -> list[dict]:
         return [json.loads(row["spec"]) for row in self._all("SELECT spec FROM jobs WHERE sent = 0 ORDER BY created")]
@@ -141,19 +211,22 @@ class Registry:
         self._exec("UPDATE jobs SET sent = 1 WHERE job_id = ?", (job_id,))
 
     def job_event(self, device: str, payload: dict, labels: Optional[dict] = None) -> None:
-        """Move a job along from one of its device's events; a final state is never left. A result is kept with
-        its raw latency samples and ``labels`` (the device's plus the job's, e.g. release=v1.5.0)."""
+        """Move a job along from one of its device's events; a final state is never left (the condition is the
+        UPDATE's own, so the database holds it when collectors apply a job's events at once). A result is kept,
+        once, with its raw latency samples and ``labels`` (the device's plus the job's, e.g. release=v1.5.0), in
+        the same transaction as the state it finishes."""
         kind, job_id = payload["event"], payload["job_id"]
         state = EVENT_STATE[kind]
         progress = json.dumps({k: payload[k] for k in ("phase", "runs", "elapsed_s")}) if kind == "progress" else None
-        self._exec(f"UPDATE jobs SET state=?, reason=COALESCE(?, reason), progress=COALESCE(?, progress), updated=? "
+        with self._store.transaction() as tx:
+            tx.run(f"UPDATE jobs SET state=?, reason=COALESCE(?, reason), progress=COALESCE(?, progress), updated=? "
                    f"WHERE job_id=? AND device_id=? AND state NOT IN {FINAL_STATES}",
                    (state, payload.get("reason"), progress, time.time(), job_id, device))
-        if kind == "result":
-            samples = (payload.get("samples") or {}).get("latency_ns")
-            drift = payload.get("drift")
-            self._exec("INSERT OR IGNORE INTO results (job_id, device_id, summary, received, labels, samples, "
-                       "finished, drift) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            if kind == "result":
+                samples = (payload.get("samples") or {}).get("latency_ns")
+                drift = payload.get("drift")
+                tx.run("INSERT INTO results (job_id, device_id, summary, received, labels, samples, finished, drift) "
+                       "VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (job_id) DO NOTHING",
                        (job_id, device, json.dumps(payload["summary"]), time.time(), json.dumps(labels or {}),
                         json.dumps(samples) if samples is not None else None,
                         payload.get("finished_ts") or payload["ts"], json.dumps(drift) if drift else None))
@@ -185,11 +258,15 @@ class Registry:
         constant within such a configuration, so with N at least the runs a gate compares (gates.MAX_RUNS), gates
         see exactly what they would see in the full list."""
         latest = int(latest)  # True (the newest only) is 1
-        if samples and latest:  # reduce first: the samples of the results kept only
+        if samples and latest:  # reduce first: the samples of the results kept only (a query per 500 of them)
             rows = self.results(batch_id, samples=False, latest=latest)
+            stored: dict[str, Optional[str]] = {}
+            for start in range(0, len(rows), 500):
+                ids = [row["job_id"] for row in rows[start:start + 500]]
+                stored.update((r["job_id"], r["samples"]) for r in self._all(
+                    f"SELECT job_id, samples FROM results WHERE job_id IN ({', '.join('?' * len(ids))})", tuple(ids)))
             for row in rows:
-                stored = self._all("SELECT samples FROM results WHERE job_id = ?", (row["job_id"],))
-                row["latency_ns"] = json.loads(stored[0]["samples"] or "[]") if stored else []
+                row["latency_ns"] = json.loads(stored.get(row["job_id"]) or "[]")
             return rows
         sql = ("SELECT r.job_id, r.device_id, r.summary, r.received, r.labels, r.finished, r.drift, j.batch_id"
                + (", r.samples" if samples else "") + " FROM results r LEFT JOIN jobs j ON j.job_id = r.job_id")
@@ -220,22 +297,21 @@ class Registry:
 
     def record_delivered(self, entries: list[tuple[str, Optional[str]]]) -> None:
         """Remember the msg ids of messages now stored (``(msg_id, device)``); forget those older than
-        DELIVERED_KEEP_S now and then."""
+        DELIVERED_KEEP_S now and then. Insert-if-absent on the msg id (the key), in msg id order: two collectors
+        recording the same ids at once take their row locks in the same order, so neither waits for the other."""
         if not entries:
             return
         now = time.time()
-        with self._lock:
-            self._db.execute("BEGIN")
-            self._db.executemany("INSERT OR IGNORE INTO delivered (msg_id, device_id, stored) VALUES (?, ?, ?)",
-                                 [(msg_id, device, now) for msg_id, device in entries])
+        with self._store.transaction() as tx:
+            tx.run_many("INSERT INTO delivered (msg_id, device_id, stored) VALUES (?, ?, ?) "
+                        "ON CONFLICT (msg_id) DO NOTHING",
+                        sorted({msg_id: (msg_id, device, now) for msg_id, device in entries}.values()))
             if now - getattr(self, "_pruned", 0.0) > 3600:
-                self._db.execute("DELETE FROM delivered WHERE stored < ?", (now - DELIVERED_KEEP_S,))
+                tx.run("DELETE FROM delivered WHERE stored < ?", (now - DELIVERED_KEEP_S,))
                 self._pruned = now
-            self._db.execute("COMMIT")
 
     def delivered(self, msg_id: str) -> bool:
-        with self._lock:
-            return self._db.execute("SELECT 1 FROM delivered WHERE msg_id = ?", (msg_id,)).fetchone() is not None
+        return bool(self._all("SELECT 1 AS hit FROM delivered WHERE msg_id = ?", (msg_id,)))
 
     # ------------------------------------------------------------ dead letters
 
@@ -249,3 +325,37 @@ class Registry:
         for row in rows:
             row["payload"] = bytes(row["payload"]).decode("utf-8", "replace")
         return rows
+
+    # ------------------------------------------------------------ API tokens (server/auth.py: only their hashes)
+
+    def add_token(self, name: str, role: str, token_hash: str) -> bool:
+        """A new token under ``name``; False when an unrevoked token has that name (a revoked one is replaced)."""
+        return self._exec(
+            "INSERT INTO tokens (name, role, hash, created) VALUES (?, ?, ?, ?) ON CONFLICT(name) DO UPDATE SET "
+            "role=excluded.role, hash=excluded.hash, created=excluded.created, last_used=NULL, revoked=NULL "
+            "WHERE tokens.revoked IS NOT NULL", (name, role, token_hash, time.time())) == 1
+
+    def token_by_hash(self, token_hash: str) -> Optional[dict]:
+        """The unrevoked token with this hash: name, role."""
+        rows = self._all("SELECT name, role FROM tokens WHERE hash = ? AND revoked IS NULL", (token_hash,))
+        return rows[0] if rows else None
+
+    def token_used(self, name: str) -> None:
+        self._exec("UPDATE tokens SET last_used = ? WHERE name = ?", (time.time(), name))
+
+    def tokens(self) -> list[dict]:
+        """Every token, revoked ones included, without its hash."""
+        return self._all("SELECT name, role, created, last_used, revoked FROM tokens ORDER BY created")
+
+    def revoke_token(self, name: str) -> bool:
+        return self._exec("UPDATE tokens SET revoked = ? WHERE name = ? AND revoked IS NULL",
+                          (time.time(), name)) == 1
+
+    def secret(self, name: str, make: Callable[[], str]) -> str:
+        """A secret every collector of this registry shares: the first to ask makes it; one that asks at the same
+        time loses the insert (insert-if-absent on the name) and reads the winner's value."""
+        rows = self._all("SELECT value FROM secrets WHERE name = ?", (name,))
+        if not rows:
+            self._exec("INSERT INTO secrets (name, value) VALUES (?, ?) ON CONFLICT (name) DO NOTHING", (name, make()))
+            rows = self._all("SELECT value FROM secrets WHERE name = ?", (name,))
+        return rows[0]["value"]

@@ -122,7 +122,8 @@ def parse(parser: argparse.ArgumentParser, argv: Optional[Sequence[str]]) -> arg
     with nothing_required(parser):
         first, _ = parser.parse_known_args(argv)
     chain = command_path(parser, first)
-    if chain and not subparsers(chain[-1][1]):  # `edgebench adb` alone: argparse asks for the subcommand below
+    below = subparsers(chain[-1][1]) if chain else None
+    if chain and (below is None or not below.required):  # `edgebench adb` alone: argparse asks for a subcommand
         apply_defaults(chain[-1][1], [name for name, _ in chain], first.config)
     args, extra = parser.parse_known_args(argv)
     if extra:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 import urllib.parse
@@ -19,7 +20,16 @@ from edgebench.agent.fleet.protocol import DEFAULT_JOB_TIMEOUT_S
 def _server_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--server", default="http://127.0.0.1:8780", metavar="URL",
                         help="the collector's HTTP API (default http://127.0.0.1:8780)")
+    parser.add_argument("--token", default=os.environ.get("EDGEBENCH_TOKEN"), metavar="TOKEN",
+                        help="the API's bearer token (default $EDGEBENCH_TOKEN, which the process list does not show; "
+                        "`edgebench server token create`)")
     parser.add_argument("--json", metavar="FILE", help="write the answer as JSON; - for stdout")
+
+
+def collector(args: argparse.Namespace):
+    from edgebench.agent.fleet.client import Server
+
+    return Server(args.server, args.token)
 
 
 def register(commands) -> None:
@@ -96,11 +106,12 @@ def run_push(args: argparse.Namespace) -> int:
     from edgebench.agent.engine.report import emit_json
     from edgebench.agent.fleet.client import FINAL, comparison, job_matrix, render, request, upload, wait_for
 
+    server = collector(args)
     check_job_args(args.shape, args.input)
     options = job_options(args)
     job_matrix(options, [])  # every other refusal (--threads, --devices, --label) before the uploads too
-    models = [upload(args.server, Path(model)) for model in args.models]
-    reference = upload(args.server, Path(args.reference)) if args.reference else None
+    models = [upload(server, Path(model)) for model in args.models]
+    reference = upload(server, Path(args.reference)) if args.reference else None
     quiet = args.json == "-"
     for model in models + ([reference] if reference else []):
         if not quiet:
@@ -109,7 +120,7 @@ def run_push(args: argparse.Namespace) -> int:
     matrix = job_matrix(options, [m["sha256"] for m in models])
     if reference:
         matrix["reference"] = reference["sha256"]  # every job measures its model's drift against it
-    batch = request(args.server, "POST", "/api/v1/jobs", json.dumps(matrix).encode())
+    batch = request(server, "POST", "/api/v1/jobs", json.dumps(matrix).encode())
     if not quiet:
         print(f"batch {batch['batch_id']}: {len(batch['jobs'])} job(s) dispatched", file=sys.stderr)
     if not args.wait:
@@ -117,8 +128,8 @@ def run_push(args: argparse.Namespace) -> int:
         if not args.json:
             print(batch["batch_id"])
         return 0
-    jobs = wait_for(args.server, batch["batch_id"], args.wait_timeout, show=not quiet)
-    results = request(args.server, "GET", f"/api/v1/results?batch={batch['batch_id']}")["results"]
+    jobs = wait_for(server, batch["batch_id"], args.wait_timeout, show=not quiet)
+    results = request(server, "GET", f"/api/v1/results?batch={batch['batch_id']}")["results"]
     table = comparison(jobs, results)
     emit_json({"batch_id": batch["batch_id"], "rows": table, "jobs": jobs}, args.json)
     if not quiet:
@@ -135,7 +146,8 @@ def run_devices(args: argparse.Namespace) -> int:
     from edgebench.agent.engine.report import emit_json
     from edgebench.agent.fleet.client import request
 
-    devices = request(args.server, "GET", "/api/v1/devices")["devices"]
+    server = collector(args)
+    devices = request(server, "GET", "/api/v1/devices")["devices"]
     emit_json(devices, args.json)
     if args.json != "-":
         now = time.time()
@@ -150,8 +162,9 @@ def run_jobs(args: argparse.Namespace) -> int:
     from edgebench.agent.engine.report import emit_json
     from edgebench.agent.fleet.client import request
 
+    server = collector(args)
     path = "/api/v1/jobs" + (f"?batch={urllib.parse.quote(args.batch)}" if args.batch else "")
-    jobs = request(args.server, "GET", path)["jobs"]
+    jobs = request(server, "GET", path)["jobs"]
     emit_json(jobs, args.json)
     if args.json != "-":
         print(f"{'job':<34} {'device':<24} {'model':<28} state")

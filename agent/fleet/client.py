@@ -22,10 +22,24 @@ class ServerError(EdgebenchError):
     """The collector refused a request or cannot be reached."""
 
 
-def request(server: str, method: str, path: str, body: Optional[bytes] = None, content_type: str = "application/json",
-            timeout: float = 60.0) -> Any:
-    url = server.rstrip("/") + path
-    req = urllib.request.Request(url, data=body, method=method, headers={"Content-Type": content_type})
+@dataclass(frozen=True)
+class Server:
+    """The collector's HTTP API and the bearer token sent to it (``--token``, ``$EDGEBENCH_TOKEN``)."""
+
+    url: str
+    token: Optional[str] = None
+
+    def headers(self, content_type: str = "application/json") -> dict:
+        headers = {"Content-Type": content_type}
+        if self.token:
+            headers["Authorization"] = f"Bearer {self.token}"
+        return headers
+
+
+def request(server: Server, method: str, path: str, body: Optional[bytes] = None,
+            content_type: str = "application/json", timeout: float = 60.0) -> Any:
+    url = server.url.rstrip("/") + path
+    req = urllib.request.Request(url, data=body, method=method, headers=server.headers(content_type))
     try:
         with urllib.request.urlopen(req, timeout=timeout) as response:
             return json.loads(response.read())
@@ -34,12 +48,16 @@ def request(server: str, method: str, path: str, body: Optional[bytes] = None, c
             detail = json.loads(exc.read()).get("error")
         except ValueError:
             detail = exc.reason
-        raise ServerError(f"{method} {path}: {exc.code} {detail}") from None
+        hint = ""
+        if exc.code == 401:
+            hint = " (give a token: --token or $EDGEBENCH_TOKEN; `edgebench server token create`)" \
+                if not server.token else " (the token is unknown or revoked)"
+        raise ServerError(f"{method} {path}: {exc.code} {detail}{hint}") from None
     except (urllib.error.URLError, OSError) as exc:
-        raise ServerError(f"cannot reach the collector at {server}: {getattr(exc, 'reason', exc)}") from None
+        raise ServerError(f"cannot reach the collector at {server.url}: {getattr(exc, 'reason', exc)}") from None
 
 
-def upload(server: str, path: Path) -> dict:
+def upload(server: Server, path: Path) -> dict:
     try:
         data = path.read_bytes()
     except OSError as exc:
@@ -118,7 +136,7 @@ def job_labels(items: list[str]) -> dict:
         raise UsageError(f"--label: {exc}") from None
 
 
-def wait_for(server: str, batch: str, timeout: float, show: bool) -> list[dict]:
+def wait_for(server: Server, batch: str, timeout: float, show: bool) -> list[dict]:
     """Poll the batch until every job is final; print each state change per device."""
     deadline, seen = time.monotonic() + timeout, {}
     while True:
@@ -142,6 +160,7 @@ def comparison(jobs: list[dict], results: list[dict]) -> list[dict]:
     for job in sorted(jobs, key=lambda j: (j["device_id"], j["spec"]["model"]["name"], j["job_id"])):
         summary = by_job.get(job["job_id"]) or {}
         stats = summary.get("stats") or {}
+        p90 = (stats.get("interval") or {}).get("p90_ms") or {}
         physics = summary.get("physics") or {}
         runtime = summary.get("runtime") or {}
         rows.append({
@@ -149,6 +168,7 @@ def comparison(jobs: list[dict], results: list[dict]) -> list[dict]:
             "state": job["state"], "reason": job.get("reason"), "runtime": runtime.get("runtime"),
             "delegate": runtime.get("used"), "threads": runtime.get("threads"),
             "p50_ms": stats.get("p50_ms"), "p90_ms": stats.get("p90_ms"), "p99_ms": stats.get("p99_ms"),
+            "p90_estimate_ms": p90.get("estimate"), "p90_ci_ms": p90.get("ci"),  # from the repeats' spread
             "energy_per_inference_mj": (physics.get("energy") or {}).get("energy_per_inference_mj"),
             "throttled": (physics.get("throttling") or {}).get("detected"),
             "size_bytes": (summary.get("model") or {}).get("size_bytes"),
@@ -161,9 +181,15 @@ def _ms(value: Optional[float]) -> str:
     return f"{value:.3f}" if isinstance(value, (int, float)) else "-"
 
 
+def _interval(row: dict) -> str:
+    """The p90 estimate with its 95% interval from the repeats (docs/statistics.md), or '-'."""
+    ci, estimate = row.get("p90_ci_ms"), row.get("p90_estimate_ms")
+    return f"{estimate:.3f} [{ci[0]:.3f}, {ci[1]:.3f}]" if ci and estimate is not None else "-"
+
+
 def render(rows: list[dict]) -> str:
     header = f"{'device':<24} {'model':<28} {'runtime':<12} {'p50 ms':>9} {'p90 ms':>9} {'p99 ms':>9} " \
-             f"{'mJ/inf':>8} {'thr':>4}  state"
+             f"{'p90 estimate [95% CI]':>26} {'mJ/inf':>8} {'thr':>4}  state"
     lines, device = [header], None
     for row in rows:
         if device is not None and row["device"] != device:
@@ -180,5 +206,6 @@ def render(rows: list[dict]) -> str:
                      f"cosine {drift['cosine_mean']:.5f})"
         lines.append(f"{row['device'][:24]:<24} {row['model'][:28]:<28} {str(row['runtime'] or '-')[:12]:<12} "
                      f"{_ms(row['p50_ms']):>9} {_ms(row['p90_ms']):>9} {_ms(row['p99_ms']):>9} "
-                     f"{(f'{energy:.3f}' if energy is not None else '-'):>8} {throttled:>4}  {state}")
+                     f"{_interval(row):>26} {(f'{energy:.3f}' if energy is not None else '-'):>8} {throttled:>4}  "
+                     f"{state}")
     return "\n".join(lines)

@@ -156,7 +156,7 @@ class ModelCache:
         if transport != "mqtt" and url:
             try:
                 self._download(url, part, size, timeout_s)
-                return f"from {url}"
+                return f"from {url.split('?')[0]}"  # not the signature
             except Unreachable as exc:
                 if transport == "http" or chunks is None:
                     raise
@@ -190,6 +190,8 @@ class ModelCache:
                                              f"{'announced' if bounded else 'cache quota of'} {size} bytes")
                         out.write(block)
         except urllib.error.HTTPError as exc:
+            if exc.code in (401, 403):  # the job's signed URL expired (or a collector without it): MQTT needs none
+                raise Unreachable(f"cannot fetch model from {url.split('?')[0]}: {exc}") from None
             raise ModelError(f"cannot fetch model from {url}: {exc}") from None
         except (urllib.error.URLError, OSError) as exc:  # refused, unreachable, timed out: MQTT may still work
             if exc.errno in (errno.ENOSPC, errno.EDQUOT):  # the disk, not the network: the agent says so

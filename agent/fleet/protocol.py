@@ -52,15 +52,18 @@ MAX_TELEMETRY_SAMPLES = 500
 MAX_RESULT_SAMPLES = 10000  # raw latency samples a result event carries at most (a uniform subsample beyond)
 MAX_RESULT_UNITS = 1000  # repeats (or batches) a result's interval is computed from, at most
 
-DEVICE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
-JOB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
-MSG_ID = re.compile(r"^[A-Za-z0-9_-]{8,64}$")  # an outbox message's id: the unit of acknowledgement and dedup
-MAX_TS = 32503680000.0  # year 3000: a time beyond is a lie (InfluxDB refuses it, and it would sort first forever)
-SHA256 = re.compile(r"^[0-9a-f]{64}$")
-LABEL_KEY = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
-LABEL_VALUE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
-NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]{0,127}$")  # model display names, runtimes, delegates
-TAG_TEXT = re.compile(r"^[^\x00-\x1f\x7f\\]{1,256}$")  # what may become an InfluxDB tag value
+# Identifiers end with \Z, not $: "$" also matches before a trailing newline ("dev1\n" would pass), and a newline in
+# a name that becomes an InfluxDB key (a telemetry reading's) would break the line protocol.
+DEVICE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}\Z")
+JOB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}\Z")
+MSG_ID = re.compile(r"^[A-Za-z0-9_-]{8,64}\Z")  # an outbox message's id: the unit of acknowledgement and dedup
+MAX_TS = 9223372036.0  # 2262-04-11: InfluxDB's last time (int64 ns); a time beyond is a lie InfluxDB refuses
+MAX_INT = 2**63 - 1  # what InfluxDB stores as an integer field (int64): counters, counts, sizes, latencies
+SHA256 = re.compile(r"^[0-9a-f]{64}\Z")
+LABEL_KEY = re.compile(r"^[a-z][a-z0-9_]{0,31}\Z")
+LABEL_VALUE = re.compile(r"^[A-Za-z0-9_.-]{1,64}\Z")
+NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]{0,127}\Z")  # model display names, runtimes, delegates
+TAG_TEXT = re.compile(r"^[^\x00-\x1f\x7f\\]{1,256}\Z")  # what may become an InfluxDB tag value
 MAX_LABELS = 16
 
 EVENT_KINDS = ("accepted", "rejected", "progress", "result", "error", "cancelled")
@@ -69,8 +72,8 @@ STATES = ("online", "offline")
 # inputs generated only (never a file path). Nothing in a job reaches a shell.
 RUNTIMES = tuple(BUILTIN_RUNTIMES)
 DELEGATES = ("xnnpack", "cpu", "ref", "gpu", "nnapi", "edgetpu", "hexagon", "armnn", "qnn")
-INPUT_SOURCE = re.compile(r"^(zeros|ones|random|-?\d+(\.\d+)?([eE]-?\d+)?)$")
-SHAPE_ARG = re.compile(r"^[A-Za-z0-9_.:/-]{1,128}=(scalar|\d+(x\d+){0,7})$")
+INPUT_SOURCE = re.compile(r"^(zeros|ones|random|-?\d+(\.\d+)?([eE]-?\d+)?)\Z")
+SHAPE_ARG = re.compile(r"^[A-Za-z0-9_.:/-]{1,128}=(scalar|\d+(x\d+){0,7})\Z")
 SETTINGS_LIMITS = {  # bench run-length options a job may set, with their allowed range
     "min_runs": (1, 1_000_000), "min_duration_s": (0.0, 3600.0), "max_duration_s": (0.01, 86400.0),
     "warmup_runs": (0, 100_000), "warmup_duration_s": (0.0, 3600.0),
@@ -128,15 +131,29 @@ def check_device_id(device: object) -> str:
 
 def encode(kind: str, payload: dict) -> bytes:
     """JSON bytes for a payload, refusing what the receiver would refuse (NaN, oversize)."""
-    data = json.dumps(payload, separators=(",", ":"), allow_nan=False).encode()
+    try:
+        data = json.dumps(payload, separators=(",", ":"), allow_nan=False).encode()
+    except ValueError as exc:  # NaN or Infinity (json says "Out of range float values are not JSON compliant")
+        raise ProtocolError(f"{kind} payload: {exc}") from None
     limit = MAX_PAYLOAD[kind]
     if len(data) > limit:
         raise ProtocolError(f"{kind} payload is {len(data)} bytes; the limit is {limit}")
     return data
 
 
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+
+
 def _reject_constant(name: str) -> float:
     raise ProtocolError(f"{name} is not a valid number in a payload")
+
+
+def _finite_float(text: str) -> float:
+    """json's float parser, refusing what overflows to infinity (``1e999``; orjson refuses it as well)."""
+    value = float(text)
+    if not math.isfinite(value):
+        _reject_constant(text[:40])
+    return value
 
 
 def decode(kind: str, data: bytes, loads: Optional[Callable[[bytes], Any]] = None) -> dict:
@@ -152,9 +169,14 @@ def decode(kind: str, data: bytes, loads: Optional[Callable[[bytes], Any]] = Non
         except ValueError:
             payload = None
     if payload is None:
-        try:
-            payload = json.loads(data, parse_constant=_reject_constant)
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        try:  # strict UTF-8: json.loads(bytes) would take UTF-16/32 and the bytes of lone surrogates too
+            text = data.decode() if isinstance(data, (bytes, bytearray)) else data
+            payload = json.loads(text, parse_constant=_reject_constant, parse_float=_finite_float)
+            if "\\u" in text and _SURROGATE_ESCAPE.search(text):  # a lone "\ud800": no text UTF-8 can carry
+                json.dumps(payload, ensure_ascii=False).encode()
+        except ProtocolError:
+            raise
+        except ValueError as exc:  # not UTF-8 or JSON, a lone surrogate, an integer over int()'s 4300 digits
             raise ProtocolError(f"payload is not JSON: {exc}") from None
         except RecursionError:  # nesting deeper than the parser's stack: orjson stops at 1024 levels itself
             raise ProtocolError("payload is nested too deeply") from None
@@ -194,12 +216,21 @@ def _field(payload: dict, key: str, kind: type | tuple, required: bool = True) -
     return value
 
 
+def _finite(value: float) -> bool:
+    """Not NaN or infinite; an integer beyond a double's range counts as infinite (orjson reads it so, and it
+    cannot be stored as a float): math.isfinite would raise OverflowError."""
+    try:
+        return math.isfinite(value)
+    except OverflowError:
+        return False
+
+
 def _number(payload: dict, key: str, required: bool = True, minimum: Optional[float] = None,
             maximum: Optional[float] = None) -> Optional[float]:
     value = _field(payload, key, (int, float), required)
     if value is None:
         return None
-    if not math.isfinite(value):
+    if not _finite(value):
         raise ProtocolError(f"field {key!r} is not finite")
     if minimum is not None and value < minimum:
         raise ProtocolError(f"field {key!r} = {value} is below {minimum}")
@@ -223,7 +254,7 @@ def check_labels(labels: object) -> dict:
         raise ProtocolError(f"labels must be an object of at most {MAX_LABELS} entries")
     for key, value in labels.items():
         if not LABEL_KEY.match(key) or not isinstance(value, str) or not LABEL_VALUE.match(value):
-            raise ProtocolError(f"invalid label {str(key)[:40]}={str(value)[:40]}")
+            raise ProtocolError(f"invalid label {str(key)[:40]!r}={str(value)[:40]!r}")  # repr: one line
     return labels
 
 
@@ -238,12 +269,17 @@ def parse_labels(text: str) -> dict:
     return check_labels(labels)
 
 
+def _where(path: str) -> str:
+    """A path made of a payload's keys, for a reason: one line (ascii() escapes control characters), bounded."""
+    return ascii(path)[1:-1][:200]
+
+
 def _finite_tree(value: object, path: str, depth: int = 0) -> None:
     """No NaN/Infinity anywhere and bounded nesting (json.loads already refused NaN literals)."""
     if depth > 12:
-        raise ProtocolError(f"{path} is nested too deeply")
-    if isinstance(value, float) and not math.isfinite(value):
-        raise ProtocolError(f"{path} is not finite")
+        raise ProtocolError(f"{_where(path)} is nested too deeply")
+    if isinstance(value, (float, int)) and not _finite(value):
+        raise ProtocolError(f"{_where(path)} is not finite")
     if isinstance(value, dict):
         for key, item in value.items():
             _finite_tree(item, f"{path}.{key}", depth + 1)
@@ -277,10 +313,10 @@ HEARTBEAT_COUNTERS = ("unacked", "resent", "refused")  # the outbox's delivery s
 
 def _heartbeat(payload: dict) -> None:
     _number(payload, "uptime_s", minimum=0)
-    _number(payload, "outbox_depth", minimum=0)
-    _number(payload, "telemetry_dropped", minimum=0)
+    _number(payload, "outbox_depth", minimum=0, maximum=MAX_INT)
+    _number(payload, "telemetry_dropped", minimum=0, maximum=MAX_INT)
     for key in HEARTBEAT_COUNTERS:
-        _number(payload, key, required=False, minimum=0)
+        _number(payload, key, required=False, minimum=0, maximum=MAX_INT)
     _text(payload, "job_id", JOB_ID, required=False)
 
 
@@ -289,11 +325,11 @@ _READING_NAMES: set = set()  # names already checked against LABEL_KEY (telemetr
 
 def _reading(key: object, value: object) -> None:
     if key not in _READING_NAMES:
-        if not isinstance(key, str) or not LABEL_KEY.match(key):
+        if not isinstance(key, str) or not LABEL_KEY.match(key) or key == "time":  # time: InfluxDB refuses it
             raise ProtocolError(f"invalid reading name {str(key)[:40]!r}")
         if len(_READING_NAMES) < 4096:
             _READING_NAMES.add(key)
-    if type(value) not in (float, int) or not math.isfinite(value):  # type(): booleans are not readings
+    if type(value) not in (float, int) or not _finite(value):  # type(): booleans are not readings
         raise ProtocolError(f"reading {key!r} is not a finite number")
 
 
@@ -307,16 +343,19 @@ def _telemetry(payload: dict) -> None:
             raise ProtocolError("each telemetry sample must be an object")
         ts, readings = sample.get("ts"), sample.get("readings")
         if type(ts) not in (float, int) or not 0 <= ts <= MAX_TS:  # NaN fails the comparison too
-            raise ProtocolError("sample ts must be a number of seconds between 0 and the year 3000")
+            raise ProtocolError("sample ts must be a number of seconds between 0 and the year 2262")
         if not isinstance(readings, dict) or not 0 < len(readings) <= 64:
             raise ProtocolError("readings must hold 1 to 64 values")
         if not readings.keys() <= _READING_NAMES:  # names seen before need no regex (a set operation in C)
             for key in readings:
                 _reading(key, 0.0)
-        for value in readings.values():
-            if (type(value) is not float and type(value) is not int) or not isfinite(value):  # no booleans
-                raise ProtocolError(f"reading {next(k for k, v in readings.items() if v is value)!r} is not a "
-                                    f"finite number")
+        try:
+            for value in readings.values():
+                if (type(value) is not float and type(value) is not int) or not isfinite(value):  # no booleans
+                    raise ProtocolError(f"reading {next(k for k, v in readings.items() if v is value)!r} is not a "
+                                        f"finite number")
+        except OverflowError:  # an integer beyond a double's range (the hot path: no _finite call per reading)
+            raise ProtocolError("a reading is not a finite number") from None
 
 
 STATS_KEYS = ("count", "min_ms", "mean_ms", "max_ms", "p50_ms", "p90_ms", "p95_ms", "p99_ms", "throughput_ips")
@@ -325,23 +364,26 @@ STATS_KEYS = ("count", "min_ms", "mean_ms", "max_ms", "p50_ms", "p90_ms", "p95_m
 def _result(payload: dict) -> None:
     _text(payload, "run_id", JOB_ID)
     _number(payload, "finished_ts", required=False, minimum=0, maximum=MAX_TS)
-    if payload.get("labels") is not None:
-        check_labels(payload["labels"])
     samples = _field(payload, "samples", dict, required=False)
     if samples is not None:
         latency = _field(samples, "latency_ns", list)
         if len(latency) > MAX_RESULT_SAMPLES:
             raise ProtocolError(f"samples.latency_ns holds {len(latency)} values; at most {MAX_RESULT_SAMPLES}")
-        if not all(type(x) is int and x >= 0 for x in latency):  # type(): no booleans, no floats
-            raise ProtocolError("samples.latency_ns must be non-negative integers")
-        _number(samples, "total", required=False, minimum=len(latency))
+        if not all(type(x) is int and 0 <= x <= MAX_INT for x in latency):  # type(): no booleans, no floats
+            raise ProtocolError("samples.latency_ns must be non-negative integers (int64)")
+        _number(samples, "total", required=False, minimum=len(latency), maximum=MAX_INT)
     summary = _field(payload, "summary", dict)
     stats = _field(summary, "stats", dict)
     for key in STATS_KEYS:
-        _number(stats, key, required=key in ("count", "p50_ms"), minimum=0)
+        _number(stats, key, required=key in ("count", "p50_ms"), minimum=0, maximum=MAX_INT if key == "count" else None)
     if stats["count"] < 1:
         raise ProtocolError("a result needs at least one measured run")
     _tag_fields(_field(summary, "model", dict), _field(summary, "runtime", dict))
+    _number(summary["model"], "size_bytes", required=False, minimum=0, maximum=MAX_INT)
+    for key in ("timing", "memory", "validity", "physics"):  # the sections the result's fields are read from
+        _field(summary, key, dict, required=False)
+    for key in ("energy", "throttling"):
+        _field(summary.get("physics") or {}, key, dict, required=False)
     _finite_tree(summary, "summary")
     interval = _field(stats, "interval", dict, required=False)
     if interval is not None:
@@ -362,7 +404,7 @@ INTERVAL_PERCENTILES = ("p50_ms", "p90_ms", "p95_ms", "p99_ms")
 def _positive_pair(value: object, where: str) -> None:
     if value is None:
         return
-    if not (isinstance(value, list) and len(value) == 2 and all(type(v) in (int, float) and isfinite(v) and v > 0
+    if not (isinstance(value, list) and len(value) == 2 and all(type(v) in (int, float) and _finite(v) and v > 0
                                                                  for v in value) and value[0] <= value[1]):
         raise ProtocolError(f"{where} must be [low, high]: two finite positive numbers, low <= high")
 
@@ -388,7 +430,7 @@ def check_interval(interval: dict, where: str = "interval", max_units: int = MAX
         per_unit = _field(entry, "per_unit", list)
         if len(per_unit) != units:
             raise ProtocolError(f"{where}.{key}.per_unit holds {len(per_unit)} values for {units} units")
-        if not all(type(v) in (int, float) and isfinite(v) and v > 0 for v in per_unit):  # type(): no booleans
+        if not all(type(v) in (int, float) and _finite(v) and v > 0 for v in per_unit):  # type(): no booleans
             raise ProtocolError(f"{where}.{key}.per_unit must hold finite positive numbers")
         _positive_pair(entry.get("ci"), f"{where}.{key}.ci")
         _positive_pair(entry.get("rerun"), f"{where}.{key}.rerun")
@@ -416,6 +458,10 @@ def _tag_fields(model: dict, runtime: dict) -> None:
     if used is not None and not (isinstance(used, str) and TAG_TEXT.match(used)) and not (
             isinstance(used, list) and len(used) <= 16 and all(isinstance(u, str) and TAG_TEXT.match(u) for u in used)):
         raise ProtocolError("summary.runtime.used must be a name or a list of at most 16 names")
+    requested = runtime.get("requested")  # the chain asked for: a text field, and compared with what ran
+    if requested is not None and not isinstance(requested, str) and not (
+            isinstance(requested, list) and all(isinstance(r, str) for r in requested)):
+        raise ProtocolError("summary.runtime.requested must be a name or a list of names")
     _integer(runtime, "threads", 1, 1024, required=False)
 
 
@@ -440,6 +486,8 @@ def _events(payload: dict) -> None:
         raise ProtocolError(f"event must be one of {EVENT_KINDS}")
     _text(payload, "job_id", JOB_ID)
     _number(payload, "seq", required=False, minimum=0)
+    if payload.get("labels") is not None:  # any event's: the collector merges them into the device's labels
+        check_labels(payload["labels"])
     if kind == "result":
         _result(payload)
     elif kind in ("error", "rejected"):
@@ -453,6 +501,7 @@ def _events(payload: dict) -> None:
 def check_job(payload: dict) -> None:
     """A job is declarative: a model by sha256, a runtime and delegates by name, generated inputs, bounded numbers."""
     _text(payload, "job_id", JOB_ID)
+    _text(payload, "batch_id", required=False)  # informational, but text: a job must encode again (no NaN)
     model = _field(payload, "model", dict)
     _text(model, "sha256", SHA256)
     _number(model, "size_bytes", minimum=1, maximum=MAX_MODEL_BYTES)
@@ -491,7 +540,7 @@ def check_job(payload: dict) -> None:
     settings = _field(payload, "settings", dict, required=False) or {}
     for key in settings:
         if key not in SETTINGS_LIMITS:
-            raise ProtocolError(f"settings.{key} is not a bench setting")
+            raise ProtocolError(f"settings.{_where(key)} is not a bench setting")
         low, high = SETTINGS_LIMITS[key]
         _number(settings, key, minimum=low, maximum=high)
     _number(payload, "timeout_s", required=False, minimum=1, maximum=MAX_JOB_TIMEOUT_S)
@@ -568,6 +617,7 @@ class Job:
     @classmethod
     def from_payload(cls, payload: dict) -> Job:
         check_job(payload)
+        check_device_id(payload.get("device"))  # the envelope's: validate checked it, a bare payload may lack it
         known = {f.name for f in fields(cls)}
         values = {k: v for k, v in payload.items() if k in known and v is not None}
         values["model"] = JobModel(**{k: v for k, v in payload["model"].items()

@@ -22,6 +22,8 @@ def register(commands) -> None:
     gate.add_argument("--labels", metavar="K=V,...", help="labels for reports that carry none (e.g. class=rpi5)")
     gate.add_argument("--server", metavar="URL", help="judge the fleet's latest results held by this collector "
                       "(with their repeats)")
+    gate.add_argument("--token", metavar="TOKEN", help="the collector's bearer token (read; submit to record "
+                      "verdicts) (default $EDGEBENCH_TOKEN)")
     gate.add_argument("--influx-url", metavar="URL", help="judge the latest results in this InfluxDB (v1 API, "
                       "InfluxQL); verdicts are recorded there (measurement edgebench_gate)")
     gate.add_argument("--influx-db", default="edgebench", metavar="NAME", help="InfluxDB database (default edgebench)")
@@ -34,6 +36,12 @@ def register(commands) -> None:
     gate.add_argument("--markdown", metavar="FILE", help="a Markdown summary for a pull-request comment")
     gate.add_argument("--json", metavar="FILE", help="verdicts as JSON; - for stdout")
     gate.set_defaults(handler=run)
+
+
+def _token(args: argparse.Namespace):
+    import os
+
+    return args.token or os.environ.get("EDGEBENCH_TOKEN")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -59,7 +67,7 @@ def run(args: argparse.Namespace) -> int:
                                          os.environ.get("EDGEBENCH_INFLUX_PASSWORD"))
             results += gate_sources.results_from_influx(influx, rules)
         if args.server:
-            results += gate_sources.results_from_server(args.server)
+            results += gate_sources.results_from_server(args.server, _token(args))
     verdicts = gates.evaluate(rules, results)
     if args.junit:
         Path(args.junit).write_text(gates.junit_xml(verdicts))
@@ -71,7 +79,7 @@ def run(args: argparse.Namespace) -> int:
             if influx:
                 gate_sources.record_to_influx(influx, document)
             else:
-                gate_sources.record_to_server(args.server, document)
+                gate_sources.record_to_server(args.server, document, _token(args))
         except EdgebenchError as exc:
             print(f"edgebench: warning: verdicts not recorded: {exc}", file=sys.stderr)
     emit_json(document, args.json)

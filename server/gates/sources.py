@@ -52,16 +52,20 @@ def _http(method: str, url: str, body: Optional[bytes] = None, headers: Optional
         raise SourceError(f"cannot reach {url.split('?')[0]}: {getattr(exc, 'reason', exc)}") from None
 
 
-def results_from_server(server: str) -> list[gates.Result]:
+def _bearer(token: Optional[str]) -> dict:
+    return {"Authorization": f"Bearer {token}"} if token else {}
+
+
+def results_from_server(server: str, token: Optional[str] = None) -> list[gates.Result]:
     url = server.rstrip("/") + f"/api/v1/results?latest={gates.MAX_RUNS}"
-    rows = json.loads(_http("GET", url))["results"]
+    rows = json.loads(_http("GET", url, headers=_bearer(token)))["results"]
     return [gates.result_from_fleet(row, "collector") for row in rows]
 
 
-def record_to_server(server: str, document: dict) -> int:
+def record_to_server(server: str, document: dict, token: Optional[str] = None) -> int:
     """Hand the verdicts to the collector, which writes them to its InfluxDB (``POST /api/gates/verdicts``)."""
     answer = json.loads(_http("POST", server.rstrip("/") + "/api/gates/verdicts", json.dumps(document).encode(),
-                              {"Content-Type": "application/json"}))
+                              {"Content-Type": "application/json", **_bearer(token)}))
     return int(answer.get("written", 0))
 
 

@@ -135,6 +135,7 @@ def push(collector: Collector, out: Path, model_files: list[Path], devices: str,
          wait: bool = True, reference: Optional[Path] = None) -> dict:
     """``edgebench push`` (the engineers' command) against the collector; its --json answer."""
     argv = [sys.executable, "-m", "edgebench.agent.cli", "push", *map(str, model_files), "--server", collector.url,
+                                                                      "--token", collector.token,
             "--devices", devices, *settings, "--json", str(out)]
     if reference is not None:
         argv += ["--reference", str(reference)]

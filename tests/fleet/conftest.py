@@ -9,7 +9,6 @@ import itertools
 import json
 import subprocess
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
@@ -94,10 +93,7 @@ class Fleet:
     # ---------------------------------------------------------------- HTTP API helpers
 
     def post(self, path: str, body: bytes, content_type: str = "application/json") -> dict:
-        request = urllib.request.Request(self.collector.url + path, data=body, method="POST",
-                                         headers={"Content-Type": content_type})
-        with urllib.request.urlopen(request, timeout=30) as response:
-            return json.loads(response.read())
+        return json.loads(self.collector.request("POST", path, body, content_type))
 
     def upload(self, path: Path, name: str = "") -> dict:
         return self.post(f"/api/v1/models?name={name or path.name}", path.read_bytes(), "application/octet-stream")

@@ -132,7 +132,8 @@ def test_fleet_over_tls(tmp_path, influxd, sine_model, cli):
         collector = fleet.start_collector()
         fleet.start_agent("tls-board")
         out = tmp_path / "push.json"
-        result = cli("push", sine_model, "--server", collector.url, "--devices", "tls-board", "--no-sensors",
+        result = cli("push", sine_model, "--server", collector.url, "--token", collector.token, "--devices",
+                     "tls-board", "--no-sensors",
                      "--min-runs", "20", "--min-duration", "0.05", "--warmup-runs", "1", "--warmup-duration", "0",
                      "--wait", "--wait-timeout", "90", "--json", str(out), timeout=120)
         assert result.code == 0, result

@@ -36,7 +36,8 @@ def test_push_with_a_reference_writes_drift_and_keeps_results_it_cannot_compare(
     reference, _, _ = tiny_onnx(seed=3, name="linear_fp32.onnx")
     candidate, _, _ = tiny_onnx(seed=3, name="linear_noisy.onnx", noise=0.3)
     out = tmp_path / "push.json"
-    result = cli("push", candidate, "--reference", reference, "--server", collector.url, "--devices", "board-a",
+    result = cli("push", candidate, "--reference", reference, "--server", collector.url, "--token", collector.token,
+                 "--devices", "board-a",
                  "--shape", "x=1x8", "--no-sensors", *FAST, "--wait", "--wait-timeout", "120", "--json", str(out),
                  timeout=180)
     assert result.code == 0, result
@@ -58,7 +59,8 @@ def test_push_with_a_reference_writes_drift_and_keeps_results_it_cannot_compare(
     # A reference with two inputs: the benchmark's result is stored all the same, with the reason it has no drift.
     mismatched = two_input_model(tmp_path / "two_inputs.onnx")
     out = tmp_path / "push-mismatch.json"
-    result = cli("push", candidate, "--reference", mismatched, "--server", collector.url, "--devices", "board-a",
+    result = cli("push", candidate, "--reference", mismatched, "--server", collector.url, "--token",
+                 collector.token, "--devices", "board-a",
                  "--shape", "x=1x8", "--no-sensors", *FAST, "--wait", "--wait-timeout", "120", "--json", str(out),
                  timeout=180)
     assert result.code == 0, result

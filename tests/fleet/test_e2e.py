@@ -41,7 +41,8 @@ def test_push_wait_prints_the_fleet_comparison(fleet, sine_model, cli, tmp_path)
     fleet.start_agent("board-a", "class=x86,site=lab1")
     fleet.start_agent("board-b", "class=x86,site=lab2")
     out = tmp_path / "push.json"
-    result = cli("push", sine_model, "--server", collector.url, "--devices", "class=x86", "--no-sensors", *FAST,
+    result = cli("push", sine_model, "--server", collector.url, "--token", collector.token, "--devices",
+                 "class=x86", "--no-sensors", *FAST,
                  "--wait", "--wait-timeout", "120", "--json", str(out), timeout=180)
     assert result.code == 0, result
     assert "board-a" in result.out and "board-b" in result.out and "p99 ms" in result.out
@@ -49,14 +50,22 @@ def test_push_wait_prints_the_fleet_comparison(fleet, sine_model, cli, tmp_path)
     rows = report["rows"]
     assert {row["device"] for row in rows} == {"board-a", "board-b"}
     assert all(row["state"] == "done" and row["p50_ms"] > 0 and row["model"] == "sine_float.tflite" for row in rows)
+    for row in rows:  # the p90 with its interval (one repeat: batch means), as the table prints it
+        low, high = row["p90_ci_ms"]
+        assert low <= row["p90_estimate_ms"] <= high
+        assert f"{row['p90_estimate_ms']:.3f} [{low:.3f}, {high:.3f}]" in result.out
+    anonymous = cli("push", sine_model, "--server", collector.url, "--devices", "class=x86", *FAST,
+                    env={"EDGEBENCH_TOKEN": ""})
+    assert anonymous.code != 0 and len(anonymous.err.strip().splitlines()) == 1
+    assert "401" in anonymous.err and "give a token" in anonymous.err
     points = fleet.wait_results(2)
     assert_exactly_once(points, [row["job_id"] for row in rows])
     assert {pt["label_site"] for pt in points} == {"lab1", "lab2"} and {pt["model"] for pt in points} == {
         "sine_float.tflite"}
 
-    devices = cli("devices", "--server", collector.url, "--json", "-")
+    devices = cli("devices", "--server", collector.url, "--token", collector.token, "--json", "-")
     assert devices.code == 0 and {d["device_id"] for d in devices.json()} == {"board-a", "board-b"}
-    jobs = cli("jobs", "--server", collector.url, "--batch", report["batch_id"])
+    jobs = cli("jobs", "--server", collector.url, "--token", collector.token, "--batch", report["batch_id"])
     assert jobs.code == 0 and jobs.out.count(" done") == 2
     health = collector.get("/healthz")
     assert health["ok"] and health["mqtt"] and health["influx"]
@@ -132,6 +141,8 @@ def test_duplicate_job_runs_once_and_bad_model_is_refused(fleet, broker, sine_mo
     reports = list((agent.log_path.parent / "data" / "reports").glob("*.json"))
     assert [r.name for r in reports] == ["dup-1.json"]
     assert "plugins are not allowed" in agent.log_text()
+    # the URL above is not signed by the collector: refused (401), and the board took the model over MQTT
+    assert "401" in agent.log_text() and "over MQTT instead" in agent.log_text()
 
 
 @pytest.mark.parametrize("reason", ["cancel", "timeout"])

@@ -94,6 +94,7 @@ def test_influx_down_then_collector_killed_before_ack(tmp_path, broker, sine_mod
         job_id = batch["jobs"][0]["job_id"]
         wait_for(lambda: collector.metric("edgebench_influx_write_errors_total") >= 2, 60, "failing writes")
         assert collector.health().get("influx") is False
+        wait_for(lambda: agent_job_states(agent).get(job_id) == "done", 60, "the job on the board")
         assert agent_outbox_depth(agent) >= 1  # nothing is stored yet, so nothing is acknowledged to the board
         collector.kill()
         influxd.start()

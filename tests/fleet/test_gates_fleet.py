@@ -49,12 +49,13 @@ max = 10.0
 """
 
 
-def _http(url: str, body: bytes = None, content_type: str = "application/toml"):
-    request = urllib.request.Request(url, data=body, method="POST" if body is not None else "GET",
-                                     headers={"Content-Type": content_type})
-    with urllib.request.urlopen(request, timeout=60) as response:
-        data = response.read()
-    return json.loads(data) if response.headers.get("Content-Type", "").startswith("application/json") else data
+def _http(collector, path: str, body: bytes = None, content_type: str = "application/toml"):
+    """The collector's answer, with the launcher's token (a JSON answer decoded)."""
+    data = collector.request("POST" if body is not None else "GET", path, body, content_type, timeout=60)
+    try:
+        return json.loads(data)
+    except ValueError:
+        return data
 
 
 def _comparable(verdicts: list[dict]) -> list[tuple]:
@@ -97,7 +98,8 @@ def pushed(gated_fleet, sine_model_module):
     batches = []
     for release in ("v1", "v1", "v1", "v2", "v2", "v2"):  # three runs a release: three units a side (one repeat each)
         out = root / f"push-{len(batches)}.json"
-        result = run_cli("push", sine_model_module, "--server", collector.url, "--devices", "class=x86",
+        result = run_cli("push", sine_model_module, "--server", collector.url, "--token", collector.token,
+                         "--devices", "class=x86",
                          "--no-sensors", *FAST, "--label", f"release={release}", "--wait", "--wait-timeout", "120",
                          "--json", str(out), timeout=180)
         assert result.code == 0, result
@@ -138,7 +140,8 @@ def test_gate_on_the_fleet_passes_loose_fails_tight_and_says_missing(gated_fleet
     tight.write_text(TIGHT)
     missing.write_text(MISSING)
 
-    ok = cli("gate", "--rules", loose, "--server", collector.url, "--junit", tmp_path / "ok.xml", "--json", "-")
+    ok = cli("gate", "--rules", loose, "--server", collector.url, "--token", collector.token, "--junit",
+             tmp_path / "ok.xml", "--json", "-")
     assert ok.code == 0, ok
     document = ok.json()
     assert [v["status"] for v in document["verdicts"]] == ["pass", "pass"], document
@@ -148,14 +151,16 @@ def test_gate_on_the_fleet_passes_loose_fails_tight_and_says_missing(gated_fleet
     suite = ElementTree.parse(tmp_path / "ok.xml").getroot().find("testsuite")
     assert suite.get("tests") == "2" and suite.get("failures") == "0" and suite.get("errors") == "0"
 
-    bad = cli("gate", "--rules", tight, "--server", collector.url, "--junit", tmp_path / "bad.xml",
+    bad = cli("gate", "--rules", tight, "--server", collector.url, "--token", collector.token, "--junit",
+              tmp_path / "bad.xml",
               "--markdown", tmp_path / "bad.md")
     assert bad.code == 1, bad
     failure = ElementTree.parse(tmp_path / "bad.xml").getroot().find("testsuite/testcase/failure")
     assert failure is not None and "over the budget" in failure.get("message")
     assert "❌ fail" in (tmp_path / "bad.md").read_text()
 
-    gone = cli("gate", "--rules", missing, "--server", collector.url, "--junit", tmp_path / "gone.xml")
+    gone = cli("gate", "--rules", missing, "--server", collector.url, "--token", collector.token, "--junit",
+               tmp_path / "gone.xml")
     assert gone.code == 2 and "no result matches" in gone.out
     assert ElementTree.parse(tmp_path / "gone.xml").getroot().find("testsuite/testcase/error") is not None
     unreachable = cli("gate", "--rules", loose, "--server", "http://127.0.0.1:9")
@@ -173,12 +178,12 @@ def test_gate_on_the_fleet_passes_loose_fails_tight_and_says_missing(gated_fleet
     # the collector answers with the same evaluation: its configured gates file, or rules POSTed
     configured = collector.get("/api/gates/evaluate")
     assert configured["verdicts"] == document["verdicts"] and configured["exit_code"] == 0
-    posted = _http(collector.url + "/api/gates/evaluate", TIGHT.encode())
+    posted = _http(collector, "/api/gates/evaluate", TIGHT.encode())
     assert posted["exit_code"] == 1 and posted["verdicts"][0]["status"] == "fail"
-    as_json = _http(collector.url + "/api/gates/evaluate", json.dumps({"gate": [{
+    as_json = _http(collector, "/api/gates/evaluate", json.dumps({"gate": [{
         "model": "sine_*", "metric": "p90_ms", "max": 1000.0}]}).encode(), "application/json")
     assert as_json["exit_code"] == 0
-    junit = _http(collector.url + "/api/gates/evaluate?format=junit", TIGHT.encode())
+    junit = _http(collector, "/api/gates/evaluate?format=junit", TIGHT.encode())
     assert b"<failure" in junit
 
     # verdicts went to InfluxDB for the gate-history dashboard: tags rule, model, board_class, status
@@ -203,7 +208,7 @@ def test_collector_gate_errors(gated_fleet):
     _, collector, _ = gated_fleet
     for body, expected in ((b"[[gate]]\nmodel = 1\n", "needs model"), (b"not toml [", "not valid TOML")):
         with pytest.raises(urllib.error.HTTPError) as info:
-            _http(collector.url + "/api/gates/evaluate", body)
+            _http(collector, "/api/gates/evaluate", body)
         assert info.value.code == 400 and expected in json.loads(info.value.read())["error"]
 
 
@@ -322,7 +327,8 @@ def test_the_gate_decides_on_the_repeats_alike_from_every_source(gated_fleet, pu
     fleet, collector, _ = gated_fleet
     rules = tmp_path / "repeats.toml"
     rules.write_text(REPEATS)
-    server = cli("gate", "--rules", rules, "--server", collector.url, "--no-record", "--json", "-")
+    server = cli("gate", "--rules", rules, "--server", collector.url, "--token", collector.token, "--no-record",
+                 "--json", "-")
     verdicts = server.json()["verdicts"]
     assert server.code == 1, server
     assert [(v["result_model"], v["status"]) for v in verdicts] == [
@@ -332,11 +338,12 @@ def test_the_gate_decides_on_the_repeats_alike_from_every_source(gated_fleet, pu
     influx = cli("gate", "--rules", rules, "--influx-url", fleet.influxd.url, "--influx-db", fleet.db, "--no-record",
                  "--json", "-")
     assert influx.code == 1 and _comparable(influx.json()["verdicts"]) == _comparable(verdicts)
-    evaluated = _http(collector.url + "/api/gates/evaluate", REPEATS.encode())
+    evaluated = _http(collector, "/api/gates/evaluate", REPEATS.encode())
     assert evaluated["exit_code"] == 1 and _comparable(evaluated["verdicts"]) == _comparable(verdicts)
     # the inconclusive one alone: its own exit code, from either source
     noisy = tmp_path / "noisy.toml"
     noisy.write_text(REPEATS.replace('"rep_*"', '"rep_noisy*"'))
-    for source in (("--server", collector.url), ("--influx-url", fleet.influxd.url, "--influx-db", fleet.db)):
+    for source in (("--server", collector.url, "--token", collector.token),
+                   ("--influx-url", fleet.influxd.url, "--influx-db", fleet.db)):
         done = cli("gate", "--rules", noisy, *source, "--no-record")
         assert done.code == 6 and "INCONCLUSIVE" in done.out, done

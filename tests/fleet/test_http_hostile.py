@@ -26,6 +26,8 @@ from .services import wait_for
 
 SHA = "ab" * 32  # well-formed, never uploaded
 HANG = 30  # seconds a socket waits before the test calls it a hang
+# Framing and limits, not tokens (tests/fleet/test_auth.py): these collectors serve on loopback without auth.
+NO_AUTH = ("--insecure-no-auth",)
 
 
 # ---------------------------------------------------------------- helpers
@@ -87,7 +89,7 @@ def post_json(url: str, value: object) -> tuple[int, str]:
 # ---------------------------------------------------------------- framing
 
 def test_malformed_content_length_is_refused_and_the_connection_closed(fleet):
-    url = fleet.start_collector().url
+    url = fleet.start_collector(extra=NO_AUTH).url
     for length in ("-1", "abc", "1e3", "+2", "2, 2", "0x10", ""):
         head = f"POST /api/v1/jobs HTTP/1.1\r\nHost: x\r\nContent-Length: {length}\r\n\r\n".encode()
         # the old server read "-1" until EOF: this test never closes its side, so that would hang
@@ -100,7 +102,7 @@ def test_malformed_content_length_is_refused_and_the_connection_closed(fleet):
 
 
 def test_bodies_over_the_limits(fleet):
-    url = fleet.start_collector(extra=("--max-model-size", "1M")).url
+    url = fleet.start_collector(extra=("--max-model-size", "1M", *NO_AUTH)).url
     # refused from the headers alone, the body never read, the connection closed
     for path, length in (("/api/v1/models?name=m.tflite", (1 << 20) + 1), ("/api/v1/jobs", 1 << 30),
                          ("/api/gates/evaluate", 1 << 30), ("/api/v1/models?name=m.tflite", 1 << 62)):
@@ -111,7 +113,7 @@ def test_bodies_over_the_limits(fleet):
 
 
 def test_json_body_over_its_limit(fleet):
-    url = fleet.start_collector().url  # uploads up to 2G: a 2 MiB JSON body reaches the route
+    url = fleet.start_collector(extra=NO_AUTH).url  # uploads up to 2G: a 2 MiB JSON body reaches the route
     for path in ("/api/v1/jobs", "/api/gates/evaluate", "/api/gates/verdicts"):
         status, _, body = request(url, "POST", path, b" " * (2 << 20), {"Content-Type": "application/json"})
         assert status == 413 and "the limit is 1048576" in error_of(body), (path, body)
@@ -127,7 +129,7 @@ def upload_head(name: str, length: int) -> bytes:
 
 def test_a_rejected_uploads_body_is_never_a_request(fleet):
     """The body of a refused upload is a complete cancel request: it must be skipped, not answered."""
-    url = fleet.start_collector(extra=("--max-model-size", "1M")).url
+    url = fleet.start_collector(extra=("--max-model-size", "1M", *NO_AUTH)).url
     # refused for its size, from the headers: answered, and the connection closed with the body unread
     responses = exchange(url, upload_head("m.tflite", 1 << 30) + SMUGGLED + FOLLOW_UP)
     assert [r[0] for r in responses] == [413], responses
@@ -166,7 +168,7 @@ MALFORMED = [  # (body, a word the error must name)
 
 
 def test_malformed_job_matrices_are_400_naming_the_field(fleet):
-    url = fleet.start_collector().url
+    url = fleet.start_collector(extra=NO_AUTH).url
     for body, field in MALFORMED:
         status, error = post_json(url, body)
         assert status == 400 and field in error, (body if len(str(body)) < 200 else field, status, error)
@@ -178,7 +180,7 @@ def test_malformed_job_matrices_are_400_naming_the_field(fleet):
 
 def test_a_matrix_too_large_is_refused_from_its_lengths(fleet):
     """10^9 jobs: refused with the count, from the lists' lengths, before anything is built."""
-    url = fleet.start_collector().url
+    url = fleet.start_collector(extra=NO_AUTH).url
     body = {"models": [SHA] * 1000, "devices": {"all": True}, "runtimes": ["litert"] * 1000, "threads": [1] * 1000}
     status, error = post_json(url, body)
     assert status == 400 and error == f"the matrix makes 1000000000 jobs; the limit is {MAX_JOBS_PER_REQUEST}"
@@ -186,7 +188,7 @@ def test_a_matrix_too_large_is_refused_from_its_lengths(fleet):
 
 
 def test_other_bad_parameters_are_4xx(fleet):
-    url = fleet.start_collector().url
+    url = fleet.start_collector(extra=NO_AUTH).url
     for method, path, expected in (
             ("GET", "/api/v1/dead-letters?limit=abc", (400, "limit")),
             ("GET", "/api/v1/dead-letters?limit=-5", (400, "limit")),
@@ -207,7 +209,7 @@ def test_other_bad_parameters_are_4xx(fleet):
 # ---------------------------------------------------------------- downloads
 
 def test_range_requests(fleet, sine_model):
-    url = fleet.start_collector().url
+    url = fleet.start_collector(extra=NO_AUTH).url
     sha = fleet.upload(sine_model)["sha256"]
     data, path = sine_model.read_bytes(), f"/api/v1/models/{sha}/content"
     size = len(data)
@@ -235,7 +237,7 @@ def threads_of(pid: int) -> int:
 
 
 def test_idle_connections_do_not_stop_service(fleet):
-    collector = fleet.start_collector(extra=("--http-timeout", "300"))
+    collector = fleet.start_collector(extra=("--http-timeout", "300", *NO_AUTH))
     parts = urllib.parse.urlsplit(collector.url)
     before = threads_of(collector.proc.pid)
     idle = []
@@ -253,7 +255,7 @@ def test_idle_connections_do_not_stop_service(fleet):
 
 
 def test_idle_connections_time_out(fleet):
-    url = fleet.start_collector(extra=("--http-timeout", "1")).url
+    url = fleet.start_collector(extra=("--http-timeout", "1", *NO_AUTH)).url
     parts = urllib.parse.urlsplit(url)
     for sent in (b"", b"GET /api/v1/devices HTTP/1.1\r\nHost: x\r\n",  # silent; half-open
                  b"GET /api/v1/devices HTTP/1.1\r\nHost: x\r\n\r\n"):  # answered, then idle while kept alive
@@ -307,6 +309,9 @@ class FakeRegistry:
 
     def add_jobs(self, jobs: list, batch: str) -> None:
         self.added.extend(jobs)
+
+    def secret(self, name: str, make) -> str:
+        return make()
 
 
 class FakeCollector:

@@ -1,0 +1,82 @@
+"""The embedded registry: one SQLite file (WAL) per collector, the default.
+
+One connection behind a lock serves the collector's threads (MQTT, writer, the HTTP workers): SQLite serialises
+writers anyway, and a statement takes microseconds. Every write transaction is ``BEGIN IMMEDIATE``: it takes the
+file's write lock first, so a transaction never has to give up half-way because another connection wrote since it
+read (two processes on one file wait for each other, up to ``BUSY_TIMEOUT_S``). Migrations take the same lock.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from edgebench.server.registry_backends import DEFAULT_FILE
+
+BUSY_TIMEOUT_S = 30.0
+
+
+class _Tx:
+    def __init__(self, db: sqlite3.Connection):
+        self._db = db
+
+    def rows(self, sql: str, args: tuple = ()) -> list[dict]:
+        return [dict(row) for row in self._db.execute(sql, args).fetchall()]
+
+    def run(self, sql: str, args: tuple = ()) -> int:
+        return self._db.execute(sql, args).rowcount
+
+    def run_many(self, sql: str, rows: list[tuple]) -> None:
+        self._db.executemany(sql, rows)
+
+
+class SqliteStore:
+    name = "sqlite"
+    TYPES = {"REAL": "REAL", "BLOB": "BLOB", "SERIAL": "INTEGER PRIMARY KEY AUTOINCREMENT"}
+    COLUMNS_SQL = "SELECT name FROM pragma_table_info(?)"
+
+    def __init__(self, path: Path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self._lock = threading.Lock()
+        self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None, timeout=BUSY_TIMEOUT_S)
+        self._db.row_factory = sqlite3.Row
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._tx = _Tx(self._db)
+
+    def rows(self, sql: str, args: tuple = ()) -> list[dict]:
+        with self._lock:
+            return self._tx.rows(sql, args)
+
+    def run(self, sql: str, args: tuple = ()) -> int:
+        with self._lock:
+            return self._tx.run(sql, args)
+
+    @contextmanager
+    def transaction(self) -> Iterator[_Tx]:
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._tx
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+
+    migration = transaction  # BEGIN IMMEDIATE: the write lock, held until COMMIT
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    def __repr__(self) -> str:
+        return f"sqlite {self.path}"
+
+
+def connect(spec: str, data_dir: Path) -> SqliteStore:
+    """``""``: DATA_DIR/registry.sqlite3; ``sqlite:///abs/path`` or a plain path: that file."""
+    path = spec.partition("sqlite://")[2] if spec.startswith("sqlite://") else spec
+    return SqliteStore(Path(path).expanduser() if path else data_dir / DEFAULT_FILE)
