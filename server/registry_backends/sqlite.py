@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import sqlite3
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -33,6 +34,22 @@ class _Tx:
         self._db.executemany(sql, rows)
 
 
+def _wal(db: sqlite3.Connection) -> None:
+    """WAL mode. Switching a new file to it needs the file to itself, and SQLite answers "database is locked" at
+    once, without its busy handler, while another collector opens the same file (seen on a loaded machine with
+    four starting together): tried again until BUSY_TIMEOUT_S."""
+    deadline, pause = time.monotonic() + BUSY_TIMEOUT_S, 0.01
+    while True:
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() >= deadline:
+                raise
+            time.sleep(pause)
+            pause = min(pause * 2, 0.5)
+
+
 class SqliteStore:
     name = "sqlite"
     TYPES = {"REAL": "REAL", "BLOB": "BLOB", "SERIAL": "INTEGER PRIMARY KEY AUTOINCREMENT"}
@@ -44,7 +61,7 @@ class SqliteStore:
         self._lock = threading.Lock()
         self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None, timeout=BUSY_TIMEOUT_S)
         self._db.row_factory = sqlite3.Row
-        self._db.execute("PRAGMA journal_mode=WAL")
+        _wal(self._db)
         self._tx = _Tx(self._db)
 
     def rows(self, sql: str, args: tuple = ()) -> list[dict]:
