@@ -140,3 +140,21 @@ def assert_exactly_once(rows: list[dict], job_ids: list[str]) -> None:
     """Every job's result is in InfluxDB, once."""
     run_ids = sorted(row["run_id"] for row in rows)
     assert run_ids == sorted(job_ids), (run_ids, job_ids)
+
+
+def publish_many(port: int, messages: list[tuple[str, bytes]], client_id: str) -> list[int]:
+    """Publish QoS 1 messages with one v5 client; returns the PUBACK reason codes in order."""
+    import paho.mqtt.client as mqtt
+
+    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5)
+    codes: dict[int, int] = {}
+    client.on_publish = lambda c, u, mid, reason, props: codes.__setitem__(mid, reason.value)
+    client.connect("127.0.0.1", port)
+    client.loop_start()
+    try:
+        mids = [client.publish(topic, payload, qos=1).mid for topic, payload in messages]
+        wait_for(lambda: len(codes) == len(mids), 60, "every PUBACK")
+    finally:
+        client.disconnect()
+        client.loop_stop()
+    return [codes[mid] for mid in mids]

@@ -11,7 +11,7 @@ from xml.etree import ElementTree
 
 import pytest
 
-from .conftest import FAST
+from .conftest import FAST, publish_many
 from .services import wait_for
 
 LOOSE = """
@@ -227,20 +227,7 @@ max_regression_pct = 5
 
 def _publish(port: int, messages: list[tuple[str, bytes]]) -> None:
     """Publish QoS 1 messages as a board does (one MQTT v5 client); every PUBACK must be a success."""
-    import paho.mqtt.client as mqtt
-
-    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="rep-board", protocol=mqtt.MQTTv5)
-    codes: dict[int, int] = {}
-    client.on_publish = lambda c, u, mid, reason, props: codes.__setitem__(mid, reason.value)
-    client.connect("127.0.0.1", port)
-    client.loop_start()
-    try:
-        mids = [client.publish(topic, payload, qos=1).mid for topic, payload in messages]
-        wait_for(lambda: len(codes) == len(mids), 60, "every PUBACK")
-    finally:
-        client.disconnect()
-        client.loop_stop()
-    assert [codes[mid] for mid in mids] == [0] * len(mids)
+    assert publish_many(port, messages, "rep-board") == [0] * len(messages)
 
 
 def _repeats_event(model: str, release: str, levels_ms: list, finished: float, rng, drift: bool = False) -> bytes:

@@ -11,26 +11,8 @@ import urllib.request
 from edgebench.agent.fleet import protocol as p
 from edgebench.server import lineprotocol as lp
 
-from .conftest import Fleet
+from .conftest import Fleet, publish_many
 from .services import wait_for
-
-
-def publish_many(port: int, messages: list[tuple[str, bytes]], client_id: str) -> list[int]:
-    """Publish QoS 1 messages with one v5 client; returns the PUBACK reason codes in order."""
-    import paho.mqtt.client as mqtt
-
-    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5)
-    codes: dict[int, int] = {}
-    client.on_publish = lambda c, u, mid, reason, props: codes.__setitem__(mid, reason.value)
-    client.connect("127.0.0.1", port)
-    client.loop_start()
-    try:
-        mids = [client.publish(topic, payload, qos=1).mid for topic, payload in messages]
-        wait_for(lambda: len(codes) == len(mids), 60, "every PUBACK")
-    finally:
-        client.disconnect()
-        client.loop_stop()
-    return [codes[mid] for mid in mids]
 
 
 def result_event(device: str, run_id: str, **summary_changes) -> bytes:

@@ -127,7 +127,7 @@ def test_model_requests_cost_a_bounded_amount(fleet, broker, slow_model):
     model = fleet.upload(slow_model)  # 5.4 MB: 6 windows
     request = json.dumps(p.envelope("flood", time.time(), sha256=model["sha256"], offset=0,
                                     length=p.MODEL_WINDOW_BYTES)).encode()
-    from .test_hostile import publish_many
+    from .conftest import publish_many
 
     publish_many(broker.port, [(p.topic("flood", p.MODEL_REQUEST), request)] * 100, "flood")
     wait_for(lambda: collector.metric("edgebench_model_requests_refused_total") == 100, 30, "refusals (offline)")
