@@ -17,6 +17,10 @@ sys.path.insert(0, str(REPO / "scripts"))
 
 import fetch_models  # noqa: E402
 
+# A run's report depends on this machine's history of earlier runs (agent/engine/history.py): tests keep none, so
+# no test sees another's (or the user's) runs; tests of the history give their own folder with --history.
+os.environ["EDGEBENCH_BENCH_HISTORY"] = "off"
+
 # Short runs: tests check behaviour, not speed (speed is measured in bench/). RUN_LENGTH for every command that
 # measures (variants too); FAST for bench: one repeat, one child process (tests/test_repeats.py asks for more).
 RUN_LENGTH = ["--min-runs", "40", "--min-duration", "0.1", "--warmup-runs", "2", "--warmup-duration", "0.05"]

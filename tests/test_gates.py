@@ -138,6 +138,31 @@ def test_results_without_repeats_are_one_unit_each_and_runs_add_up():
     assert short.status == gates.INCONCLUSIVE and "a side needs 5; has 3 and 4" in short.message
 
 
+def test_the_baselines_runs_show_how_much_runs_differ():
+    """Three baseline runs whose levels differ by ~5% (what separate invocations do on a noisy machine) and whose
+    repeats agree within each run: a candidate run inside that range is not a regression the gate can call. Pooling
+    the 15 repeats as independent (the old gate) fails it; the gate's two-level interval (runs, then repeats) says
+    the runs differ too much and what would decide. Against one baseline run the variation between runs is not
+    measured, and the verdict says so."""
+    rng = np.random.default_rng(3)
+
+    def run(level: float, release: str, day: int) -> dict:
+        repeats = [[int(v * 1e6) for v in level * np.exp(rng.normal(0, 0.005)) * np.exp(rng.normal(0, 0.05, 100))]
+                   for _ in range(5)]
+        return bench_report(repeats, release=release, created=f"2026-01-{day:02d}T00:00:00Z")
+
+    bases = [run(level, "v1", day) for day, level in ((1, 2.0), (2, 1.8), (3, 1.9))]
+    cand = run(2.04, "v2", 10)
+    (verdict,) = judge(REGRESSION, bases + [cand])
+    assert verdict.status == gates.INCONCLUSIVE, verdict.message
+    assert "in 3 and 1 runs, runs differ by" in verdict.message and "candidate_runs" in verdict.message
+    assert verdict.regression["runs_baseline"] == 3 and verdict.regression["between_run_sd"] > 0.03
+    pooled = stats.regression_verdict(verdict.regression["baseline_units"], verdict.regression["candidate_units"], 5)
+    assert pooled["verdict"] == stats.FAIL  # what flattening the runs would have said
+    (one,) = judge(REGRESSION + "baseline_runs = 1\n", bases + [cand])
+    assert "between-run variation unmeasured" in one.message and one.regression["runs_baseline"] == 1
+
+
 def test_interleaved_runs_are_paired_by_slot():
     """Both sides of one interleaved run (reports carrying interleave {group, slot}): units pair by slot and repeat,
     so the level shifts each slot shared cancel, and the gate decides what it could not on separate runs."""
@@ -442,3 +467,42 @@ def test_missing_data_exits_2(cli, real_reports, tmp_path):
     suite = ElementTree.parse(tmp_path / "m.xml").getroot().find("testsuite")
     assert suite.get("errors") == "3"
     assert "no result labelled release=v0" in result_.out
+
+
+def test_bench_with_a_baseline_model_interleaves_them_for_the_gate(cli, models, tmp_path):
+    """`edgebench bench NEW --baseline-model OLD`: one run, the two builds' repeats interleaved, two reports (one
+    interleave group, each with its labels), and the gate pairs them by repeat: the paired verdict, whatever the
+    machine's load did between repeats."""
+    from .conftest import RUN_LENGTH
+
+    builds = {}
+    for release in ("v1", "v2"):
+        (tmp_path / release).mkdir()
+        builds[release] = tmp_path / release / "ppocr_cls.onnx"
+        builds[release].write_bytes(Path(models["ppocr_cls.onnx"]).read_bytes())
+    outcome = cli("bench", builds["v2"], "--baseline-model", builds["v1"], "--shape", "x=1x3x48x192", *RUN_LENGTH,
+                  "--repeats", "3", "--no-sensors", "--progress", "off", "--label", "release=v2",
+                  "--baseline-label", "release=v1", "--json", tmp_path / "new.json",
+                  "--baseline-json", tmp_path / "old.json")
+    assert outcome.code == 0, outcome
+    assert re.search(r"p90 vs .*ppocr_cls\.onnx: [0-9.]+x \[[0-9.]+, [0-9.]+\] \(3 repeats each, interleaved, "
+                     r"paired\)", outcome.out), outcome.out
+    new, old = (json.loads((tmp_path / f"{name}.json").read_text()) for name in ("new", "old"))
+    assert new["interleave"]["group"] == old["interleave"]["group"]
+    assert (new["labels"], old["labels"]) == ({"release": "v2"}, {"release": "v1"})
+    assert len(new["stats"]["interval"]["p90_ms"]["per_unit"]) == 3
+    rules = write_rules(tmp_path / "g.toml", REGRESSION.replace('"m*"', '"ppocr_cls*"'))
+    gate = cli("gate", "--rules", rules, "--reports", tmp_path / "old.json", tmp_path / "new.json", "--json", "-")
+    verdict = gate.json()["verdicts"][0]
+    assert verdict["regression"]["paired"] and verdict["regression"]["n_candidate"] == 3, verdict
+    assert ", paired" in verdict["message"]
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--baseline-json", "x.json"], "--baseline-json needs --baseline-model"),
+    (["--baseline-label", "release=v1"], "--baseline-label needs --baseline-model"),
+    (["--baseline-model", "m.onnx", "--json", "-", "--baseline-json", "-"], "cannot both write to stdout"),
+])
+def test_baseline_options_misused_are_one_line(cli, models, extra, message):
+    outcome = cli("bench", models["ppocr_cls.onnx"], *extra)
+    assert outcome.code == 2 and message in outcome.err and "Traceback" not in outcome.err, outcome

@@ -131,3 +131,77 @@ def test_error_rates_on_simulated_runs_with_run_to_run_noise():
     assert rate["same"][stats.FAIL] <= 0.05 and rate["same"][stats.PASS] >= 0.70, rate
     assert rate["plus25"][stats.FAIL] >= 0.90, rate
     assert rate["plus10"][stats.PASS] <= 0.10, rate
+
+
+def runs_of_repeats(rng, level: float, runs: int, run_sigma: float, repeat_sigma: float = 0.02,
+                    repeats: int = 5) -> list[list[float]]:
+    """Each repeat's p90 of ``runs`` separate invocations: a level per invocation (the machine's state for its
+    minutes, shared by its repeats) and a level per repeat around it."""
+    return [list(level * math.exp(rng.normal(0, run_sigma)) * np.exp(rng.normal(0, repeat_sigma, repeats)))
+            for _ in range(runs)]
+
+
+def test_the_baselines_runs_bring_between_run_variation_into_the_verdict():
+    """A candidate's one run against the baseline's three, each with 5 repeats, when invocations differ by 3% beyond
+    their repeats (what this machine showed on a noisy day): pooling every repeat as if independent fails ~10% of
+    identical pairs (the planted bug: a gate that flattens the runs); the two-level interval stays within 5%, still
+    catches a +25% regression, and on a machine whose runs agree passes identical pairs as often as pooling would."""
+    rng = np.random.default_rng(20261130)
+    flat, two_level, plus25, quiet = [], [], [], []
+    for _ in range(300):
+        base = runs_of_repeats(rng, 10.0, 3, run_sigma=0.03)
+        same = runs_of_repeats(rng, 10.0, 1, run_sigma=0.03)
+        flat.append(stats.regression_verdict([v for r in base for v in r], same[0], 5)["verdict"])
+        two_level.append(stats.regression_verdict(base, same, 5)["verdict"])
+        plus25.append(stats.regression_verdict(base, runs_of_repeats(rng, 12.5, 1, run_sigma=0.03), 5)["verdict"])
+        quiet.append(stats.regression_verdict(runs_of_repeats(rng, 10.0, 3, run_sigma=0.0),
+                                              runs_of_repeats(rng, 10.0, 1, run_sigma=0.0), 5)["verdict"])
+    assert flat.count(stats.FAIL) / 300 > 0.07, flat.count(stats.FAIL)
+    assert two_level.count(stats.FAIL) / 300 <= 0.05, two_level.count(stats.FAIL)
+    assert plus25.count(stats.FAIL) / 300 >= 0.85, plus25.count(stats.FAIL)
+    assert quiet.count(stats.PASS) / 300 >= 0.70 and quiet.count(stats.FAIL) == 0, quiet.count(stats.PASS)
+
+
+def test_the_two_level_interval_by_hand():
+    """The arithmetic on a case small enough to follow: two baseline runs whose levels differ far beyond their
+    repeats, one candidate run at the baseline's mean level."""
+    base = [[10.0, 10.1, 9.9], [11.0, 11.1, 10.9]]
+    cand = [[10.5, 10.6, 10.4]]
+    ratio = stats.runs_ratio_interval(base, cand)
+    logs = [np.log(r) for r in base + cand]
+    within = sum(((r - r.mean()) ** 2).sum() for r in logs) / 6  # 3 runs x (3 - 1)
+    run_means = [r.mean() for r in logs[:2]]
+    mean_square = sum((m - np.mean(run_means)) ** 2 for m in run_means) / 1
+    between = mean_square - within / 3
+    assert ratio["between_run_sd"] == pytest.approx(math.sqrt(between))
+    variance = between * (1 / 2 + 1) + within * ((1 / 3 + 1 / 3) / 4 + 1 / 3)
+    assert ratio["log_se"] == pytest.approx(math.sqrt(variance))
+    assert ratio["ratio"] == pytest.approx(math.exp(logs[2].mean() - np.mean(run_means)))
+    # the runs differ: the interval is wide (a t on ~1 degree of freedom), and the verdict cannot pass the candidate
+    verdict = stats.regression_verdict(base, cand, 5)
+    assert verdict["verdict"] == stats.INCONCLUSIVE and verdict["between_runs_measured"]
+    # runs that agree: the F test pools them with the repeats (no between-run part), and the verdict passes
+    agreeing = [[10.0, 10.1, 9.9], [10.05, 10.0, 9.95]]
+    pooled = stats.runs_ratio_interval(agreeing, [[10.0, 10.1, 10.0]])
+    assert pooled["between_run_sd"] == 0.0 and pooled["df"] == 6
+    assert stats.regression_verdict(agreeing, [[10.0, 10.1, 10.0]], 5)["verdict"] == stats.PASS
+    # one run a side: nothing to estimate the between-run part from
+    assert stats.runs_ratio_interval([base[0]], cand) is None
+
+
+def test_the_history_rerun_interval_covers_reruns_when_runs_differ():
+    """Runs that differ by 4% beyond repeats agreeing within 2% (this machine on a noisy hour): the rerun interval
+    from one run's repeats covers a fresh run's estimate far less than 95% of the time; widened by the last runs of
+    the configuration (stats.rerun_interval, agent/engine/history.py) it covers ~95%."""
+    rng = np.random.default_rng(17)
+    own = widened = 0
+    trials = 300
+    for _ in range(trials):
+        runs = runs_of_repeats(rng, 10.0, 7, run_sigma=0.04)
+        fresh = float(np.exp(np.mean(np.log(runs_of_repeats(rng, 10.0, 1, run_sigma=0.04)[0]))))
+        _, low, high = stats.log_interval(runs[-1], rerun=True)
+        own += low <= fresh <= high
+        interval = stats.rerun_interval(runs) or {"rerun": [low, high]}
+        widened += interval["rerun"][0] <= fresh <= interval["rerun"][1]
+    assert own / trials < 0.6, own / trials
+    assert 0.88 <= widened / trials <= 0.995, widened / trials

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from edgebench.agent.cli import args as cli_args
+from edgebench.agent.errors import UsageError
 
 
 def register(commands) -> None:
@@ -23,6 +24,18 @@ def register(commands) -> None:
     bench.add_argument("--json", metavar="FILE", help="write the full report (every sample) as JSON; - for stdout")
     bench.add_argument("--label", action="append", default=[], metavar="KEY=VALUE",
                        help="tag the report, e.g. release=v1.4.0 or class=rpi5 (release gates select on labels)")
+    bench.add_argument("--history", metavar="DIR|off",
+                       help="this machine's history of each configuration's last runs, which widens the rerun "
+                       "interval by how much runs differ beyond their repeats (default: "
+                       "~/.cache/edgebench/history; off: none)")
+    bench.add_argument("--baseline-model", metavar="MODEL",
+                       help="also benchmark this model (the baseline release's build of it), its repeats "
+                       "interleaved with MODEL's (A B A B ...): drift hits both alike, and the release gate pairs "
+                       "them (docs/gates.md); the table adds the ratio to it")
+    bench.add_argument("--baseline-label", action="append", default=[], metavar="KEY=VALUE",
+                       help="tag the baseline's report, e.g. release=v1.4.0 (with --baseline-model)")
+    bench.add_argument("--baseline-json", metavar="FILE",
+                       help="write the baseline's full report as JSON (with --baseline-model); - for stdout")
     bench.add_argument("-q", "--quiet", action="store_true", help="no table, no progress line")
     bench.add_argument("--progress", choices=("auto", "line", "json", "off"),
                        help="progress on stderr: auto (a line on a terminal; default, off with -q), line, json "
@@ -32,7 +45,7 @@ def register(commands) -> None:
 
 def request(args: argparse.Namespace):
     """The engine's BenchRequest for these arguments."""
-    from edgebench.agent.engine import bench
+    from edgebench.agent.engine import bench, history
     from edgebench.agent.engine.physics import sustained_plan
 
     physics = cli_args.physics_settings(args)
@@ -47,25 +60,68 @@ def request(args: argparse.Namespace):
         shape_args=args.shape, input_args=args.input, seed=args.seed,
         limits=cli_args.child_limits(args, settings.max_duration_s + settings.warmup_duration_s),
         physics=physics, sustained_window_s=window, repeats=repeats, repeat_gap_s=args.repeat_gap, cpus=args.cpus,
+        history_dir=args.history or str(history.default_directory()),
     )
 
 
 def run(args: argparse.Namespace) -> int:
     from edgebench.agent.cli.progress import ProgressLine
-    from edgebench.agent.engine import bench
     from edgebench.agent.engine.report import emit_json, render
 
-    cli_args.check_outputs(args, "json")
+    cli_args.check_outputs(args, "json", "baseline_json")
+    baseline_only = [flag for flag in ("baseline_label", "baseline_json") if getattr(args, flag)]
+    if baseline_only and not args.baseline_model:
+        raise UsageError(f"--{baseline_only[0].replace('_', '-')} needs --baseline-model")
+    if args.json == "-" and args.baseline_json == "-":
+        raise UsageError("--json - and --baseline-json - cannot both write to stdout")
     bench_request = request(args)
     labels = cli_args.key_values(args.label, "--label")
     mode = args.progress or ("off" if args.quiet else "auto")
     progress = ProgressLine(args.model, bench_request.settings.min_duration_s, mode=mode)
     try:
-        report = bench.run(bench_request, progress)
+        if args.baseline_model:
+            baseline, report = _interleaved_with_baseline(args, bench_request, progress)
+        else:
+            from edgebench.agent.engine import bench
+
+            baseline, report = None, bench.run(bench_request, progress)
     finally:
         progress.close()
     report["labels"] = labels
     emit_json(report, args.json)
-    if args.json != "-" and not args.quiet:
+    if baseline:
+        baseline["labels"] = cli_args.key_values(args.baseline_label, "--baseline-label")
+        emit_json(baseline, args.baseline_json)
+    if "-" not in (args.json, args.baseline_json) and not args.quiet:
         print(render(report))
+        if baseline:
+            print(against_baseline(baseline, report, args.baseline_model))
     return 0
+
+
+def _interleaved_with_baseline(args: argparse.Namespace, candidate, progress) -> tuple[dict, dict]:
+    """The baseline and the candidate, repeats interleaved (bench.run_interleaved): (baseline report, candidate
+    report). Either one failing fails the command: a comparison with one side is no comparison."""
+    from dataclasses import replace
+
+    from edgebench.agent.engine import bench
+
+    runs = bench.run_interleaved([replace(candidate, model=args.baseline_model), candidate], progress,
+                                 seed=args.seed)
+    for run in runs:
+        if run.error is not None:
+            raise run.error
+    return runs[0].report, runs[1].report
+
+
+def against_baseline(baseline: dict, report: dict, baseline_model: str) -> str:
+    """One line: the candidate's p90 against the baseline's, paired by repeat (they ran interleaved)."""
+    from edgebench.agent.engine import stats
+
+    base, cand = baseline["stats"]["interval"]["p90_ms"], report["stats"]["interval"]["p90_ms"]
+    ratio = stats.ratio_interval(base["per_unit"], cand["per_unit"], paired=True)
+    if ratio is None:
+        return f"p90 vs {baseline_model}: {cand['estimate'] / base['estimate']:.3f}x (too few repeats for an interval)"
+    low, high = ratio["ci"]
+    return (f"p90 vs {baseline_model}: {ratio['ratio']:.3f}x [{low:.3f}, {high:.3f}] "
+            f"({ratio['n_baseline']} repeats each, interleaved, paired)")

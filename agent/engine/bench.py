@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass, field, replace
 from typing import Iterator, Optional, Sequence
 
 from edgebench.agent import __version__
-from edgebench.agent.engine import noise, provenance, stats
+from edgebench.agent.engine import history, noise, provenance, stats
 from edgebench.agent.engine.executors import Executor, executor_for
 from edgebench.agent.engine.isolation import ChildLimits, ChildOutcome, ProgressFn
 from edgebench.agent.engine.measure import RunSettings
@@ -47,6 +47,7 @@ class BenchRequest:
     repeats: int = 1  # fresh child processes running the same request, one after the other
     repeat_gap_s: float = 0.0  # sleep between repeats
     cpus: Optional[Sequence[int]] = None  # --cpus: the worker pins itself to these CPUs before it loads the model
+    history_dir: Optional[str] = None  # this machine's run history (engine/history.py); None: not kept
 
     def validate(self) -> None:
         self.settings.validate()
@@ -114,6 +115,7 @@ def run(request: BenchRequest, progress: Optional[ProgressFn] = None) -> dict:
     if physics:
         add_physics(report, physics, series, request.sustained_window_s, waits)
     noise.add_to_report(report, [o.noise for o in outcomes], request.cpus)
+    history.apply(report, request.history_dir)
     return report
 
 
@@ -182,6 +184,7 @@ def run_interleaved(requests: Sequence[BenchRequest], progress: Optional[Progres
             if physics:
                 add_physics(item.report, physics, series, None)
             noise.add_to_report(item.report, [o.noise for o in outcomes], item.request.cpus)
+            history.apply(item.report, item.request.history_dir)
     return runs
 
 

@@ -138,10 +138,7 @@ def render(report: dict) -> str:
     keys = ["min", "p50", "p90", "p95", "p99", "max", "mean", "std"]
     row = [f"latency ({unit})"] + [fmt_latency(stats[f"{k}_ms"], scale) for k in keys]
     lines += ["  " + line for line in table([""] + keys, [row])]
-    ci = stats.get("p90_ci_ms")
-    if ci:
-        lines.append(f"  p90 {stats['ci_level']:.0%} confidence interval: "
-                     f"[{fmt_latency(ci[0], scale)}, {fmt_latency(ci[1], scale)}] {unit}")
+    lines += interval_lines(stats, scale, unit)
     lines.append("")
     steady = mem.get("peak_steady_bytes")
     lines.append(f"memory    RSS {human_bytes(mem['rss_before_load_bytes'])} before load, "
@@ -154,6 +151,28 @@ def render(report: dict) -> str:
     validity = report["validity"]
     lines.append("verdict   " + ("valid" if validity["valid"] else "NOT VALID: " + "; ".join(validity["reasons"])))
     return "\n".join(lines)
+
+
+def interval_lines(stats: dict, scale: float, unit: str) -> list[str]:
+    """The p90 a rerun should confirm: the typical unit's, with its interval and where an identical rerun is expected
+    (docs/statistics.md); the pooled samples' distribution-free interval only where there are no units."""
+    p90 = (stats.get("interval") or {}).get("p90_ms") or {}
+    if not p90.get("ci"):
+        ci = stats.get("p90_ci_ms")
+        return [f"  p90 {stats['ci_level']:.0%} confidence interval (this run's samples): "
+                f"[{fmt_latency(ci[0], scale)}, {fmt_latency(ci[1], scale)}] {unit}"] if ci else []
+    ci, rerun = p90["ci"], p90.get("rerun")
+    units = stats["interval"].get("units")
+    what = "repeats" if stats["interval"].get("method") == "between-repeats" else "parts of the run"
+    line = (f"  p90 {fmt_latency(p90['estimate'], scale)} {unit}, {stats['ci_level']:.0%} interval "
+            f"[{fmt_latency(ci[0], scale)}, {fmt_latency(ci[1], scale)}] from {units} {what}")
+    if rerun:
+        line += f"; an identical rerun: [{fmt_latency(rerun[0], scale)}, {fmt_latency(rerun[1], scale)}]"
+        history = stats["interval"].get("history") or {}
+        spread = (history.get("between_run_sd") or {}).get("p90_ms")
+        if spread:
+            line += f" (this machine's last {history['runs']} runs differ by {spread:.1%} beyond their repeats)"
+    return [line]
 
 
 def repeat_lines(report: dict, scale: float, unit: str) -> list[str]:

@@ -10,12 +10,17 @@ samples (p50: 6, p90: 36, p95: 72, p99: 368 at 95%): that is the validity rule.
 from __future__ import annotations
 
 import math
+from statistics import NormalDist
 from typing import Optional, Sequence
 
 import numpy as np
 
 PERCENTILES = (50, 90, 95, 99)
 CONFIDENCE = 0.95
+# A regression verdict is two one-sided tests at 5% (TOST, as in equivalence testing): "fail" needs the 90%
+# interval's low end above 1 (slower, at 95% confidence), "pass" its high end within the allowance (not slower than
+# allowed, at 95% confidence). Identical builds then fail at most 5% of the time: the goal, and no more.
+DECISION_CONFIDENCE = 0.90
 
 
 def _binomial_cdf(n: int, q: float) -> np.ndarray:
@@ -298,31 +303,147 @@ def ratio_interval(baseline: Sequence[float], candidate: Sequence[float], confid
             "n_candidate": int(c.size)}
 
 
+POOLING_ALPHA = 0.25  # the runs of a side count as differing when an F test says so at this level
+
+
+def f_sf(f: float, df1: float, df2: float) -> float:
+    """P(F > f) for Fisher's F distribution with (df1, df2) degrees of freedom."""
+    if f <= 0:
+        return 1.0
+    return _incomplete_beta(df2 / 2.0, df1 / 2.0, df2 / (df2 + df1 * f))
+
+
+def _run_components(sides: Sequence[Sequence[np.ndarray]]) -> Optional[tuple]:
+    """The two levels of runs of units (log values), over one or more sides: (within-run variance, its degrees of
+    freedom, the mean square of run means about their side's mean, its degrees of freedom, mean 1/n of the runs in
+    it, the between-run variance). The between-run variance is the method-of-moments estimate, floored at 0, and 0
+    when the runs do not differ more than their repeats explain (a preliminary F test at POOLING_ALPHA, Bancroft's
+    "sometimes pool" rule: two or three runs' between-run estimate is too rough to pay for otherwise). None when
+    either level has no degrees of freedom."""
+    every = [r for side in sides for r in side]
+    df_within = float(sum(r.size - 1 for r in every))
+    df_between = float(sum(len(side) - 1 for side in sides))
+    if df_between < 1 or df_within < 1:
+        return None
+    within = float(sum(((r - r.mean()) ** 2).sum() for r in every)) / df_within
+    spread_runs = [side for side in sides if len(side) > 1]
+    mean_square = float(sum((r.mean() - float(np.mean([x.mean() for x in side]))) ** 2
+                            for side in spread_runs for r in side)) / df_between
+    inverse_n = float(np.mean([1.0 / r.size for side in spread_runs for r in side]))
+    expected = within * inverse_n
+    shows = expected <= 0 or f_sf(mean_square / expected, df_between, df_within) < POOLING_ALPHA
+    between = max(mean_square - expected, 0.0) if shows else 0.0
+    return within, df_within, mean_square, df_between, inverse_n, between
+
+
+def rerun_interval(runs: Sequence[Sequence[float]], confidence: float = CONFIDENCE) -> Optional[dict]:
+    """Where another run's estimate (the geometric mean of its units) is expected, from this configuration's runs
+    on this machine, the newest last (each its units' values): the newest run's estimate, widened by the between-run
+    variance the runs show. Var(log another run - log this one) = 2 between + within (1/n + 1/n). None when the runs
+    do not show between-run variation beyond their repeats (the run's own rerun interval then stands) or are too
+    few."""
+    logs = [np.log(np.asarray(r, dtype=np.float64)) for r in runs if len(r)]
+    if len(logs) < 3 or not all(np.all(np.isfinite(r)) for r in logs):
+        return None
+    parts = _run_components([logs])
+    if parts is None or not parts[5]:
+        return None
+    within, df_within, mean_square, df_between, inverse_n, between = parts
+    n = logs[-1].size
+    variance = 2.0 * between + 2.0 * within / n
+    pieces = [(2.0 * mean_square, df_between), ((2.0 / n - 2.0 * inverse_n) * within, df_within)]
+    squares = sum(piece ** 2 / df for piece, df in pieces)
+    dof = max(variance ** 2 / squares, 1.0) if squares > 0 else df_within
+    center = float(logs[-1].mean())
+    half = t_quantile(0.5 + confidence / 2, dof) * math.sqrt(variance)
+    return {"rerun": [math.exp(center - half), math.exp(center + half)], "between_run_sd": math.sqrt(between),
+            "runs": len(logs), "df": dof}
+
+
+def runs_ratio_interval(baseline_runs: Sequence[Sequence[float]], candidate_runs: Sequence[Sequence[float]],
+                        confidence: float = CONFIDENCE) -> Optional[dict]:
+    """candidate / baseline when a side holds several runs, each with its units (a release measured on several
+    days, each run with its repeats): a two-level interval. Repeats of one run share that run's level (the machine's
+    state for its minutes), so a run's units are not independent of each other, and one run of the candidate
+    against the baseline's runs can be off by the whole between-run variation. The two levels come from
+    _run_components; each side's estimate is the mean of its run means, and the interval's degrees of freedom come
+    from Welch-Satterthwaite over the two parts. With one run per side the between-run part cannot
+    be estimated: None (the caller falls back to ratio_interval on the units, and says so)."""
+    sides = []
+    for runs in (baseline_runs, candidate_runs):
+        logs = [np.log(np.asarray(r, dtype=np.float64)) for r in runs if len(r)]
+        if not logs or not all(np.all(np.isfinite(r)) for r in logs):
+            return None
+        sides.append(logs)
+    parts = _run_components(sides)
+    if parts is None:
+        return None
+    within, df_within, mean_square, df_between, inverse_n, between = parts
+    side_means = [float(np.mean([r.mean() for r in side])) for side in sides]
+    # Var(side mean) = between / k + within * mean(1/n_r) / k, per side; in terms of the two mean squares:
+    coef_between = sum(1.0 / len(side) for side in sides)
+    coef_within = sum(sum(1.0 / r.size for r in side) / len(side) ** 2 for side in sides)
+    variance = coef_between * between + coef_within * within
+    pieces = ([(coef_between * mean_square, df_between), ((coef_within - coef_between * inverse_n) * within,
+                                                          df_within)]
+              if between > 0 else [(coef_within * within, df_within)])
+    squares = sum(piece ** 2 / df for piece, df in pieces)
+    dof = max(variance ** 2 / squares, 1.0) if squares > 0 else df_within
+    se = math.sqrt(variance)
+    diff = side_means[1] - side_means[0]
+    half = t_quantile(0.5 + confidence / 2, dof) * se
+    return {"ratio": math.exp(diff), "ci": [math.exp(diff - half), math.exp(diff + half)], "log_se": se, "df": dof,
+            "method": "two-level t on log (runs, repeats)", "between_run_sd": math.sqrt(between),
+            "within_run_sd": math.sqrt(within), "between_part": coef_between * between,
+            "n_baseline": sum(r.size for r in sides[0]), "n_candidate": sum(r.size for r in sides[1]),
+            "runs_baseline": len(sides[0]), "runs_candidate": len(sides[1])}
+
+
 PASS, FAIL, INCONCLUSIVE = "pass", "fail", "inconclusive"
 
 
-def regression_verdict(baseline: Sequence[float], candidate: Sequence[float], max_regression_pct: float,
-                       confidence: float = CONFIDENCE, paired: bool = False, min_units: int = 3) -> dict:
-    """Three outcomes, on per-unit values (each repeat's p90, say) of a baseline and a candidate:
+def _runs(side: Sequence) -> list[list[float]]:
+    """A side given as its units (one run, or units measured together) or as its runs' units (a list per run)."""
+    if len(side) and all(isinstance(x, (list, tuple, np.ndarray)) for x in side):
+        return [list(map(float, run)) for run in side if len(run)]
+    return [list(map(float, side))] if len(side) else []
+
+
+def regression_verdict(baseline: Sequence, candidate: Sequence, max_regression_pct: float,
+                       confidence: float = DECISION_CONFIDENCE, paired: bool = False, min_units: int = 3) -> dict:
+    """Three outcomes, on per-unit values (each repeat's p90, say) of a baseline and a candidate. A side is a list
+    of its units, or a list of runs (a list of units each): with several runs on a side, the between-run variation
+    is estimated and counts (runs_ratio_interval); a single run of the candidate then inherits the baseline's.
 
     - fail: the candidate is slower beyond the allowance (point ratio > 1 + allowance) AND really slower (the
       interval's low end above 1);
     - pass: the interval's high end is within the allowance (the candidate is not slower by more than allowed);
+    each one-sided at (1 + confidence) / 2: the default 90% interval makes both 95% statements;
     - inconclusive: neither yet; ``needed_units`` estimates how many units per side would decide it, from the
       spread seen so far.
     Fewer than ``min_units`` on a side is inconclusive too."""
     threshold = 1.0 + max_regression_pct / 100.0
+    base_runs, cand_runs = _runs(baseline), _runs(candidate)
+    flat_base = [v for run in base_runs for v in run]
+    flat_cand = [v for run in cand_runs for v in run]
     result: dict = {"max_regression_pct": max_regression_pct, "confidence": confidence, "min_units": min_units,
-                    "n_baseline": len(baseline), "n_candidate": len(candidate), "paired": paired}
-    short = max(min_units - len(baseline), min_units - len(candidate), 0)
-    ratio = ratio_interval(baseline, candidate, confidence, paired) if not short else None
+                    "n_baseline": len(flat_base), "n_candidate": len(flat_cand), "paired": paired,
+                    "runs_baseline": len(base_runs), "runs_candidate": len(cand_runs)}
+    short = max(min_units - len(flat_base), min_units - len(flat_cand), 0)
+    ratio = None
+    if not short:
+        two_level = None if paired else runs_ratio_interval(base_runs, cand_runs, confidence)
+        ratio = two_level or ratio_interval(flat_base, flat_cand, confidence, paired)
     if ratio is None:  # needed_units is always a total per side (here: the minimum)
         need = max(min_units, 2)
         return {**result, "verdict": INCONCLUSIVE, "needed_units": need,
-                "reason": f"needs at least {min_units} repeats on each side (has {len(baseline)} and {len(candidate)})"}
+                "reason": f"needs at least {min_units} repeats on each side (has {len(flat_base)} and "
+                          f"{len(flat_cand)})"}
     low, high = ratio["ci"]
     result.update(ratio=ratio["ratio"], ratio_ci=ratio["ci"], change_pct=(ratio["ratio"] - 1) * 100,
-                  method=ratio["method"])
+                  method=ratio["method"], between_runs_measured="between_run_sd" in ratio or paired)
+    if "between_run_sd" in ratio:
+        result.update(between_run_sd=ratio["between_run_sd"], within_run_sd=ratio["within_run_sd"])
     said = f"{ratio['ratio'] - 1:+.1%} vs the baseline ({confidence:.0%} interval {low:.3f}-{high:.3f}x)"
     if ratio["ratio"] > threshold and low > 1.0:
         return {**result, "verdict": FAIL, "needed_units": 0,
@@ -330,7 +451,7 @@ def regression_verdict(baseline: Sequence[float], candidate: Sequence[float], ma
     if high <= threshold:
         return {**result, "verdict": PASS, "needed_units": 0,
                 "reason": f"{said}, within the allowed {max_regression_pct:g}%"}
-    need = _units_to_decide(ratio, threshold, confidence, len(baseline), len(candidate), paired)
+    need = _units_to_decide(ratio, threshold, confidence, len(flat_base), len(flat_cand), paired)
     return {**result, "verdict": INCONCLUSIVE, "needed_units": need,
             "reason": f"{ratio['ratio'] - 1:+.1%} vs the baseline, interval {low:.3f}-{high:.3f}x: cannot tell yet "
                       f"whether it is within the allowed {max_regression_pct:g}%; needs about {need} repeats per side"}
@@ -341,15 +462,27 @@ MAX_UNITS_ESTIMATE = 1000
 
 def _units_to_decide(ratio: dict, threshold: float, confidence: float, n_base: int, n_cand: int,
                      paired: bool) -> int:
-    """Units per side at which the interval, at the spread seen so far, would clear the nearer boundary."""
+    """Units per side at which the interval, at the spread seen so far, would clear the nearer boundary. More
+    repeats shrink only the within-run part of the standard error; the between-run part (two-level intervals)
+    needs more runs, so when it alone keeps the interval open, no number of repeats decides it."""
     log_ratio = math.log(ratio["ratio"])
     gap = (math.log(threshold) - log_ratio) if ratio["ratio"] <= threshold else log_ratio
     n_now = min(n_base, n_cand)
-    spread = ratio["log_se"] * math.sqrt(n_now)  # the per-unit scale of the standard error
-    if gap <= 0 or spread <= 0:
+    between = ratio.get("between_part", 0.0)
+    within = max(ratio["log_se"] ** 2 - between, 0.0) * n_now  # the per-unit scale of the within-run part
+    if gap <= 0 or within + between <= 0:
         return MAX_UNITS_ESTIMATE
-    for n in range(n_now + 1, MAX_UNITS_ESTIMATE + 1):
+    if "between_part" in ratio:  # two-level: the degrees of freedom come from the runs; solve for n
+        room = (gap / t_quantile(0.5 + confidence / 2, ratio["df"])) ** 2 - between
+        if room <= 0 or within / room >= MAX_UNITS_ESTIMATE:
+            return MAX_UNITS_ESTIMATE
+        return max(int(within / room) + 1, n_now + 1)
+    # t is at least the normal quantile, so no n below this one decides it (and none when it is this large)
+    start = int(within / (gap / NormalDist().inv_cdf(0.5 + confidence / 2)) ** 2)
+    if start >= MAX_UNITS_ESTIMATE:
+        return MAX_UNITS_ESTIMATE
+    for n in range(max(n_now + 1, start), MAX_UNITS_ESTIMATE + 1):
         df = n - 1.0 if paired else 2.0 * n - 2.0
-        if t_quantile(0.5 + confidence / 2, df) * spread / math.sqrt(n) < gap:
+        if t_quantile(0.5 + confidence / 2, df) * math.sqrt(within / n) < gap:
             return n
     return MAX_UNITS_ESTIMATE

@@ -449,6 +449,16 @@ def _paired(base: list, cand: list) -> Optional[tuple[list, list]]:
     return ([b[k] for k in common], [c[k] for k in common]) if common else None
 
 
+def _runs_said(test: dict) -> str:
+    """How a verdict on sides measured apart dealt with the variation between runs."""
+    runs = f" in {test['runs_baseline']} and {test['runs_candidate']} runs"
+    if test.get("between_run_sd"):
+        return f"{runs}, runs differ by {test['between_run_sd']:.1%} beyond their repeats"
+    if test.get("between_runs_measured"):
+        return f"{runs}, runs differ no more than their repeats"
+    return f"{runs}; between-run variation unmeasured (one run a side: baseline_runs >= 3 measures it)"
+
+
 def _more_repeats(test: dict) -> int:
     """How many more repeats per side would decide an inconclusive test (stats.regression_verdict's
     ``needed_units`` is the total per side)."""
@@ -484,11 +494,13 @@ def _latency_regression(rule: Rule, candidates: list[Result], baselines: list[Re
                          f"({bad[0]!r}): no verdict on it"), runs
     pairs = _paired(base, cand)
     b, c = pairs if pairs else ([v for _, v in base], [v for _, v in cand])
-    test = stats.regression_verdict(b, c, rule.max_regression_pct, paired=pairs is not None,
+    # Measured apart, each side is its runs' units: with several runs on a side the between-run variation counts.
+    sides = pairs or ([run.units(rule.metric) for run in base_runs], [run.units(rule.metric) for run in cand_runs])
+    test = stats.regression_verdict(*sides, rule.max_regression_pct, paired=pairs is not None,
                                     min_units=rule.min_repeats)
     details = {**test, **runs, "baseline_units": b, "candidate_units": c}
     allowed = f"allowed {rule.max_regression_pct:g}%"
-    counted = f"{len(b)} and {len(c)} repeats" + (", paired" if pairs else "")
+    counted = f"{len(b)} and {len(c)} repeats" + (", paired" if pairs else _runs_said(test))
     if test["verdict"] == stats.FAIL:
         low, high = test["ratio_ci"]
         return FAIL, (f"{rule.metric} regressed {test['change_pct']:+.1f}% vs {rule.baseline} "
@@ -505,8 +517,13 @@ def _latency_regression(rule: Rule, candidates: list[Result], baselines: list[Re
                               f"more repeats per side (a side needs {rule.min_repeats}; has {len(b)} and {len(c)}; "
                               f"a run without repeats counts as one)"), details
     low, high = test["ratio_ci"]
-    decide = (f"needs about {more} more repeats per side" if test["needed_units"] < stats.MAX_UNITS_ESTIMATE
-              else "the change is too close to the allowance for repeats to decide")
+    if test["needed_units"] < stats.MAX_UNITS_ESTIMATE:
+        decide = f"needs about {more} more repeats per side"
+    elif test.get("between_run_sd"):
+        decide = ("its runs differ too much for more repeats to decide: measure the candidate in more runs "
+                  "(candidate_runs) or interleaved with the baseline (edgebench bench --baseline-model)")
+    else:
+        decide = "the change is too close to the allowance for repeats to decide"
     return INCONCLUSIVE, (f"cannot tell yet whether {rule.metric} is within the {allowed}: "
                           f"{test['change_pct']:+.1f}% vs {rule.baseline}, {test['confidence']:.0%} interval of the "
                           f"ratio {low:.3f}-{high:.3f}x over {counted}; {decide}"), details
