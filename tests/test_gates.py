@@ -7,6 +7,7 @@ import json
 import math
 import re
 from pathlib import Path
+from typing import Optional
 from xml.etree import ElementTree
 
 import numpy as np
@@ -506,3 +507,40 @@ def test_bench_with_a_baseline_model_interleaves_them_for_the_gate(cli, models, 
 def test_baseline_options_misused_are_one_line(cli, models, extra, message):
     outcome = cli("bench", models["ppocr_cls.onnx"], *extra)
     assert outcome.code == 2 and message in outcome.err and "Traceback" not in outcome.err, outcome
+
+
+def test_the_reports_run_history_brings_between_run_variation_to_one_run_a_side():
+    """One run a side, 6% apart with repeats agreeing within 1%: without more, the gate calls it a regression. When
+    the reports carry their machine's run history (bench --history: runs of this configuration differ by 4% beyond
+    their repeats), that variation counts and the verdict is inconclusive, naming where it came from. A history of
+    fewer than three runs says nothing."""
+    rng = np.random.default_rng(8)
+
+    def run(level: float, release: str, day: int, history: Optional[dict] = None) -> dict:
+        repeats = [[int(v * 1e6) for v in level * np.exp(rng.normal(0, 0.003)) * np.exp(rng.normal(0, 0.02, 100))]
+                   for _ in range(5)]
+        report = bench_report(repeats, release=release, created=f"2026-01-{day:02d}T00:00:00Z")
+        if history:
+            report["stats"]["interval"]["history"] = history
+        return report
+
+    plain = judge(REGRESSION, [run(2.0, "v1", 1), run(2.12, "v2", 2)])[0]
+    assert plain.status == gates.FAIL, plain.message
+    known = {"runs": 10, "between_run_sd": {"p90_ms": 0.04, "p50_ms": 0.04}, "file": "h.jsonl"}
+    (widened,) = judge(REGRESSION, [run(2.0, "v1", 1, known), run(2.12, "v2", 2)])
+    assert widened.status == gates.INCONCLUSIVE, widened.message
+    assert "the reports' run history" in widened.message and widened.regression["between_run_source"] == "history"
+    short = {"runs": 2, "between_run_sd": {"p90_ms": 0.04}, "file": "h.jsonl"}
+    assert judge(REGRESSION, [run(2.0, "v1", 1, short), run(2.12, "v2", 2)])[0].status == gates.FAIL
+
+
+@pytest.mark.parametrize("history", [{"runs": 0, "between_run_sd": {}}, {"runs": 5, "between_run_sd": {"p90_ms": -1}},
+                                     {"runs": 5, "between_run_sd": {"p90_ms": float("nan")}}, [1, 2]])
+def test_a_malformed_run_history_in_a_report_is_a_usage_error(tmp_path, history):
+    rng = np.random.default_rng(9)
+    report = bench_report(repeats_ns(rng, 2.0, 3))
+    report["stats"]["interval"]["history"] = history
+    path = tmp_path / "r.json"
+    path.write_text(json.dumps(report))
+    with pytest.raises(UsageError, match="stats.interval.history"):
+        gates.load_reports([str(path)])

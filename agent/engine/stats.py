@@ -409,8 +409,25 @@ def _runs(side: Sequence) -> list[list[float]]:
     return [list(map(float, side))] if len(side) else []
 
 
+def with_known_between_runs(ratio: dict, between_sd: float, df: float, runs: tuple[int, int],
+                            confidence: float) -> dict:
+    """A ratio of sides measured apart, widened by a between-run variation known from elsewhere (this machine's
+    history of the configuration, agent/engine/history.py): each side's mean gains between / its runs; the degrees
+    of freedom come from Welch-Satterthwaite over the ratio's own part and the history's."""
+    extra = between_sd ** 2 * (1.0 / runs[0] + 1.0 / runs[1])
+    own = ratio["log_se"] ** 2
+    variance = own + extra
+    dof = max(variance ** 2 / (own ** 2 / ratio["df"] + extra ** 2 / df), 1.0) if own > 0 else df
+    half = t_quantile(0.5 + confidence / 2, dof) * math.sqrt(variance)
+    diff = math.log(ratio["ratio"])
+    return {**ratio, "ci": [math.exp(diff - half), math.exp(diff + half)], "log_se": math.sqrt(variance), "df": dof,
+            "between_part": extra, "between_run_sd": between_sd, "between_run_source": "history",
+            "method": ratio["method"] + " + the run history's between-run variation"}
+
+
 def regression_verdict(baseline: Sequence, candidate: Sequence, max_regression_pct: float,
-                       confidence: float = DECISION_CONFIDENCE, paired: bool = False, min_units: int = 3) -> dict:
+                       confidence: float = DECISION_CONFIDENCE, paired: bool = False, min_units: int = 3,
+                       between_runs: Optional[tuple[float, float]] = None) -> dict:
     """Three outcomes, on per-unit values (each repeat's p90, say) of a baseline and a candidate. A side is a list
     of its units, or a list of runs (a list of units each): with several runs on a side, the between-run variation
     is estimated and counts (runs_ratio_interval); a single run of the candidate then inherits the baseline's.
@@ -421,7 +438,9 @@ def regression_verdict(baseline: Sequence, candidate: Sequence, max_regression_p
     each one-sided at (1 + confidence) / 2: the default 90% interval makes both 95% statements;
     - inconclusive: neither yet; ``needed_units`` estimates how many units per side would decide it, from the
       spread seen so far.
-    Fewer than ``min_units`` on a side is inconclusive too."""
+    Fewer than ``min_units`` on a side is inconclusive too. ``between_runs`` (sd on the log scale, degrees of freedom):
+    how much runs of this configuration differ on this machine, from its history; used for sides measured apart
+    whose own runs do not show it (one run a side, or runs that agree)."""
     threshold = 1.0 + max_regression_pct / 100.0
     base_runs, cand_runs = _runs(baseline), _runs(candidate)
     flat_base = [v for run in base_runs for v in run]
@@ -434,6 +453,9 @@ def regression_verdict(baseline: Sequence, candidate: Sequence, max_regression_p
     if not short:
         two_level = None if paired else runs_ratio_interval(base_runs, cand_runs, confidence)
         ratio = two_level or ratio_interval(flat_base, flat_cand, confidence, paired)
+        if ratio and not paired and between_runs and between_runs[0] > 0 and not ratio.get("between_part"):
+            ratio = with_known_between_runs(ratio, between_runs[0], between_runs[1],
+                                            (len(base_runs), len(cand_runs)), confidence)
     if ratio is None:  # needed_units is always a total per side (here: the minimum)
         need = max(min_units, 2)
         return {**result, "verdict": INCONCLUSIVE, "needed_units": need,
@@ -443,7 +465,8 @@ def regression_verdict(baseline: Sequence, candidate: Sequence, max_regression_p
     result.update(ratio=ratio["ratio"], ratio_ci=ratio["ci"], change_pct=(ratio["ratio"] - 1) * 100,
                   method=ratio["method"], between_runs_measured="between_run_sd" in ratio or paired)
     if "between_run_sd" in ratio:
-        result.update(between_run_sd=ratio["between_run_sd"], within_run_sd=ratio["within_run_sd"])
+        result.update(between_run_sd=ratio["between_run_sd"], within_run_sd=ratio.get("within_run_sd"),
+                      between_run_source=ratio.get("between_run_source", "runs"))
     said = f"{ratio['ratio'] - 1:+.1%} vs the baseline ({confidence:.0%} interval {low:.3f}-{high:.3f}x)"
     if ratio["ratio"] > threshold and low > 1.0:
         return {**result, "verdict": FAIL, "needed_units": 0,

@@ -104,6 +104,9 @@ class Result:
     intervals: dict = field(default_factory=dict)  # latency metric -> {estimate, ci, per_unit} (gate_intervals)
     interval_method: Optional[str] = None  # between-repeats, batch-means, or None (a report without an interval)
     interleave: Optional[tuple] = None  # (group, slot) of an interleaved run
+    # latency metric -> (sd on the log scale, runs): how much this configuration's runs differed on its machine beyond
+    # their repeats, from the report's run history (agent/engine/history.py); reports only
+    between_runs: dict = field(default_factory=dict)
 
     @property
     def board_class(self) -> str:
@@ -302,11 +305,29 @@ def result_from_fields(fields: dict, units: Sequence[dict], **identity) -> Resul
 def result_from_report(report: dict, source: str, labels: dict, variant: Optional[str] = None,
                        drift: Optional[dict] = None) -> Result:
     runtime = report.get("runtime", {})
-    return result_from_fields({**summary_fields(report), **drift_fields(drift)}, repeat_units(report),
-                              model=report["model"]["name"], labels={**report.get("labels", {}), **labels},
-                              runtime=runtime.get("runtime", ""), delegate=",".join(runtime.get("used") or []),
-                              threads=threads_of(runtime.get("threads")), variant=variant,
-                              created=report.get("created", ""), source=source)
+    result = result_from_fields({**summary_fields(report), **drift_fields(drift)}, repeat_units(report),
+                                model=report["model"]["name"], labels={**report.get("labels", {}), **labels},
+                                runtime=runtime.get("runtime", ""), delegate=",".join(runtime.get("used") or []),
+                                threads=threads_of(runtime.get("threads")), variant=variant,
+                                created=report.get("created", ""), source=source)
+    history = (report["stats"].get("interval") or {}).get("history") or {}
+    result.between_runs = {metric: (sd, history["runs"]) for metric, sd in (history.get("between_run_sd") or {}).items()
+                           if METRICS.get(metric, (None, None, False))[2]}
+    return result
+
+
+def _check_history(history: object) -> None:
+    """A report's ``stats.interval.history`` (agent/engine/history.py): runs, and a finite non-negative spread per
+    percentile; the gate widens intervals by it, so a hand-edited one must not be a way to narrow or break them."""
+    if not isinstance(history, dict):
+        raise ValueError("stats.interval.history is not an object")
+    runs = history.get("runs")
+    if type(runs) is not int or not 1 <= runs <= 1000:
+        raise ValueError("stats.interval.history.runs is not a count from 1 to 1000")
+    spreads = history.get("between_run_sd")
+    if not isinstance(spreads, dict) or not all(
+            type(v) in (int, float) and math.isfinite(v) and v >= 0 for v in spreads.values()):
+        raise ValueError("stats.interval.history.between_run_sd is not an object of finite non-negative numbers")
 
 
 def _read_report(path: str) -> dict:
@@ -332,6 +353,8 @@ def _checked_report(report: dict) -> dict:
         if not isinstance(interval, dict):
             raise ValueError("stats.interval is not an object")
         p.check_interval(interval, "stats.interval", max_units=sys.maxsize)
+        if interval.get("history") is not None:
+            _check_history(interval["history"])
     if report.get("interleave") is not None:
         if not isinstance(report["interleave"], dict):
             raise ValueError("interleave is not an object")
@@ -449,9 +472,22 @@ def _paired(base: list, cand: list) -> Optional[tuple[list, list]]:
     return ([b[k] for k in common], [c[k] for k in common]) if common else None
 
 
+def _history(runs: Sequence[Result], metric: str) -> Optional[tuple[float, float]]:
+    """The largest between-run spread the runs' reports recorded from their machine's history (at least 3 runs
+    behind it), with its degrees of freedom; None when none did."""
+    known = [run.between_runs[metric] for run in runs if run.between_runs.get(metric, (0, 0))[1] >= 3]
+    if not known:
+        return None
+    sd, count = max(known)
+    return float(sd), float(count - 1)
+
+
 def _runs_said(test: dict) -> str:
     """How a verdict on sides measured apart dealt with the variation between runs."""
     runs = f" in {test['runs_baseline']} and {test['runs_candidate']} runs"
+    if test.get("between_run_source") == "history":
+        return (f"{runs}, runs of it on this machine differ by {test['between_run_sd']:.1%} beyond their repeats "
+                f"(the reports' run history)")
     if test.get("between_run_sd"):
         return f"{runs}, runs differ by {test['between_run_sd']:.1%} beyond their repeats"
     if test.get("between_runs_measured"):
@@ -497,7 +533,8 @@ def _latency_regression(rule: Rule, candidates: list[Result], baselines: list[Re
     # Measured apart, each side is its runs' units: with several runs on a side the between-run variation counts.
     sides = pairs or ([run.units(rule.metric) for run in base_runs], [run.units(rule.metric) for run in cand_runs])
     test = stats.regression_verdict(*sides, rule.max_regression_pct, paired=pairs is not None,
-                                    min_units=rule.min_repeats)
+                                    min_units=rule.min_repeats, between_runs=_history(base_runs + cand_runs,
+                                                                                      rule.metric))
     details = {**test, **runs, "baseline_units": b, "candidate_units": c}
     allowed = f"allowed {rule.max_regression_pct:g}%"
     counted = f"{len(b)} and {len(c)} repeats" + (", paired" if pairs else _runs_said(test))
