@@ -503,6 +503,7 @@ def test_bench_with_a_baseline_model_interleaves_them_for_the_gate(cli, models, 
     (["--baseline-json", "x.json"], "--baseline-json needs --baseline-model"),
     (["--baseline-label", "release=v1"], "--baseline-label needs --baseline-model"),
     (["--baseline-model", "m.onnx", "--json", "-", "--baseline-json", "-"], "cannot both write to stdout"),
+    (["--baseline-model", "m.onnx", "--baseline-label", "release"], "--baseline-label"),  # before any run
 ])
 def test_baseline_options_misused_are_one_line(cli, models, extra, message):
     outcome = cli("bench", models["ppocr_cls.onnx"], *extra)

@@ -76,6 +76,7 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError("--json - and --baseline-json - cannot both write to stdout")
     bench_request = request(args)
     labels = cli_args.key_values(args.label, "--label")
+    baseline_labels = cli_args.key_values(args.baseline_label, "--baseline-label")  # refused before any work
     mode = args.progress or ("off" if args.quiet else "auto")
     progress = ProgressLine(args.model, bench_request.settings.min_duration_s, mode=mode)
     try:
@@ -90,7 +91,7 @@ def run(args: argparse.Namespace) -> int:
     report["labels"] = labels
     emit_json(report, args.json)
     if baseline:
-        baseline["labels"] = cli_args.key_values(args.baseline_label, "--baseline-label")
+        baseline["labels"] = baseline_labels
         emit_json(baseline, args.baseline_json)
     if "-" not in (args.json, args.baseline_json) and not args.quiet:
         print(render(report))
