@@ -313,6 +313,13 @@ def f_sf(f: float, df1: float, df2: float) -> float:
     return _incomplete_beta(df2 / 2.0, df1 / 2.0, df2 / (df2 + df1 * f))
 
 
+def _satterthwaite(variance: float, pieces: Sequence[tuple[float, float]], fallback: float) -> float:
+    """Welch-Satterthwaite degrees of freedom of a variance that is the sum of ``pieces`` (each a mean square times
+    its coefficient, with that mean square's degrees of freedom); at least 1, ``fallback`` when every piece is 0."""
+    squares = sum(piece ** 2 / df for piece, df in pieces)
+    return max(variance ** 2 / squares, 1.0) if squares > 0 else fallback
+
+
 def _run_components(sides: Sequence[Sequence[np.ndarray]]) -> Optional[tuple]:
     """The two levels of runs of units (log values), over one or more sides: (within-run variance, its degrees of
     freedom, the mean square of run means about their side's mean, its degrees of freedom, mean 1/n of the runs in
@@ -352,8 +359,7 @@ def rerun_interval(runs: Sequence[Sequence[float]], confidence: float = CONFIDEN
     n = logs[-1].size
     variance = 2.0 * between + 2.0 * within / n
     pieces = [(2.0 * mean_square, df_between), ((2.0 / n - 2.0 * inverse_n) * within, df_within)]
-    squares = sum(piece ** 2 / df for piece, df in pieces)
-    dof = max(variance ** 2 / squares, 1.0) if squares > 0 else df_within
+    dof = _satterthwaite(variance, pieces, df_within)
     center = float(logs[-1].mean())
     half = t_quantile(0.5 + confidence / 2, dof) * math.sqrt(variance)
     return {"rerun": [math.exp(center - half), math.exp(center + half)], "between_run_sd": math.sqrt(between),
@@ -387,8 +393,7 @@ def runs_ratio_interval(baseline_runs: Sequence[Sequence[float]], candidate_runs
     pieces = ([(coef_between * mean_square, df_between), ((coef_within - coef_between * inverse_n) * within,
                                                           df_within)]
               if between > 0 else [(coef_within * within, df_within)])
-    squares = sum(piece ** 2 / df for piece, df in pieces)
-    dof = max(variance ** 2 / squares, 1.0) if squares > 0 else df_within
+    dof = _satterthwaite(variance, pieces, df_within)
     se = math.sqrt(variance)
     diff = side_means[1] - side_means[0]
     half = t_quantile(0.5 + confidence / 2, dof) * se
@@ -417,7 +422,7 @@ def with_known_between_runs(ratio: dict, between_sd: float, df: float, runs: tup
     extra = between_sd ** 2 * (1.0 / runs[0] + 1.0 / runs[1])
     own = ratio["log_se"] ** 2
     variance = own + extra
-    dof = max(variance ** 2 / (own ** 2 / ratio["df"] + extra ** 2 / df), 1.0) if own > 0 else df
+    dof = _satterthwaite(variance, [(own, ratio["df"]), (extra, df)], df)
     half = t_quantile(0.5 + confidence / 2, dof) * math.sqrt(variance)
     diff = math.log(ratio["ratio"])
     return {**ratio, "ci": [math.exp(diff - half), math.exp(diff + half)], "log_se": math.sqrt(variance), "df": dof,
