@@ -46,13 +46,9 @@ def configuration_key(report: dict) -> str:
     return hashlib.sha256(json.dumps(what, sort_keys=True, default=str).encode()).hexdigest()[:32]
 
 
-def _past(path: Path) -> list[dict]:
+def _past(lines: list[str]) -> list[dict]:
     """The configuration's earlier runs, oldest first; a line that is not a record is skipped (a run killed while
     writing leaves half a line)."""
-    try:
-        lines = path.read_text().splitlines()
-    except FileNotFoundError:
-        return []
     past = []
     for line in lines:
         try:
@@ -62,6 +58,24 @@ def _past(path: Path) -> list[dict]:
         if isinstance(record, dict) and isinstance(record.get("per_unit"), dict):
             past.append(record)
     return past
+
+
+def _record(path: Path, line: str) -> list[str]:
+    """Add this run's line to the file; return the lines that were there before it. The file is kept to its last
+    HISTORY_RUNS runs once it holds twice as many (rewritten through a temporary file: never half a history)."""
+    try:
+        lines = path.read_text().splitlines()
+    except FileNotFoundError:
+        lines = []
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if len(lines) + 1 > 2 * HISTORY_RUNS:
+        temporary = path.with_suffix(".tmp")
+        temporary.write_text("\n".join(lines[-(HISTORY_RUNS - 1):] + [line]) + "\n")
+        temporary.replace(path)
+    else:
+        with path.open("a") as out:
+            out.write(line + "\n")
+    return lines
 
 
 def apply(report: dict, directory: Optional[str]) -> None:
@@ -74,14 +88,11 @@ def apply(report: dict, directory: Optional[str]) -> None:
     path = Path(directory) / f"{configuration_key(report)}.jsonl"
     current = {key: interval[key]["per_unit"] for key in KEPT_PERCENTILES if interval.get(key)}
     try:
-        past = _past(path)[-(HISTORY_RUNS - 1):]
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with path.open("a") as out:
-            out.write(json.dumps({"created": report.get("created"), "per_unit": current}) + "\n")
+        past = _past(_record(path, json.dumps({"created": report.get("created"), "per_unit": current})))
     except OSError as exc:
         log.warning("run history %s not used: %s", path, exc)
         return
-    _trim(path)
+    past = past[-(HISTORY_RUNS - 1):]
     between = {}
     for key, units in current.items():
         runs = [record["per_unit"][key] for record in past if _usable(record["per_unit"].get(key))] + [units]
@@ -97,16 +108,3 @@ def apply(report: dict, directory: Optional[str]) -> None:
 def _usable(units: object) -> bool:
     return isinstance(units, list) and len(units) >= 2 and all(
         type(v) in (int, float) and v > 0 for v in units)
-
-
-def _trim(path: Path) -> None:
-    """Keep the file to its last HISTORY_RUNS runs (rewritten through a temporary file: never half a history)."""
-    try:
-        lines = path.read_text().splitlines()
-        if len(lines) <= 2 * HISTORY_RUNS:
-            return
-        temporary = path.with_suffix(".tmp")
-        temporary.write_text("\n".join(lines[-HISTORY_RUNS:]) + "\n")
-        temporary.replace(path)
-    except OSError as exc:
-        log.warning("run history %s not trimmed: %s", path, exc)
