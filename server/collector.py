@@ -1,13 +1,15 @@
 """`edgebench server`: MQTT -> validation -> registry + InfluxDB, acknowledging each message only once it is stored.
 
-paho's network thread only queues messages; a preparing thread validates them in batches, updates the registry and
-turns them into points; a writing thread writes each batch's points to InfluxDB and only then acknowledges the
-batch, twice: the MQTT PUBACKs (manual ack, in the order the messages came), and to each device an ``acks``
-message naming the outbox messages (``msg_id``) now stored or refused, which is what lets the agent delete them
-(agent/fleet/outbox.py). The two threads overlap (the next batch is prepared while InfluxDB takes the previous
-one). A message seen before (an agent publishing again what it has no ack for yet, or the broker redelivering to a
-collector killed before its PUBACK) is recognised by its ``msg_id`` and acknowledged without a second write; its
-points are idempotent as well, so nothing is counted twice either way.
+paho's network thread only queues messages; a preparing thread takes those waiting in chunks, validates them, updates
+the registry with a few calls per chunk (not per message: each commit is a WAL sync on SQLite and a round trip on
+PostgreSQL) and turns them into points; writing threads (``influx_writers``) write batches of points to InfluxDB at
+once and then, in the order the batches were prepared, record and acknowledge each, twice: the MQTT PUBACKs (manual
+ack, in the order the messages came), and to each device an ``acks`` message naming the outbox messages
+(``msg_id``) now stored or refused, which is what lets the agent delete them (agent/fleet/outbox.py). Preparing and
+writing overlap (the next batch is prepared while InfluxDB takes the previous ones). A message seen before (an agent
+publishing again what it has no ack for yet, or the broker redelivering to a collector killed before its PUBACK) is
+recognised by its ``msg_id`` and acknowledged without a second write; its points are idempotent as well, so nothing
+is counted twice either way.
 
 Every message that cannot be applied, for whatever reason, becomes a dead letter and is acknowledged: a poison
 message never stays unacknowledged (which would hold one of the session's ReceiveMaximum slots forever and, with
@@ -58,6 +60,7 @@ class CollectorConfig:
     client_id: str = "edgebench-collector"
     share_group: str = "edgebench-collectors"
     batch_size: int = 5000  # points per InfluxDB write (a message's points are never split across writes)
+    influx_writers: int = 2  # batches written to InfluxDB at once (acknowledged in order all the same)
     linger_s: float = 0.05  # while the writer is busy, hand it what is ready after this long at most
     receive_maximum: int = 2000  # unacknowledged messages in memory at most
     public_url: str = ""  # base URL agents fetch models from (the HTTP API)
@@ -83,8 +86,7 @@ class Incoming:
     msg_id: Optional[str] = None  # an outbox message's id: acknowledged to its device once stored
     refused: Optional[str] = None  # why it was dead-lettered (acknowledged to the device as refused)
     duplicate: bool = False  # seen before: acknowledged, not written again
-    after_write: Optional[Callable[[], None]] = None  # registry changes that must wait for the points (job results)
-    marked: bool = False  # its msg_id is in the collector's _pending_ids because of it
+    job_event: Optional[tuple] = None  # (device, payload, labels): applied to its job once the points are stored
 
 
 class PerDeviceBudget:
@@ -118,6 +120,8 @@ class _Stopping(Exception):
     again, to this collector after its restart or to another of the group)."""
 
 
+PREPARE_CHUNK = 500  # messages validated and applied to the registry together, a few registry calls a chunk
+HEARTBEAT_KEPT = ("uptime_s", "outbox_depth", "telemetry_dropped", "job_id", *p.HEARTBEAT_COUNTERS)  # in devices
 EARLY_PUBACKS_KEPT = 10_000  # PUBACKs of messages not (yet) known as jobs: acks, chunks, and jobs not noted yet
 
 # Dead letters stored per device: 20 at once, then one every 3 s (all are counted).
@@ -134,13 +138,17 @@ class Collector:
         self.influx = writer(config.influx_url, config.influx_db, config.influx_username, config.influx_password,
                              config.influx_token, config.influx_org, config.influx_bucket)
         self.inbox: queue.Queue = queue.Queue()
-        self.prepared: queue.Queue = queue.Queue(maxsize=2)  # (batch, lines) waiting for the InfluxDB writer
+        # (seq, batch, lines) waiting for an InfluxDB writer; recorded and acknowledged in seq order (_in_turn)
+        self.prepared: queue.Queue = queue.Queue(maxsize=config.influx_writers)
         self.stop = threading.Event()
         self.connected = threading.Event()
         self.influx_ok = False
         self.client: Any = None
         self._job_mids: dict[int, str] = {}
-        self._writing = False  # the writer is busy with a batch
+        self._writers_busy = 0  # writers busy with a batch
+        self._busy_lock = threading.Lock()
+        self._turn = threading.Condition()  # whose turn it is to record and acknowledge its batch
+        self._next_turn = 0
         self._labels: dict[str, dict] = {}  # device -> labels, a cache of the registry's (prepare thread only)
         self._job_lock = threading.Lock()  # around _job_mids and _early_pubacks only
         self._early_pubacks: collections.OrderedDict[int, bool] = collections.OrderedDict()  # mid -> PUBACK ok
@@ -174,7 +182,8 @@ class Collector:
             log.warning("cannot create database %s yet: %s (will retry)", self.config.influx_db, exc)
         mqtt.connect(self.client, self.config.mqtt, receive_maximum=self.config.receive_maximum)
         threading.Thread(target=self._prepare_loop, name="prepare", daemon=True).start()
-        threading.Thread(target=self._write_loop, name="write", daemon=True).start()
+        for n in range(self.config.influx_writers):
+            threading.Thread(target=self._write_loop, name=f"write-{n}", daemon=True).start()
         threading.Thread(target=self._model_loop, name="models", daemon=True).start()
 
     def _on_connect(self, client: Any, userdata: Any, flags: Any, reason: Any, properties: Any) -> None:
@@ -313,91 +322,130 @@ class Collector:
     # ------------------------------------------------------------ the writer
 
     def _prepare_loop(self) -> None:
-        """Validate and apply messages one by one as they arrive, accumulating their points; hand the writer a
-        batch when it reaches ``batch_size`` points, or at once when the writer is idle and nothing more is
-        waiting (no lingering on a quiet fleet), or after ``linger_s`` while the writer is busy. Batches grow by
-        themselves under load (they fill while the writer works) and stay small when the load is light."""
+        """Take the messages waiting, up to PREPARE_CHUNK, validate them and apply them to the registry together
+        (``_apply``), accumulating their points; hand the writer a batch when it reaches ``batch_size`` points, or
+        at once when the writer is idle and nothing more is waiting (no lingering on a quiet fleet), or after
+        ``linger_s`` while the writer is busy. Batches grow by themselves under load (they fill while the writer
+        works) and stay small when the load is light."""
         items: list[Incoming] = []
         lines: list[str] = []
-        started = 0.0
+        started, seq = 0.0, 0
         while not self.stop.is_set():
-            try:
-                item = self.inbox.get(timeout=0.005 if items else 0.5)
-            except queue.Empty:
-                item = None
-            if item is not None:
+            chunk = self._take_chunk(timeout=0.005 if items else 0.5)
+            if chunk:
+                self.metrics.inc("edgebench_messages_received_total", len(chunk))
                 try:
-                    points = self._apply_safely(item)
+                    points = self._apply_safely(chunk)
                 except _Stopping:
                     return
                 if not items:
                     started = time.monotonic()
-                items.append(item)
-                lines.extend(points)
+                for item, its_points in zip(chunk, points):  # a message's points are never split across writes
+                    items.append(item)
+                    lines.extend(its_points)
+                    if len(lines) >= self.config.batch_size:
+                        self.prepared.put((seq, items, lines))
+                        items, lines, started, seq = [], [], time.monotonic(), seq + 1
             if not items:
                 continue
-            idle = not self._writing and self.prepared.empty()
+            idle = self._writers_busy < self.config.influx_writers and self.prepared.empty()
             if (len(lines) >= self.config.batch_size or (idle and self.inbox.empty())
                     or time.monotonic() - started >= self.config.linger_s):
-                self.prepared.put((items, lines))
-                items, lines = [], []
+                self.prepared.put((seq, items, lines))
+                items, lines, seq = [], [], seq + 1
 
-    def _apply_safely(self, item: Incoming) -> list[str]:
-        """``_apply``, with any failure turned into a dead letter: the message is acknowledged either way. A
-        registry that does not answer is no fault of the message: it is waited for (``_until_registry``)."""
-        self.metrics.inc("edgebench_messages_received_total")
-
-        def attempt() -> list[str]:
-            try:
-                return self._apply(item)
-            except RegistryUnavailable:
-                if item.marked:  # this message's own mark: the next attempt must not take it for a duplicate
-                    self._pending_ids.discard(item.msg_id)
-                    item.marked = False
-                raise
-
+    def _take_chunk(self, timeout: float) -> list[Incoming]:
+        """The next message (waiting up to ``timeout``) and those already waiting behind it, PREPARE_CHUNK at most."""
         try:
-            return self._until_registry(attempt)
+            chunk = [self.inbox.get(timeout=timeout)]
+        except queue.Empty:
+            return []
+        while len(chunk) < PREPARE_CHUNK:
+            try:
+                chunk.append(self.inbox.get_nowait())
+            except queue.Empty:
+                break
+        return chunk
+
+    def _apply_safely(self, chunk: list[Incoming]) -> list[list[str]]:
+        """``_apply``, with any failure turned into a dead letter: every message is acknowledged either way. A
+        registry that does not answer is no fault of the messages: it is waited for (``_until_registry``). Any
+        other failure has each message of the chunk applied alone, so that only the one at fault is refused."""
+        try:
+            return self._until_registry(lambda: self._apply(chunk))
         except _Stopping:
             raise
         except Exception as exc:  # noqa: BLE001 - a message the code cannot handle must not hold the session
-            log.exception("message on %s could not be applied", item.topic[:200])
-            if item.msg_id:
-                self._pending_ids.discard(item.msg_id)
-            self._dead_letter(item, f"could not be applied: {type(exc).__name__}: {str(exc)[:200]}")
-            return []
+            if len(chunk) > 1:
+                log.warning("%d messages could not be applied together (%s); applying each alone", len(chunk), exc)
+                return [self._apply_safely([item])[0] for item in chunk]
+            log.exception("message on %s could not be applied", chunk[0].topic[:200])
+            self._dead_letter(chunk[0], f"could not be applied: {type(exc).__name__}: {str(exc)[:200]}")
+            return [[]]
 
     def _write_loop(self) -> None:
+        """One of ``influx_writers`` threads: each writes its batch to InfluxDB while the others write theirs (so
+        InfluxDB parses several at once, as it can), then takes its turn (``_in_turn``): batches are recorded and
+        acknowledged in the order they were prepared, which is the order the messages came (MQTT wants PUBACKs in
+        that order)."""
         while not self.stop.is_set():
             try:
-                batch, lines = self.prepared.get(timeout=0.5)
+                seq, batch, lines = self.prepared.get(timeout=0.5)
             except queue.Empty:
                 continue
-            self._writing = True
+            with self._busy_lock:
+                self._writers_busy += 1
             try:
-                self._store(batch, lines)
+                self._store(batch, lines, seq)
             except _Stopping:
                 return
+            finally:
+                with self._busy_lock:
+                    self._writers_busy -= 1
+
+    def _store(self, batch: list[Incoming], lines: list[str], seq: Optional[int] = None) -> None:
+        """Write the batch's points, then, in its turn (``seq``; None: no turn to wait for), record and acknowledge
+        it. A batch whose write failed otherwise than by stopping is not acknowledged, but its turn passes."""
+        written = True
+        if lines:
+            try:
+                self._write(lines)
+            except _Stopping:
+                raise
             except Exception:  # noqa: BLE001
                 log.exception("batch of %d messages failed; not acknowledged", len(batch))
-            finally:
-                self._writing = False
+                written = False
+        if seq is None:
+            self._acknowledge(batch)
+        elif written:
+            self._in_turn(seq, lambda: self._acknowledge(batch))
+        else:
+            self._in_turn(seq, lambda: None)
 
-    def _store(self, batch: list[Incoming], lines: list[str]) -> None:
-        if lines:
-            self._write(lines)
-        for item in batch:
-            if item.after_write is not None:
-                try:  # a registry that does not answer is waited for: the job's state is not dropped
-                    self._until_registry(item.after_write)
-                except _Stopping:
-                    raise
-                except Exception:  # noqa: BLE001 - the points are stored: acknowledge them all the same
-                    log.exception("registry update for %s failed", item.topic[:200])
-        # Only now, with the points stored, may the broker and the devices forget the messages.
+    def _in_turn(self, seq: int, action: Callable[[], None]) -> None:
+        """``action`` once every batch prepared before ``seq`` has had its turn; then the next batch's turn."""
+        with self._turn:
+            while self._next_turn != seq:
+                if self.stop.is_set():
+                    raise _Stopping()
+                self._turn.wait(0.5)
+            try:
+                if self.stop.is_set():  # a collector stopping acknowledges nothing more
+                    raise _Stopping()
+                action()
+            except _Stopping:
+                raise
+            except Exception:  # noqa: BLE001 - the next batches must not wait for this one forever
+                log.exception("acknowledging a batch failed; its messages stay unacknowledged")
+            finally:
+                self._next_turn += 1
+                self._turn.notify_all()
+
+    def _acknowledge(self, batch: list[Incoming]) -> None:
+        # Only now, with the points stored, may the jobs move on, and the broker and the devices forget the messages.
         delivered = [(item.msg_id, item.device) for item in batch
                      if item.msg_id and not item.refused and not item.duplicate]
-        self._until_registry(lambda: self.registry.record_delivered(delivered))
+        self._record_stored([item.job_event for item in batch if item.job_event], delivered)
         self._pending_ids.difference_update(msg_id for msg_id, _ in delivered)
         for item in batch:
             self._ack(item)
@@ -407,6 +455,26 @@ class Collector:
             self.metrics.observe("edgebench_ingest_delay_seconds", now - item.received)
         self.metrics.inc("edgebench_messages_stored_total", len(batch))
         self.metrics.set("edgebench_buffer_depth", self.inbox.qsize())
+
+    def _record_stored(self, events: list[tuple], delivered: list[tuple[str, Optional[str]]]) -> None:
+        """The batch's job events and delivered msg ids, in one registry transaction, waited for while the registry
+        does not answer. Should that fail otherwise, each job event alone (one that fails is logged: its points are
+        stored, so they are acknowledged all the same), then the msg ids."""
+        try:
+            self._until_registry(lambda: self.registry.record_stored(events, delivered))
+            return
+        except _Stopping:
+            raise
+        except Exception:  # noqa: BLE001
+            log.exception("the registry updates of a batch of %d job events failed; applying each alone", len(events))
+        for event in events:
+            try:
+                self._until_registry(lambda event=event: self.registry.record_stored([event], []))
+            except _Stopping:
+                raise
+            except Exception:  # noqa: BLE001
+                log.exception("registry update for job %s failed", str(event[1].get("job_id"))[:100])
+        self._until_registry(lambda: self.registry.record_delivered(delivered))
 
     def _acknowledge_devices(self, batch: list[Incoming]) -> None:
         """One ``acks`` message per device (split at MAX_ACK_IDS): the outbox messages stored or refused."""
@@ -424,53 +492,86 @@ class Collector:
                 self.client.publish(p.topic(device, p.ACKS), p.encode(p.ACKS, payload), qos=1)
             self.metrics.inc("edgebench_acks_sent_total", len(entries))
 
-    def _apply(self, item: Incoming) -> list[str]:
-        """Validate one message and update the registry; returns its points (dead letters and duplicates return
-        none). Made again from the start when the registry did not answer: every step is idempotent."""
-        try:
-            msg = p.validate(item.topic, item.payload, FAST_LOADS)
-        except p.ProtocolError as exc:
-            self._dead_letter(item, str(exc))
-            return []
-        item.device, item.msg_id = msg.device, msg.payload.get("msg_id")
-        if msg.kind in p.SERVER_TOPICS:
-            self._dead_letter(item, f"{msg.kind} is published by the collector, not by devices")
-            return []
-        if msg.kind == p.EVENTS:
-            owner = self.registry.job_device(msg.payload["job_id"])
-            if owner is not None and owner != msg.device:  # a board speaking for another board's job
-                self._dead_letter(item, f"job {msg.payload['job_id']} was sent to another device")
-                return []
-        if item.msg_id and (item.msg_id in self._pending_ids or self.registry.delivered(item.msg_id)):
-            item.duplicate = True  # published again before our ack reached the agent: ack it again, write nothing
+    def _apply(self, chunk: list[Incoming]) -> list[list[str]]:
+        """Validate a chunk of messages and apply them to the registry with a few calls whatever their number (the
+        jobs of its events, which of its msg ids are stored already, its devices' changes and heartbeats, labels
+        not cached); returns each message's points (none for dead letters and duplicates). Made again from the
+        start when the registry did not answer: the registry's calls are idempotent, and nothing else is changed
+        before they have all been made."""
+        refused: dict[int, str] = {}
+        valid: list[tuple[int, Incoming, p.Message]] = []
+        for n, item in enumerate(chunk):
+            try:
+                msg = p.validate(item.topic, item.payload, FAST_LOADS)
+            except p.ProtocolError as exc:
+                refused[n] = str(exc)
+                continue
+            item.device, item.msg_id = msg.device, msg.payload.get("msg_id")
+            if msg.kind in p.SERVER_TOPICS:
+                refused[n] = f"{msg.kind} is published by the collector, not by devices"
+            else:
+                valid.append((n, item, msg))
+        owners = self.registry.job_devices(msg.payload["job_id"] for _, _, msg in valid if msg.kind == p.EVENTS)
+        for n, _, msg in valid:  # a board speaking for another board's job
+            if msg.kind == p.EVENTS and owners.get(msg.payload["job_id"], msg.device) != msg.device:
+                refused[n] = f"job {msg.payload['job_id']} was sent to another device"
+        fresh, duplicates = self._fresh([entry for entry in valid if entry[0] not in refused])
+        self._apply_devices([msg for _, _, msg in fresh])
+        points: list[list[str]] = [[] for _ in chunk]
+        events: dict[int, tuple] = {}
+        for n, item, msg in fresh:
+            labels = self._labels[msg.device]
+            if msg.kind == p.EVENTS:
+                if msg.payload.get("labels"):  # the job's labels (release=...); the device's own win a conflict
+                    labels = {**msg.payload["labels"], **labels}
+                # A job is "done" in the registry only once its result is in InfluxDB: whoever waits on the job
+                # (`push --wait`, then a query) finds the point there.
+                events[n] = (msg.device, msg.payload, labels)
+            points[n] = points_for(msg, labels, item.received)
+        # Every registry call is made: from here on nothing is made again.
+        for n, reason in refused.items():
+            self._dead_letter(chunk[n], reason)
+        for n in duplicates:  # published again before our ack reached the agent: ack it again, write nothing
+            chunk[n].duplicate = True
             self.metrics.inc("edgebench_duplicates_total")
-            return []
-        if item.msg_id:
-            self._pending_ids.add(item.msg_id)
-            item.marked = True
-        payload = msg.payload
-        if msg.kind == p.STATUS:
-            self.registry.device_status(msg.device, payload["state"], payload.get("labels"),
-                                        payload.get("agent_version"))
-        elif msg.kind == p.INVENTORY:
-            self.registry.device_inventory(msg.device, payload)
-        elif msg.kind == p.HEARTBEAT:
-            self.registry.device_seen(msg.device, {k: payload.get(k) for k in
-                                                   ("uptime_s", "outbox_depth", "telemetry_dropped", "job_id",
-                                                    *p.HEARTBEAT_COUNTERS)})
-        if msg.kind in (p.STATUS, p.INVENTORY):  # only these change a device's labels
-            self._labels.pop(msg.device, None)
-        labels = self._labels.get(msg.device)
-        if labels is None:  # one SQLite query per device, not per message (the prepare thread is the only writer)
-            labels = self._labels[msg.device] = self.registry.labels(msg.device)
-        if msg.kind == p.EVENTS:
-            if payload.get("labels"):  # the job's labels (release=...); the device's own labels win a conflict
-                labels = {**payload["labels"], **labels}
-            # A job is "done" in the registry only once its result is in InfluxDB: whoever waits on the job
-            # (`push --wait`, then a query) finds the point there.
-            item.after_write = lambda: (self.registry.job_event(msg.device, payload, labels),
-                                        self.registry.device_seen(msg.device))
-        return points_for(msg, labels, item.received)
+        for n, item, _ in fresh:
+            if item.msg_id:
+                self._pending_ids.add(item.msg_id)
+            item.job_event = events.get(n)
+        return points
+
+    def _fresh(self, valid: list[tuple]) -> tuple[list[tuple], list[int]]:
+        """``valid`` split into the messages not seen before and the indices of those seen before: in the pipeline
+        now (``_pending_ids``, looked at first: the writer records an id as delivered before it leaves the set),
+        stored already (one query for the chunk), or earlier in the chunk."""
+        stored = self.registry.delivered_among(item.msg_id for _, item, _ in valid
+                                               if item.msg_id and item.msg_id not in self._pending_ids)
+        fresh, duplicates, ids = [], [], set()
+        for entry in valid:
+            msg_id = entry[1].msg_id
+            if msg_id and (msg_id in self._pending_ids or msg_id in stored or msg_id in ids):
+                duplicates.append(entry[0])
+                continue
+            if msg_id:
+                ids.add(msg_id)
+            fresh.append(entry)
+        return fresh, duplicates
+
+    def _apply_devices(self, messages: list[p.Message]) -> None:
+        """The chunk's device updates, two transactions at most (statuses and inventories, then the newest
+        heartbeat of each device), and the labels of its devices, read once per device and cached (the prepare
+        thread is the only writer of the cache; only status and inventory change a device's labels)."""
+        statuses = [(m.device, m.payload["state"], m.payload.get("labels"), m.payload.get("agent_version"))
+                    for m in messages if m.kind == p.STATUS]
+        inventories = [(m.device, m.payload) for m in messages if m.kind == p.INVENTORY]
+        self.registry.device_changes(statuses, inventories)
+        self.registry.devices_seen({m.device: {k: m.payload.get(k) for k in HEARTBEAT_KEPT}
+                                    for m in messages if m.kind == p.HEARTBEAT})
+        for device, *_ in (*statuses, *inventories):
+            self._labels.pop(device, None)
+        missing = {m.device for m in messages if m.device not in self._labels}
+        known = self.registry.labels_of(missing)
+        self._labels.update({device: known.get(device, {}) for device in missing})
 
     def _dead_letter(self, item: Incoming, reason: str) -> None:
         """Refuse a message for good: counted, stored (at a bounded rate per device, so one device cannot fill

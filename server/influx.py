@@ -182,8 +182,7 @@ class InfluxV1:
         self.url, self.database, self.rp, self.timeout_s = url.rstrip("/"), database, retention_policy, timeout_s
         self.headers = {}
         self._path = urllib.parse.urlsplit(self.url).path
-        self._conn: Optional[http.client.HTTPConnection] = None
-        self._write_lock = threading.Lock()
+        self._local = threading.local()  # a kept-alive connection per writing thread (the collector's writers)
         if username:
             token = base64.b64encode(f"{username}:{password or ''}".encode()).decode()
             self.headers["Authorization"] = f"Basic {token}"
@@ -208,28 +207,29 @@ class InfluxV1:
         if self.rp:
             params["rp"] = self.rp
         body = "\n".join(lines).encode()
-        with self._write_lock:
-            try:
-                if self._conn is None:
-                    parts = urllib.parse.urlsplit(self.url)
-                    cls = http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
-                    self._conn = cls(parts.hostname, parts.port, timeout=self.timeout_s)
-                self._conn.request("POST", f"{self._path}/write?{urllib.parse.urlencode(params)}", body,
-                                   {**self.headers, "Content-Type": "text/plain; charset=utf-8"})
-                response = self._conn.getresponse()
-                detail = response.read()
-            except (OSError, http.client.HTTPException) as exc:
-                self._close()
-                raise InfluxError(f"InfluxDB unreachable at {self.url}: {exc}") from None
+        try:
+            conn = getattr(self._local, "conn", None)
+            if conn is None:
+                parts = urllib.parse.urlsplit(self.url)
+                cls = http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
+                conn = self._local.conn = cls(parts.hostname, parts.port, timeout=self.timeout_s)
+            conn.request("POST", f"{self._path}/write?{urllib.parse.urlencode(params)}", body,
+                         {**self.headers, "Content-Type": "text/plain; charset=utf-8"})
+            response = conn.getresponse()
+            detail = response.read()
+        except (OSError, http.client.HTTPException) as exc:
+            self._close()
+            raise InfluxError(f"InfluxDB unreachable at {self.url}: {exc}") from None
         if response.status >= 300:
             text = detail[:300].decode("utf-8", "replace")
             # 4xx: the points themselves are bad (retrying cannot help); 5xx: the server is in trouble
             raise InfluxError(f"InfluxDB {response.status} on /write: {text}", retryable=response.status >= 500)
 
     def _close(self) -> None:
-        if self._conn is not None:
-            self._conn.close()
-            self._conn = None
+        conn = getattr(self._local, "conn", None)
+        if conn is not None:
+            conn.close()
+            self._local.conn = None
 
     def query(self, text: str) -> list[dict]:
         """InfluxQL; returns the series of the first statement (``[{name, columns, values, tags}]``)."""

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Optional, Union
@@ -23,6 +24,7 @@ from edgebench.server.registry_backends.sqlite import SqliteStore
 
 FINAL_STATES = ("done", "failed", "cancelled", "rejected")
 DELIVERED_KEEP_S = 14 * 86400  # msg ids remembered this long (an agent publishes again for at most its backoff)
+IN_CHUNK = 500  # keys per ``IN (...)`` query (SQLite allows 32766 parameters, PostgreSQL 65535)
 EVENT_STATE = {"accepted": "accepted", "progress": "running", "result": "done", "error": "failed",
                "cancelled": "cancelled", "rejected": "rejected"}
 
@@ -144,25 +146,56 @@ class Registry:
 
     # ------------------------------------------------------------ devices
 
-    def device_status(self, device: str, state: str, labels: Optional[dict], version: Optional[str]) -> None:
-        self._exec("INSERT INTO devices (device_id, state, last_seen, labels, agent_version) VALUES (?, ?, ?, ?, ?) "
+    _STATUS_SQL = ("INSERT INTO devices (device_id, state, last_seen, labels, agent_version) VALUES (?, ?, ?, ?, ?) "
                    "ON CONFLICT(device_id) DO UPDATE SET state=excluded.state, last_seen=excluded.last_seen, "
                    "labels=COALESCE(?, devices.labels), "
-                   "agent_version=COALESCE(excluded.agent_version, devices.agent_version)",
-                   (device, state, time.time(), json.dumps(labels or {}), version,
-                    json.dumps(labels) if labels is not None else None))
+                   "agent_version=COALESCE(excluded.agent_version, devices.agent_version)")
+    _INVENTORY_SQL = ("INSERT INTO devices (device_id, state, last_seen, labels, inventory) "
+                      "VALUES (?, 'unknown', ?, ?, ?) "
+                      "ON CONFLICT(device_id) DO UPDATE SET labels=excluded.labels, inventory=excluded.inventory")
+    _SEEN_SQL = ("INSERT INTO devices (device_id, state, last_seen, heartbeat) VALUES (?, 'online', ?, ?) "
+                 "ON CONFLICT(device_id) DO UPDATE SET last_seen=excluded.last_seen, "
+                 "heartbeat=COALESCE(excluded.heartbeat, devices.heartbeat)")
+
+    def device_status(self, device: str, state: str, labels: Optional[dict], version: Optional[str]) -> None:
+        self.device_changes(statuses=[(device, state, labels, version)])
 
     def device_inventory(self, device: str, inventory: dict) -> None:
-        self._exec("INSERT INTO devices (device_id, state, last_seen, labels, inventory) "
-                   "VALUES (?, 'unknown', ?, ?, ?) "
-                   "ON CONFLICT(device_id) DO UPDATE SET labels=excluded.labels, inventory=excluded.inventory",
-                   (device, time.time(), json.dumps(inventory["labels"]), json.dumps(inventory)))
+        self.device_changes(inventories=[(device, inventory)])
 
     def device_seen(self, device: str, heartbeat: Optional[dict] = None) -> None:
-        self._exec("INSERT INTO devices (device_id, state, last_seen, heartbeat) VALUES (?, 'online', ?, ?) "
-                   "ON CONFLICT(device_id) DO UPDATE SET last_seen=excluded.last_seen, "
-                   "heartbeat=COALESCE(excluded.heartbeat, devices.heartbeat)",
-                   (device, time.time(), json.dumps(heartbeat) if heartbeat else None))
+        self.devices_seen({device: heartbeat})
+
+    def device_changes(self, statuses: Sequence[tuple] = (), inventories: Sequence[tuple] = ()) -> None:
+        """Devices' ``status`` (device, state, labels, agent version) and ``inventory`` (device, inventory) messages,
+        in one transaction, a device's in the order given. Rows are updated in device id order: every transaction
+        of the registry that updates several devices does (``devices_seen``, ``record_stored``), so two collectors
+        never wait for each other in a cycle (collectors all receive every status and inventory)."""
+        now = time.time()
+        changes = [(device, 0, n, self._STATUS_SQL, (device, state, now, json.dumps(labels or {}), version,
+                                                     json.dumps(labels) if labels is not None else None))
+                   for n, (device, state, labels, version) in enumerate(statuses)]
+        changes += [(device, 1, n, self._INVENTORY_SQL,
+                     (device, now, json.dumps(inventory["labels"]), json.dumps(inventory)))
+                    for n, (device, inventory) in enumerate(inventories)]
+        if not changes:
+            return
+        with self._store.transaction() as tx:
+            for _, _, _, sql, args in sorted(changes, key=lambda change: change[:3]):
+                tx.run(sql, args)
+
+    def devices_seen(self, seen: dict[str, Optional[dict]]) -> None:
+        """Devices heard from now, each with its newest heartbeat (None: keep the last one): one transaction, a
+        batch of heartbeats committed (and SQLite's WAL synced) once instead of once each."""
+        if not seen:
+            return
+        with self._store.transaction() as tx:
+            self._seen(tx, seen)
+
+    def _seen(self, tx: Tx, seen: dict[str, Optional[dict]]) -> None:
+        now = time.time()
+        tx.run_many(self._SEEN_SQL, [(device, now, json.dumps(heartbeat) if heartbeat else None)
+                                     for device, heartbeat in sorted(seen.items())])
 
     def devices(self) -> list[dict]:
         rows = self._all("SELECT * FROM devices ORDER BY device_id")
@@ -177,8 +210,21 @@ class Registry:
         return rows[0]["state"] if rows else None
 
     def labels(self, device: str) -> dict:
-        rows = self._all("SELECT labels FROM devices WHERE device_id = ?", (device,))
-        return json.loads(rows[0]["labels"]) if rows else {}
+        return self.labels_of([device]).get(device, {})
+
+    def labels_of(self, devices: Iterable[str]) -> dict[str, dict]:
+        """The labels of those of ``devices`` the registry knows."""
+        return {row["device_id"]: json.loads(row["labels"])
+                for row in self._where_in("SELECT device_id, labels FROM devices WHERE device_id IN ({})", devices)}
+
+    def _where_in(self, sql: str, keys: Iterable[str]) -> list[dict]:
+        """``sql`` (with ``IN ({})``) for the distinct ``keys``, IN_CHUNK of them a query."""
+        keys = sorted(set(keys))
+        rows: list[dict] = []
+        for start in range(0, len(keys), IN_CHUNK):
+            part = tuple(keys[start:start + IN_CHUNK])
+            rows += self._all(sql.format(", ".join("?" * len(part))), part)
+        return rows
 
     # ------------------------------------------------------------ models
 
@@ -211,30 +257,52 @@ class Registry:
         self._exec("UPDATE jobs SET sent = 1 WHERE job_id = ?", (job_id,))
 
     def job_event(self, device: str, payload: dict, labels: Optional[dict] = None) -> None:
-        """Move a job along from one of its device's events; a final state is never left (the condition is the
-        UPDATE's own, so the database holds it when collectors apply a job's events at once). A result is kept,
-        once, with its raw latency samples and ``labels`` (the device's plus the job's, e.g. release=v1.5.0), in
-        the same transaction as the state it finishes."""
+        """Move a job along from one of its device's events (``record_stored`` for one event)."""
+        self.record_stored([(device, payload, labels)], [], seen=False)
+
+    def record_stored(self, events: Sequence[tuple], delivered: Sequence[tuple[str, Optional[str]]],
+                      seen: bool = True) -> None:
+        """What a batch whose points are now in InfluxDB changes, in one transaction: jobs moved along by their
+        devices' ``events`` (device, payload, labels), the devices heard from (``seen``), and the msg ids now
+        ``delivered`` (``record_delivered``). Rows in key order (jobs, then devices, then msg ids), as every
+        transaction of the registry takes them."""
+        if not events and not delivered:
+            return
+        with self._store.transaction() as tx:
+            for device, payload, labels in sorted(events, key=lambda event: event[1]["job_id"]):
+                self._job_event(tx, device, payload, labels)
+            if seen and events:
+                self._seen(tx, {device: None for device, _, _ in events})
+            self._delivered(tx, delivered)
+
+    def _job_event(self, tx: Tx, device: str, payload: dict, labels: Optional[dict]) -> None:
+        """A final state is never left (the condition is the UPDATE's own, so the database holds it when
+        collectors apply a job's events at once). A result is kept, once, with its raw latency samples and
+        ``labels`` (the device's plus the job's, e.g. release=v1.5.0), in the same transaction as the state it
+        finishes."""
         kind, job_id = payload["event"], payload["job_id"]
         state = EVENT_STATE[kind]
         progress = json.dumps({k: payload[k] for k in ("phase", "runs", "elapsed_s")}) if kind == "progress" else None
-        with self._store.transaction() as tx:
-            tx.run(f"UPDATE jobs SET state=?, reason=COALESCE(?, reason), progress=COALESCE(?, progress), updated=? "
-                   f"WHERE job_id=? AND device_id=? AND state NOT IN {FINAL_STATES}",
-                   (state, payload.get("reason"), progress, time.time(), job_id, device))
-            if kind == "result":
-                samples = (payload.get("samples") or {}).get("latency_ns")
-                drift = payload.get("drift")
-                tx.run("INSERT INTO results (job_id, device_id, summary, received, labels, samples, finished, drift) "
-                       "VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (job_id) DO NOTHING",
-                       (job_id, device, json.dumps(payload["summary"]), time.time(), json.dumps(labels or {}),
-                        json.dumps(samples) if samples is not None else None,
-                        payload.get("finished_ts") or payload["ts"], json.dumps(drift) if drift else None))
+        tx.run(f"UPDATE jobs SET state=?, reason=COALESCE(?, reason), progress=COALESCE(?, progress), updated=? "
+               f"WHERE job_id=? AND device_id=? AND state NOT IN {FINAL_STATES}",
+               (state, payload.get("reason"), progress, time.time(), job_id, device))
+        if kind == "result":
+            samples = (payload.get("samples") or {}).get("latency_ns")
+            drift = payload.get("drift")
+            tx.run("INSERT INTO results (job_id, device_id, summary, received, labels, samples, finished, drift) "
+                   "VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (job_id) DO NOTHING",
+                   (job_id, device, json.dumps(payload["summary"]), time.time(), json.dumps(labels or {}),
+                    json.dumps(samples) if samples is not None else None,
+                    payload.get("finished_ts") or payload["ts"], json.dumps(drift) if drift else None))
 
     def job_device(self, job_id: str) -> Optional[str]:
         """The device a job was sent to (None: not a job of this registry)."""
-        rows = self._all("SELECT device_id FROM jobs WHERE job_id = ?", (job_id,))
-        return rows[0]["device_id"] if rows else None
+        return self.job_devices([job_id]).get(job_id)
+
+    def job_devices(self, job_ids: Iterable[str]) -> dict[str, str]:
+        """job id -> the device it was sent to, for those of ``job_ids`` in this registry."""
+        return {row["job_id"]: row["device_id"]
+                for row in self._where_in("SELECT job_id, device_id FROM jobs WHERE job_id IN ({})", job_ids)}
 
     def jobs(self, batch_id: Optional[str] = None, job_id: Optional[str] = None, limit: int = 1000) -> list[dict]:
         where, args = [], []
@@ -297,21 +365,30 @@ class Registry:
 
     def record_delivered(self, entries: list[tuple[str, Optional[str]]]) -> None:
         """Remember the msg ids of messages now stored (``(msg_id, device)``); forget those older than
-        DELIVERED_KEEP_S now and then. Insert-if-absent on the msg id (the key), in msg id order: two collectors
-        recording the same ids at once take their row locks in the same order, so neither waits for the other."""
+        DELIVERED_KEEP_S now and then."""
+        if entries:
+            with self._store.transaction() as tx:
+                self._delivered(tx, entries)
+
+    def _delivered(self, tx: Tx, entries: Sequence[tuple[str, Optional[str]]]) -> None:
+        """Insert-if-absent on the msg id (the key), in msg id order: two collectors recording the same ids at once
+        take their row locks in the same order, so neither waits for the other."""
         if not entries:
             return
         now = time.time()
-        with self._store.transaction() as tx:
-            tx.run_many("INSERT INTO delivered (msg_id, device_id, stored) VALUES (?, ?, ?) "
-                        "ON CONFLICT (msg_id) DO NOTHING",
-                        sorted({msg_id: (msg_id, device, now) for msg_id, device in entries}.values()))
-            if now - getattr(self, "_pruned", 0.0) > 3600:
-                tx.run("DELETE FROM delivered WHERE stored < ?", (now - DELIVERED_KEEP_S,))
-                self._pruned = now
+        tx.run_many("INSERT INTO delivered (msg_id, device_id, stored) VALUES (?, ?, ?) "
+                    "ON CONFLICT (msg_id) DO NOTHING",
+                    sorted({msg_id: (msg_id, device, now) for msg_id, device in entries}.values()))
+        if now - getattr(self, "_pruned", 0.0) > 3600:
+            tx.run("DELETE FROM delivered WHERE stored < ?", (now - DELIVERED_KEEP_S,))
+            self._pruned = now
 
     def delivered(self, msg_id: str) -> bool:
-        return bool(self._all("SELECT 1 AS hit FROM delivered WHERE msg_id = ?", (msg_id,)))
+        return bool(self.delivered_among([msg_id]))
+
+    def delivered_among(self, msg_ids: Iterable[str]) -> set[str]:
+        """Those of ``msg_ids`` already stored: a batch's duplicates in one query (per IN_CHUNK ids)."""
+        return {row["msg_id"] for row in self._where_in("SELECT msg_id FROM delivered WHERE msg_id IN ({})", msg_ids)}
 
     # ------------------------------------------------------------ dead letters
 

@@ -53,6 +53,54 @@ def test_devices(registry):
     assert registry.labels("b") == {"class": "rpi5"} and registry.labels("nobody") == {}
 
 
+class CountingStore:
+    """The registry's store, counting the transactions it was asked for (a statement alone is one)."""
+
+    def __init__(self, store):
+        self.store, self.transactions = store, 0
+
+    def __getattr__(self, name):
+        if name in ("rows", "run", "transaction"):
+            self.transactions += 1
+        return getattr(self.store, name)
+
+
+def test_a_batch_of_messages_costs_a_few_transactions_whatever_its_size(registry):
+    """What the collector does per chunk of messages and per written batch: a handful of calls, not one a message
+    (each commit syncs SQLite's WAL, each call is a round trip to PostgreSQL)."""
+    registry.add_jobs([job(f"j{n:03d}", device=f"dev{n % 7}") for n in range(300)], "b1")
+    counted = registry._store = CountingStore(registry._store)
+    registry.device_changes(statuses=[(f"dev{n}", "online", {"class": "rpi5"}, "1.0") for n in range(0, 600, 2)],
+                            inventories=[(f"dev{n}", {"labels": {"class": "jetson"}}) for n in range(1, 600, 2)])
+    registry.devices_seen({f"dev{n}": {"uptime_s": n} for n in range(600)})
+    assert counted.transactions == 2
+    labels = registry.labels_of([f"dev{n}" for n in range(600)] + ["nobody"])
+    assert len(labels) == 600 and labels["dev2"] == {"class": "rpi5"} and labels["dev3"] == {"class": "jetson"}
+    owners = registry.job_devices([f"j{n:03d}" for n in range(300)] + ["nope"])
+    assert len(owners) == 300 and owners["j010"] == "dev3"
+    assert counted.transactions == 2 + 2 + 1  # 601 devices: two IN queries of IN_CHUNK (500); 301 jobs: one
+    registry.record_stored([(f"dev{n % 7}", result_event(f"j{n:03d}"), {"release": "v2"}) for n in range(300)],
+                           [(f"m{n}", f"dev{n % 7}") for n in range(600)])
+    assert counted.transactions == 6
+    assert registry.delivered_among([f"m{n}" for n in range(0, 1000, 100)]) == {"m0", "m100", "m200", "m300",
+                                                                                "m400", "m500"}
+    assert counted.transactions == 7
+    jobs = registry.jobs("b1")
+    assert {j["state"] for j in jobs} == {"done"} and len(registry.results()) == 300
+    assert registry.results()[0]["labels"] == {"release": "v2"}
+    devices = {d["device_id"]: d for d in registry.devices()}
+    assert devices["dev5"]["heartbeat"] == {"uptime_s": 5}  # a result's device seen: its last heartbeat kept
+    assert devices["dev4"]["state"] == "online" and devices["dev5"]["inventory"] == {"labels": {"class": "jetson"}}
+
+
+def test_a_devices_changes_apply_in_the_order_given(registry):
+    registry.device_changes(statuses=[("b", "online", {"class": "x"}, "1"), ("b", "offline", None, None),
+                                      ("a", "online", None, "2")])
+    a, b = registry.devices()
+    assert (a["state"], a["agent_version"], b["state"], b["labels"], b["agent_version"]) == \
+        ("online", "2", "offline", {"class": "x"}, "1")
+
+
 def test_models(registry):
     first = registry.add_model(SHA, "m.tflite", 3 * 1024**3, "tflite")  # over 2 GiB: a 64-bit column
     assert first["size_bytes"] == 3 * 1024**3 and first["name"] == "m.tflite" and first["format"] == "tflite"
