@@ -224,3 +224,28 @@ def test_gate_rules_are_not_a_defaults_file(cli, tmp_path):
     config.write_text(f'[gate]\nrules = "{rules}"\n')
     result = cli("--config", config, "gate")  # --rules from the file satisfies "required"
     assert result.code == 2 and "give the results to judge" in result.err, result
+
+
+def test_a_command_with_options_and_subcommands_keeps_both(tmp_path, monkeypatch):
+    """`server` takes options and has subcommands (`token`, `copy-registry`): its own options may stay in [server]
+    while a subcommand runs, and a subcommand's variables are not the parent's unknown options."""
+    from edgebench.agent.cli.main import build_parser
+    from edgebench.agent.cli.main import parse as main_parse
+
+    config = tmp_path / "config.toml"
+    config.write_text('[server]\nregistry = "postgresql://db/x"\n[server.token.list]\njson = "-"\n'
+                      '[server.copy-registry]\non-conflict = "keep"\n')
+    monkeypatch.setenv("EDGEBENCH_SERVER_TOKEN_CREATE_NAME", "ci")
+    monkeypatch.setenv("EDGEBENCH_SERVER_COPY_REGISTRY_FROM", "old.sqlite3")
+    args = main_parse(build_parser(), ["--config", str(config), "server", "token", "list"])
+    assert args.json == "-" and args.registry == "postgresql://db/x"
+    args = main_parse(build_parser(), ["--config", str(config), "server", "copy-registry", "--to", "postgresql://db/y"])
+    assert (args.source, args.on_conflict) == ("old.sqlite3", "keep")
+    args = main_parse(build_parser(), ["--config", str(config), "server"])
+    assert args.registry == "postgresql://db/x"
+    config.write_text("[dashboards]\ntoken = 3\n")  # dashboards takes no option itself: still refused
+    with pytest.raises(UsageError, match=r"\[dashboards\] has no option 'token'"):
+        main_parse(build_parser(), ["--config", str(config), "dashboards", "push"])
+    monkeypatch.setenv("EDGEBENCH_SERVER_REGISTRY_TYPO", "x")
+    with pytest.raises(UsageError, match="EDGEBENCH_SERVER_REGISTRY_TYPO: server has no option --registry-typo"):
+        main_parse(build_parser(), ["server"])

@@ -47,6 +47,10 @@ def is_list(action: argparse.Action) -> bool:
     return isinstance(action, argparse._AppendAction) or action.nargs in ("+", "*")
 
 
+def subparsers(parser: argparse.ArgumentParser) -> Optional[argparse._SubParsersAction]:
+    return next((a for a in parser._actions if isinstance(a, argparse._SubParsersAction)), None)
+
+
 def option_names(parser: argparse.ArgumentParser) -> dict[str, argparse.Action]:
     """Every option a key or variable may set, by each of its long names (``delegate``, ``no-sensors``). A
     value option's dest is accepted too where no option has that name (``delegates``: the old spelling)."""
@@ -69,9 +73,11 @@ def _as_text(value: object) -> str:
     return str(value)
 
 
-def _check_tables(document: dict, path: Sequence[str], file: Path) -> dict:
+def _check_tables(document: dict, path: Sequence[str], file: Path, parents: Sequence[set[str]] = ()) -> dict:
     """The command's table; a top-level key that is not a table (``bench = 3``) can never be valid, nor can an
-    option in the table of a command that has subcommands (``[dashboards] token``: it goes in [dashboards.push])."""
+    option in the table of a command that has subcommands (``[dashboards] token``: it goes in [dashboards.push]),
+    unless that command takes it itself (``parents``: the option names of each command above this one;
+    ``[server] registry`` while ``server token list`` runs)."""
     gate = document.get("gate")
     if isinstance(gate, list) and gate and all(isinstance(rule, dict) for rule in gate):
         raise UsageError(f"config file {file} holds [[gate]] rules, not option defaults: give it to gate as "
@@ -83,8 +89,9 @@ def _check_tables(document: dict, path: Sequence[str], file: Path) -> dict:
     table = document
     for depth, name in enumerate(path[:-1], 1):
         table = table.get(name, {})
+        own = parents[depth - 1] if depth <= len(parents) else set()
         for key, value in table.items():
-            if not isinstance(value, dict):
+            if not isinstance(value, dict) and key not in own:
                 parent = ".".join(path[:depth])
                 raise UsageError(f"config file {file}: [{parent}] has no option {key!r}: {parent} has subcommands, "
                                  f"their options go in their own tables, e.g. [{parent}.{path[depth]}]")
@@ -133,22 +140,30 @@ def _environment(environ: Mapping[str, str], path: Sequence[str]) -> dict[str, s
 
 
 def apply_defaults(parser: argparse.ArgumentParser, command: Union[str, Sequence[str]], explicit_path: Optional[str],
-                   environ: Mapping[str, str] = os.environ) -> Optional[Path]:
+                   environ: Mapping[str, str] = os.environ,
+                   parents: Sequence[argparse.ArgumentParser] = ()) -> Optional[Path]:
     """Set the (sub)command parser's defaults from the config file and environment; return the file used.
-    ``command`` is its name, or the path of names of a subcommand (``["adb", "sensors"]``)."""
+    ``command`` is its name, or the path of names of a subcommand (``["adb", "sensors"]``); ``parents``: the
+    parsers of the commands above it, whose own options may stay in their tables."""
     path = [command] if isinstance(command, str) else list(command)
     names = option_names(parser)
     values: dict[str, object] = {}
     file = config_path(explicit_path, environ)
     table_name = ".".join(path)
+    below = subparsers(parser)
     if file is not None:
-        for key, value in _check_tables(load_toml(file), path, file).items():
+        for key, value in _check_tables(load_toml(file), path, file, [set(option_names(p)) for p in parents]).items():
+            if isinstance(value, dict) and below and key in below.choices:
+                continue  # a subcommand's table ([server.token.list] while `server` applies its own)
             if key not in names:
                 raise UsageError(f"config file {file}: [{table_name}] has no option {key!r}")
             values[names[key].dest] = _convert(names[key], value, f"config file {file}: [{table_name}] {key}", False)
     prefix_len = len("EDGEBENCH_" + "_".join(path) + "_")
+    subcommands = tuple(name.upper().replace("-", "_") + "_" for name in (below.choices if below else ()))
     for name, value in sorted(_environment(environ, path).items()):
         key = name[prefix_len:].lower().replace("_", "-")
+        if key not in names and name[prefix_len:].startswith(subcommands):
+            continue  # a subcommand's (EDGEBENCH_SERVER_TOKEN_CREATE_NAME while `server` runs)
         if key not in names:
             raise UsageError(f"environment variable {name}: {' '.join(path)} has no option --{key}")
         values[names[key].dest] = _convert(names[key], value, f"environment variable {name}", True)

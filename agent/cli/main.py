@@ -18,6 +18,7 @@ from typing import Callable, Iterator, Optional, Sequence
 from edgebench.agent import __version__
 from edgebench.agent.cli import agent, bench, compare, push, sensors, variants
 from edgebench.agent.cli.args import Parser
+from edgebench.agent.cli.config import subparsers
 from edgebench.agent.errors import EXIT_CHILD_FAILED, EXIT_FAILURE, EdgebenchError, UsageError, first_line
 
 log = logging.getLogger("edgebench")
@@ -46,10 +47,6 @@ def add_global_options(parser: argparse.ArgumentParser, after_command: bool = Fa
     parser.add_argument("-v", "--verbose", action="store_true", help="more logging", **default)
     parser.add_argument("--config", metavar="FILE", help="TOML file with option defaults per command "
                         "(default: $EDGEBENCH_CONFIG or ~/.config/edgebench/config.toml; see docs/cli.md)", **default)
-
-
-def subparsers(parser: argparse.ArgumentParser) -> Optional[argparse._SubParsersAction]:
-    return next((a for a in parser._actions if isinstance(a, argparse._SubParsersAction)), None)
 
 
 def all_commands(parser: argparse.ArgumentParser, path: tuple = ()) -> Iterator[tuple[tuple, argparse.ArgumentParser]]:
@@ -124,7 +121,9 @@ def parse(parser: argparse.ArgumentParser, argv: Optional[Sequence[str]]) -> arg
     chain = command_path(parser, first)
     below = subparsers(chain[-1][1]) if chain else None
     if chain and (below is None or not below.required):  # `edgebench adb` alone: argparse asks for a subcommand
-        apply_defaults(chain[-1][1], [name for name, _ in chain], first.config)
+        names, parsers = [name for name, _ in chain], [p for _, p in chain]
+        for depth in range(1, len(chain) + 1):  # a parent's own options too (`server token list`: [server] registry)
+            apply_defaults(parsers[depth - 1], names[:depth], first.config, parents=parsers[:depth - 1])
     args, extra = parser.parse_known_args(argv)
     if extra:
         (chain[-1][1] if chain else parser).error(f"unrecognized arguments: {' '.join(extra)}")
