@@ -5,6 +5,7 @@ handle costs only itself."""
 
 from __future__ import annotations
 
+import threading
 import time
 
 import pytest
@@ -100,3 +101,50 @@ def test_a_message_the_code_cannot_handle_costs_only_itself(collector, monkeypat
     assert chunk[1].refused.startswith("could not be applied: KeyError") and not chunk[0].refused
     assert chunk[3].duplicate and collector._pending_ids == {"msg-0000000a"}  # "b" was refused: not in the pipeline
     assert [d["topic"] for d in collector.registry.dead_letters()] == [p.topic("dev2", p.TELEMETRY)]
+
+
+class HeldInflux:
+    """InfluxDB whose writes of points naming ``held`` wait until ``release`` is set; it records what it took."""
+
+    def __init__(self, held: str):
+        self.held, self.release, self.taken, self.lock = held, threading.Event(), [], threading.Lock()
+        self.waiting = threading.Event()
+
+    def write(self, lines):
+        if any(self.held in line for line in lines):
+            self.waiting.set()
+            assert self.release.wait(30), "never released"
+        with self.lock:
+            self.taken.extend(lines)
+
+    def create_database(self):
+        pass
+
+
+def test_batches_written_at_once_are_acknowledged_in_the_order_they_came(collector):
+    """Two writers: the second batch is in InfluxDB while the first still waits for it, and not one of its
+    messages is acknowledged (MQTT PUBACK, the devices' acks, the registry's delivered ids) before the first's."""
+    influx = collector.influx = HeldInflux("device=slow")
+    first = [telemetry("slow", f"s{n}") for n in range(3)]
+    second = [telemetry("fast", f"f{n}") for n in range(3)]
+    for mid, item in enumerate(first + second, start=1):
+        item.mid = mid
+    batches = [(seq, chunk, [line for its in collector._apply_safely(chunk) for line in its])
+               for seq, chunk in enumerate((first, second))]
+    writers = [threading.Thread(target=collector._store, args=(chunk, lines, seq)) for seq, chunk, lines in batches]
+    writers[0].start()
+    assert influx.waiting.wait(30)  # the first batch's write is under way, held
+    writers[1].start()
+    deadline = time.monotonic() + 30
+    while not any("device=fast" in line for line in influx.taken) and time.monotonic() < deadline:
+        time.sleep(0.01)  # the second batch's points reach InfluxDB while the first's wait
+    assert any("device=fast" in line for line in influx.taken)
+    writers[1].join(0.2)
+    assert writers[1].is_alive() and collector.client.acked == []  # written, waiting for its turn
+    assert not collector.registry.delivered("msg-000000f0")
+    influx.release.set()
+    for writer in writers:
+        writer.join(30)
+    assert collector.client.acked == [1, 2, 3, 4, 5, 6]  # PUBACKs in the order the messages came
+    assert collector.client.published == [p.topic("slow", p.ACKS), p.topic("fast", p.ACKS)]
+    assert collector.registry.delivered("msg-000000f0") and collector.registry.delivered("msg-000000s2")
