@@ -1,7 +1,8 @@
 """InfluxDB line protocol, written once for everything edgebench sends to InfluxDB (the collector's points, the
-release gates' verdicts). Standard library only. What the points hold (measurements, tags, typed fields, time) is
-edgebench.server.schema; ``line`` writes any point, ``indexed_integer_points`` and ``float_points`` the many points of
-one series on the ingest hot paths.
+release gates' verdicts). Standard library only (orjson, when installed, writes the telemetry hot path's floats).
+What the points hold (measurements, tags, typed fields, time) is edgebench.server.schema; ``line`` writes any point,
+``indexed_integer_points``, ``float_points`` and ``float_columns`` the many points of one series on the ingest hot
+paths.
 
 What InfluxDB 1.x really accepts (checked against influxd 1.6.7 in tests/fleet/test_injection.py):
 - measurement names, tag keys, tag values and field keys: ``,``, ``=`` and space are escaped with a backslash;
@@ -16,7 +17,13 @@ from __future__ import annotations
 
 import math
 import re
+from itertools import repeat
 from typing import Any, Iterable, Optional, Sequence
+
+try:  # the telemetry hot path formats floats with orjson when installed (edgebench[server]): C, several times faster
+    from orjson import dumps as _json_dumps
+except ImportError:  # pragma: no cover - repr, value by value
+    _json_dumps = None
 
 UNSAFE_IN_TAGS = re.compile(r"[\x00-\x1f\x7f\\]")
 
@@ -77,3 +84,21 @@ def float_points(series_key: str, rows: Iterable[tuple[Iterable[tuple[str, float
     reading names) and whose values are finite numbers (also protocol-checked): the telemetry ingest hot path."""
     return [f"{series_key} {','.join([f'{k}={v!r}' if type(v) is float else f'{k}={float(v)!r}' for k, v in fields])}"
             f" {ts_ns}" for fields, ts_ns in rows]
+
+
+def float_columns(series_key: str, keys: Sequence[str], columns: Iterable[Sequence[float]],
+                  times_ns: Iterable[int]) -> Optional[list[str]]:
+    """``float_points`` for rows that all hold ``keys``, in that order, given as one column of values per key: each
+    column's values written by orjson in one call (JSON and line protocol write a finite double alike; ``1e16``
+    where repr writes ``1e+16``, ``5`` for an integer where repr of its float writes ``5.0``: InfluxDB reads the same
+    floats), the lines joined by C-level maps: the telemetry ingest hot path, about a third cheaper than repr value
+    by value. None when orjson is not installed or cannot write a value (an integer beyond 64 bits): then
+    ``float_points``."""
+    if _json_dumps is None:
+        return None
+    try:
+        fields = [map(f"{key}=".__add__, _json_dumps(column).decode()[1:-1].split(","))
+                  for key, column in zip(keys, columns)]
+    except TypeError:  # orjson.JSONEncodeError (a TypeError): an integer beyond 64 bits
+        return None
+    return list(map(" ".join, zip(repeat(series_key), map(",".join, zip(*fields)), map(str, times_ns))))
