@@ -7,15 +7,18 @@ here, in each backend:
 
 - placeholders (SQLite ``?``, psycopg ``%s``), translated by the backend;
 - the column types in migrations, as ``{REAL}``, ``{BLOB}`` and ``{SERIAL}`` (an auto-increment integer key);
-- how a table's columns are listed (``COLUMNS_SQL``: ``pragma_table_info`` / ``information_schema``);
+- how a table's columns and its primary key are listed (``COLUMNS_SQL``, ``KEY_SQL``: ``pragma_table_info`` /
+  ``information_schema``), and what rows copied with their ids need afterwards (``after_copy``: PostgreSQL moves
+  an identity column's sequence past them), for ``server/registry_copy.py``;
 - transactions and concurrency: SQLite has one connection behind a lock (every write transaction ``BEGIN
   IMMEDIATE``); PostgreSQL has a pool of connections, one per transaction;
 - the migration lock: SQLite's write lock (``BEGIN IMMEDIATE``), PostgreSQL's transaction-level advisory lock, so
   two collectors starting together do not both migrate.
 
-A backend is a module with ``connect(spec, data_dir) -> Store``; register it in ``BACKENDS`` and its URL schemes
-in ``SCHEMES``. Its test is ``tests/server/test_registry_NAME.py``, and the registry's own
-tests (``tests/server/test_registry_backends.py``) run against every backend.
+A backend is a module with ``connect(spec, data_dir) -> Store`` and ``location(spec, data_dir) -> str`` (where
+the value points: a file's resolved path, a database's host, port and name); register it in ``BACKENDS`` and its
+URL schemes in ``SCHEMES``. Its test is ``tests/server/test_registry_NAME.py``, and the registry's own tests
+(``tests/server/test_registry_backends.py``) run against every backend.
 """
 
 from __future__ import annotations
@@ -61,6 +64,7 @@ class Store(Protocol):
     name: str  # "sqlite" or "postgresql", for messages and tests
     TYPES: dict[str, str]  # REAL, BLOB, SERIAL: column types in migrations
     COLUMNS_SQL: str  # one argument, the table; rows with ``name``
+    KEY_SQL: str  # one argument, the table; its primary key's columns, in order, as rows with ``name``
 
     def rows(self, sql: str, args: tuple = ()) -> list[dict]: ...  # a statement in a transaction of its own
 
@@ -69,6 +73,8 @@ class Store(Protocol):
     def transaction(self) -> AbstractContextManager[Tx]: ...  # committed at the end, rolled back on an error
 
     def migration(self) -> AbstractContextManager[Tx]: ...  # a transaction that holds the schema lock
+
+    def after_copy(self, tx: Tx, table: str) -> None: ...  # rows were inserted with their keys: keep counters past
 
     def close(self) -> None: ...
 
@@ -84,15 +90,24 @@ def scheme(spec: Optional[str]) -> str:
     return SCHEMES[head.lower()]
 
 
-def open_store(spec: Optional[str], data_dir: Path) -> Any:
-    """The store a ``--registry`` value names; ``None`` or ``""``: ``DATA_DIR/registry.sqlite3``."""
+def _backend(spec: Optional[str]) -> Any:
     name = scheme(spec)
     try:
-        module = importlib.import_module(BACKENDS[name])
+        return importlib.import_module(BACKENDS[name])
     except ImportError as exc:  # psycopg not installed
         raise UsageError(f"--registry {redact(spec or '')}: the {name} backend needs {exc.name} "
                          f"(pip install 'edgebench[server]')") from None
-    return module.connect(spec or "", data_dir)
+
+
+def open_store(spec: Optional[str], data_dir: Path) -> Any:
+    """The store a ``--registry`` value names; ``None`` or ``""``: ``DATA_DIR/registry.sqlite3``."""
+    return _backend(spec).connect(spec or "", data_dir)
+
+
+def location(spec: Optional[str], data_dir: Path) -> str:
+    """Where a ``--registry`` value points, to tell whether two values name one registry: a SQLite file's
+    resolved path, or ``postgresql://host:port/database``. Opens nothing."""
+    return _backend(spec).location(spec or "", data_dir)
 
 
 def redact(spec: str) -> str:

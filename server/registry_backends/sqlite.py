@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from edgebench.server.registry_backends import DEFAULT_FILE
+from edgebench.server.registry_backends import DEFAULT_FILE, RegistryError
 
 BUSY_TIMEOUT_S = 30.0
 
@@ -50,18 +50,32 @@ def _wal(db: sqlite3.Connection) -> None:
             pause = min(pause * 2, 0.5)
 
 
+def _open(path: Path) -> sqlite3.Connection:
+    """The file's connection, in WAL mode. A directory, an unreadable file, a file that is not a SQLite
+    database: RegistryError, one line."""
+    db = None
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None, timeout=BUSY_TIMEOUT_S)
+        _wal(db)
+        return db
+    except (sqlite3.Error, OSError) as exc:
+        if db is not None:
+            db.close()
+        raise RegistryError(f"registry {path}: {exc}") from None
+
+
 class SqliteStore:
     name = "sqlite"
     TYPES = {"REAL": "REAL", "BLOB": "BLOB", "SERIAL": "INTEGER PRIMARY KEY AUTOINCREMENT"}
     COLUMNS_SQL = "SELECT name FROM pragma_table_info(?)"
+    KEY_SQL = "SELECT name FROM pragma_table_info(?) WHERE pk > 0 ORDER BY pk"
 
     def __init__(self, path: Path):
-        path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
         self._lock = threading.Lock()
-        self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None, timeout=BUSY_TIMEOUT_S)
+        self._db = _open(path)
         self._db.row_factory = sqlite3.Row
-        _wal(self._db)
         self._tx = _Tx(self._db)
 
     def rows(self, sql: str, args: tuple = ()) -> list[dict]:
@@ -85,6 +99,10 @@ class SqliteStore:
 
     migration = transaction  # BEGIN IMMEDIATE: the write lock, held until COMMIT
 
+    def after_copy(self, tx: _Tx, table: str) -> None:
+        """Nothing: rows inserted with their own ids move an AUTOINCREMENT key's counter (sqlite_sequence) past
+        them."""
+
     def close(self) -> None:
         with self._lock:
             self._db.close()
@@ -93,7 +111,16 @@ class SqliteStore:
         return f"sqlite {self.path}"
 
 
-def connect(spec: str, data_dir: Path) -> SqliteStore:
+def registry_file(spec: str, data_dir: Path) -> Path:
     """``""``: DATA_DIR/registry.sqlite3; ``sqlite:///abs/path`` or a plain path: that file."""
-    path = spec.partition("sqlite://")[2] if spec.startswith("sqlite://") else spec
-    return SqliteStore(Path(path).expanduser() if path else data_dir / DEFAULT_FILE)
+    name = spec.partition("sqlite://")[2] if spec.startswith("sqlite://") else spec
+    return Path(name).expanduser() if name else data_dir / DEFAULT_FILE
+
+
+def location(spec: str, data_dir: Path) -> str:
+    """The file's absolute path (links resolved): two values that name one file have one location."""
+    return str(registry_file(spec, data_dir).resolve())
+
+
+def connect(spec: str, data_dir: Path) -> SqliteStore:
+    return SqliteStore(registry_file(spec, data_dir))
