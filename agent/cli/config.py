@@ -93,9 +93,16 @@ def _check_tables(document: dict, path: Sequence[str], file: Path, parents: Sequ
         for key, value in table.items():
             if not isinstance(value, dict) and key not in own:
                 parent = ".".join(path[:depth])
-                raise UsageError(f"config file {file}: [{parent}] has no option {key!r}: {parent} has subcommands, "
-                                 f"their options go in their own tables, e.g. [{parent}.{path[depth]}]")
+                raise _not_an_option(file, parent, key, path[depth])
     return table.get(path[-1], {})
+
+
+def _not_an_option(file: Path, table: str, key: str, subcommand: Optional[str] = None) -> UsageError:
+    """``key`` in ``[table]`` is none of its command's options; ``subcommand``: the one running, below a command
+    that takes no options itself (their options go in their own tables)."""
+    hint = (f": {table} has subcommands, their options go in their own tables, e.g. [{table}.{subcommand}]"
+            if subcommand else "")
+    return UsageError(f"config file {file}: [{table}] has no option {key!r}{hint}")
 
 
 def _one(action: argparse.Action, value: object, where: str) -> object:
@@ -156,7 +163,7 @@ def apply_defaults(parser: argparse.ArgumentParser, command: Union[str, Sequence
             if isinstance(value, dict) and below and key in below.choices:
                 continue  # a subcommand's table ([server.token.list] while `server` applies its own)
             if key not in names:
-                raise UsageError(f"config file {file}: [{table_name}] has no option {key!r}")
+                raise _not_an_option(file, table_name, key)
             values[names[key].dest] = _convert(names[key], value, f"config file {file}: [{table_name}] {key}", False)
     prefix_len = len("EDGEBENCH_" + "_".join(path) + "_")
     subcommands = tuple(name.upper().replace("-", "_") + "_" for name in (below.choices if below else ()))

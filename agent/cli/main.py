@@ -114,7 +114,7 @@ def nothing_required(parser: argparse.ArgumentParser) -> Iterator[None]:
 
 def parse(parser: argparse.ArgumentParser, argv: Optional[Sequence[str]]) -> argparse.Namespace:
     """Arguments with defaults from the config file and the environment (docs/cli.md)."""
-    from edgebench.agent.cli.config import apply_defaults
+    from edgebench.agent.cli.config import apply_defaults, option_names
 
     with nothing_required(parser):
         first, _ = parser.parse_known_args(argv)
@@ -123,7 +123,8 @@ def parse(parser: argparse.ArgumentParser, argv: Optional[Sequence[str]]) -> arg
     if chain and (below is None or not below.required):  # `edgebench adb` alone: argparse asks for a subcommand
         names, parsers = [name for name, _ in chain], [p for _, p in chain]
         for depth in range(1, len(chain) + 1):  # a parent's own options too (`server token list`: [server] registry)
-            apply_defaults(parsers[depth - 1], names[:depth], first.config, parents=parsers[:depth - 1])
+            if depth == len(chain) or option_names(parsers[depth - 1]):
+                apply_defaults(parsers[depth - 1], names[:depth], first.config, parents=parsers[:depth - 1])
     args, extra = parser.parse_known_args(argv)
     if extra:
         (chain[-1][1] if chain else parser).error(f"unrecognized arguments: {' '.join(extra)}")
