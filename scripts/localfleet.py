@@ -13,6 +13,7 @@ import os
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -229,18 +230,22 @@ def edgebench_argv(*args: str) -> list[str]:
 
 class Collector(Service):
     def __init__(self, workdir: Path, mqtt_url: str, influx_url: str, db: str, extra: tuple = (),
-                 http_port: Optional[int] = None, token: Optional[str] = None):
+                 http_port: Optional[int] = None, token: Optional[str] = None, https: Optional[tuple] = None):
+        """``https``: (certificate, key, CA): the API serves HTTPS with the first two (--http-tls-cert/-key),
+        and this launcher's requests verify it with the CA."""
         self.workdir, self.http_port, self.db, self.given_token = workdir, http_port or free_port(), db, token
+        self.ca = str(https[2]) if https else None
         workdir.mkdir(parents=True, exist_ok=True)
         self.ready = workdir / "ready.json"
+        tls = ("--http-tls-cert", str(https[0]), "--http-tls-key", str(https[1])) if https else ()
         super().__init__(edgebench_argv("-v", "server", "--mqtt", mqtt_url, "--influx-url", influx_url,
                                         "--influx-db", db, "--data-dir", str(workdir / "data"),
                                         "--http", f"127.0.0.1:{self.http_port}", "--ready-file", str(self.ready),
-                                        *extra), workdir / "collector.log")
+                                        *tls, *extra), workdir / "collector.log")
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.http_port}"
+        return f"{'https' if self.ca else 'http'}://127.0.0.1:{self.http_port}"
 
     @property
     def token(self) -> Optional[str]:
@@ -264,7 +269,8 @@ class Collector(Service):
         token = self.token if token == "" else token
         headers = {"Content-Type": content_type, **({"Authorization": f"Bearer {token}"} if token else {})}
         request = urllib.request.Request(self.url + path, data=body, method=method, headers=headers)
-        with urllib.request.urlopen(request, timeout=timeout) as response:
+        context = ssl.create_default_context(cafile=self.ca) if self.ca else None
+        with urllib.request.urlopen(request, timeout=timeout, context=context) as response:
             return response.read()
 
     def get(self, path: str):

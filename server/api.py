@@ -20,6 +20,7 @@ import os
 import re
 import secrets
 import socket
+import ssl
 import tempfile
 import time
 import types
@@ -36,10 +37,12 @@ from edgebench.agent.fleet import protocol as p
 from edgebench.agent.modelfile import identify
 from edgebench.server import openapi
 from edgebench.server.auth import ROLES, Authenticator, Caller, Refused, new_token, token_hash
+from edgebench.server.broker_admin import BrokerAdmin, BrokerError
 from edgebench.server.collector import Collector
 from edgebench.server.metrics import Metrics
 from edgebench.server.registry import Registry
 from edgebench.server.registry_backends import RegistryUnavailable
+from edgebench.server.tls_front import TlsFront, unix_listener
 
 log = logging.getLogger(__name__)
 MAX_JSON_BODY = 1 << 20
@@ -50,6 +53,7 @@ HTTP_TIMEOUT_S = 30  # a connection with no bytes either way for this long is cl
 HTTP_THREADS = 8  # workers run routes only; transfers to and from clients happen in waitress's event loop
 HTTP_CONNECTIONS = 1000  # beyond this many open connections new ones wait in the listen backlog
 HTTP_BACKLOG = 1024
+API_SOCKET = "api.sock"  # in the data directory: waitress's own address when the TLS front serves the public one
 MAX_HEADER_BYTES = 64 * 1024
 MATRIX_KEYS = ("models", "devices", "runtimes", "delegates", "threads", "options", "labels", "reference")
 OPTION_KEYS = p.JOB_OPTIONS
@@ -185,6 +189,7 @@ class Api:
         self.registry, self.collector, self.metrics, self.gates_file = registry, collector, metrics, gates_file
         self.models_dir, self.public_url, self.max_model_bytes = models_dir, public_url.rstrip("/"), max_model_bytes
         self.auth = Authenticator(registry, enabled=auth)
+        self.broker_admin: Optional[BrokerAdmin] = None  # devices' MQTT credentials (--broker-admin-user): main.py
         self.openapi = openapi.document(ROUTES)
         models_dir.mkdir(parents=True, exist_ok=True)
 
@@ -211,6 +216,23 @@ class Api:
         if not self.registry.add_token(name, role, token_hash(token)):
             raise ApiError(409, f"a token named {name!r} exists; revoke it first")
         return {"name": name, "role": role, "token": token}
+
+    def device_credentials(self, device: str, revoke: bool = False) -> dict:
+        """The device's MQTT user and role on the broker, made (or its password reset) or revoked through the
+        broker admin account (server/broker_admin.py). Not configured: 409, as a missing gates file."""
+        if not p.DEVICE_ID.match(device):
+            raise ApiError(400, f"invalid device id {device[:80]!r}: 1-64 letters, digits, '.', '_' or '-', the "
+                           "first a letter or digit")
+        if self.broker_admin is None:
+            raise ApiError(409, "no broker admin account configured: start the collector with --broker-admin-user "
+                           "and --broker-admin-password-file (or $EDGEBENCH_BROKER_ADMIN_PASSWORD)")
+        try:
+            answer = self.broker_admin.revoke(device) if revoke else self.broker_admin.issue(device)
+        except BrokerError as exc:
+            self.metrics.inc("edgebench_broker_admin_errors_total")
+            raise ApiError(exc.status, str(exc)) from None
+        self.metrics.inc("edgebench_device_credentials_total")
+        return answer
 
     def model_path(self, sha256: str) -> Path:
         if not p.SHA256.match(sha256):
@@ -436,6 +458,8 @@ ROUTES: list[tuple[str, str, str, Optional[str]]] = [  # method, falcon URI temp
     ("GET", "/api/v1/tokens", "tokens", "admin"),
     ("POST", "/api/v1/tokens", "token_create", "admin"),
     ("POST", "/api/v1/tokens/{name}/revoke", "token_revoke", "admin"),
+    ("POST", "/api/v1/devices/{device_id}/credentials", "credentials_create", "admin"),
+    ("DELETE", "/api/v1/devices/{device_id}/credentials", "credentials_revoke", "admin"),
 ]
 TRUE = ("1", "true", "yes")
 RANGE = re.compile(r"^bytes=(?:(\d{1,19})-(\d{0,19})|-(\d{1,19}))$")
@@ -615,6 +639,12 @@ class Routes:
             raise ApiError(404, f"no unrevoked token named {name[:64]!r}")
         _json(resp, {"name": name, "revoked": True})
 
+    def credentials_create(self, req: falcon.Request, resp: falcon.Response, device_id: str) -> None:
+        _json(resp, self.api.device_credentials(device_id), 201)
+
+    def credentials_revoke(self, req: falcon.Request, resp: falcon.Response, device_id: str) -> None:
+        _json(resp, self.api.device_credentials(device_id, revoke=True))
+
     def gates_record(self, req: falcon.Request, resp: falcon.Response) -> None:
         _json(resp, {"written": self.api.record_verdicts(_body_json(req))}, 201)
 
@@ -697,41 +727,59 @@ class _Channel(HTTPChannel):
 
 
 class HttpServer:
-    """waitress behind the interface main.py drives (socketserver's): serve_forever, shutdown, server_address."""
+    """waitress behind the interface main.py drives (socketserver's): serve_forever, shutdown, server_address;
+    with TLS, waitress listens on a private Unix socket behind the TLS front (server/tls_front.py)."""
 
-    def __init__(self, server: Any):
-        self._server = server
+    def __init__(self, server: Any, front: Optional[TlsFront] = None, private: Optional[Path] = None):
+        self._server, self._front, self._private = server, front, private
 
     @property
     def server_address(self) -> tuple[str, int]:
+        if self._front is not None:
+            return self._front.server_address
         return self._server.effective_host, self._server.effective_port
 
     def serve_forever(self) -> None:
+        if self._front is not None:
+            self._front.start()
         self._server.run()
 
     def shutdown(self) -> None:
+        if self._front is not None:
+            self._front.close()  # the public address first: no new connections, none half-relayed
         self._server.close()  # the listening socket: no new connections
         self._server.task_dispatcher.shutdown(cancel_pending=True, timeout=5)
+        if self._private is not None:
+            self._private.unlink(missing_ok=True)
 
 
-def serve(api: Api, host: str, port: int, timeout: int = HTTP_TIMEOUT_S, spool: Optional[Path] = None) -> HttpServer:
+def serve(api: Api, host: str, port: int, timeout: int = HTTP_TIMEOUT_S, spool: Optional[Path] = None,
+          tls: Optional[ssl.SSLContext] = None) -> HttpServer:
     """Bind now (port 0 picks one: ``server_address``); serve from ``serve_forever()``. ``spool``: where large
-    request bodies wait (the collector's data disk; default next to the models)."""
-    _spool_on_data_disk(spool or api.models_dir.parent / "spool")
+    request bodies wait (the collector's data disk; default next to the models). ``tls``: serve HTTPS, through the
+    TLS front, with waitress on ``API_SOCKET`` in the spool's parent (the data directory)."""
+    spool = spool or api.models_dir.parent / "spool"
+    _spool_on_data_disk(spool)
     sock = socket.create_server((host, port), family=socket.AF_INET6 if ":" in host else socket.AF_INET,
                                 backlog=HTTP_BACKLOG)
+    private = spool.parent / API_SOCKET if tls else None
+    limit = _connection_limit(HTTP_CONNECTIONS, 4 if tls else 2)
+    listener = sock
     try:
+        listener = unix_listener(private) if private else sock
         server = waitress.create_server(
-            make_app(api), sockets=[sock], ident="edgebench-collector", threads=HTTP_THREADS,
-            connection_limit=_connection_limit(HTTP_CONNECTIONS), backlog=HTTP_BACKLOG, channel_timeout=timeout,
+            make_app(api), sockets=[listener], ident="edgebench-collector", threads=HTTP_THREADS,
+            connection_limit=limit, backlog=HTTP_BACKLOG, channel_timeout=timeout,
             cleanup_interval=max(1, min(30, timeout // 2)), asyncore_use_poll=True,  # select() stops at fd 1024
-            max_request_header_size=MAX_HEADER_BYTES,
+            max_request_header_size=MAX_HEADER_BYTES, url_scheme="https" if tls else "http",
             max_request_body_size=max(api.max_model_bytes, MAX_JSON_BODY) + 1)  # waitress refuses >= this
     except BaseException:
-        sock.close()
+        for opened in {sock, listener}:
+            opened.close()
         raise
     server.channel_class = _Channel
-    return HttpServer(server)
+    front = TlsFront(sock, tls, private, timeout, limit) if tls else None
+    return HttpServer(server, front, private)
 
 
 def _spool_on_data_disk(spool: Path) -> None:
@@ -742,16 +790,17 @@ def _spool_on_data_disk(spool: Path) -> None:
         tempfile.tempdir = str(spool)
 
 
-def _connection_limit(wanted: int) -> int:
+def _connection_limit(wanted: int, files_each: int = 2) -> int:
     """Open connections allowed: ``wanted``, within the descriptors the process may open (raising its soft limit
-    when the hard one allows), with room left for SQLite, MQTT, models being sent and the spool files."""
+    when the hard one allows), with room left for SQLite, MQTT, models being sent and the spool files.
+    ``files_each``: a connection's socket and its spool or model file; behind the TLS front also the front's two."""
     try:
         import resource
     except ImportError:  # pragma: no cover - not POSIX
         return wanted
-    need = wanted * 2 + 128  # a connection's socket, and its spool or model file
+    need = wanted * files_each + 128
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft != resource.RLIM_INFINITY and soft < need:
         soft = need if hard == resource.RLIM_INFINITY else min(need, hard)
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
-    return wanted if soft == resource.RLIM_INFINITY else max(16, min(wanted, (soft - 128) // 2))
+    return wanted if soft == resource.RLIM_INFINITY else max(16, min(wanted, (soft - 128) // files_each))

@@ -7,6 +7,7 @@ import argparse
 import logging
 import os
 from pathlib import Path
+from typing import Optional
 
 from edgebench.agent.cli import args as cli_args
 from edgebench.agent.errors import UsageError
@@ -70,13 +71,21 @@ def register(commands) -> None:
                        help="close an HTTP connection that sends and receives nothing for S seconds: half-open, "
                        "stalled or idle between requests (default 30)")
     group.add_argument("--public-url", metavar="URL",
-                       help="URL agents reach the HTTP API at, for model downloads (default http://HOST:PORT)")
+                       help="URL agents reach the HTTP API at, for model downloads (default http://HOST:PORT, "
+                       "https://HOST:PORT with --http-tls-cert)")
+    group.add_argument("--http-tls-cert", metavar="FILE", help="serve the HTTP API over HTTPS (TLS 1.2+) with this "
+                       "certificate, PEM (its chain after it); clients verify it with the CA that signed it")
+    group.add_argument("--http-tls-key", metavar="FILE", help="the private key of --http-tls-cert, PEM, unencrypted "
+                       "(default: in the --http-tls-cert file)")
     group.add_argument("--client-id", default="edgebench-collector", help="MQTT client id: each collector "
                        "of a group needs its own, stable across restarts (default edgebench-collector)")
     group.add_argument("--share-group", default="edgebench-collectors",
                        help="shared-subscription group: collectors in one group split the messages")
     group.add_argument("--batch-size", type=cli_args.positive_int, default=5000,
                        help="points per InfluxDB write at most")
+    group.add_argument("--influx-writers", type=cli_args.int_in(1, 16), default=2, metavar="N",
+                       help="batches written to InfluxDB at once: InfluxDB parses one while the next is sent "
+                       "(acknowledged in the order they came all the same; default 2)")
     group.add_argument("--receive-maximum", type=cli_args.int_in(1, 65535), default=2000,
                        help="unacknowledged messages held in memory at most (MQTT v5 ReceiveMaximum)")
     group.add_argument("--max-model-size", type=cli_args.size_bytes, default=2 * 1024**3, metavar="SIZE",
@@ -93,9 +102,20 @@ def register(commands) -> None:
     group.add_argument("--insecure-no-auth", action="store_true",
                        help="serve the HTTP API without tokens: anyone who reaches it may upload models, run jobs on "
                        "the boards and cancel them; refused unless --http is a loopback address")
+    group = server.add_argument_group("devices' MQTT credentials (docs/fleet.md)")
+    group.add_argument("--broker-admin-user", metavar="NAME",
+                       help="a Dynamic Security admin of the broker (fleet-auth.py init's admin): the API's admin role "
+                       "then makes and revokes devices' MQTT credentials (POST and DELETE "
+                       "/api/v1/devices/ID/credentials), through the broker URL and TLS settings above")
+    group.add_argument("--broker-admin-password-file", metavar="FILE",
+                       help="the broker admin's password (or $EDGEBENCH_BROKER_ADMIN_PASSWORD)")
     server.add_argument("--ready-file", metavar="FILE", help="write {\"http\": URL} here once serving")
     server.set_defaults(handler=run)
-    register_tokens(server.add_subparsers(dest="server_command", metavar="COMMAND"))
+    server_commands = server.add_subparsers(dest="server_command", metavar="COMMAND")
+    register_tokens(server_commands)
+    from edgebench.server import registry_copy  # `server copy-registry`; the registry is imported when it runs
+
+    registry_copy.register(server_commands)
 
 
 def register_tokens(commands) -> None:
@@ -176,17 +196,39 @@ def settings(args: argparse.Namespace):
         data_dir=Path(os.path.expanduser(args.data_dir)), influx_username=args.influx_username,
         influx_password=os.environ.get("EDGEBENCH_INFLUX_PASSWORD"), client_id=args.client_id,
         share_group=args.share_group, batch_size=args.batch_size, receive_maximum=args.receive_maximum,
+        influx_writers=args.influx_writers,
         public_url=args.public_url or "", influx_token=args.influx_token or os.environ.get("EDGEBENCH_INFLUX_TOKEN"),
         influx_org=args.influx_org, influx_bucket=args.influx_bucket, model_bytes_per_s=args.model_rate,
         stall_after_s=args.stall_after,
         models_dir=Path(os.path.expanduser(args.models_dir)) if args.models_dir else None)
     host, port = args.http
+    if args.http_tls_key and not args.http_tls_cert:
+        raise UsageError("--http-tls-key needs --http-tls-cert (the certificate it belongs to)")
     if args.insecure_no_auth and not is_loopback(host):
         raise UsageError(f"--insecure-no-auth is refused on {host}: without tokens anyone who reaches the API runs "
                          "models on the boards; serve on a loopback address (127.0.0.1) or drop the flag")
     return ServerSettings(collector=collector, http_host=host, http_port=port, http_timeout_s=args.http_timeout,
                           max_model_bytes=args.max_model_size, gates_file=args.gates, ready_file=args.ready_file,
-                          auth=not args.insecure_no_auth, registry=args.registry)
+                          auth=not args.insecure_no_auth, registry=args.registry, http_tls_cert=args.http_tls_cert,
+                          http_tls_key=args.http_tls_key, broker_admin_user=args.broker_admin_user,
+                          broker_admin_password=_broker_admin_password(args))
+
+
+def _broker_admin_password(args: argparse.Namespace) -> Optional[str]:
+    """--broker-admin-password-file, else $EDGEBENCH_BROKER_ADMIN_PASSWORD (never a flag: the process list shows
+    flags); None without --broker-admin-user."""
+    from edgebench.agent.fleet.mqtt import read_password
+
+    if not args.broker_admin_user:
+        if args.broker_admin_password_file:
+            raise UsageError("--broker-admin-password-file needs --broker-admin-user (the account it belongs to)")
+        return None
+    password = read_password(args.broker_admin_password_file, "--broker-admin-password-file") \
+        if args.broker_admin_password_file else os.environ.get("EDGEBENCH_BROKER_ADMIN_PASSWORD")
+    if not password:
+        raise UsageError("--broker-admin-user needs its password: --broker-admin-password-file FILE or "
+                         "$EDGEBENCH_BROKER_ADMIN_PASSWORD")
+    return password
 
 
 def run(args: argparse.Namespace) -> int:

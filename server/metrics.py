@@ -26,6 +26,10 @@ HELP = {
     "edgebench_http_forbidden_total": ("counter", "HTTP requests refused with 403: a token whose role is too low"),
     "edgebench_jobs_submitted_total": ("counter", "jobs created through the HTTP API"),
     "edgebench_models_uploaded_total": ("counter", "model uploads"),
+    "edgebench_device_credentials_total": ("counter", "devices' MQTT credentials made, reset or revoked through the "
+                                           "HTTP API (the broker admin account)"),
+    "edgebench_broker_admin_errors_total": ("counter", "devices' credentials not changed: the broker unreachable, "
+                                            "or the Dynamic Security plugin refused"),
     "edgebench_model_requests_total": ("counter", "valid model-request messages served over MQTT"),
     "edgebench_model_chunk_bytes_total": ("counter", "model bytes sent in model-chunk messages over MQTT"),
     "edgebench_model_requests_refused_total": ("counter", "model-requests not served: the device is not online, or "

@@ -26,6 +26,12 @@ VERDICTS = {"description": "verdicts, as ?format= asks", "content": {  # each fo
     "application/json": {"schema": {"$ref": "#/components/schemas/GateDocument"}},
     "application/xml": {"schema": {"type": "string", "description": "JUnit XML (format=junit)"}},
     "text/markdown": {"schema": {"type": "string", "description": "a PR comment (format=markdown)"}}}}
+DEVICE_ID = {"name": "device_id", "in": "path", "required": True,
+             "schema": {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"}}
+BROKER = {"409": _ok("no broker admin account configured (edgebench server --broker-admin-user), or the broker user "
+                     "of that name is not a device's", {"$ref": "#/components/schemas/Error"}),
+          "502": _ok("the broker cannot be reached, refused the admin account, or its Dynamic Security plugin "
+                     "refused the change (its error in the message)", {"$ref": "#/components/schemas/Error"})}
 UNRECORDED = {"503": _ok("record=true and InfluxDB unreachable: verdicts not recorded",
                        {"$ref": "#/components/schemas/Error"})}
 
@@ -119,6 +125,19 @@ OPENAPI: dict = {
             "summary": "revoke a token, at once on every collector", "parameters": [
             {"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}],
             "responses": {"200": _ok("revoked", OBJ), **ERR}}},
+        "/api/v1/devices/{device_id}/credentials": {
+            "post": {"summary": "make the device's MQTT credentials on the broker (Dynamic Security: user = device id, "
+                                "client id bound to edgebench-agent-ID, a role with its own topics only; as "
+                                "fleet-auth.py add-device), or reset its password; the answer holds the password, "
+                                "shown this once and not kept by the collector",
+                     "parameters": [DEVICE_ID],
+                     "responses": {"201": _ok("the credentials", {"$ref": "#/components/schemas/Credentials"}),
+                                   **ERR, **BROKER}},
+            "delete": {"summary": "remove the device's MQTT user and role; the broker disconnects it",
+                       "parameters": [DEVICE_ID],
+                       "responses": {"200": _ok("revoked", {"type": "object", "properties": {
+                           "device": {"type": "string"}, "revoked": {"type": "boolean"}}}),
+                           **ERR, **BROKER}}},
         "/api/v1/dead-letters": {"get": {"summary": "invalid messages and why", "parameters": [
             {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 10000}}],
             "responses": {"200": _ok("dead letters", OBJ), **ERR}}},
@@ -128,6 +147,11 @@ OPENAPI: dict = {
         "type": "http", "scheme": "bearer", "description": "a token from `edgebench server token create`; roles read, "
         "submit (includes read), admin (includes submit); docs/fleet.md"}}, "schemas": {
         "Error": {"type": "object", "properties": {"error": {"type": "string"}}},
+        "Credentials": {"type": "object", "required": ["device", "username", "password", "client_id"], "properties": {
+            "device": {"type": "string"}, "username": {"type": "string", "description": "the device id"},
+            "password": {"type": "string", "description": "random; shown this once"},
+            "client_id": {"type": "string", "description": "the only client id the user may connect with"},
+            "reset": {"type": "boolean", "description": "the user existed: its password was replaced"}}},
         "Result": {"type": "object", "properties": {
             "job_id": {"type": "string"}, "device_id": {"type": "string"}, "batch_id": {"type": "string"},
             "summary": {"type": "object", "description": "the bench report without its per-run arrays"},

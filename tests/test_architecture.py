@@ -12,7 +12,8 @@ PACKAGES = {"edgebench.agent": REPO / "agent", "edgebench.server": REPO / "serve
             "edgebench.dashboards": REPO / "dashboards"}
 # room -> the modules or packages it may import (besides its own room). Longest prefix names a module's room.
 # "edgebench.agent" alone is the package's face (__version__), not everything under it.
-BASE = ("edgebench.agent.errors", "edgebench.agent.tensors", "edgebench.agent.modelfile", "edgebench.agent")
+BASE = ("edgebench.agent.errors", "edgebench.agent.tensors", "edgebench.agent.modelfile", "edgebench.agent.tls",
+        "edgebench.agent")
 RULES = {
     "edgebench.agent.sensors": BASE,
     "edgebench.agent.runtimes": BASE,
@@ -22,8 +23,9 @@ RULES = {
                               "edgebench.agent.runtimes"),
     "edgebench.agent.cli": ("edgebench.agent",),
     "edgebench.agent": BASE,  # the shared records at the top of the agent package
-    "edgebench.server": ("edgebench.agent.errors", "edgebench.agent.modelfile", "edgebench.agent.fleet.protocol",
-                         "edgebench.agent.fleet.mqtt", "edgebench.agent.engine", "edgebench.agent"),
+    "edgebench.server": ("edgebench.agent.errors", "edgebench.agent.modelfile", "edgebench.agent.tls",
+                         "edgebench.agent.fleet.protocol", "edgebench.agent.fleet.mqtt", "edgebench.agent.engine",
+                         "edgebench.agent"),
     "edgebench.dashboards": ("edgebench.server.schema", "edgebench.agent.errors"),
 }
 # Command-line modules: where argparse may be imported, and the only server/dashboards modules that may use the

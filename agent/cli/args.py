@@ -10,7 +10,7 @@ import argparse
 import math
 import re
 from pathlib import Path
-from typing import Callable, NoReturn, Optional, Sequence
+from typing import Any, Callable, NoReturn, Optional, Sequence
 
 from edgebench.agent.errors import EXIT_USAGE, UsageError
 
@@ -322,6 +322,13 @@ def add_mqtt_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--session-expiry", type=int, default=DEFAULT_SESSION_EXPIRY_S, metavar="SECONDS",
                        help="how long the broker keeps this client's session and queued messages while it is "
                        "away (default 7 days)")
+
+
+def add_server_ca_option(parser: argparse.ArgumentParser, **kwargs: Any) -> None:
+    """The CA that verifies an https:// collector: push, devices, jobs and gate --server (``kwargs``: e.g. a
+    subcommand's default=SUPPRESS)."""
+    parser.add_argument("--server-ca", metavar="FILE", help="verify an https:// collector with this CA certificate "
+                        "(PEM; deploy/compose: secrets/tls/ca.crt) (default: the system's trusted CAs)", **kwargs)
 
 
 # ---------------------------------------------------------------- settings objects from the options

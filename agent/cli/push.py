@@ -17,19 +17,23 @@ from edgebench.agent.errors import UsageError
 from edgebench.agent.fleet.protocol import DEFAULT_JOB_TIMEOUT_S
 
 
-def _server_option(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--server", default="http://127.0.0.1:8780", metavar="URL",
+def _server_option(parser: argparse.ArgumentParser, subcommand: bool = False) -> None:
+    """--server, --token, --server-ca, --json. A subcommand's are SUPPRESSed when absent, so the same flags given
+    to its parent command (or set in its table) stay."""
+    unset = {"default": argparse.SUPPRESS} if subcommand else {}
+    parser.add_argument("--server", **(unset or {"default": "http://127.0.0.1:8780"}), metavar="URL",
                         help="the collector's HTTP API (default http://127.0.0.1:8780)")
-    parser.add_argument("--token", default=os.environ.get("EDGEBENCH_TOKEN"), metavar="TOKEN",
+    parser.add_argument("--token", **(unset or {"default": os.environ.get("EDGEBENCH_TOKEN")}), metavar="TOKEN",
                         help="the API's bearer token (default $EDGEBENCH_TOKEN, which the process list does not show; "
                         "`edgebench server token create`)")
-    parser.add_argument("--json", metavar="FILE", help="write the answer as JSON; - for stdout")
+    cli_args.add_server_ca_option(parser, **unset)
+    parser.add_argument("--json", metavar="FILE", help="write the answer as JSON; - for stdout", **unset)
 
 
 def collector(args: argparse.Namespace):
     from edgebench.agent.fleet.client import Server
 
-    return Server(args.server, args.token)
+    return Server(args.server, args.token, args.server_ca)
 
 
 def register(commands) -> None:
@@ -69,6 +73,17 @@ def register(commands) -> None:
     devices = commands.add_parser("devices", help="list the fleet's devices (from the collector)")
     _server_option(devices)
     devices.set_defaults(handler=run_devices)
+    actions = devices.add_subparsers(dest="devices_command", metavar="ACTION")
+    credentials = actions.add_parser(
+        "credentials", help="make a device's MQTT credentials on the broker, or revoke them (an admin token)",
+        description="Make the device's MQTT user on the broker (user name = ID, client id edgebench-agent-ID, its "
+        "own topics only), or reset its password, and print the agent's flags; the password is shown once. "
+        "--revoke removes the user (the broker disconnects the device). Needs a token with the admin role and a "
+        "collector given a broker admin account (edgebench server --broker-admin-user).")
+    credentials.add_argument("device_id", metavar="ID")
+    credentials.add_argument("--revoke", action="store_true", help="remove the device's MQTT user and role")
+    _server_option(credentials, subcommand=True)
+    credentials.set_defaults(handler=run_credentials)
 
     jobs = commands.add_parser("jobs", help="list jobs and their state (from the collector)")
     jobs.add_argument("--batch", metavar="ID", help="only this batch (what push printed)")
@@ -155,6 +170,29 @@ def run_devices(args: argparse.Namespace) -> int:
         for d in devices:
             labels = ",".join(f"{k}={v}" for k, v in sorted(d["labels"].items()))
             print(f"{d['device_id'][:28]:<28} {d['state']:<8} {now - d['last_seen']:>9.0f}s  {labels}")
+    return 0
+
+
+def run_credentials(args: argparse.Namespace) -> int:
+    from edgebench.agent.engine.report import emit_json
+    from edgebench.agent.fleet.client import device_credentials
+    from edgebench.agent.fleet.protocol import DEVICE_ID
+
+    if not DEVICE_ID.match(args.device_id):
+        raise UsageError(f"invalid device id {args.device_id!r}: 1-64 letters, digits, '.', '_' or '-', the first a "
+                         "letter or digit")
+    answer = device_credentials(collector(args), args.device_id, revoke=args.revoke)
+    emit_json(answer, args.json)
+    if args.json == "-":
+        return 0
+    if args.revoke:
+        print(f"device {args.device_id}: MQTT credentials revoked (the broker disconnected it)")
+        return 0
+    device, password = answer["device"], answer["password"]
+    print(f"device {device}: MQTT password {password} (shown once; {'reset' if answer.get('reset') else 'new'})\n"
+          f"on the board: echo '{password}' > /etc/edgebench/mqtt-password && chmod 600 /etc/edgebench/mqtt-password\n"
+          f"  edgebench agent --device-id {device} --username {answer['username']} "
+          "--password-file /etc/edgebench/mqtt-password ...")
     return 0
 
 

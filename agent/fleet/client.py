@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, Optional, Sequence
 
 from edgebench.agent.errors import EdgebenchError, ModelError, UsageError
+from edgebench.agent.tls import client_context, unverified
 
 FINAL = ("done", "failed", "cancelled", "rejected")
 
@@ -24,10 +25,12 @@ class ServerError(EdgebenchError):
 
 @dataclass(frozen=True)
 class Server:
-    """The collector's HTTP API and the bearer token sent to it (``--token``, ``$EDGEBENCH_TOKEN``)."""
+    """The collector's HTTP API, the bearer token sent to it (``--token``, ``$EDGEBENCH_TOKEN``) and the CA that
+    verifies it over HTTPS (``--server-ca``; None: the system's store)."""
 
     url: str
     token: Optional[str] = None
+    ca: Optional[str] = None
 
     def headers(self, content_type: str = "application/json") -> dict:
         headers = {"Content-Type": content_type}
@@ -40,8 +43,9 @@ def request(server: Server, method: str, path: str, body: Optional[bytes] = None
             content_type: str = "application/json", timeout: float = 60.0) -> Any:
     url = server.url.rstrip("/") + path
     req = urllib.request.Request(url, data=body, method=method, headers=server.headers(content_type))
+    context = client_context(server.ca, "--server-ca")
     try:
-        with urllib.request.urlopen(req, timeout=timeout) as response:
+        with urllib.request.urlopen(req, timeout=timeout, context=context) as response:
             return json.loads(response.read())
     except urllib.error.HTTPError as exc:
         try:
@@ -54,7 +58,9 @@ def request(server: Server, method: str, path: str, body: Optional[bytes] = None
                 if not server.token else " (the token is unknown or revoked)"
         raise ServerError(f"{method} {path}: {exc.code} {detail}{hint}") from None
     except (urllib.error.URLError, OSError) as exc:
-        raise ServerError(f"cannot reach the collector at {server.url}: {getattr(exc, 'reason', exc)}") from None
+        reason = getattr(exc, "reason", exc)
+        raise ServerError(f"cannot reach the collector at {server.url}: "
+                          f"{unverified(reason, '--server-ca FILE') or reason}") from None
 
 
 def upload(server: Server, path: Path) -> dict:
@@ -64,6 +70,12 @@ def upload(server: Server, path: Path) -> dict:
         raise ModelError(f"cannot read {path}: {exc.strerror}") from None
     query = urllib.parse.urlencode({"name": path.name})
     return request(server, "POST", f"/api/v1/models?{query}", data, "application/octet-stream", timeout=600)
+
+
+def device_credentials(server: Server, device: str, revoke: bool = False) -> dict:
+    """The device's MQTT credentials made (the password, shown once) or revoked by the collector (admin role)."""
+    path = f"/api/v1/devices/{urllib.parse.quote(device, safe='')}/credentials"
+    return request(server, "DELETE" if revoke else "POST", path, b"")
 
 
 def device_selector(text: str) -> dict:

@@ -197,7 +197,8 @@ class Agent:
         self.config = config
         self.device = p.check_device_id(config.device_id)
         self.store = AgentStore(config.data_dir / "agent.sqlite3", max_telemetry=config.max_telemetry_rows)
-        self.cache = ModelCache(config.data_dir / "models", config.cache_quota_bytes)
+        # an https:// collector is verified with the broker's CA (--tls-ca): the same TLS options as MQTT
+        self.cache = ModelCache(config.data_dir / "models", config.cache_quota_bytes, config.mqtt.ca_file)
         self.reports = config.data_dir / "reports"
         self.reports.mkdir(parents=True, exist_ok=True)
         self.work = config.data_dir / "work"

@@ -23,6 +23,7 @@ from typing import Callable, Optional
 from edgebench.agent.errors import ModelError
 from edgebench.agent.fleet import protocol
 from edgebench.agent.fleet.protocol import MODEL_WINDOW_BYTES, SHA256
+from edgebench.agent.tls import client_context, unverified
 
 log = logging.getLogger(__name__)
 CHUNK = 1 << 20
@@ -110,9 +111,12 @@ def file_sha256(path: Path) -> str:
 
 
 class ModelCache:
-    def __init__(self, root: Path, quota_bytes: int = 2 * 1024**3):
+    def __init__(self, root: Path, quota_bytes: int = 2 * 1024**3, ca_file: Optional[str] = None):
+        """``ca_file``: the CA that verifies an https:// collector (the agent's ``--tls-ca``, the broker's CA too);
+        None: the system's store."""
         self.root = root
         self.quota_bytes = quota_bytes
+        self.tls = client_context(ca_file, "--tls-ca")
         root.mkdir(parents=True, exist_ok=True)
 
     def path_for(self, sha256: str) -> Path:
@@ -178,7 +182,7 @@ class ModelCache:
             return
         request = urllib.request.Request(url, headers={"Range": f"bytes={have}-"} if have else {})
         try:
-            with urllib.request.urlopen(request, timeout=timeout_s) as response:
+            with urllib.request.urlopen(request, timeout=timeout_s, context=self.tls) as response:
                 if have and response.status != 206:  # the server ignored the range: start over
                     have = 0
                 with open(part, "ab" if have else "wb") as out:
@@ -196,7 +200,8 @@ class ModelCache:
         except (urllib.error.URLError, OSError) as exc:  # refused, unreachable, timed out: MQTT may still work
             if exc.errno in (errno.ENOSPC, errno.EDQUOT):  # the disk, not the network: the agent says so
                 raise
-            raise Unreachable(f"cannot fetch model from {url}: {exc}") from None
+            why = unverified(getattr(exc, "reason", exc), "--tls-ca FILE") or exc
+            raise Unreachable(f"cannot fetch model from {url.split('?')[0]}: {why}") from None
         except ValueError as exc:  # not a URL urllib can open
             raise ModelError(f"cannot fetch model from {url}: {exc}") from None
         if bounded and part.stat().st_size != size:

@@ -52,17 +52,22 @@ def configure(url: str, username: Optional[str] = None, password_file: Optional[
     settings = parse_url(url)
     settings.username = username or settings.username
     if password_file:
-        try:
-            with open(password_file, encoding="utf-8") as handle:
-                settings.password = handle.read().strip()
-        except OSError as exc:
-            raise UsageError(f"--password-file {password_file}: {exc.strerror}") from None
+        settings.password = read_password(password_file, "--password-file")
     elif os.environ.get("EDGEBENCH_MQTT_PASSWORD"):
         settings.password = os.environ["EDGEBENCH_MQTT_PASSWORD"]
     settings.ca_file, settings.cert_file, settings.key_file = ca_file, cert_file, key_file
     settings.tls = settings.tls or bool(ca_file)
     settings.session_expiry_s = session_expiry_s
     return settings
+
+
+def read_password(path: str, flag: str) -> str:
+    """A password file's content, stripped; ``flag`` names it in the one-line error."""
+    try:
+        with open(path, encoding="utf-8") as handle:
+            return handle.read().strip()
+    except OSError as exc:
+        raise UsageError(f"{flag} {path}: {exc.strerror}") from None
 
 
 def make_client(settings: MqttSettings, client_id: str, manual_ack: bool = False) -> Any:

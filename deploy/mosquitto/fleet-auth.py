@@ -10,7 +10,7 @@ Makes and edits the plugin's JSON file (``plugin_opt_config_file`` in mosquitto.
                             a collector: client id bound, the role collector-G (read every device's data through
                             $share/G/..., status and inventory; publish jobs, cancel, model-chunk, acks)
   remove-device FILE ID     remove-collector FILE USER     list FILE
-  sync-roles FILE           every device's and collector's role to the topic lists below (after an upgrade)
+  sync-roles FILE           every device's and collector's role to the topic lists (after an upgrade)
 
 Why not password_file + acl_file: Mosquitto 2.0's acl_file cannot refuse a subscription (it grants every SUBACK and
 filters delivery), so a device subscribed to the collectors' $share group takes its turn of the fleet's messages,
@@ -24,6 +24,9 @@ password and the agent's flags on stderr) and leaves FILE alone (connection
 options: --ctrl-options, or ~/.config/mosquitto_ctrl with -h, -u admin and -P, one a line, and --ctrl-options "").
 Passwords given with --password (and -p in the printed commands) appear in the process list and in shell history:
 prefer the random default.
+
+The topic lists, roles and the commands that make them are edgebench's server/dynsec.py (dynsec.py here is a link
+to it): the collector's `POST /api/v1/devices/{id}/credentials` makes the same device over MQTT.
 """
 
 from __future__ import annotations
@@ -33,29 +36,44 @@ import base64
 import contextlib
 import copy
 import hashlib
+import importlib.util
 import json
 import os
-import re
 import secrets
 import shlex
 import sys
 import tempfile
 
-PREFIX = "edgebench/v1/devices"  # docs/protocol.md, "Topic tree"
-DEVICE_PUBLISHES = ("status", "inventory", "heartbeat", "telemetry", "events", "model-request")
-DEVICE_READS = ("jobs", "cancel", "model-chunk", "acks")
-COLLECTOR_SHARED = ("events", "telemetry", "heartbeat", "model-request")  # $share/<group>/...
-COLLECTOR_PLAIN = ("status", "inventory")  # retained: a shared subscription never gets retained messages
-COLLECTOR_PUBLISHES = ("jobs", "cancel", "model-chunk", "acks")
-AGENT_CLIENT_ID = "edgebench-agent-{}"  # agent/fleet/daemon.py
-DEFAULT_SHARE_GROUP = "edgebench-collectors"
-DEFAULT_COLLECTOR_CLIENT_ID = "edgebench-collector"
-ADMIN_ROLE = "dynsec-admin"
-CONTROL_TOPIC = "$CONTROL/dynamic-security/#"
-
-NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}\Z")  # device ids (docs/protocol.md), and the other names here
 ITERATIONS = 101  # what the plugin itself uses (2.0); the passwords made here are random, 144 bits
-DEFAULT_ACCESS = {"publishClientSend": False, "publishClientReceive": False, "subscribe": False, "unsubscribe": True}
+
+
+def _shared_definitions():
+    """server/dynsec.py, the one definition of the fleet's users, roles and topics (the collector's admin routes use
+    it too): next to this script (deploy/mosquitto/dynsec.py, a link to it: copying this folder with cp -rL, scp -r
+    or rsync -L copies the file), else in the repository this script is part of, else from an installed edgebench."""
+    here = os.path.dirname(os.path.realpath(__file__))
+    for path in (os.path.join(here, "dynsec.py"), os.path.join(here, "..", "..", "server", "dynsec.py")):
+        if os.path.isfile(path):
+            spec = importlib.util.spec_from_file_location("edgebench_dynsec", path)
+            module = importlib.util.module_from_spec(spec)
+            spec.loader.exec_module(module)
+            return module
+    try:
+        from edgebench.server import dynsec
+    except ImportError:
+        sys.exit(f"fleet-auth: dynsec.py is missing: copy server/dynsec.py of edgebench next to {__file__}")
+    return dynsec
+
+
+dynsec = _shared_definitions()
+NAME, AGENT_CLIENT_ID, ADMIN_ROLE = dynsec.NAME, dynsec.AGENT_CLIENT_ID, dynsec.ADMIN_ROLE
+device_role, collector_role, kind_of = dynsec.device_role, dynsec.collector_role, dynsec.kind_of
+# mosquitto_ctrl dynsec's arguments for each JSON command, in its order (createClient: below)
+CTRL_ARGS = {"setClientPassword": ("username", "password"), "setClientId": ("username", "clientid"),
+             "addClientRole": ("username", "rolename"), "removeClientRole": ("username", "rolename"),
+             "enableClient": ("username",), "deleteClient": ("username",), "createRole": ("rolename",),
+             "deleteRole": ("rolename",), "addRoleACL": ("rolename", "acltype", "topic", "allow"),
+             "removeRoleACL": ("rolename", "acltype", "topic")}
 
 
 class Refused(Exception):
@@ -122,7 +140,7 @@ def save(path: str, data: dict) -> None:
 
 
 def new_config() -> dict:
-    return {"clients": [], "groups": [], "roles": [], "defaultACLAccess": dict(DEFAULT_ACCESS)}
+    return {"clients": [], "groups": [], "roles": [], "defaultACLAccess": dict(dynsec.DEFAULT_ACCESS)}
 
 
 def hash_password(password: str) -> dict:
@@ -135,47 +153,6 @@ def hash_password(password: str) -> dict:
 
 def random_password() -> str:
     return secrets.token_urlsafe(18)  # 24 characters of [A-Za-z0-9_-]
-
-
-def acl(acltype: str, topic: str) -> dict:
-    return {"acltype": acltype, "topic": topic, "allow": True}
-
-
-def device_acls(device: str) -> list[dict]:
-    """Literal topics of its own subtree only: publish what a device publishes, subscribe to and receive what it
-    reads. Anything else (another device's topics, wildcards, $share/...) is refused by the default (deny)."""
-    acls = [acl("publishClientSend", f"{PREFIX}/{device}/{kind}") for kind in DEVICE_PUBLISHES]
-    for kind in DEVICE_READS:
-        acls += [acl("subscribeLiteral", f"{PREFIX}/{device}/{kind}"),
-                 acl("publishClientReceive", f"{PREFIX}/{device}/{kind}")]
-    return acls
-
-
-def collector_acls(group: str) -> list[dict]:
-    """Exactly the subscriptions a collector makes (server/collector.py), the messages those deliver, and what it
-    publishes to devices."""
-    acls = []
-    for kind in COLLECTOR_SHARED:
-        acls += [acl("subscribeLiteral", f"$share/{group}/{PREFIX}/+/{kind}"),
-                 acl("publishClientReceive", f"{PREFIX}/+/{kind}")]
-    for kind in COLLECTOR_PLAIN:
-        acls += [acl("subscribeLiteral", f"{PREFIX}/+/{kind}"), acl("publishClientReceive", f"{PREFIX}/+/{kind}")]
-    acls += [acl("publishClientSend", f"{PREFIX}/+/{kind}") for kind in COLLECTOR_PUBLISHES]
-    return acls
-
-
-def admin_acls() -> list[dict]:
-    """mosquitto_ctrl's requests and the plugin's responses, nothing of the fleet's."""
-    return [acl("publishClientSend", CONTROL_TOPIC), acl("publishClientReceive", CONTROL_TOPIC),
-            acl("subscribePattern", CONTROL_TOPIC)]
-
-
-def device_role(device: str) -> str:
-    return f"device-{device}"
-
-
-def collector_role(group: str) -> str:
-    return f"collector-{group}"
 
 
 def find(items: list, key: str, name: str):
@@ -203,54 +180,35 @@ class Change:
     def ctrl(self, *args: str) -> None:
         self.commands.append(" ".join(shlex.quote(arg) for arg in (*self.prefix, *args)))
 
+    def apply(self, commands: list[dict]) -> None:
+        """The plugin's JSON commands (server/dynsec.py plans them): made in the file's data, and recorded as
+        mosquitto_ctrl commands."""
+        for command in commands:
+            kind = command["command"]
+            if kind == "createClient":
+                self.ctrl(kind, command["username"], *(["-c", command["clientid"]] if command.get("clientid") else []),
+                          "-p", command["password"])
+            else:
+                self.ctrl(kind, *(("allow" if command[key] else "deny") if key == "allow" else command[key]
+                                  for key in CTRL_ARGS[kind] if key in command))
+            edit_file(self.data, command)
+
     def ensure_role(self, name: str, acls: list[dict]) -> None:
         """The role with exactly these ACLs (missing ones added, others removed)."""
         role = find(self.data["roles"], "rolename", name)
-        if role is None:
-            role = {"rolename": name, "acls": []}
-            self.data["roles"].append(role)
-            self.ctrl("createRole", name)
-        wanted = {(a["acltype"], a["topic"]) for a in acls}
-        for old in list(role.get("acls", [])):
-            if (old.get("acltype"), old.get("topic")) not in wanted or not old.get("allow", False):
-                role["acls"].remove(old)
-                self.ctrl("removeRoleACL", name, old.get("acltype", ""), old.get("topic", ""))
-        have = {(a.get("acltype"), a.get("topic")) for a in role.get("acls", [])}
-        for new in acls:
-            if (new["acltype"], new["topic"]) not in have:
-                role.setdefault("acls", []).append(dict(new))
-                self.ctrl("addRoleACL", name, new["acltype"], new["topic"], "allow")
+        self.apply(dynsec.role_commands(name, None if role is None else role.get("acls", []), acls))
 
-    def ensure_client(self, username: str, client_id: str | None, password: str, roles: list[str]) -> bool:
-        """Creates the client or resets its password, client id and roles; True when it existed."""
+    def check_client_id(self, username: str, client_id: str) -> None:
         for other in self.data["clients"]:
-            if client_id and other.get("username") != username and other.get("clientid") == client_id:
+            if other.get("username") != username and other.get("clientid") == client_id:
                 raise Refused(f"client id {client_id!r} already belongs to the user {other.get('username')!r}")
+
+    def ensure_client(self, username: str, client_id: str, password: str, roles: list[str]) -> bool:
+        """Creates the client or resets its password, client id and roles; True when it existed."""
+        self.check_client_id(username, client_id)
         client = find(self.data["clients"], "username", username)
-        existed = client is not None
-        if client is None:
-            client = {"username": username}
-            self.data["clients"].append(client)
-            self.ctrl("createClient", username, *(["-c", client_id] if client_id else []), "-p", password)
-        else:
-            self.ctrl("setClientPassword", username, password)
-            if client.get("clientid") != client_id:
-                self.ctrl("setClientId", username, *([client_id] if client_id else []))
-        client.update(hash_password(password))
-        client.pop("clientid", None)
-        if client_id:
-            client["clientid"] = client_id
-        have = [r.get("rolename") for r in client.get("roles", [])]
-        for name in have:
-            if name not in roles:
-                self.ctrl("removeClientRole", username, name)
-        for name in roles:
-            if name not in have:
-                self.ctrl("addClientRole", username, name)
-        client["roles"] = [{"rolename": name} for name in roles]
-        if client.pop("disabled", False):
-            self.ctrl("enableClient", username)
-        return existed
+        self.apply(dynsec.client_commands(username, client_id, password, roles, client))
+        return client is not None
 
     def remove_client(self, username: str) -> dict:
         client = find(self.data["clients"], "username", username)
@@ -274,15 +232,43 @@ class Change:
             self.ctrl("deleteRole", name)
 
 
-def kind_of(client: dict) -> str:
-    roles = [r.get("rolename", "") for r in client.get("roles", [])]
-    if device_role(client.get("username", "")) in roles:
-        return "device"
-    if any(r.startswith("collector-") for r in roles):
-        return "collector"
-    if ADMIN_ROLE in roles:
-        return "admin"
-    return "other"
+def edit_file(data: dict, command: dict) -> None:
+    """One JSON command made in the file's data. A user or role that is not there (an unreadable file, with
+    --print-ctrl) is left alone: only the printed command matters then."""
+    kind = command["command"]
+    if kind == "createRole":
+        data["roles"].append({"rolename": command["rolename"], "acls": []})
+    elif kind == "createClient":
+        data["clients"].append({"username": command["username"], **hash_password(command["password"]), "roles": [],
+                                **({"clientid": command["clientid"]} if command.get("clientid") else {})})
+    elif "rolename" in command and "username" not in command:
+        role = find(data["roles"], "rolename", command["rolename"])
+        if role is None:
+            return
+        key = (command.get("acltype"), command.get("topic"))
+        if kind == "deleteRole":
+            data["roles"].remove(role)
+        elif kind == "addRoleACL":
+            role.setdefault("acls", []).append({k: command[k] for k in ("acltype", "topic", "allow")})
+        elif kind == "removeRoleACL":
+            role["acls"] = [a for a in role.get("acls", []) if (a.get("acltype"), a.get("topic")) != key]
+    else:
+        client = find(data["clients"], "username", command["username"])
+        if client is None:
+            return
+        if kind == "deleteClient":
+            data["clients"].remove(client)
+        elif kind == "setClientPassword":
+            client.update(hash_password(command["password"]))
+        elif kind == "setClientId":
+            client.pop("clientid", None)
+            client.update({"clientid": command["clientid"]} if command.get("clientid") else {})
+        elif kind == "addClientRole":
+            client.setdefault("roles", []).append({"rolename": command["rolename"]})
+        elif kind == "removeClientRole":
+            client["roles"] = [r for r in client.get("roles", []) if r.get("rolename") != command["rolename"]]
+        elif kind == "enableClient":
+            client.pop("disabled", None)
 
 
 # ---------------------------------------------------------------- commands
@@ -296,7 +282,7 @@ def cmd_init(args) -> int:
     if not args.no_admin:
         check_name("admin user name", args.admin_user)
         password = args.admin_password or random_password()
-        data["roles"].append({"rolename": ADMIN_ROLE, "acls": admin_acls()})
+        data["roles"].append({"rolename": ADMIN_ROLE, "acls": dynsec.admin_acls()})
         data["clients"].append({"username": args.admin_user, **hash_password(password),
                                 "roles": [{"rolename": ADMIN_ROLE}]})
         lines = [f"admin {args.admin_user}: password {password}",
@@ -334,8 +320,10 @@ def cmd_add_device(args) -> int:
         if existing is not None and kind_of(existing) != "device":
             raise Refused(f"the user name {device!r} is taken by a {kind_of(existing)} user")
         password = args.password or random_password()
-        change.ensure_role(device_role(device), device_acls(device))
-        change.ensure_client(device, AGENT_CLIENT_ID.format(device), password, [device_role(device)])
+        change.check_client_id(device, AGENT_CLIENT_ID.format(device))
+        role = find(change.data["roles"], "rolename", device_role(device))
+        change.apply(dynsec.add_device_commands(device, password, existing,
+                                                None if role is None else role.get("acls", [])))
         return "\n".join([
             f"device {device}: password {password}",
             f"on the board: echo {shlex.quote(password)} > /etc/edgebench/mqtt-password"
@@ -358,7 +346,7 @@ def cmd_add_collector(args) -> int:
         if existing is not None and kind_of(existing) != "collector":
             raise Refused(f"the user name {user!r} is taken by a {kind_of(existing)} user")
         password = args.password or random_password()
-        change.ensure_role(collector_role(group), collector_acls(group))
+        change.ensure_role(collector_role(group), dynsec.collector_acls(group))
         old_roles = [r.get("rolename", "") for r in (existing or {}).get("roles", [])]
         change.ensure_client(user, client_id, password, [collector_role(group)])
         for name in old_roles:  # moved to another share group
@@ -405,11 +393,11 @@ def cmd_sync_roles(args) -> int:
     def apply(change: Change) -> str:
         for client in list(change.data["clients"]):
             if kind_of(client) == "device":
-                change.ensure_role(device_role(client["username"]), device_acls(client["username"]))
+                change.ensure_role(device_role(client["username"]), dynsec.device_acls(client["username"]))
         for role in list(change.data["roles"]):
             group = role.get("rolename", "")[len("collector-"):]
             if role.get("rolename", "").startswith("collector-") and NAME.match(group):
-                change.ensure_role(role["rolename"], collector_acls(group))
+                change.ensure_role(role["rolename"], dynsec.collector_acls(group))
         return f"{len(change.commands)} change(s)"
 
     return _edit(args, apply)
@@ -466,9 +454,9 @@ def build_parser() -> argparse.ArgumentParser:
                                    "password.")
     p.add_argument("file", metavar="FILE")
     p.add_argument("username", metavar="USERNAME")
-    p.add_argument("--client-id", default=DEFAULT_COLLECTOR_CLIENT_ID,
+    p.add_argument("--client-id", default=dynsec.DEFAULT_COLLECTOR_CLIENT_ID,
                    help="its edgebench server --client-id; one per collector (default: %(default)s)")
-    p.add_argument("--share-group", default=DEFAULT_SHARE_GROUP,
+    p.add_argument("--share-group", default=dynsec.DEFAULT_SHARE_GROUP,
                    help="its edgebench server --share-group (default: %(default)s)")
     p.add_argument("--password", help="default: random, printed once")
     editing(p)

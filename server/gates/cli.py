@@ -7,7 +7,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from edgebench.agent.cli.args import check_outputs, check_url
+from edgebench.agent.cli.args import add_server_ca_option, check_outputs, check_url
 from edgebench.agent.errors import EdgebenchError, UsageError
 
 
@@ -24,6 +24,7 @@ def register(commands) -> None:
                       "(with their repeats)")
     gate.add_argument("--token", metavar="TOKEN", help="the collector's bearer token (read; submit to record "
                       "verdicts) (default $EDGEBENCH_TOKEN)")
+    add_server_ca_option(gate)
     gate.add_argument("--influx-url", metavar="URL", help="judge the latest results in this InfluxDB (v1 API, "
                       "InfluxQL); verdicts are recorded there (measurement edgebench_gate)")
     gate.add_argument("--influx-db", default="edgebench", metavar="NAME", help="InfluxDB database (default edgebench)")
@@ -67,7 +68,7 @@ def run(args: argparse.Namespace) -> int:
                                          os.environ.get("EDGEBENCH_INFLUX_PASSWORD"))
             results += gate_sources.results_from_influx(influx, rules)
         if args.server:
-            results += gate_sources.results_from_server(args.server, _token(args))
+            results += gate_sources.results_from_server(args.server, _token(args), args.server_ca)
     verdicts = gates.evaluate(rules, results)
     if args.junit:
         Path(args.junit).write_text(gates.junit_xml(verdicts))
@@ -79,7 +80,7 @@ def run(args: argparse.Namespace) -> int:
             if influx:
                 gate_sources.record_to_influx(influx, document)
             else:
-                gate_sources.record_to_server(args.server, document, _token(args))
+                gate_sources.record_to_server(args.server, document, _token(args), args.server_ca)
         except EdgebenchError as exc:
             print(f"edgebench: warning: verdicts not recorded: {exc}", file=sys.stderr)
     emit_json(document, args.json)

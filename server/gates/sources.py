@@ -25,6 +25,7 @@ import urllib.request
 from typing import Optional, Sequence
 
 from edgebench.agent.errors import EdgebenchError
+from edgebench.agent.tls import client_context, unverified
 from edgebench.server import schema as db
 from edgebench.server.gates import rules as gates
 
@@ -40,36 +41,42 @@ class SourceError(EdgebenchError):
 # ---------------------------------------------------------------- the collector
 
 def _http(method: str, url: str, body: Optional[bytes] = None, headers: Optional[dict] = None,
-          timeout: float = 60.0) -> bytes:
+          timeout: float = 60.0, ca: Optional[str] = None, give_ca: str = "--server-ca FILE") -> bytes:
+    """``ca``: the CA that verifies an https:// collector (``--server-ca``; None: the system's store); ``give_ca``:
+    how to give one, for the message when a certificate does not verify."""
     request = urllib.request.Request(url, data=body, method=method, headers=headers or {})
     try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:
+        with urllib.request.urlopen(request, timeout=timeout, context=client_context(ca, "--server-ca")) as response:
             return response.read()
     except urllib.error.HTTPError as exc:
         detail = exc.read()[:300].decode("utf-8", "replace")
         raise SourceError(f"{method} {url.split('?')[0]}: {exc.code} {detail}") from None
     except (urllib.error.URLError, OSError) as exc:
-        raise SourceError(f"cannot reach {url.split('?')[0]}: {getattr(exc, 'reason', exc)}") from None
+        reason = getattr(exc, "reason", exc)
+        raise SourceError(f"cannot reach {url.split('?')[0]}: {unverified(reason, give_ca) or reason}") from None
 
 
 def _bearer(token: Optional[str]) -> dict:
     return {"Authorization": f"Bearer {token}"} if token else {}
 
 
-def results_from_server(server: str, token: Optional[str] = None) -> list[gates.Result]:
+def results_from_server(server: str, token: Optional[str] = None, ca: Optional[str] = None) -> list[gates.Result]:
     url = server.rstrip("/") + f"/api/v1/results?latest={gates.MAX_RUNS}"
-    rows = json.loads(_http("GET", url, headers=_bearer(token)))["results"]
+    rows = json.loads(_http("GET", url, headers=_bearer(token), ca=ca))["results"]
     return [gates.result_from_fleet(row, "collector") for row in rows]
 
 
-def record_to_server(server: str, document: dict, token: Optional[str] = None) -> int:
+def record_to_server(server: str, document: dict, token: Optional[str] = None, ca: Optional[str] = None) -> int:
     """Hand the verdicts to the collector, which writes them to its InfluxDB (``POST /api/gates/verdicts``)."""
     answer = json.loads(_http("POST", server.rstrip("/") + "/api/gates/verdicts", json.dumps(document).encode(),
-                              {"Content-Type": "application/json", **_bearer(token)}))
+                              {"Content-Type": "application/json", **_bearer(token)}, ca=ca))
     return int(answer.get("written", 0))
 
 
 # ---------------------------------------------------------------- InfluxDB (v1 HTTP API, InfluxQL)
+
+SYSTEM_CA = "$SSL_CERT_FILE=FILE (OpenSSL's system store)"  # InfluxDB over https: no flag of its own
+
 
 class Influx:
     def __init__(self, url: str, database: str, username: Optional[str] = None, password: Optional[str] = None,
@@ -82,7 +89,8 @@ class Influx:
 
     def query(self, text: str) -> list[dict]:
         params = urllib.parse.urlencode({"db": self.database, "q": text, "epoch": "ns"})
-        answer = json.loads(_http("GET", f"{self.url}/query?{params}", headers=self.headers, timeout=self.timeout_s))
+        answer = json.loads(_http("GET", f"{self.url}/query?{params}", headers=self.headers, timeout=self.timeout_s,
+                                  give_ca=SYSTEM_CA))
         result = answer["results"][0]
         if "error" in result:
             raise SourceError(f"InfluxDB {self.url}: {result['error']}")
@@ -93,7 +101,7 @@ class Influx:
             return
         params = urllib.parse.urlencode({"db": self.database, "precision": "ns"})
         _http("POST", f"{self.url}/write?{params}", "\n".join(lines).encode(),
-              {**self.headers, "Content-Type": "text/plain; charset=utf-8"}, self.timeout_s)
+              {**self.headers, "Content-Type": "text/plain; charset=utf-8"}, self.timeout_s, give_ca=SYSTEM_CA)
 
 
 def _quote(value: str) -> str:

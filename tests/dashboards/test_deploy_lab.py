@@ -105,13 +105,23 @@ def test_collector_command_parses(compose):
     from edgebench.agent.cli.main import build_parser
 
     collector = compose["services"]["collector"]
-    argv = [arg.replace("${EDGEBENCH_PUBLIC_URL:?run setup.sh}", "http://lab:8780") for arg in collector["command"]]
+    argv = [arg.replace("${EDGEBENCH_PUBLIC_URL:?run setup.sh}", "https://lab:8780") for arg in collector["command"]]
     args = build_parser().parse_args(argv)
     assert args.command == "server" and args.mqtt == "mqtt://mosquitto:1883" and args.username == "collector"
     assert args.influx_url == "http://influxdb:8086" and args.http == ("0.0.0.0", 8780)
+    # HTTPS with the certificate setup.sh makes, mounted where the flags say; the healthcheck verifies it
+    mounts = binds(collector)
+    for path in (args.http_tls_cert, args.http_tls_key, "/etc/edgebench/tls/ca.crt"):
+        assert mounts[path] == COMPOSE_DIR / "secrets" / "tls" / Path(path).name, path
+    assert "https://127.0.0.1:8780/healthz" in " ".join(collector["healthcheck"]["test"])
     env = compose["services"]["influxdb"]["environment"]
     assert args.influx_db == env["EDGEBENCH_INFLUX_DB"] and args.influx_username == env["INFLUX_COLLECTOR_USER"]
-    assert set(collector["environment"]) == {"EDGEBENCH_MQTT_PASSWORD", "EDGEBENCH_INFLUX_PASSWORD"}
+    assert set(collector["environment"]) == {"EDGEBENCH_MQTT_PASSWORD", "EDGEBENCH_INFLUX_PASSWORD",
+                                             "EDGEBENCH_BROKER_ADMIN_PASSWORD"}
+    # the broker's admin, which setup.sh makes with the password MQTT_ADMIN_PASSWORD: devices' credentials via the API
+    assert args.broker_admin_user == "admin"
+    assert collector["environment"]["EDGEBENCH_BROKER_ADMIN_PASSWORD"] == "${MQTT_ADMIN_PASSWORD:?run setup.sh}"
+    assert "--admin-password \"$(env_value MQTT_ADMIN_PASSWORD)\"" in (COMPOSE_DIR / "setup.sh").read_text()
     dockerfile = (COMPOSE_DIR / "collector.Dockerfile").read_text()
     for source in re.findall(r"^COPY (.+) \S+$", dockerfile, re.M):
         for path in source.split():
@@ -166,14 +176,15 @@ def lab_secrets(tmp_path) -> Path:
         assert result.returncode == 0, result.stderr
     env = dict(line.split("=", 1) for line in (copy / ".env").read_text().splitlines()
                if "=" in line and not line.startswith("#"))
-    assert all(env.values()) and env["EDGEBENCH_PUBLIC_URL"] == "http://broker.test:8780"
+    assert all(env.values()) and env["EDGEBENCH_PUBLIC_URL"] == "https://broker.test:8780"
     return copy
 
 
 def test_compose_broker_config_runs_with_tls_passwords_and_roles(tmp_path, lab_secrets):
     """The broker config of the compose file, on a real Mosquitto: a real agent logs in over TLS (verifying the
     certificate setup.sh made) with the password add-device.sh made, the real collector on the internal listener
-    with the password from .env, and the device shows up online in the collector's registry."""
+    with the password from .env, serving HTTPS with setup.sh's collector certificate, and the device shows up online
+    in the collector's registry (read over HTTPS, verified with setup.sh's CA)."""
     if not binary("mosquitto") or not binary("influxd") or not dynsec_plugin():
         pytest.skip("mosquitto (with its Dynamic Security plugin) and influxd are needed")
     secrets = lab_secrets / "secrets"
@@ -206,8 +217,10 @@ def test_compose_broker_config_runs_with_tls_passwords_and_roles(tmp_path, lab_s
         influxd = Influxd(tmp_path / "influxd")
         influxd.start()
         services.append(influxd)
+        tls = secrets / "tls"  # the collector's HTTPS certificate, verified with the lab CA
         collector = Collector(tmp_path / "collector", f"mqtt://127.0.0.1:{plain_port}", influxd.url, "edgebench",
-                              extra=("--username", "collector", "--password-file", str(tmp_path / "collector.pw")))
+                              extra=("--username", "collector", "--password-file", str(tmp_path / "collector.pw")),
+                              https=(tls / "collector.crt", tls / "collector.key", tls / "ca.crt"))
         collector.start()
         services.append(collector)
         agent = Agent(tmp_path / "agent", f"mqtts://127.0.0.1:{tls_port}", "rpi5-lab", "class=rpi5",

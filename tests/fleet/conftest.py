@@ -142,6 +142,36 @@ def assert_exactly_once(rows: list[dict], job_ids: list[str]) -> None:
     assert run_ids == sorted(job_ids), (run_ids, job_ids)
 
 
+def make_ca(folder: Path) -> dict:
+    """A CA and a server certificate for 127.0.0.1 and localhost (subjectAltName), made with openssl: the broker's
+    and the collector's in the TLS tests. The key usages Python 3.13's strict verification asks of a CA are set."""
+    folder.mkdir(parents=True, exist_ok=True)
+    files = {name: folder / name for name in ("ca.key", "ca.crt", "server.key", "server.csr", "server.crt", "ext")}
+    run = [("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=edgebench test CA",
+            "-addext", "keyUsage=critical,keyCertSign,cRLSign", "-keyout", files["ca.key"], "-out", files["ca.crt"]),
+           ("req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=127.0.0.1", "-keyout", files["server.key"],
+            "-out", files["server.csr"])]
+    for args in run:
+        subprocess.run(["openssl", *map(str, args)], check=True, capture_output=True)
+    files["ext"].write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\nauthorityKeyIdentifier=keyid\n"
+                            "extendedKeyUsage=serverAuth\n")
+    subprocess.run(["openssl", "x509", "-req", "-in", str(files["server.csr"]), "-CA", str(files["ca.crt"]),
+                    "-CAkey", str(files["ca.key"]), "-CAcreateserial", "-days", "2", "-out", str(files["server.crt"]),
+                    "-extfile", str(files["ext"])], check=True, capture_output=True)
+    return files
+
+
+def tls_fleet(root: Path, influxd: Influxd) -> tuple[Mosquitto, Fleet, dict]:
+    """A started TLS broker (anonymous, TLS 1.2, one test CA: ``make_ca``) and a Fleet whose collectors and agents
+    verify it with that CA; returns (broker, fleet, the CA's files). The caller closes the fleet, then the broker."""
+    pki = make_ca(root / "pki")
+    broker = Mosquitto(root / "tls-broker", extra=f"allow_anonymous true\ncafile {pki['ca.crt']}\n"
+                       f"certfile {pki['server.crt']}\nkeyfile {pki['server.key']}\ntls_version tlsv1.2")
+    broker.start()
+    return broker, Fleet(root, broker, influxd, mqtt_url=f"mqtts://127.0.0.1:{broker.port}",
+                         mqtt_args=("--tls-ca", str(pki["ca.crt"]))), pki
+
+
 def publish_many(port: int, messages: list[tuple[str, bytes]], client_id: str) -> list[int]:
     """Publish QoS 1 messages with one v5 client; returns the PUBACK reason codes in order."""
     import paho.mqtt.client as mqtt

@@ -127,9 +127,10 @@ class Secured:
         self.fleet = Fleet(root, self.broker, influxd)
         self.probes: list[Probe] = []
 
-    def start_collector(self):
+    def start_collector(self, extra: tuple = ()):
         return self.fleet.start_collector(extra=("--username", "collector", "--password-file",
-                                                 str(self.root / "collector.pw"), "--client-id", "edgebench-collector"))
+                                                 str(self.root / "collector.pw"), "--client-id", "edgebench-collector",
+                                                 *extra))
 
     def start_agent(self, device: str, extra: tuple = ()):
         return self.fleet.start_agent(device, extra=("--username", device, "--password-file",

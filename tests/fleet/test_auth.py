@@ -71,7 +71,8 @@ def served(tmp_path):
 
 
 def concrete(path: str) -> str:
-    return path.replace("{sha}", "0" * 64).replace("{job}", "b1-0001").replace("{name}", "nobody")
+    return path.replace("{sha}", "0" * 64).replace("{job}", "b1-0001").replace("{name}", "nobody") \
+        .replace("{device_id}", "rpi5-01")
 
 
 def metric(served: Served, name: str) -> float:

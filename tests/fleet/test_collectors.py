@@ -10,8 +10,8 @@ from pathlib import Path
 
 from edgebench.agent.fleet import protocol as p
 
-from .conftest import Fleet, assert_exactly_once
-from .services import Influxd, Mosquitto, wait_for
+from .conftest import Fleet, assert_exactly_once, tls_fleet
+from .services import Influxd, wait_for
 
 SAMPLES = 10  # telemetry samples per message
 
@@ -104,30 +104,8 @@ def test_influx_down_longer_than_receive_maximum(tmp_path, broker):
         influxd.stop()
 
 
-def make_ca(folder) -> dict:
-    """A CA and a broker certificate for 127.0.0.1 (subjectAltName IP), made with openssl."""
-    folder.mkdir(parents=True, exist_ok=True)
-    files = {name: folder / name for name in ("ca.key", "ca.crt", "server.key", "server.csr", "server.crt", "ext")}
-    run = [("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=edgebench test CA",
-            "-keyout", files["ca.key"], "-out", files["ca.crt"]),
-           ("req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=127.0.0.1", "-keyout", files["server.key"],
-            "-out", files["server.csr"])]
-    for args in run:
-        subprocess.run(["openssl", *map(str, args)], check=True, capture_output=True)
-    files["ext"].write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\n")
-    subprocess.run(["openssl", "x509", "-req", "-in", str(files["server.csr"]), "-CA", str(files["ca.crt"]),
-                    "-CAkey", str(files["ca.key"]), "-CAcreateserial", "-days", "2", "-out", str(files["server.crt"]),
-                    "-extfile", str(files["ext"])], check=True, capture_output=True)
-    return files
-
-
 def test_fleet_over_tls(tmp_path, influxd, sine_model, cli):
-    ca = make_ca(tmp_path / "pki")
-    broker = Mosquitto(tmp_path / "tls-broker", extra=f"allow_anonymous true\ncafile {ca['ca.crt']}\n"
-                       f"certfile {ca['server.crt']}\nkeyfile {ca['server.key']}\ntls_version tlsv1.2")
-    broker.start()
-    fleet = Fleet(tmp_path, broker, influxd, mqtt_url=f"mqtts://127.0.0.1:{broker.port}",
-                  mqtt_args=("--tls-ca", str(ca["ca.crt"])))
+    broker, fleet, _ = tls_fleet(tmp_path, influxd)
     try:
         collector = fleet.start_collector()
         fleet.start_agent("tls-board")
