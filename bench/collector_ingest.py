@@ -1,16 +1,18 @@
 """Collector ingest: points/s into InfluxDB through MQTT + the collector, against raw line-protocol writes into the
 same influxd in the same run; and the end-to-end delay from an agent's publish to the point being queryable.
 
-    .venv/bin/python bench/collector_ingest.py [--agents 20] [--messages 40] [--samples 100] [--rounds 5]
-                                               [--collectors 1] [--json FILE]
+    .venv/bin/python bench/collector_ingest.py [--agents 20] [--messages 200] [--samples 100] [--rounds 5]
+                                               [--collectors 1] [--workers 4] [--pin-influxd] [--json FILE]
 
-Starts its own Mosquitto, influxd (scripts/ensure_services.sh installs them) and collector process on free loopback
-ports and stops them by PID. Simulated agents are MQTT v5 clients publishing telemetry batches at QoS 1 as fast as
+Starts its own Mosquitto, influxd (scripts/ensure_services.sh installs them) and collector process(es) on free
+loopback ports and stops them by PID. Simulated agents are MQTT v5 clients (in --workers processes) publishing
+telemetry batches at QoS 1 as fast as
 the broker takes them; they connect once, before the first round (a round times the steady ingest, not 20
 connections being set up). Each round writes 400,000 fresh points raw and then 400,000 more through MQTT (a few
 seconds each: the first rounds of this bench were 0.3-0.8 s, where the pipeline's start and end weighed as much as
 its rate); the ratio reported is the median of the rounds' ratios (paired: both halves of a round see the same
-machine load), with the collector's CPU per 1,000 points. Goal: ingest ratio >= 0.8 (issue 13, docs/performance.md).
+machine load), with the collector's CPU per 1,000 points and the machine's busy CPU. Goal: ingest ratio >= 0.8
+(issue 13; docs/fleet.md has the figures, and why one collector cannot reach it on two cores).
 """
 
 from __future__ import annotations
@@ -252,18 +254,16 @@ def main() -> int:
     parser.add_argument("--batch", type=int, default=5000, help="raw baseline batch size (default 5000)")
     parser.add_argument("--delay-count", type=int, default=300, help="results for the delay measurement")
     parser.add_argument("--delay-rate", type=float, default=50.0, help="results/s for the delay measurement")
-    parser.add_argument("--share-cores", action="store_true",
-                        help="let InfluxDB share every core with the broker, the collectors and the simulated agents "
-                        "(default: InfluxDB gets half the cores to itself, as on a host of its own, and the rest runs "
-                        "on the other half: raw writes alone keep every core of a small machine busy, so sharing "
-                        "measures how the cores are split more than whether the collectors keep up)")
+    parser.add_argument("--pin-influxd", action="store_true",
+                        help="give InfluxDB half the cores to itself (as a host of its own) and run everything else, "
+                        "the simulated agents included, on the other half (default: every process on every core)")
     parser.add_argument("--json", metavar="FILE")
     args = parser.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="edgebench-ingest-"))
     broker, influxd = Mosquitto(work / "mosquitto"), Influxd(work / "influxd")
     cores = sorted(os.sched_getaffinity(0))
-    database_cores = set(cores[-max(1, len(cores) // 2):]) if args.share_cores is False and len(cores) > 1 else None
+    database_cores = set(cores[-max(1, len(cores) // 2):]) if args.pin_influxd and len(cores) > 1 else None
     if database_cores:  # everything this bench starts runs on the other cores, InfluxDB on its own
         os.sched_setaffinity(0, set(cores) - database_cores)
     broker.start()
