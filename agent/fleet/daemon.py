@@ -626,7 +626,8 @@ class Agent:
         job_file = self.work / f"{first}.job.json"
         for _, job in group:
             job.timeout_s = job.timeout_s or self.config.default_timeout_s
-        job_file.write_text(json.dumps({"jobs": [job.to_payload(time.time()) for _, job in group]}))
+        job_file.write_text(json.dumps({"jobs": [job.to_payload(time.time()) for _, job in group],
+                                        "history_dir": str(self.config.data_dir / "history")}))
         # The engine kills its benchmark process at timeout_s and says in which phase; the agent's own deadline,
         # a little later, is the backstop for a job process that hangs outside the benchmark.
         timeout = sum(float(job.timeout_s) for _, job in group) + JOB_GRACE_S

@@ -27,8 +27,11 @@ from edgebench.agent.fleet.protocol import DEFAULT_JOB_TIMEOUT_S, Job
 DRIFT_TIMEOUT_S = 600.0  # measuring drift (two models, 8 input sets) is short; a job's own timeout bounds it too
 
 
-def build_request(job: Job, model_path: str, default_timeout_s: Optional[float] = None):
-    """A BenchRequest from a validated job: only names and numbers from the job reach the engine."""
+def build_request(job: Job, model_path: str, default_timeout_s: Optional[float] = None,
+                  history_dir: Optional[str] = None):
+    """A BenchRequest from a validated job: only names and numbers from the job reach the engine. ``history_dir``:
+    the board's run history (agent/engine/history.py: the agent's DATA_DIR/history), which widens a result's
+    rerun interval and tells release gates how much this configuration's runs differ on this board."""
     from edgebench.agent.engine.bench import BenchRequest
     from edgebench.agent.engine.isolation import ChildLimits
     from edgebench.agent.engine.measure import RunSettings
@@ -41,7 +44,8 @@ def build_request(job: Job, model_path: str, default_timeout_s: Optional[float] 
     return BenchRequest(model=model_path, runtime=job.runtime, options=runtime_options(job), settings=settings,
                         shape_args=list(job.shape), input_args=list(job.input), seed=int(job.seed),
                         limits=ChildLimits(timeout_s=timeout), physics=physics,
-                        cpus=[int(cpu) for cpu in job.cpus] or None, repeats=int(job.repeats))
+                        cpus=[int(cpu) for cpu in job.cpus] or None, repeats=int(job.repeats),
+                        history_dir=history_dir)
 
 
 def runtime_options(job: Job, delegates: bool = True):
@@ -86,16 +90,18 @@ def drift_of(job: Job, model_path: str, reference_path: Optional[str], events) -
                                    min(float(job.timeout_s or DRIFT_TIMEOUT_S), DRIFT_TIMEOUT_S))}
 
 
-def run_group(jobs: list[Job], model_path: str, reference_path: Optional[str], progress, events) -> list[dict]:
+def run_group(jobs: list[Job], model_path: str, reference_path: Optional[str], progress, events,
+              history_dir: Optional[str] = None) -> list[dict]:
     """Jobs of one model (several runtimes, delegate chains, thread counts) with their repeats interleaved
     (bench.run_interleaved): one entry per job, its report (and drift) or its error."""
     from edgebench.agent.engine import bench
 
     if len(jobs) == 1:  # one job: the plain run (sustained runs and the rest of bench.run's options)
         job = jobs[0]
-        report = bench.run(build_request(job, model_path), progress)
+        report = bench.run(build_request(job, model_path, history_dir=history_dir), progress)
         return [{"job_id": job.job_id, "report": report, **drift_of(job, model_path, reference_path, events)}]
-    runs = bench.run_interleaved([build_request(job, model_path) for job in jobs], progress, seed=jobs[0].seed)
+    runs = bench.run_interleaved([build_request(job, model_path, history_dir=history_dir) for job in jobs], progress,
+                                 seed=jobs[0].seed)
     entries = []
     for job, run in zip(jobs, runs):
         if run.error is not None:
@@ -126,7 +132,7 @@ def main(argv: list[str]) -> int:
     try:
         if "jobs" in spec:  # the daemon's: one job, or jobs of one model whose repeats alternate
             outcome = {"group": run_group([Job.from_payload(j) for j in spec["jobs"]], model_path, reference_path,
-                                          progress, events)}
+                                          progress, events, spec.get("history_dir"))}
         else:
             job = Job.from_payload(spec)
             outcome = {"report": bench.run(build_request(job, model_path), progress)}

@@ -434,7 +434,30 @@ def check_interval(interval: dict, where: str = "interval", max_units: int = MAX
             raise ProtocolError(f"{where}.{key}.per_unit must hold finite positive numbers")
         _positive_pair(entry.get("ci"), f"{where}.{key}.ci")
         _positive_pair(entry.get("rerun"), f"{where}.{key}.rerun")
+    if interval.get("history") is not None:
+        check_history(interval["history"], f"{where}.history")
     return interval
+
+
+MAX_HISTORY_RUNS = 1000
+
+
+def check_history(history: object, where: str = "history") -> dict:
+    """A run's ``stats.interval.history`` (agent/engine/history.py): the runs of its configuration on its machine,
+    and a finite non-negative between-run spread per percentile. Release gates widen their intervals by it, so what
+    a board (or a hand-edited report) sends must not be a way to narrow or break them."""
+    if not isinstance(history, dict):
+        raise ProtocolError(f"{where} must be an object")
+    runs = history.get("runs")
+    if type(runs) is not int or not 1 <= runs <= MAX_HISTORY_RUNS:
+        raise ProtocolError(f"{where}.runs must be a count from 1 to {MAX_HISTORY_RUNS}")
+    spreads = history.get("between_run_sd")
+    if not isinstance(spreads, dict) or not all(
+            key in INTERVAL_PERCENTILES and type(v) in (int, float) and _finite(v) and v >= 0
+            for key, v in spreads.items()):
+        raise ProtocolError(f"{where}.between_run_sd must map percentiles ({', '.join(INTERVAL_PERCENTILES)}) to "
+                            "finite non-negative numbers")
+    return history
 
 
 def check_interleave(interleave: dict) -> dict:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
+from pathlib import Path
 
 import pytest
 
@@ -167,7 +168,10 @@ def test_cancel_and_timeout(fleet, sine_model, reason):
 
 def test_a_job_with_repeats_reports_its_interval(fleet, sine_model):
     """`repeats` travels in the job: the board runs fresh processes, the result carries the between-repeat
-    interval, and InfluxDB gets one edgebench_repeat point per repeat."""
+    interval, and InfluxDB gets one edgebench_repeat point per repeat. The board keeps its run history: the same
+    configuration run again reports two runs, and the release gates read how much they differ."""
+    from edgebench.server.gates import rules
+
     fleet.start_collector()
     fleet.start_agent("rep-board")
     model = fleet.upload(sine_model)
@@ -176,9 +180,18 @@ def test_a_job_with_repeats_reports_its_interval(fleet, sine_model):
     (result,) = fleet.collector.get(f"/api/v1/results?batch={batch['batch_id']}")["results"]
     interval = result["summary"]["stats"]["interval"]
     assert interval["method"] == "between-repeats" and len(interval["p90_ms"]["per_unit"]) == 3
+    assert interval["history"]["runs"] == 1
     fleet.wait_results(1)
     rows = fleet.influxd.rows(fleet.db, "SELECT p90_ms FROM edgebench_repeat WHERE device = 'rep-board'")
     assert sorted(row["p90_ms"] for row in rows) == sorted(interval["p90_ms"]["per_unit"])
+    again = fleet.submit([model["sha256"]], {"ids": ["rep-board"]}, repeats=3)
+    assert fleet.wait_jobs(again["batch_id"])[0]["state"] == "done"
+    (second,) = fleet.collector.get(f"/api/v1/results?batch={again['batch_id']}")["results"]
+    history = second["summary"]["stats"]["interval"]["history"]
+    assert history["runs"] == 2 and set(history["between_run_sd"]) == {"p50_ms", "p90_ms", "p95_ms", "p99_ms"}
+    assert Path(history["file"]).parent.parts[-2:] == ("data", "history")  # in the agent's --data-dir
+    between = rules.result_from_fleet(second, "collector").between_runs
+    assert between["p90_ms"] == (history["between_run_sd"]["p90_ms"], 2)
 
 
 def test_configurations_of_one_model_run_interleaved_on_the_board(fleet, sine_model):

@@ -236,6 +236,16 @@ def _interval_payload(mutate) -> dict:
     (lambda s: s.update(repeats=2.5), "integer"),
     (lambda s: s.update(interleave={"group": "g\nx", "slot": 1}), "invalid value"),
     (lambda s: s.update(interleave={"group": "g", "slot": -1}), "interleave.slot"),
+    # a board's run history widens release gates' intervals: a lying board must not narrow or break them
+    (lambda s: s["stats"]["interval"].update(history=[1]), "history must be an object"),
+    (lambda s: s["stats"]["interval"].update(history={"runs": 0, "between_run_sd": {}}), "history.runs"),
+    (lambda s: s["stats"]["interval"].update(history={"runs": True, "between_run_sd": {}}), "history.runs"),
+    (lambda s: s["stats"]["interval"].update(history={"runs": 3, "between_run_sd": {"p90_ms": -0.1}}),
+     "between_run_sd"),
+    (lambda s: s["stats"]["interval"].update(history={"runs": 3, "between_run_sd": {"p90_ms": "1"}}),
+     "between_run_sd"),
+    (lambda s: s["stats"]["interval"].update(history={"runs": 3, "between_run_sd": {"load": 0.1}}),
+     "between_run_sd"),
 ])
 def test_a_results_interval_and_repeats_are_checked(mutate, reason):
     with pytest.raises(p.ProtocolError, match=reason):
