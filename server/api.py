@@ -190,6 +190,7 @@ class Api:
         self.models_dir, self.public_url, self.max_model_bytes = models_dir, public_url.rstrip("/"), max_model_bytes
         self.auth = Authenticator(registry, enabled=auth)
         self.broker_admin: Optional[BrokerAdmin] = None  # devices' MQTT credentials (--broker-admin-user): main.py
+        self.broker_device_url: Optional[str] = None  # --broker-device-url: given with a device's credentials
         self.openapi = openapi.document(ROUTES)
         models_dir.mkdir(parents=True, exist_ok=True)
 
@@ -232,6 +233,8 @@ class Api:
             self.metrics.inc("edgebench_broker_admin_errors_total")
             raise ApiError(exc.status, str(exc)) from None
         self.metrics.inc("edgebench_device_credentials_total")
+        if self.broker_device_url and not revoke:
+            answer["mqtt_url"] = self.broker_device_url
         return answer
 
     def model_path(self, sha256: str) -> Path:

@@ -28,6 +28,16 @@ def _seconds(text: str) -> int:
     return int(text)
 
 
+def _broker_url(text: str) -> str:
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(text)
+    if parts.scheme not in ("mqtt", "mqtts") or not parts.hostname or parts.username:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected mqtt://HOST:PORT or mqtts://HOST:PORT (no user in it: "
+                                         "each board has its own)")
+    return text
+
+
 def _rate(text: str) -> int:
     return 0 if text == "0" else cli_args.size_bytes(text)
 
@@ -109,6 +119,9 @@ def register(commands) -> None:
                        "/api/v1/devices/ID/credentials), through the broker URL and TLS settings above")
     group.add_argument("--broker-admin-password-file", metavar="FILE",
                        help="the broker admin's password (or $EDGEBENCH_BROKER_ADMIN_PASSWORD)")
+    group.add_argument("--broker-device-url", metavar="URL", type=_broker_url,
+                       help="the broker as boards reach it (mqtts://lab-server:8883), given with a device's "
+                       "credentials (default: none; the collector's own --mqtt is often an internal address)")
     server.add_argument("--ready-file", metavar="FILE", help="write {\"http\": URL} here once serving")
     server.set_defaults(handler=run)
     server_commands = server.add_subparsers(dest="server_command", metavar="COMMAND")
@@ -211,7 +224,8 @@ def settings(args: argparse.Namespace):
                           max_model_bytes=args.max_model_size, gates_file=args.gates, ready_file=args.ready_file,
                           auth=not args.insecure_no_auth, registry=args.registry, http_tls_cert=args.http_tls_cert,
                           http_tls_key=args.http_tls_key, broker_admin_user=args.broker_admin_user,
-                          broker_admin_password=_broker_admin_password(args))
+                          broker_admin_password=_broker_admin_password(args),
+                          broker_device_url=args.broker_device_url)
 
 
 def _broker_admin_password(args: argparse.Namespace) -> Optional[str]:

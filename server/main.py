@@ -41,6 +41,7 @@ class ServerSettings:
     http_tls_key: Optional[str] = None  # its private key (None: in http_tls_cert)
     broker_admin_user: Optional[str] = None  # a Dynamic Security admin: the API makes devices' MQTT credentials
     broker_admin_password: Optional[str] = None
+    broker_device_url: Optional[str] = None  # the broker as boards reach it, given with their credentials
 
 
 def serve_forever(settings: ServerSettings) -> int:
@@ -77,6 +78,7 @@ def serve_forever(settings: ServerSettings) -> int:
     if settings.broker_admin_user:
         api.broker_admin = BrokerAdmin.for_collector(config.mqtt, settings.broker_admin_user,
                                                      settings.broker_admin_password or "", config.client_id)
+    api.broker_device_url = settings.broker_device_url
     collector.start()
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):

@@ -151,7 +151,8 @@ OPENAPI: dict = {
             "device": {"type": "string"}, "username": {"type": "string", "description": "the device id"},
             "password": {"type": "string", "description": "random; shown this once"},
             "client_id": {"type": "string", "description": "the only client id the user may connect with"},
-            "reset": {"type": "boolean", "description": "the user existed: its password was replaced"}}},
+            "reset": {"type": "boolean", "description": "the user existed: its password was replaced"},
+            "mqtt_url": {"type": "string", "description": "the broker as boards reach it (--broker-device-url)"}}},
         "Result": {"type": "object", "properties": {
             "job_id": {"type": "string"}, "device_id": {"type": "string"}, "batch_id": {"type": "string"},
             "summary": {"type": "object", "description": "the bench report without its per-run arrays"},

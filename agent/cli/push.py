@@ -191,8 +191,8 @@ def run_credentials(args: argparse.Namespace) -> int:
     device, password = answer["device"], answer["password"]
     print(f"device {device}: MQTT password {password} (shown once; {'reset' if answer.get('reset') else 'new'})\n"
           f"on the board: echo '{password}' > /etc/edgebench/mqtt-password && chmod 600 /etc/edgebench/mqtt-password\n"
-          f"  edgebench agent --device-id {device} --username {answer['username']} "
-          "--password-file /etc/edgebench/mqtt-password ...")
+          f"  edgebench agent {('--mqtt ' + answer['mqtt_url'] + ' ') if answer.get('mqtt_url') else ''}"
+          f"--device-id {device} --username {answer['username']} --password-file /etc/edgebench/mqtt-password ...")
     return 0
 
 

@@ -20,12 +20,15 @@ if [ ! -f .env ]; then
     while IFS= read -r line; do
         case $line in
             EDGEBENCH_PUBLIC_URL=*) echo "EDGEBENCH_PUBLIC_URL=https://$host:8780" ;;
+            EDGEBENCH_BROKER_URL=*) echo "EDGEBENCH_BROKER_URL=mqtts://$host:8883" ;;
             *=) echo "$line$(secret)" ;;
             *) echo "$line" ;;
         esac
     done < .env.example > .env
     echo "setup: wrote .env (secrets)"
 fi
+# A .env from before --broker-device-url: the broker as boards reach it.
+grep -q '^EDGEBENCH_BROKER_URL=.' .env || { echo "EDGEBENCH_BROKER_URL=mqtts://$host:8883" >> .env; echo "setup: added EDGEBENCH_BROKER_URL to .env"; }
 # A .env from before the Dynamic Security file: add the admin's password.
 grep -q '^MQTT_ADMIN_PASSWORD=.' .env || { echo "MQTT_ADMIN_PASSWORD=$(secret)" >> .env; echo "setup: added MQTT_ADMIN_PASSWORD to .env"; }
 # A .env from before the collector served HTTPS: its model URLs are https now.

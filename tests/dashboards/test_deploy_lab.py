@@ -105,7 +105,8 @@ def test_collector_command_parses(compose):
     from edgebench.agent.cli.main import build_parser
 
     collector = compose["services"]["collector"]
-    argv = [arg.replace("${EDGEBENCH_PUBLIC_URL:?run setup.sh}", "https://lab:8780") for arg in collector["command"]]
+    argv = [arg.replace("${EDGEBENCH_PUBLIC_URL:?run setup.sh}", "https://lab:8780")
+            .replace("${EDGEBENCH_BROKER_URL:?run setup.sh}", "mqtts://lab:8883") for arg in collector["command"]]
     args = build_parser().parse_args(argv)
     assert args.command == "server" and args.mqtt == "mqtt://mosquitto:1883" and args.username == "collector"
     assert args.influx_url == "http://influxdb:8086" and args.http == ("0.0.0.0", 8780)
@@ -119,7 +120,8 @@ def test_collector_command_parses(compose):
     assert set(collector["environment"]) == {"EDGEBENCH_MQTT_PASSWORD", "EDGEBENCH_INFLUX_PASSWORD",
                                              "EDGEBENCH_BROKER_ADMIN_PASSWORD"}
     # the broker's admin, which setup.sh makes with the password MQTT_ADMIN_PASSWORD: devices' credentials via the API
-    assert args.broker_admin_user == "admin"
+    assert args.broker_admin_user == "admin" and args.broker_device_url == "mqtts://lab:8883"
+    assert "EDGEBENCH_BROKER_URL=mqtts://$host:8883" in (COMPOSE_DIR / "setup.sh").read_text()  # the broker's TLS port
     assert collector["environment"]["EDGEBENCH_BROKER_ADMIN_PASSWORD"] == "${MQTT_ADMIN_PASSWORD:?run setup.sh}"
     assert "--admin-password \"$(env_value MQTT_ADMIN_PASSWORD)\"" in (COMPOSE_DIR / "setup.sh").read_text()
     dockerfile = (COMPOSE_DIR / "collector.Dockerfile").read_text()

@@ -146,8 +146,10 @@ def test_only_the_admin_role_valid_ids_and_device_users(secured):
 
 
 def test_the_devices_credentials_command(secured):
-    """`edgebench devices credentials ID [--revoke]`: the agent's flags once; a bad id is refused before asking."""
-    collector = secured.start_collector(extra=admin_account(secured))
+    """`edgebench devices credentials ID [--revoke]`: the agent's flags once (the broker as boards reach it, from
+    --broker-device-url); a bad id is refused before asking."""
+    collector = secured.start_collector(extra=(*admin_account(secured), "--broker-device-url",
+                                               "mqtts://lab-server:8883"))
 
     def edgebench(*args: str) -> subprocess.CompletedProcess:
         return subprocess.run([sys.executable, "-m", "edgebench.agent.cli", "devices", "credentials", *args,
@@ -158,7 +160,8 @@ def test_the_devices_credentials_command(secured):
     assert made.returncode == 0, made.stderr
     first = made.stdout.splitlines()[0]
     assert first.startswith("device dev8: MQTT password ") and "shown once" in first, made.stdout
-    assert "edgebench agent --device-id dev8 --username dev8 --password-file" in made.stdout
+    assert "edgebench agent --mqtt mqtts://lab-server:8883 --device-id dev8 --username dev8 --password-file" \
+        in made.stdout, made.stdout
     password = first.split()[4]
     assert secured.probe("dev8", "edgebench-agent-dev8", password=password).connack == 0
     revoked = edgebench("dev8", "--revoke")
