@@ -316,7 +316,9 @@ class Api:
 
     def _job(self, job_id: str, batch: str, device: str, model: dict, runtime: Optional[str], delegates: list,
              threads: Optional[int], options: dict) -> p.Job:
-        """One job of the matrix."""
+        """One job of the matrix, with only its runtime's chain (a LiteRT job carries no execution providers)."""
+        if p.chain_option(runtime, model["format"]) == "delegates":
+            options = {**options, "providers": []}
         return p.Job(job_id=job_id, device=device, batch_id=batch, runtime=runtime, delegates=list(delegates or []),
                      threads=threads, model=p.JobModel(sha256=model["sha256"], size_bytes=model["size_bytes"],
                                                        name=model["name"], url=self.content_url(model["sha256"])),
@@ -419,11 +421,14 @@ def job_id(batch: str, n: int) -> str:
 
 
 def _combos(devices: list, models: list, matrix: dict):
-    """device x model x runtime x delegates x threads, lazily (the size was checked by check_size)."""
+    """device x model x runtime x delegates x threads, lazily (the size was checked by check_size). A runtime gets
+    only its own chain (``protocol.chain_option``): ONNX Runtime's jobs are not multiplied by LiteRT's delegate
+    chains."""
     for device in devices:
         for model in models:
             for runtime in matrix["runtimes"]:
-                for delegates in matrix["delegates"]:
+                chains = [[]] if p.chain_option(runtime, model["format"]) == "providers" else matrix["delegates"]
+                for delegates in chains:
                     for threads in matrix["threads"]:
                         yield device, model, runtime, delegates, threads
 

@@ -15,6 +15,7 @@ measured; the benchmark's report is kept either way.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import sys
@@ -67,8 +68,10 @@ def measure_drift(job: Job, model_path: str, reference_path: str, timeout_s: flo
 
     sha = str(job.reference)
     options = runtime_options(job, delegates=False)
+    # the reference runs with its own runtime's defaults: the job's providers may not be its runtime's chain
+    reference = dataclasses.replace(options, providers=[])
     limits = ChildLimits(timeout_s=timeout_s, rss_interval_s=None)
-    comparison = compare.Comparison(compare.ModelRun(reference_path, None, options),
+    comparison = compare.Comparison(compare.ModelRun(reference_path, None, reference),
                                     compare.ModelRun(model_path, job.runtime, options), limits)
     try:
         drift = comparison.run_generated(list(job.shape), list(job.input), DRIFT_SAMPLES, int(job.seed))["drift"]

@@ -20,7 +20,9 @@ from dataclasses import asdict, dataclass, field, fields
 from math import isfinite
 from typing import Any, Callable, Optional
 
+from edgebench.agent.runtimes.names import ALIASES as RUNTIME_ALIASES
 from edgebench.agent.runtimes.names import BUILTIN as BUILTIN_RUNTIMES
+from edgebench.agent.runtimes.names import CHAIN_OPTION, DEFAULT_FOR_FORMAT
 
 VERSION = 1
 ROOT = f"edgebench/v{VERSION}"
@@ -71,6 +73,13 @@ STATES = ("online", "offline")
 # Jobs are data: runtimes by name only (never a plugin module:Class), delegates by name only (never a .so path),
 # inputs generated only (never a file path). Nothing in a job reaches a shell.
 RUNTIMES = tuple(BUILTIN_RUNTIMES)
+
+
+def chain_option(runtime: Optional[str], model_format: str) -> Optional[str]:
+    """The chain a job's runtime takes ("delegates": LiteRT's, "providers": ONNX Runtime's; None: unknown): the
+    runtime asked for, else the one a board chooses for the model's format. A job carries only that chain."""
+    name = RUNTIME_ALIASES.get(runtime, runtime) if runtime else DEFAULT_FOR_FORMAT.get(model_format)
+    return CHAIN_OPTION.get(name or "")
 DELEGATES = ("xnnpack", "cpu", "ref", "gpu", "nnapi", "edgetpu", "hexagon", "armnn", "qnn")
 INPUT_SOURCE = re.compile(r"^(zeros|ones|random|-?\d+(\.\d+)?([eE]-?\d+)?)\Z")
 SHAPE_ARG = re.compile(r"^[A-Za-z0-9_.:/-]{1,128}=(scalar|\d+(x\d+){0,7})\Z")

@@ -87,6 +87,13 @@ class Runtime(ABC):
         """Load the model; raise ModelError for a bad model, RuntimeUnavailable when nothing can run it."""
 
     @classmethod  # noqa: B027 - an optional hook
+    def check_options(cls, options: RuntimeOptions) -> None:
+        """Refuse, with a UsageError naming what this runtime takes, options it has no use for: a chain entry it
+        does not know, delegates given to a runtime of execution providers or the reverse, delegate options with
+        no delegate to take them. ``load`` calls it first: silently ignored, such an option measures something
+        else than what was asked."""
+
+    @classmethod  # noqa: B027 - an optional hook
     def preload(cls) -> None:
         """Import what ``load`` imports (the runtime's own package), without loading anything. The engine's
         zygote (engine/zygote.py) calls it once per benchmark run, so each fresh worker it forks pays the model's

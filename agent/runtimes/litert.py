@@ -20,6 +20,7 @@ from edgebench.agent.errors import (
     InputError,
     ModelError,
     RuntimeUnavailable,
+    UsageError,
     load_error,
 )
 from edgebench.agent.modelfile import TFLITE
@@ -130,7 +131,23 @@ class LiteRTRuntime(Runtime):
         if module_name and cls.unavailable_reason() is None:
             importlib.import_module(module_name)
 
+    @classmethod
+    def check_options(cls, options: RuntimeOptions) -> None:
+        names = ", ".join([*BUILTIN_RESOLVERS, *EXTERNAL_DELEGATES])
+        if options.providers:
+            raise UsageError(f"litert takes delegates (--delegate {names} or a delegate library's .so path), not "
+                             f"execution providers (--providers {','.join(options.providers)})")
+        unknown = [name for name in options.delegates if not _known_delegate(name)]
+        if unknown:
+            raise UsageError(f"unknown TFLite delegate {unknown[0]!r}: give one of {names}, or the path of a "
+                             "delegate library (.so)")
+        if options.delegate_options and not any(_external(name) for name in options.delegates):
+            raise UsageError("--delegate-option is for external delegates (gpu, edgetpu, nnapi, hexagon, armnn, qnn "
+                             "or a .so path); the chain "
+                             f"{','.join(options.delegates) or ','.join(DEFAULT_CHAIN)} has none")
+
     def load(self, path: str, options: RuntimeOptions) -> Session:
+        self.check_options(options)
         module_name = _installed_module()
         reason = self.unavailable_reason()
         if reason or module_name is None:
@@ -182,6 +199,18 @@ class LiteRTRuntime(Runtime):
                 raise
             raise _model_error(str(exc)) from None
         return interpreter
+
+
+def _external(name: str) -> bool:
+    return name.lower() in EXTERNAL_DELEGATES or _library_path(name)
+
+
+def _library_path(name: str) -> bool:
+    return "/" in name or name.endswith(".so") or ".so." in name
+
+
+def _known_delegate(name: str) -> bool:
+    return name.lower() in BUILTIN_RESOLVERS or _external(name)
 
 
 def _model_error(message: str) -> EdgebenchError:

@@ -14,6 +14,10 @@ BUILTIN = {
 REQUIRES = {"litert": ("ai_edge_litert", "tflite_runtime"), "onnxruntime": ("onnxruntime",)}
 ALIASES = {"tflite": "litert", "tflite-runtime": "litert", "ort": "onnxruntime", "onnx": "onnxruntime"}
 DEFAULT_FOR_FORMAT = {"tflite": "litert", "onnx": "onnxruntime"}
+# The chain each built-in runtime takes: LiteRT delegates (--delegate, --delegate-option) or ONNX Runtime execution
+# providers (--providers). Given to the other runtime, a chain is refused (Runtime.check_options), and a fleet job
+# matrix gives each job only its runtime's (server/api.py).
+CHAIN_OPTION = {"litert": "delegates", "onnxruntime": "providers"}
 
 
 def installed() -> list[str]:

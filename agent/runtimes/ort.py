@@ -13,7 +13,7 @@ from typing import Any, Callable, Optional
 
 import numpy as np
 
-from edgebench.agent.errors import InputError, ModelError, load_error
+from edgebench.agent.errors import InputError, ModelError, UsageError, load_error
 from edgebench.agent.modelfile import ONNX
 from edgebench.agent.runtimes.base import Backend, Fallback, Runtime, RuntimeOptions, Session
 from edgebench.agent.tensors import TensorSpec
@@ -94,9 +94,28 @@ class OnnxRuntime(Runtime):
         if cls.unavailable_reason() is None:
             import onnxruntime  # noqa: F401 - imported for the workers the zygote forks
 
+    @classmethod
+    def check_options(cls, options: RuntimeOptions) -> None:
+        import onnxruntime as ort
+
+        if options.delegates or options.delegate_options:
+            given = f"--delegate {','.join(options.delegates)}" if options.delegates else "--delegate-option"
+            raise UsageError(f"onnxruntime takes execution providers (--providers, e.g. CUDA,CPU), not TFLite "
+                             f"delegates ({given})")
+        known = set(ort.get_all_providers())  # every provider this onnxruntime version knows, built in or not
+        unknown = [name for name in options.providers if provider_name(name) not in known]
+        if unknown:
+            short: dict[str, str] = {}
+            for name, full in SHORT_NAMES.items():
+                short.setdefault(full, name)
+            listed = ", ".join(sorted(short.get(full, full) for full in known))
+            raise UsageError(f"unknown execution provider {unknown[0]!r} (onnxruntime {ort.__version__} knows: "
+                             f"{listed}; this build has: {', '.join(ort.get_available_providers())})")
+
     def load(self, path: str, options: RuntimeOptions) -> Session:
         import onnxruntime as ort
 
+        self.check_options(options)
         requested = [provider_name(p) for p in options.providers] or [CPU]
         backend = Backend(runtime=self.name, module="onnxruntime", version=ort.__version__,
                           requested=requested, threads=options.threads)

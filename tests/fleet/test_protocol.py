@@ -567,3 +567,39 @@ def test_a_puback_during_publish_job_neither_deadlocks_nor_is_lost(tmp_path):
     job = p.Job(job_id="b1-0001-aa", device="dev1", model=p.JobModel(sha256=SHA, size_bytes=10)).to_payload(1.7e9)
     collector.publish_job(job)
     assert sent == ["b1-0001-aa"]  # the PUBACK that came first still marks the job sent
+
+
+def test_a_job_carries_only_its_runtimes_chain(tmp_path):
+    """A matrix of a .tflite and an .onnx model, two delegate chains and providers: LiteRT's jobs take the delegate
+    chains (and no providers), ONNX Runtime's one job per configuration takes the providers (and no delegates),
+    which its runtime would refuse rather than ignore."""
+    from edgebench.server.api import Api
+    from edgebench.server.metrics import Metrics
+    from edgebench.server.registry import Registry
+
+    class Published:
+        def __init__(self):
+            self.jobs: list = []
+
+        def publish_job(self, job: dict) -> None:
+            self.jobs.append(job)
+
+    registry = Registry(tmp_path / "registry.sqlite3")
+    registry.device_status("board", "online", {"class": "rpi5"}, "1.0")
+    tflite, onnx = registry.add_model("a" * 64, "m.tflite", 10, "tflite"), registry.add_model("b" * 64, "m.onnx", 10,
+                                                                                          "onnx")
+    published = Published()
+    api = Api(registry, published, Metrics(), tmp_path / "models", "http://collector:8780", 1024, auth=False)
+    api.submit({"models": [tflite["sha256"], onnx["sha256"]], "devices": {"ids": ["board"]},
+                "delegates": [["xnnpack"], ["gpu", "xnnpack"]], "threads": [1, 2],
+                "options": {"providers": ["CUDA", "CPU"], "sensors": False}})
+    by_model = {}
+    for job in published.jobs:
+        by_model.setdefault(job["model"]["name"], []).append((job.get("delegates") or [], job.get("providers") or [],
+                                                              job.get("threads")))
+    chains = (["xnnpack"], ["gpu", "xnnpack"])
+    assert sorted(by_model["m.tflite"]) == sorted([(chain, [], threads) for chain in chains for threads in (1, 2)])
+    assert sorted(by_model["m.onnx"]) == [([], ["CUDA", "CPU"], 1), ([], ["CUDA", "CPU"], 2)]
+    assert p.chain_option("ort", "tflite") == "providers" and p.chain_option(None, "onnx") == "providers"
+    assert p.chain_option(None, "tflite") == "delegates" and p.chain_option(None, "pte") is None
+    registry.close()
