@@ -302,7 +302,7 @@ class FakeRegistry:
         self._devices = [{"device_id": f"dev-{n}", "labels": {"class": "x86"}} for n in range(devices)]
 
     def model(self, sha: str) -> dict:
-        return {"sha256": sha, "size_bytes": 100, "name": "m.tflite"}
+        return {"sha256": sha, "size_bytes": 100, "name": "m.tflite", "format": "tflite"}
 
     def devices(self) -> list:
         return self._devices
