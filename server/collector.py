@@ -415,12 +415,11 @@ class Collector:
             except Exception:  # noqa: BLE001
                 log.exception("batch of %d messages failed; not acknowledged", len(batch))
                 written = False
+        action = (lambda: self._acknowledge(batch)) if written else (lambda: None)
         if seq is None:
-            self._acknowledge(batch)
-        elif written:
-            self._in_turn(seq, lambda: self._acknowledge(batch))
+            action()
         else:
-            self._in_turn(seq, lambda: None)
+            self._in_turn(seq, action)
 
     def _in_turn(self, seq: int, action: Callable[[], None]) -> None:
         """``action`` once every batch prepared before ``seq`` has had its turn; then the next batch's turn."""
