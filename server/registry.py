@@ -326,13 +326,10 @@ class Registry:
         constant within such a configuration, so with N at least the runs a gate compares (gates.MAX_RUNS), gates
         see exactly what they would see in the full list."""
         latest = int(latest)  # True (the newest only) is 1
-        if samples and latest:  # reduce first: the samples of the results kept only (a query per 500 of them)
+        if samples and latest:  # reduce first: the samples of the results kept only (a query per IN_CHUNK of them)
             rows = self.results(batch_id, samples=False, latest=latest)
-            stored: dict[str, Optional[str]] = {}
-            for start in range(0, len(rows), 500):
-                ids = [row["job_id"] for row in rows[start:start + 500]]
-                stored.update((r["job_id"], r["samples"]) for r in self._all(
-                    f"SELECT job_id, samples FROM results WHERE job_id IN ({', '.join('?' * len(ids))})", tuple(ids)))
+            stored = {r["job_id"]: r["samples"] for r in self._where_in(
+                "SELECT job_id, samples FROM results WHERE job_id IN ({})", (row["job_id"] for row in rows))}
             for row in rows:
                 row["latency_ns"] = json.loads(stored.get(row["job_id"]) or "[]")
             return rows
