@@ -221,9 +221,10 @@ class Api:
     def device_credentials(self, device: str, revoke: bool = False) -> dict:
         """The device's MQTT user and role on the broker, made (or its password reset) or revoked through the
         broker admin account (server/broker_admin.py). Not configured: 409, as a missing gates file."""
-        if not p.DEVICE_ID.match(device):
-            raise ApiError(400, f"invalid device id {device[:80]!r}: 1-64 letters, digits, '.', '_' or '-', the "
-                           "first a letter or digit")
+        try:
+            p.check_device_id(device)
+        except p.ProtocolError as exc:
+            raise ApiError(400, str(exc)) from None
         if self.broker_admin is None:
             raise ApiError(409, "no broker admin account configured: start the collector with --broker-admin-user "
                            "and --broker-admin-password-file (or $EDGEBENCH_BROKER_ADMIN_PASSWORD)")

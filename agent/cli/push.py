@@ -176,11 +176,12 @@ def run_devices(args: argparse.Namespace) -> int:
 def run_credentials(args: argparse.Namespace) -> int:
     from edgebench.agent.engine.report import emit_json
     from edgebench.agent.fleet.client import device_credentials
-    from edgebench.agent.fleet.protocol import DEVICE_ID
+    from edgebench.agent.fleet.protocol import ProtocolError, check_device_id
 
-    if not DEVICE_ID.match(args.device_id):
-        raise UsageError(f"invalid device id {args.device_id!r}: 1-64 letters, digits, '.', '_' or '-', the first a "
-                         "letter or digit")
+    try:
+        check_device_id(args.device_id)
+    except ProtocolError as exc:
+        raise UsageError(str(exc)) from None
     answer = device_credentials(collector(args), args.device_id, revoke=args.revoke)
     emit_json(answer, args.json)
     if args.json == "-":
