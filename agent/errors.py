@@ -9,6 +9,7 @@ EXIT_BAD_INPUT = 3  # the model or an input file is unusable
 EXIT_RUNTIME_UNAVAILABLE = 4  # no installed runtime can run this model
 EXIT_CHILD_FAILED = 5  # the runtime crashed, hung, ran out of memory or failed while running
 EXIT_INCONCLUSIVE = 6  # a release gate cannot tell yet whether a regression is real (more repeats needed)
+EXIT_PLACEMENT = 7  # --require-delegate: the chain's first choice did not take the model (or not --min-coverage of it)
 
 
 class EdgebenchError(Exception):
@@ -49,6 +50,13 @@ class ChildFailed(EdgebenchError):
     exit_code = EXIT_CHILD_FAILED
 
 
+class PlacementError(EdgebenchError):
+    """``--require-delegate``: the run finished (its report is written) but the first choice of the delegate or
+    provider chain took fewer of the model's nodes than required."""
+
+    exit_code = EXIT_PLACEMENT
+
+
 # How runtimes word an allocation that failed (C++ std::bad_alloc, ORT's arena, errno ENOMEM, TFLite's arena).
 _OUT_OF_MEMORY = ("bad_alloc", "cannot allocate memory", "failed to allocate", "out of memory")
 
@@ -71,5 +79,6 @@ def first_line(exc: BaseException) -> str:
 # Names used to carry an error across the child-process boundary and rebuild it in the parent.
 ERROR_KINDS: dict[str, type[EdgebenchError]] = {
     cls.__name__: cls
-    for cls in (EdgebenchError, UsageError, ModelError, InputError, RuntimeUnavailable, InferenceError, ChildFailed)
+    for cls in (EdgebenchError, UsageError, ModelError, InputError, RuntimeUnavailable, InferenceError, ChildFailed,
+                PlacementError)
 }

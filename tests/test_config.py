@@ -85,7 +85,7 @@ def test_environment_booleans_are_strict():
 # ---------------------------------------------------------------- every option, under its own name
 
 # the first one an option's own parser takes is its sample value
-SAMPLES = ("3", "2G", "x=1", "0.0.0.0:9", "mqtt://broker:1883")
+SAMPLES = ("3", "2G", "x=1", "0.0.0.0:9", "mqtt://broker:1883", "0.5")
 
 
 def sample(action, tmp_path) -> tuple[str, object]:

@@ -193,7 +193,7 @@ def check_outputs(args: argparse.Namespace, *flags: str) -> None:
     for flag in flags:
         path = getattr(args, flag)
         if path and not (flag == "json" and path == "-"):
-            check_writable(path, f"--{flag}")
+            check_writable(path, f"--{flag.replace('_', '-')}")
 
 
 def check_url(url: Optional[str], flag: str) -> None:
@@ -260,6 +260,36 @@ def add_run_options(parser: argparse.ArgumentParser, per_repeat: bool = False) -
                        help="stop the measured phase here even if the minimums are not met (default 60s)")
     group.add_argument("--warmup-runs", type=int_in(0, MAX_COUNT), default=5)
     group.add_argument("--warmup-duration", type=duration, default=0.5, metavar="SECONDS")
+
+
+DEFAULT_PROFILE_RUNS = 20
+
+
+def add_placement_options(parser: argparse.ArgumentParser, outputs: bool = True) -> None:
+    """Where the nodes ran and where the time goes (docs/report.md, "placement" and "ops")."""
+    group = parser.add_argument_group("placement and per-op profile")
+    group.add_argument("--profile-ops", action="store_true",
+                       help="after each repeat's measured phase, run the model under the runtime's own per-op "
+                       "profiler and report each node's time, the sum by op type and the top 10 (the profiled runs "
+                       "never count in the latency figures; the report says what profiling cost)")
+    group.add_argument("--profile-runs", type=positive_int, default=DEFAULT_PROFILE_RUNS, metavar="N",
+                       help=f"profiled inferences per repeat with --profile-ops (default {DEFAULT_PROFILE_RUNS})")
+    group.add_argument("--require-delegate", action="store_true",
+                       help="fail (exit 7, after writing the report) unless the chain's first delegate or provider "
+                       "took every node of the model (or --min-coverage of them)")
+    group.add_argument("--min-coverage", type=number_in(0, 1, ""), metavar="F",
+                       help="with --require-delegate: the fraction of nodes the first choice must take (default 1)")
+    if outputs:
+        group.add_argument("--ops-csv", metavar="FILE",
+                           help="with --profile-ops: write one row per node (name, op, where it ran, mean and median "
+                           "µs, share) as CSV")
+
+
+def required_coverage(args: argparse.Namespace) -> Optional[float]:
+    """The fraction of nodes --require-delegate asks of the first choice, or None when nothing is required."""
+    if args.min_coverage is not None and not args.require_delegate:
+        raise UsageError("--min-coverage needs --require-delegate")
+    return (1.0 if args.min_coverage is None else args.min_coverage) if args.require_delegate else None
 
 
 def add_repeat_options(parser: argparse.ArgumentParser, gap: bool = True, interleaved: bool = False) -> None:
@@ -367,8 +397,9 @@ def run_settings(args: argparse.Namespace, repeats: int = 1):
     min_runs = args.min_runs if args.min_runs is not None else SINGLE_MIN_RUNS if single else PER_REPEAT_MIN_RUNS
     min_duration = args.min_duration if args.min_duration is not None else \
         SINGLE_MIN_DURATION_S if single else PER_REPEAT_MIN_DURATION_S
+    profile_runs = args.profile_runs if getattr(args, "profile_ops", False) else 0
     return RunSettings(min_runs=min_runs, min_duration_s=min_duration, max_duration_s=args.max_duration,
-                       warmup_runs=args.warmup_runs, warmup_duration_s=args.warmup_duration)
+                       warmup_runs=args.warmup_runs, warmup_duration_s=args.warmup_duration, profile_runs=profile_runs)
 
 
 def child_limits(args: argparse.Namespace, run_seconds: float):

@@ -18,6 +18,7 @@ def register(commands) -> None:
     cli_args.add_input_options(bench)
     cli_args.add_run_options(bench, per_repeat=True)
     cli_args.add_repeat_options(bench)
+    cli_args.add_placement_options(bench)
     cli_args.add_isolation_options(bench)
     cli_args.add_cpus_option(bench, "the report records the cores it ran on (noise)")
     cli_args.add_physics_options(bench)
@@ -58,7 +59,8 @@ def request(args: argparse.Namespace):
     return bench.BenchRequest(
         model=args.model, runtime=args.runtime, options=cli_args.runtime_options(args), settings=settings,
         shape_args=args.shape, input_args=args.input, seed=args.seed,
-        limits=cli_args.child_limits(args, settings.max_duration_s + settings.warmup_duration_s),
+        limits=cli_args.child_limits(args, settings.max_duration_s * (2 if settings.profile_runs else 1)
+                                     + settings.warmup_duration_s),
         physics=physics, sustained_window_s=window, repeats=repeats, repeat_gap_s=args.repeat_gap, cpus=args.cpus,
         history_dir=args.history or str(history.default_directory()),
     )
@@ -68,7 +70,10 @@ def run(args: argparse.Namespace) -> int:
     from edgebench.agent.cli.progress import ProgressLine
     from edgebench.agent.engine.report import emit_json, render
 
-    cli_args.check_outputs(args, "json", "baseline_json")
+    cli_args.check_outputs(args, "json", "baseline_json", "ops_csv")
+    coverage = cli_args.required_coverage(args)
+    if args.ops_csv and not args.profile_ops:
+        raise UsageError("--ops-csv needs --profile-ops")
     baseline_only = [flag for flag in ("baseline_label", "baseline_json") if getattr(args, flag)]
     if baseline_only and not args.baseline_model:
         raise UsageError(f"--{baseline_only[0].replace('_', '-')} needs --baseline-model")
@@ -90,6 +95,10 @@ def run(args: argparse.Namespace) -> int:
         progress.close()
     report["labels"] = labels
     emit_json(report, args.json)
+    if args.ops_csv and (report.get("ops") or {}).get("nodes") is not None:
+        from edgebench.agent.engine.ops import write_csv
+
+        write_csv(report["ops"], args.ops_csv)
     if baseline:
         baseline["labels"] = baseline_labels
         emit_json(baseline, args.baseline_json)
@@ -97,7 +106,23 @@ def run(args: argparse.Namespace) -> int:
         print(render(report))
         if baseline:
             print(against_baseline(baseline, report, args.baseline_model))
+    if coverage is not None:
+        check_coverage(report, coverage)
     return 0
+
+
+def check_coverage(report: dict, required: float) -> None:
+    """--require-delegate: raise PlacementError unless the chain's first choice took ``required`` of the nodes."""
+    from edgebench.agent.engine.report import placement_line
+    from edgebench.agent.errors import PlacementError
+
+    placement = report.get("placement")
+    if not placement or placement["coverage"] is None:
+        raise PlacementError(f"--require-delegate: {report['runtime']['runtime']} cannot say where the model's nodes "
+                             "ran, so the requirement cannot be checked")
+    if placement["coverage"] < required:
+        raise PlacementError(f"--require-delegate: {placement['first_choice']} took {placement['coverage']:.1%} of "
+                             f"the nodes, {required:.1%} required ({placement_line(placement)})")
 
 
 def _interleaved_with_baseline(args: argparse.Namespace, candidate, progress) -> tuple[dict, dict]:

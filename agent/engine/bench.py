@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass, field, replace
 from typing import Iterator, Optional, Sequence
 
 from edgebench.agent import __version__
-from edgebench.agent.engine import history, noise, provenance, stats
+from edgebench.agent.engine import history, noise, ops, provenance, stats
 from edgebench.agent.engine.executors import Executor, executor_for
 from edgebench.agent.engine.isolation import ChildLimits, ChildOutcome, ProgressFn
 from edgebench.agent.engine.measure import RunSettings
@@ -315,7 +315,11 @@ def build_report(model: ModelFile, request: BenchRequest, outcomes: list[ChildOu
     summary = stats.summarize(latency, sum(r["wall_ns"] for r in results))
     summary["interval"] = stats.interval_summary([r["samples"]["latency_ns"] for r in results], summary["ci_level"])
     first = results[0]
-    return {
+    raw_placement, placement_note = ops.pooled_placement([r.get("placement") for r in results])
+    placement = ops.summarize_placement(raw_placement)
+    if placement is not None:
+        placement["note"] = placement_note
+    report = {
         "schema": SCHEMA,
         "created": utc_now(),
         "model": {**model.to_dict(), "inputs": first["inputs"], "outputs": first["outputs"]},
@@ -331,7 +335,12 @@ def build_report(model: ModelFile, request: BenchRequest, outcomes: list[ChildOu
         "samples": {"latency_ns": latency, "start_offset_ns": offsets, "repeat": repeat_of},
         "repeats": [_repeat_entry(index, outcome) for index, outcome in enumerate(outcomes)],
         "device": device if device is not None else provenance.collect(edgebench_version=__version__),
+        "placement": placement,
     }
+    profiled = ops.summarize_ops([r.get("ops") for r in results], summary["p50_ms"])
+    if profiled is not None:
+        report["ops"] = profiled
+    return report
 
 
 def add_physics(report: dict, physics: RunPhysics, series: list, window_s: Optional[float],

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 from edgebench.agent.engine.noise import warning_line
+from edgebench.agent.engine.ops import TOP, short_backend
 from edgebench.agent.errors import UsageError
 
 SCHEMA = "edgebench.bench/2"
@@ -123,6 +124,9 @@ def render(report: dict) -> str:
         f"runtime   {_backend_line(runtime)}",
     ]
     lines += [f"fallback  {f['candidate']}: {f['reason']}" for f in runtime["fallbacks"]]
+    placed = placement_line(report.get("placement"))
+    if placed:
+        lines.append(f"placement {placed}")
     lines += [f"note      {note}" for note in runtime["notes"]]
     for feed in report["inputs_fed"]:
         from edgebench.agent.engine.inputs import format_shape
@@ -145,6 +149,7 @@ def render(report: dict) -> str:
                  f"{human_bytes(mem['rss_after_load_bytes'])} after; peak {human_bytes(mem['peak_load_bytes'])} "
                  f"while loading/warming up, {human_bytes(steady)} while measuring")
     lines += physics_lines(report)
+    lines += op_lines(report.get("ops"))
     noisy = warning_line(report.get("noise"))
     if noisy:
         lines.append(noisy)
@@ -244,3 +249,40 @@ def fmt_ratio(ratio: Optional[dict]) -> str:
         return "-"
     ci = ratio.get("ci")
     return f"{ratio['estimate']:.2f}x [{ci[0]:.2f}, {ci[1]:.2f}]" if ci else f"{ratio['estimate']:.2f}x"
+
+
+def placement_line(placement: Optional[dict]) -> Optional[str]:
+    """``xnnpack: 60/64 nodes in 2 partitions; cpu: QUANTIZE x2, AVERAGE_POOL_2D x1, SOFTMAX x1``."""
+    if not placement or not placement["nodes"]:
+        return None
+    first = placement["first_choice"]
+    taken = next((b for b in placement["backends"] if b["name"] == first), {"nodes": 0, "partitions": 0})
+    text = (f"{short_backend(first)}: {taken['nodes']}/{placement['nodes']} nodes in {taken['partitions']} "
+            f"partition{'s' if taken['partitions'] != 1 else ''}")
+    rest: dict[str, list[str]] = {}
+    for item in placement["fallback_ops"]:
+        rest.setdefault(item["backend"], []).append(f"{item['op']} x{item['count']}")
+    for backend, ops in rest.items():
+        more = f", +{len(ops) - 6} more types" if len(ops) > 6 else ""
+        text += f"; {short_backend(backend)}: {', '.join(ops[:6])}{more}"
+    return text
+
+
+def op_lines(ops: Optional[dict], top: int = TOP) -> list[str]:
+    """The terminal's per-op section: the cost of profiling, the top ``top`` nodes, or why there are no times."""
+    if not ops:
+        return []
+    if ops.get("unavailable"):
+        return [f"ops       no per-op times: {ops['unavailable']}"]
+    overhead = f", {ops['overhead']:.2f}x the measured p50" if ops.get("overhead") else ""
+    lines = [f"ops       {ops['runs']} profiled runs [{ops['source']}]: p50 {ops['profiled_p50_ms']:.3f} ms"
+             f"{overhead}; the ops add up to {ops['sum_ms']:.3f} ms ({ops['accounted']:.0%} of the profiled mean)"]
+    if ops.get("note"):
+        lines.append(f"note      {ops['note']}")
+    rows = [[node["name"][:48], node["op"], short_backend(node["backend"]), f"{node['mean_us']:.1f}",
+             f"{node['median_us']:.1f}", f"{node['share']:.1%}"] for node in ops["top"][:top]]
+    lines += ["  " + line for line in table(["node", "op", "on", "mean µs", "median µs", "share"], rows,
+                                            align_left=3)]
+    types = ", ".join(f"{e['op']} {e['share']:.0%}" for e in ops["by_type"][:5])
+    lines.append(f"by type   {types}")
+    return lines

@@ -48,6 +48,50 @@ class Backend:
         return asdict(self)
 
 
+@dataclass
+class Node:
+    """One node of the model's graph, where it ran: ``backend`` is the delegate or execution provider's name as the
+    chain spells it (``xnnpack``, ``gpu``, ``CUDAExecutionProvider``), ``cpu`` for a runtime's own kernels;
+    ``partition`` numbers the delegate kernel (or the run of consecutive nodes) that took it."""
+
+    name: str
+    op: str
+    backend: str
+    partition: int
+
+
+@dataclass
+class Placement:
+    """Where the model's nodes ran, as the runtime itself says: the raw node list; engine/ops.py counts it."""
+
+    source: str  # how it was read, e.g. "litert-graph", "onnxruntime-profiler"
+    first_choice: str  # the chain's first entry: what coverage is measured against
+    nodes: list = field(default_factory=list)  # list[Node], in execution order
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class OpProfiler(ABC):
+    """A runtime's own per-op profiler around a session of the same model (``Session.op_profiler``). The engine
+    times the callable ``bind`` returns like any inference; ``collect`` returns, per node, its time in each
+    profiled run, read from the runtime's own events: nothing is estimated."""
+
+    source: str
+
+    @abstractmethod
+    def bind(self, feeds: dict[str, np.ndarray]) -> Callable[[], Any]:
+        """The callable that runs one profiled inference."""
+
+    @abstractmethod
+    def collect(self, runs: int) -> list[dict]:
+        """``[{"name", "op", "backend", "duration_ns": [one per profiled run]}]`` in execution order, for the
+        last ``runs`` runs (the earlier ones were its warm-up)."""
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        pass
+
+
 class Session(ABC):
     inputs: list[TensorSpec]
     outputs: list[TensorSpec]
@@ -65,6 +109,15 @@ class Session(ABC):
     def infer(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         run = self.bind(feeds)
         return self.fetch_outputs(run())
+
+    def placement(self) -> Optional[Placement]:
+        """Where each node ran; called after the measured phase, outside every timed region. None: this runtime
+        cannot say."""
+        return None
+
+    def op_profiler(self) -> OpProfiler | str:
+        """A per-op profiler for this session's model (``--profile-ops``), or the reason this runtime has none."""
+        return f"{self.backend.runtime} exposes no per-op profiler"
 
     def close(self) -> None:  # noqa: B027 - optional hook
         pass

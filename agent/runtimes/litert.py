@@ -24,7 +24,7 @@ from edgebench.agent.errors import (
     load_error,
 )
 from edgebench.agent.modelfile import TFLITE
-from edgebench.agent.runtimes.base import Backend, Fallback, Runtime, RuntimeOptions, Session
+from edgebench.agent.runtimes.base import Backend, Fallback, Node, Placement, Runtime, RuntimeOptions, Session
 from edgebench.agent.tensors import TensorSpec
 
 BUILTIN_RESOLVERS = {
@@ -112,6 +112,58 @@ class LiteRTSession(Session):
 
     def fetch_outputs(self, result: Any) -> dict[str, np.ndarray]:
         return {d["name"]: self._interp.get_tensor(d["index"]) for d in self._output_details}
+
+    def placement(self) -> Optional[Placement]:
+        try:  # the interpreter's op list: its only view of the graph after the delegate was applied (private API)
+            ops = self._interp._get_ops_details()
+            names = {t["index"]: t["name"] for t in self._interp.get_tensor_details()}
+        except Exception:  # noqa: BLE001 - an interpreter without it: placement unknown, not an error
+            return None
+        return graph_placement(ops, names, self.backend.used[0], self.backend.requested[0])
+
+    def op_profiler(self) -> str:
+        return ("LiteRT's Python interpreter exposes no per-op profiler: run with --runtime native, whose TFLite C "
+                "library has one")
+
+
+def delegate_label(used: str) -> str:
+    """The chain's name of a delegate (``gpu``), or a delegate library's file name without its directory."""
+    return used.rsplit("/", 1)[-1] if _library_path(used) else used.lower()
+
+
+def graph_placement(ops: list[dict], names: dict[int, str], used: str, first_choice: str) -> Placement:
+    """Which nodes the delegate took, from the interpreter's op list: the model's own nodes come first, then one
+    ``DELEGATE`` node per partition, whose inputs and outputs are the partition's boundary. A model node belongs to
+    a partition when it lies on a path from the boundary's inputs to its outputs (walked back from the outputs);
+    every other model node runs on the interpreter's own kernels (``cpu``)."""
+    model_nodes = [op for op in ops if op["op_name"] != "DELEGATE"]
+    producer = {int(t): op["index"] for op in model_nodes for t in op["outputs"]}
+    by_index = {op["index"]: op for op in model_nodes}
+    taken: dict[int, int] = {}
+    for partition, kernel in enumerate(op for op in ops if op["op_name"] == "DELEGATE"):
+        boundary = {int(t) for t in kernel["inputs"]}
+        pending = [int(t) for t in kernel["outputs"]]
+        while pending:
+            node = producer.get(pending.pop())
+            if node is None or node in taken:
+                continue
+            taken[node] = partition
+            pending += [int(t) for t in by_index[node]["inputs"] if int(t) >= 0 and int(t) not in boundary]
+    label = delegate_label(used)
+    on_delegate = label not in ("cpu", "ref")
+    kernels = label if not on_delegate else "cpu"
+    result, cpu_partition, previous = [], len(set(taken.values())) - 1, None
+    for op in model_nodes:
+        name = names.get(int(op["outputs"][0]), f"#{op['index']}") if len(op["outputs"]) else f"#{op['index']}"
+        if op["index"] in taken:
+            result.append(Node(name, op["op_name"], label, taken[op["index"]]))
+            previous = None
+            continue
+        if previous is None or previous + 1 != op["index"]:
+            cpu_partition += 1
+        previous = op["index"]
+        result.append(Node(name, op["op_name"], kernels, cpu_partition))
+    return Placement(source="litert-graph", first_choice=delegate_label(first_choice), nodes=result)
 
 
 class LiteRTRuntime(Runtime):

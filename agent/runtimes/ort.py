@@ -7,7 +7,12 @@ really registered (``get_providers()``) is reported as used.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
+import json
+import os
+import tempfile
+import uuid
 from functools import partial
 from typing import Any, Callable, Optional
 
@@ -15,7 +20,16 @@ import numpy as np
 
 from edgebench.agent.errors import InputError, ModelError, UsageError, load_error
 from edgebench.agent.modelfile import ONNX
-from edgebench.agent.runtimes.base import Backend, Fallback, Runtime, RuntimeOptions, Session
+from edgebench.agent.runtimes.base import (
+    Backend,
+    Fallback,
+    Node,
+    OpProfiler,
+    Placement,
+    Runtime,
+    RuntimeOptions,
+    Session,
+)
 from edgebench.agent.tensors import TensorSpec
 
 SHORT_NAMES = {
@@ -56,9 +70,73 @@ def _spec(arg: Any) -> TensorSpec:
     return TensorSpec(name=arg.name, dtype=dtype, shape=shape)
 
 
-class OrtSession(Session):
-    def __init__(self, session: Any, backend: Backend):
+def _profiled_options(session_options: Any) -> Any:
+    """A copy of the session's options that records ONNX Runtime's profile (a unique file in the temp dir)."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    for name in ("intra_op_num_threads", "inter_op_num_threads", "log_severity_level", "graph_optimization_level",
+                 "execution_mode"):
+        setattr(options, name, getattr(session_options, name))
+    options.enable_profiling = True
+    options.profile_file_prefix = os.path.join(tempfile.gettempdir(), f"edgebench-ort-{uuid.uuid4().hex}")
+    return options
+
+
+def _profile_runs(session: Any) -> list[list[dict]]:
+    """End the session's profiling (ONNX Runtime stops recording then) and read its file: each ``model_run``'s
+    node events (``cat: Node``, one ``NAME_kernel_time`` per node and call, ``dur`` in microseconds)."""
+    path = session.end_profiling()
+    try:
+        with open(path) as handle:
+            events = json.load(handle)
+    finally:
+        with contextlib.suppress(OSError):
+            os.unlink(path)
+    windows = sorted((e["ts"], e["ts"] + e["dur"]) for e in events if e.get("cat") == "Session"
+                     and e.get("name") == "model_run")
+    runs: list[list[dict]] = [[] for _ in windows]
+    for event in sorted((e for e in events if e.get("cat") == "Node" and e["name"].endswith("_kernel_time")),
+                        key=lambda e: e["ts"]):
+        for index, (start, end) in enumerate(windows):
+            if start <= event["ts"] <= end:
+                runs[index].append(event)
+                break
+    return runs
+
+
+def _node_name(event: dict) -> str:
+    return event["name"][: -len("_kernel_time")]
+
+
+class OrtOpProfiler(OpProfiler):
+    source = "onnxruntime-profiler"
+
+    def __init__(self, session: Any):
         self._session = session
+
+    def bind(self, feeds: dict[str, np.ndarray]) -> Callable[[], Any]:
+        return partial(self._session.run, None, dict(feeds))
+
+    def collect(self, runs: int) -> list[dict]:
+        recorded = _profile_runs(self._session)[-runs:] if runs else []
+        nodes: dict[str, dict] = {}
+        for index, events in enumerate(recorded):
+            for event in events:
+                name = _node_name(event)
+                node = nodes.setdefault(name, {"name": name, "op": event["args"].get("op_name", "?"),
+                                               "backend": event["args"].get("provider", "?"),
+                                               "duration_ns": [0] * len(recorded)})
+                node["duration_ns"][index] += int(event["dur"]) * 1000
+        return list(nodes.values())
+
+
+class OrtSession(Session):
+    def __init__(self, session: Any, backend: Backend, path: str = "", session_options: Any = None,
+                 providers: Optional[list] = None):
+        self._session = session
+        self._path, self._options, self._providers = path, session_options, providers or [CPU]
+        self._placement: Optional[Placement] = None
         self.backend = backend
         self.inputs = [_spec(a) for a in session.get_inputs()]
         self.outputs = [_spec(a) for a in session.get_outputs()]
@@ -69,6 +147,28 @@ class OrtSession(Session):
 
     def fetch_outputs(self, result: Any) -> dict[str, np.ndarray]:
         return dict(zip(self._output_names, result))
+
+    def placement(self) -> Optional[Placement]:
+        """Each node's provider in the first profiled inference (the session records its profile from its load to
+        the first call of this method, which stops it: later inferences run unprofiled)."""
+        if self._placement is None and self._session.get_session_options().enable_profiling:
+            runs = _profile_runs(self._session)
+            nodes, partition, previous = [], -1, None
+            for event in runs[0] if runs else []:
+                provider = event["args"].get("provider", "?")
+                if provider != previous:
+                    partition, previous = partition + 1, provider
+                nodes.append(Node(_node_name(event), event["args"].get("op_name", "?"), provider, partition))
+            self._placement = Placement(source="onnxruntime-profiler", first_choice=self.backend.requested[0],
+                                        nodes=nodes)
+        return self._placement
+
+    def op_profiler(self) -> OpProfiler:
+        import onnxruntime as ort
+
+        session = ort.InferenceSession(self._path, sess_options=_profiled_options(self._options),
+                                       providers=self._providers)
+        return OrtOpProfiler(session)
 
     def infer(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         try:
@@ -134,6 +234,7 @@ class OnnxRuntime(Runtime):
         if options.threads:
             session_options.intra_op_num_threads = options.threads
             session_options.inter_op_num_threads = 1
+        session_options = _profiled_options(session_options)  # until placement(): where each node ran
         while True:
             try:
                 session = ort.InferenceSession(path, sess_options=session_options, providers=chain)
@@ -149,7 +250,7 @@ class OnnxRuntime(Runtime):
             if provider not in used:
                 backend.fallbacks.append(Fallback(provider, "the session did not register it (see --debug)"))
         backend.used = list(used)
-        return OrtSession(session, backend)
+        return OrtSession(session, backend, path, session_options, chain)
 
 
 def _first_line(exc: Exception) -> str:
