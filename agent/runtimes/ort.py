@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import importlib.util
-import json
 import os
 import tempfile
 import uuid
@@ -20,10 +19,10 @@ import numpy as np
 
 from edgebench.agent.errors import InputError, ModelError, UsageError, load_error
 from edgebench.agent.modelfile import ONNX
+from edgebench.agent.runtimes import ort_profile
 from edgebench.agent.runtimes.base import (
     Backend,
     Fallback,
-    Node,
     OpProfiler,
     Placement,
     Runtime,
@@ -84,33 +83,17 @@ def _profiled_options(session_options: Any) -> Any:
 
 
 def _profile_runs(session: Any) -> list[list[dict]]:
-    """End the session's profiling (ONNX Runtime stops recording then) and read its file: each ``model_run``'s
-    node events (``cat: Node``, one ``NAME_kernel_time`` per node and call, ``dur`` in microseconds)."""
+    """End the session's profiling (ONNX Runtime stops recording then) and read its file, which is removed."""
     path = session.end_profiling()
     try:
-        with open(path) as handle:
-            events = json.load(handle)
+        return ort_profile.read_runs(path)
     finally:
         with contextlib.suppress(OSError):
             os.unlink(path)
-    windows = sorted((e["ts"], e["ts"] + e["dur"]) for e in events if e.get("cat") == "Session"
-                     and e.get("name") == "model_run")
-    runs: list[list[dict]] = [[] for _ in windows]
-    for event in sorted((e for e in events if e.get("cat") == "Node" and e["name"].endswith("_kernel_time")),
-                        key=lambda e: e["ts"]):
-        for index, (start, end) in enumerate(windows):
-            if start <= event["ts"] <= end:
-                runs[index].append(event)
-                break
-    return runs
-
-
-def _node_name(event: dict) -> str:
-    return event["name"][: -len("_kernel_time")]
 
 
 class OrtOpProfiler(OpProfiler):
-    source = "onnxruntime-profiler"
+    source = ort_profile.SOURCE
 
     def __init__(self, session: Any):
         self._session = session
@@ -119,16 +102,7 @@ class OrtOpProfiler(OpProfiler):
         return partial(self._session.run, None, dict(feeds))
 
     def collect(self, runs: int) -> list[dict]:
-        recorded = _profile_runs(self._session)[-runs:] if runs else []
-        nodes: dict[str, dict] = {}
-        for index, events in enumerate(recorded):
-            for event in events:
-                name = _node_name(event)
-                node = nodes.setdefault(name, {"name": name, "op": event["args"].get("op_name", "?"),
-                                               "backend": event["args"].get("provider", "?"),
-                                               "duration_ns": [0] * len(recorded)})
-                node["duration_ns"][index] += int(event["dur"]) * 1000
-        return list(nodes.values())
+        return ort_profile.node_durations(_profile_runs(self._session)[-runs:] if runs else [])
 
 
 class OrtSession(Session):
@@ -153,14 +127,7 @@ class OrtSession(Session):
         the first call of this method, which stops it: later inferences run unprofiled)."""
         if self._placement is None and self._session.get_session_options().enable_profiling:
             runs = _profile_runs(self._session)
-            nodes, partition, previous = [], -1, None
-            for event in runs[0] if runs else []:
-                provider = event["args"].get("provider", "?")
-                if provider != previous:
-                    partition, previous = partition + 1, provider
-                nodes.append(Node(_node_name(event), event["args"].get("op_name", "?"), provider, partition))
-            self._placement = Placement(source="onnxruntime-profiler", first_choice=self.backend.requested[0],
-                                        nodes=nodes)
+            self._placement = ort_profile.placement(runs[0] if runs else [], self.backend.requested[0])
         return self._placement
 
     def op_profiler(self) -> OpProfiler:
