@@ -16,6 +16,7 @@ from typing import Iterable, Optional, Sequence
 TOP = 10  # rows in the report's ``top`` list and the terminal's table
 # Below or above this share of the end-to-end time, the ops' sum does not explain the run: the report says why.
 ACCOUNTED_RANGE = (0.9, 1.1)
+OVERHEAD_NOTED = 1.25  # above this cost of profiling, the report warns that small ops' times are inflated
 CSV_COLUMNS = ("name", "op", "backend", "mean_us", "median_us", "share", "runs")
 
 
@@ -90,16 +91,20 @@ def summarize_ops(raws: Sequence[Optional[dict]], measured_p50_ms: Optional[floa
     profiled_p50 = statistics.median(latency) / 1e6 if latency else None
     profiled_mean = statistics.fmean(latency) / 1e6 if latency else None
     accounted = total_us / 1e3 / profiled_mean if profiled_mean else None
+    overhead = profiled_p50 / measured_p50_ms if profiled_p50 and measured_p50_ms else None
+    # What the profiler adds per node and inference: spread over the nodes, the profiled runs' extra time.
+    per_node_cost = (profiled_p50 - measured_p50_ms) * 1e3 / len(nodes) if overhead and nodes else None
     return {
         "source": present[0]["source"],
         "unavailable": None,
         "runs": len(latency),
         "profiled_p50_ms": profiled_p50,
         "measured_p50_ms": measured_p50_ms,
-        "overhead": profiled_p50 / measured_p50_ms if profiled_p50 and measured_p50_ms else None,
+        "overhead": overhead,
+        "per_node_cost_us": per_node_cost,
         "sum_ms": total_us / 1e3,
         "accounted": accounted,
-        "note": _accounted_note(accounted),
+        "note": _profile_note(accounted, overhead, per_node_cost),
         "nodes": nodes,
         "by_type": by_type(nodes, total_us),
         "top": sorted(nodes, key=lambda n: -n["mean_us"])[:top],
@@ -119,17 +124,22 @@ def by_type(nodes: Iterable[dict], total_us: float) -> list[dict]:
     return sorted(groups.values(), key=lambda e: (-e["total_us"], e["op"]))
 
 
-def _accounted_note(accounted: Optional[float]) -> Optional[str]:
-    if accounted is None:
-        return None
+def _profile_note(accounted: Optional[float], overhead: Optional[float],
+                  per_node_cost: Optional[float]) -> Optional[str]:
+    """Why the per-op times do not simply add up to the measured latency, in one sentence or two; None when they do."""
+    notes = []
     low, high = ACCOUNTED_RANGE
-    if accounted < low:
-        return (f"the ops add up to {accounted:.0%} of the profiled runs' mean time: the rest is the runtime's own "
-                "work outside the kernels it times (copying inputs and outputs, scheduling, the profiler's events)")
-    if accounted > high:
-        return (f"the ops add up to {accounted:.0%} of the profiled runs' mean time: kernels ran in parallel, so "
-                "their times overlap")
-    return None
+    if accounted is not None and accounted < low:
+        notes.append(f"the ops add up to {accounted:.0%} of the profiled runs' mean time: the rest is the runtime's "
+                     "own work outside the kernels it times (copying inputs and outputs, scheduling, the profiler's "
+                     "events)")
+    elif accounted is not None and accounted > high:
+        notes.append(f"the ops add up to {accounted:.0%} of the profiled runs' mean time: kernels ran in parallel, "
+                     "so their times overlap")
+    if overhead is not None and overhead > OVERHEAD_NOTED and per_node_cost is not None:
+        notes.append(f"profiling made an inference {overhead:.2f}x slower, about {per_node_cost:.1f} µs per node: "
+                     "small ops' times are inflated by it, so read their shares rather than their absolute times")
+    return "; ".join(notes) or None
 
 
 def write_csv(ops: dict, path: str) -> None:

@@ -111,6 +111,7 @@ class OrtSession(Session):
         self._session = session
         self._path, self._options, self._providers = path, session_options, providers or [CPU]
         self._placement: Optional[Placement] = None
+        self._profiling = bool(session_options is not None and session_options.enable_profiling)
         self.backend = backend
         self.inputs = [_spec(a) for a in session.get_inputs()]
         self.outputs = [_spec(a) for a in session.get_outputs()]
@@ -125,9 +126,11 @@ class OrtSession(Session):
     def placement(self) -> Optional[Placement]:
         """Each node's provider in the first profiled inference (the session records its profile from its load to
         the first call of this method, which stops it: later inferences run unprofiled)."""
-        if self._placement is None and self._session.get_session_options().enable_profiling:
+        if self._profiling:
+            self._profiling = False
             runs = _profile_runs(self._session)
-            self._placement = ort_profile.placement(runs[0] if runs else [], self.backend.requested[0])
+            if runs:
+                self._placement = ort_profile.placement(runs[0], self.backend.requested[0])
         return self._placement
 
     def op_profiler(self) -> OpProfiler:
@@ -138,6 +141,9 @@ class OrtSession(Session):
         return OrtOpProfiler(session)
 
     def infer(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        if self._profiling:  # compare and variants run plain inferences: no placement, no profile kept growing
+            self._profiling = False
+            _profile_runs(self._session)
         try:
             return super().infer(feeds)
         except Exception as exc:  # ORT raises its own exception types; name the bad input when it says so
