@@ -146,7 +146,6 @@ def benchmark(load: Callable[[], Session], make_feeds: Callable[[Session], dict]
     t0 = clock()
     _guarded(run, "the first inference")
     first_ns = clock() - t0
-    placement = _guarded(session.placement, "reading where the nodes ran")  # ONNX Runtime: ends its profile
     if progress:
         progress("warmup", 1, 0.0)
     warmup = _guarded(lambda: run_loop(run, settings.warmup_runs, settings.warmup_duration_s,
@@ -164,6 +163,7 @@ def benchmark(load: Callable[[], Session], make_feeds: Callable[[Session], dict]
         on_phase("measured")
     steady_peak = memory.peak_rss() if can_reset else None
     origin = measured.start_ns[0]
+    placement = _guarded(lambda: session.placement(feeds), "reading where the nodes ran")
     ops = profile_ops(session, feeds, settings, progress) if settings.profile_runs else None
     return {
         "session": session,

@@ -110,9 +110,9 @@ class Session(ABC):
         run = self.bind(feeds)
         return self.fetch_outputs(run())
 
-    def placement(self) -> Optional[Placement]:
-        """Where each node ran; called after the measured phase, outside every timed region. None: this runtime
-        cannot say."""
+    def placement(self, feeds: dict[str, np.ndarray]) -> Optional[Placement]:
+        """Where each node ran (``feeds``: the run's inputs, for a runtime that must run the model to tell); called
+        after the measured phase, outside every timed region. None: this runtime cannot say."""
         return None
 
     def op_profiler(self) -> OpProfiler | str:

@@ -113,7 +113,7 @@ class LiteRTSession(Session):
     def fetch_outputs(self, result: Any) -> dict[str, np.ndarray]:
         return {d["name"]: self._interp.get_tensor(d["index"]) for d in self._output_details}
 
-    def placement(self) -> Optional[Placement]:
+    def placement(self, feeds: dict[str, np.ndarray]) -> Optional[Placement]:
         try:  # the interpreter's op list: its only view of the graph after the delegate was applied (private API)
             ops = self._interp._get_ops_details()
             names = {t["index"]: t["name"] for t in self._interp.get_tensor_details()}

@@ -96,13 +96,13 @@ class OrtOpProfiler(OpProfiler):
     source = ort_profile.SOURCE
 
     def __init__(self, session: Any):
-        self._session = session
+        self.session = session
 
     def bind(self, feeds: dict[str, np.ndarray]) -> Callable[[], Any]:
-        return partial(self._session.run, None, dict(feeds))
+        return partial(self.session.run, None, dict(feeds))
 
     def collect(self, runs: int) -> list[dict]:
-        return ort_profile.node_durations(_profile_runs(self._session)[-runs:] if runs else [])
+        return ort_profile.node_durations(_profile_runs(self.session)[-runs:] if runs else [])
 
 
 class OrtSession(Session):
@@ -110,8 +110,6 @@ class OrtSession(Session):
                  providers: Optional[list] = None):
         self._session = session
         self._path, self._options, self._providers = path, session_options, providers or [CPU]
-        self._placement: Optional[Placement] = None
-        self._profiling = bool(session_options is not None and session_options.enable_profiling)
         self.backend = backend
         self.inputs = [_spec(a) for a in session.get_inputs()]
         self.outputs = [_spec(a) for a in session.get_outputs()]
@@ -123,17 +121,16 @@ class OrtSession(Session):
     def fetch_outputs(self, result: Any) -> dict[str, np.ndarray]:
         return dict(zip(self._output_names, result))
 
-    def placement(self) -> Optional[Placement]:
-        """Each node's provider in the first profiled inference (the session records its profile from its load to
-        the first call of this method, which stops it: later inferences run unprofiled)."""
-        if self._profiling:
-            self._profiling = False
-            runs = _profile_runs(self._session)
-            if runs:
-                self._placement = ort_profile.placement(runs[0], self.backend.requested[0])
-        return self._placement
+    def placement(self, feeds: dict[str, np.ndarray]) -> Optional[Placement]:
+        """Each node's provider in one inference of a second, profiled session of the model (same options and
+        providers): this session is never profiled, so its first inference and its measured runs carry no profiler
+        cost. The engine calls it after the measured phase."""
+        profiler = self.op_profiler()
+        profiler.bind(feeds)()
+        runs = _profile_runs(profiler.session)
+        return ort_profile.placement(runs[0], self.backend.requested[0]) if runs else None
 
-    def op_profiler(self) -> OpProfiler:
+    def op_profiler(self) -> OrtOpProfiler:
         import onnxruntime as ort
 
         session = ort.InferenceSession(self._path, sess_options=_profiled_options(self._options),
@@ -141,9 +138,6 @@ class OrtSession(Session):
         return OrtOpProfiler(session)
 
     def infer(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        if self._profiling:  # compare and variants run plain inferences: no placement, no profile kept growing
-            self._profiling = False
-            _profile_runs(self._session)
         try:
             return super().infer(feeds)
         except Exception as exc:  # ORT raises its own exception types; name the bad input when it says so
@@ -207,7 +201,6 @@ class OnnxRuntime(Runtime):
         if options.threads:
             session_options.intra_op_num_threads = options.threads
             session_options.inter_op_num_threads = 1
-        session_options = _profiled_options(session_options)  # until placement(): where each node ran
         while True:
             try:
                 session = ort.InferenceSession(path, sess_options=session_options, providers=chain)
