@@ -97,12 +97,23 @@ class OrtOpProfiler(OpProfiler):
 
     def __init__(self, session: Any):
         self.session = session
+        self._ended = False
 
     def bind(self, feeds: dict[str, np.ndarray]) -> Callable[[], Any]:
         return partial(self.session.run, None, dict(feeds))
 
+    def runs(self) -> list[list[dict]]:
+        """End the profile (once) and read its runs; the file is removed."""
+        self._ended = True
+        return _profile_runs(self.session)
+
     def collect(self, runs: int) -> list[dict]:
-        return ort_profile.node_durations(_profile_runs(self.session)[-runs:] if runs else [])
+        return ort_profile.node_durations(self.runs()[-runs:] if runs else [])
+
+    def close(self) -> None:
+        if not self._ended:  # a run that failed: still end the profile, so its file does not stay behind
+            with contextlib.suppress(Exception):
+                self.runs()
 
 
 class OrtSession(Session):
@@ -126,8 +137,11 @@ class OrtSession(Session):
         providers): this session is never profiled, so its first inference and its measured runs carry no profiler
         cost. The engine calls it after the measured phase."""
         profiler = self.op_profiler()
-        profiler.bind(feeds)()
-        runs = _profile_runs(profiler.session)
+        try:
+            profiler.bind(feeds)()
+            runs = profiler.runs()
+        finally:
+            profiler.close()
         return ort_profile.placement(runs[0], self.backend.requested[0]) if runs else None
 
     def op_profiler(self) -> OrtOpProfiler:
