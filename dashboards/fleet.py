@@ -1,5 +1,5 @@
 """Fleet overview: which boards report, when each was last seen, how hot they run, what they run, which agent
-version they have."""
+version they have, and whether their delegates take the models they run (placement over the fleet)."""
 
 from __future__ import annotations
 
@@ -28,6 +28,18 @@ def _device_state(select: str) -> str:
     """Per-device latest state (measurement edgebench_device), aggregated over devices."""
     return (f'SELECT {select} FROM (SELECT last("online") AS "online", last("agent_version") AS "agent_version" '
             f'FROM "{s.DEVICE_STATE.name}" WHERE {where(CLASS)} GROUP BY "{s.DEVICE}")')
+
+
+# A configuration on a device: the placement rows of its chain's first choice (one per run), their latest coverage
+FIRST_CHOICE = f'"{s.DEVICE}", "{s.MODEL}", "{s.RUNTIME}", "{s.DELEGATE}", "{s.THREADS}", "{s.BACKEND}"'
+
+
+def _first_choice(select: str) -> str:
+    return (f'SELECT {select} FROM "{s.PLACEMENT.name}" WHERE {where(CLASS)} AND "first_choice" = true '
+            f'GROUP BY {FIRST_CHOICE}')
+
+
+LATEST_COVERAGE = _first_choice('last("coverage") AS "coverage"')
 
 
 def build() -> g.Dashboard:
@@ -80,6 +92,27 @@ def build() -> g.Dashboard:
                         f'WHERE {where(CLASS)} GROUP BY "{s.DEVICE}" ORDER BY time DESC LIMIT 1', table=True)],
         overrides=[override("byRegexp", "/_ms$/", unit="ms")],
         transformations=[{"id": "organize", "options": {"renameByName": {"Time": "finished"}}}])
+    partial = g.Stat(
+        title="Delegates that left nodes behind",
+        description="Device x model x configuration whose latest run's first-choice delegate or provider took "
+        "fewer than all of the model's nodes (the rest ran on the next backend, usually the CPU): a release gate "
+        "on delegate_coverage with min = 1.0 fails these.",
+        targets=[target(f'SELECT count("coverage") AS "partial" FROM ({LATEST_COVERAGE}) WHERE "coverage" < 1')],
+        reduceCalc="lastNotNull", graphMode="none", noValue="0",
+        thresholds=thresholds(("green", None), ("orange", 1.0)))
+    coverage = g.Table(
+        title="Delegate coverage per device and model",
+        description="The latest run of each model and configuration on each device: the chain's first choice "
+        "(backend), the nodes it took of the model's, and its coverage. The op types it left are in the model "
+        "comparison's \"Op types off the first choice\".",
+        targets=[target(_first_choice('last("coverage") AS "coverage", last("nodes") AS "on first choice", '
+                                      'last("model_nodes") AS "nodes", last("partitions") AS "partitions"'),
+                        table=True)],
+        overrides=[override("byName", "coverage", unit="percentunit", custom__cellOptions={"type": "gauge",
+                                                                                        "mode": "basic"},
+                            min=0, max=1, thresholds={"mode": "absolute", "steps": thresholds(
+                                ("red", None), ("orange", 0.5), ("green", 1.0))})],
+        transformations=[{"id": "organize", "options": {"excludeByName": {"Time": True}}}])
     temperature = g.TimeSeries(
         title="Temperature", description="Hottest thermal zone of each device (telemetry temp_max_c).",
         targets=[target(f'SELECT max("temp_max_c") FROM "{s.TELEMETRY.name}" WHERE {where(CLASS)} '
@@ -93,10 +126,12 @@ def build() -> g.Dashboard:
         spanNulls=True)
     return dashboard(
         "edgebench: fleet overview", UID,
-        "Which boards report, when each was last seen, temperature, current job and agent version.",
+        "Which boards report, when each was last seen, temperature, current job and agent version, and how much of "
+        "each model their delegates take.",
         variables, grid([
             (4, [(reporting, 4), (online, 4), (offline, 4), (versions, 6), (results, 6)]),
             (8, [(devices, 12), (last_seen, 12)]),
             (8, [(last_result, 24)]),
+            (8, [(partial, 4), (coverage, 20)]),
             (8, [(temperature, 12), (load, 12)]),
         ]), time_from="now-24h")

@@ -1,5 +1,6 @@
 """Model comparison: latency percentiles by model x board class x runtime/delegate, model variants side by side
-(size vs latency vs drift: the quantization trade-off), energy per inference, peak memory.
+(size vs latency vs drift: the quantization trade-off), where each variant's nodes ran and where its time goes by
+op type, energy per inference, peak memory.
 
 Each run's point carries that run's percentiles; across runs the panels show the median of them (a typical run),
 and the run count, so a single lucky run does not decide a comparison. Over time, each run's p90 comes with its
@@ -32,9 +33,16 @@ RENAME = {"transformations": [{"id": "organize", "options": {
     "excludeByName": {"Time": True}, "renameByName": {s.BOARD_CLASS_LABEL: "class"}}}]}
 
 
-def _table(title: str, description: str, select: str, group_by: str, overrides: list) -> g.Table:
+# A model file (variant: float32, float16, int8...) on a board class with one configuration: the rows of the placement
+# and op-type tables, each per backend (and op type)
+VARIANT = (f'"{s.MODEL}", "{s.FORMAT}", "{s.MODEL_SHA}", "{s.BOARD_CLASS_LABEL}", "{s.RUNTIME}", "{s.DELEGATE}", '
+           f'"{s.THREADS}"')
+
+
+def _table(title: str, description: str, select: str, group_by: str, overrides: list,
+           measurement: s.Measurement = s.RESULT, condition: str = "") -> g.Table:
     return g.Table(title=title, description=description,
-                   targets=[target(f'SELECT {select} FROM "{s.RESULT.name}" WHERE {where(*FILTERS)} '
+                   targets=[target(f'SELECT {select} FROM "{measurement.name}" WHERE {where(*FILTERS)}{condition} '
                                    f'GROUP BY {group_by}', table=True)],
                    overrides=overrides, **RENAME)
 
@@ -82,6 +90,34 @@ def build() -> g.Dashboard:
                         alias="$tag_model · $tag_label_class · $tag_runtime/$tag_delegate · $col")],
         unit="ms", drawStyle="points", pointSize=6, legendDisplayMode="table", legendCalcs=["min", "mean", "max"],
         overrides=[INTERVAL_ENDS])
+    op_types = _table(
+        "Where the time goes: op types per variant, board class and configuration",
+        "For jobs pushed with --profile-ops: per op type and where it ran, its share of the time all ops took and "
+        "their summed time per inference (µs, from the runtime's own profiler, which adds its own cost: the "
+        "result's profile_overhead), median over the runs; nodes = how many nodes of that type. Compare the rows of "
+        "two variants (float32 and int8) to see which ops the quantization sped up or added. Empty for runtimes "
+        "with no per-op profiler (LiteRT from Python).",
+        'median("share") AS "share", median("total_us") AS "µs per inference", last("count") AS "nodes", '
+        'count("share") AS "runs"', f'{VARIANT}, "{s.OP}", "{s.BACKEND}"',
+        [override("byName", "share", unit="percentunit",
+                  custom__cellOptions={"type": "gauge", "mode": "basic"}, min=0, max=1),
+         override("byName", "µs per inference", unit="µs", decimals=1)], s.OP_TYPE)
+    placement = _table(
+        "Where the nodes ran: nodes per backend",
+        "Per variant, board class and configuration, the nodes each backend (delegate or execution provider) took "
+        "in its latest run, in how many partitions, and the first choice's coverage (the fraction of the model's "
+        "nodes it took: what the delegate_coverage gate judges). A first choice under 100% left nodes to the "
+        "next backend: the op types are in the next table.",
+        'last("nodes") AS "nodes", last("model_nodes") AS "of", last("partitions") AS "partitions", '
+        'last("first_choice") AS "first choice", last("coverage") AS "coverage"', f'{VARIANT}, "{s.BACKEND}"',
+        [override("byName", "coverage", unit="percentunit", custom__cellOptions={"type": "color-background"},
+                  thresholds={"mode": "absolute", "steps": thresholds(("red", None), ("orange", 0.5),
+                                                                      ("green", 1.0))})], s.PLACEMENT)
+    fallback = _table(
+        "Op types off the first choice",
+        "Per variant, board class and configuration: the op types the chain's first choice did not take in the "
+        "latest run, where they ran instead and how many nodes (at most the 20 most frequent per run).",
+        'last("count") AS "nodes"', f'{VARIANT}, "{s.BACKEND}", "{s.OP}"', [], s.FALLBACK_OP)
     energy = _table(
         "Energy per inference",
         "Median energy per inference from the board's widest-scope power sensor (empty where a board has none).",
@@ -103,10 +139,13 @@ def build() -> g.Dashboard:
         reduceCalc="lastNotNull", graphMode="none", noValue="0", thresholds=thresholds(("blue", None)))
     return dashboard(
         "edgebench: model comparison", UID,
-        "p50/p90/p99 by model x board class x runtime/delegate, variants side by side, energy and peak memory.",
+        "p50/p90/p99 by model x board class x runtime/delegate, variants side by side, where the nodes ran and "
+        "where the time goes by op type, energy and peak memory.",
         variables, grid([
             (10, [(percentiles, 20), (runs, 4)]),
             (10, [(variants, 20), (throttled, 4)]),
             (9, [(p90, 24)]),
+            (10, [(op_types, 24)]),
+            (8, [(placement, 14), (fallback, 10)]),
             (8, [(energy, 12), (memory, 12)]),
         ]))

@@ -23,7 +23,7 @@ from typing import Optional
 from edgebench.agent.fleet import protocol as p
 from edgebench.server import lineprotocol as lp
 from edgebench.server import schema as db
-from edgebench.server.result_metrics import drift_fields, repeat_units, summary_fields
+from edgebench.server.result_metrics import drift_fields, repeat_units, result_rows, summary_fields
 
 
 class InfluxError(Exception):
@@ -45,9 +45,11 @@ def _delegate(runtime: dict) -> Optional[str]:
 
 def result_points(msg: p.Message, labels: dict) -> list[str]:
     """The result's summary point; one ``edgebench_repeat`` point per repeat of its interval (tag ``unit``: its
-    index; at the result's time); then one ``edgebench_latency`` point per raw latency sample it carries: same
-    tags, at the result's time + the sample's index in ns (a device finishes at most one run per millisecond, so
-    a run's samples never meet another run's; a redelivery overwrites the same points)."""
+    index; at the result's time); its placement and per-op rows (``edgebench_placement`` per backend,
+    ``edgebench_fallback_op`` and ``edgebench_op_type`` per op type: tags ``backend``, ``op``; at the result's
+    time); then one ``edgebench_latency`` point per raw latency sample it carries: same tags, at the result's
+    time + the sample's index in ns (a device finishes at most one run per millisecond, so a run's samples never
+    meet another run's; a redelivery overwrites the same points)."""
     point = result_point(msg, labels)
     if point is None:
         return []
@@ -57,9 +59,24 @@ def result_points(msg: p.Message, labels: dict) -> list[str]:
         line = lp.line(db.REPEAT.name, {**tags, db.UNIT: index}, db.REPEAT.values(unit), ts)
         if line:
             points.append(line)
+    points += row_points(result_rows(msg.payload["summary"]), tags, ts)
     latency = (msg.payload.get("samples") or {}).get("latency_ns") or []
     if latency:
         points += lp.indexed_integer_points(lp.series(db.LATENCY.name, tags), "latency_ns", latency, ts)
+    return points
+
+
+def row_points(rows: dict[str, list[dict]], tags: dict, ts: int) -> list[str]:
+    """One point per row of ``result_rows``: the result's tags plus the row's own (``backend``, ``op``), its fields
+    typed by the schema, at the result's time (rows of one result differ by their tags)."""
+    points = []
+    for measurement in db.RESULT_ROWS:
+        own = [tag for tag in measurement.tags if tag not in db.RESULT_TAGS]
+        for row in rows[measurement.name]:
+            line = lp.line(measurement.name, {**tags, **{tag: row[tag] for tag in own}},
+                           measurement.values({k: v for k, v in row.items() if k not in own}), ts)
+            if line:
+                points.append(line)
     return points
 
 

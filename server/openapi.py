@@ -204,7 +204,7 @@ OPENAPI: dict = {
                           "measures its model's output drift against it"},
             "options": {"type": "object", "additionalProperties": False, "properties": {
                 "settings": {"type": "object", "description": "min_runs, min_duration_s, max_duration_s, "
-                             "warmup_runs, warmup_duration_s"},
+                             "warmup_runs, warmup_duration_s, profile_runs (push --profile-ops)"},
                 "shape": {"type": "array", "items": {"type": "string"}},
                 "input": {"type": "array", "items": {"type": "string"}},
                 "providers": {"type": "array", "items": {"type": "string"}},

@@ -6,6 +6,8 @@
 - ``drift_fields``: the fields of a drift measurement against a reference model.
 - ``gate_metrics``: what a gate metric name (``p90_ms``, ``peak_rss_mb``, ...) means, from those fields; the same
   function for a summary and for an ``edgebench_result`` point read back from InfluxDB.
+- ``result_rows``: a summary's placement and per-op rows (``edgebench_placement``, ``edgebench_fallback_op``,
+  ``edgebench_op_type``), the report's own rows as the result carries them;
 - ``repeat_units``: the ``edgebench_repeat`` points' fields of a summary, one per unit (repeat) of its interval;
   ``gate_intervals``: what the gates compare for a latency metric (the estimate, its interval, the units), from a
   result's fields and those units, again the same for a summary and for points read back.
@@ -16,24 +18,55 @@ from __future__ import annotations
 from typing import Any, Mapping, Optional, Sequence
 
 from edgebench.agent.fleet.protocol import STATS_KEYS
+from edgebench.server import schema as db
 
 BETWEEN_REPEATS = "between-repeats"  # stats.interval.method when the units are repeats (fresh processes)
 INTERVAL_PERCENTILES = ("p50", "p90", "p99")  # stored per unit and with their interval (edgebench.server.schema)
 
 # gate metric -> the edgebench_result field it is (peak_rss_mb is derived from two: gate_metrics)
 _SAME_FIELD = {"p50_ms": "p50_ms", "p90_ms": "p90_ms", "p99_ms": "p99_ms", "energy_mj": "energy_per_inference_mj",
-               "delegate_coverage": "delegate_coverage", "drift_max_abs_err": "drift_max_abs_err",
+               "delegate_coverage": "delegate_coverage", "delegate_loaded": "delegate_loaded",
+               "drift_max_abs_err": "drift_max_abs_err",
                "drift_cosine": "drift_cosine"}
 GATE_METRICS = (*_SAME_FIELD, "peak_rss_mb")
 _PEAKS = ("peak_load_bytes", "peak_steady_bytes")
 _STATS = (*STATS_KEYS, "std_ms")
 
 
-def delegate_coverage(runtime: Mapping[str, Any]) -> float:
-    """1.0 when the first delegate/provider asked for ran the model, 0.0 when the chain fell back (coarse: per-op
-    coverage needs the runtime's own profiling)."""
+def delegate_loaded(runtime: Mapping[str, Any]) -> float:
+    """1.0 when the first delegate/provider asked for loaded, 0.0 when the chain fell back (or none was asked
+    for): whether it loaded, not how much of the model it took (``delegate_coverage``)."""
     requested, used = runtime.get("requested") or [], runtime.get("used") or []
     return float(bool(requested and used and used[0] == requested[0]))
+
+
+def _section(summary: Mapping[str, Any], key: str) -> Mapping[str, Any]:
+    section = summary.get(key)
+    return section if isinstance(section, Mapping) else {}
+
+
+def delegate_coverage(summary: Mapping[str, Any]) -> Any:
+    """The fraction of the model's nodes the chain's first choice took (the report's ``placement.coverage``,
+    edgebench.agent.engine.ops); None when the result cannot say (no placement: an older agent, a runtime that
+    cannot tell where its nodes ran)."""
+    return _section(summary, "placement").get("coverage")
+
+
+def result_rows(summary: Mapping[str, Any]) -> dict[str, list[dict[str, Any]]]:
+    """A summary's rows by measurement name: per backend of its placement (``edgebench_placement``: nodes,
+    partitions, the model's nodes and coverage, whether it is the first choice), per op type off the first choice
+    (``edgebench_fallback_op``) and per op type of its per-op profile (``edgebench_op_type``). Each row holds its
+    ``backend`` (and ``op``) beside its fields, as the report has them: nothing is computed again."""
+    placement, ops = _section(summary, "placement"), _section(summary, "ops")
+    backends = [{db.BACKEND: row.get("name"), "nodes": row.get("nodes"), "partitions": row.get("partitions"),
+                 "model_nodes": placement.get("nodes"), "coverage": placement.get("coverage"),
+                 "first_choice": row.get("name") == placement.get("first_choice")}
+                for row in placement.get("backends") or ()]
+    rows = {db.PLACEMENT.name: backends}
+    for measurement, source in ((db.FALLBACK_OP, placement.get("fallback_ops")), (db.OP_TYPE, ops.get("by_type"))):
+        keys = (*(tag for tag in measurement.tags if tag not in db.RESULT_TAGS), *measurement.field_names())
+        rows[measurement.name] = [{key: row.get(key) for key in keys} for row in source or ()]
+    return rows
 
 
 def _interval(summary: Mapping[str, Any]) -> Mapping[str, Any]:
@@ -84,7 +117,10 @@ def summary_fields(summary: Mapping[str, Any]) -> dict[str, Any]:
             "energy_per_inference_mj": energy.get("energy_per_inference_mj"), "avg_w": energy.get("avg_w"),
             "throttled": bool(throttling.get("detected")) if throttling else None,
             "valid": bool((summary.get("validity") or {}).get("valid")),
-            "delegate_coverage": delegate_coverage(summary.get("runtime") or {}),
+            "delegate_coverage": delegate_coverage(summary),
+            "delegate_loaded": delegate_loaded(summary.get("runtime") or {}),
+            "profile_overhead": _section(summary, "ops").get("overhead"),
+            "ops_accounted": _section(summary, "ops").get("accounted"),
             "model_size_bytes": (summary.get("model") or {}).get("size_bytes"),
             "delegate_requested": _chain((summary.get("runtime") or {}).get("requested")),
             **_interleave(summary.get("interleave")), **interval_fields(summary)}

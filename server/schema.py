@@ -72,6 +72,7 @@ LABEL_PREFIX = "label_"  # label_<key> for each device label (the job's too on r
 BOARD_CLASS_LABEL = LABEL_PREFIX + "class"  # what boards are compared by
 RULE, BOARD_CLASS, STATUS, CONFIG = "rule", "board_class", "status", "config"  # edgebench_gate
 UNIT = "unit"  # edgebench_repeat: the unit's index within its result (0, 1, ...)
+BACKEND, OP = "backend", "op"  # where nodes ran (a delegate, an execution provider) and their op type
 
 
 def label_tags(labels: Optional[Mapping[str, Any]]) -> dict:
@@ -86,7 +87,7 @@ def labels_of(tags: Mapping[str, Any]) -> dict:
 # ---------------------------------------------------------------- measurements
 
 _STATS = tuple(Field(key, INTEGER if key == "count" else FLOAT) for key in p.STATS_KEYS)  # summary.stats, same names
-_RESULT_TAGS = (DEVICE, MODEL, MODEL_SHA, FORMAT, RUNTIME, DELEGATE, THREADS)
+RESULT_TAGS = (DEVICE, MODEL, MODEL_SHA, FORMAT, RUNTIME, DELEGATE, THREADS)  # every point of a result has them
 INTERVAL_PERCENTILES = ("p50", "p90", "p99")  # the percentiles whose interval and units are stored (the gates')
 # summary.stats.interval (edgebench.agent.engine.stats.interval_summary): per percentile the estimate and its
 # confidence interval; how many repeats, the interval's method, the run's drift and the spread between its units
@@ -95,11 +96,12 @@ _INTERVAL = tuple(Field(f"{pct}_{part}_ms") for pct in INTERVAL_PERCENTILES
     Field("repeats", INTEGER), Field("interval_method", STRING), Field("drift_pct"), Field("unit_spread_pct"))
 
 RESULT = Measurement(
-    "edgebench_result", _RESULT_TAGS + (REFERENCE,),
+    "edgebench_result", RESULT_TAGS + (REFERENCE,),
     _STATS + (
         Field("std_ms"), Field("load_ms"), Field("first_inference_ms"), Field("peak_steady_bytes"),
         Field("peak_load_bytes"), Field("energy_per_inference_mj"), Field("avg_w"), Field("throttled", BOOLEAN),
         Field("valid", BOOLEAN), Field("run_id", STRING), Field("job_id", STRING), Field("delegate_coverage"),
+        Field("delegate_loaded"), Field("profile_overhead"), Field("ops_accounted"),
         Field("samples_total", INTEGER), Field("model_size_bytes", INTEGER),
         Field("drift_max_abs_err"), Field("drift_mean_abs_err"), Field("drift_cosine"), Field("drift_top1_agreement"),
         Field("drift_samples", INTEGER), Field("drift_error", STRING), Field("delegate_requested", STRING),
@@ -109,12 +111,29 @@ RESULT = Measurement(
 RESULT_ONLY_TAGS = (REFERENCE,)  # tags of a result's point that its latency and repeat points do not carry
 
 LATENCY = Measurement(
-    "edgebench_latency", _RESULT_TAGS, (Field("latency_ns", INTEGER),),
+    "edgebench_latency", RESULT_TAGS, (Field("latency_ns", INTEGER),),
     time="the result's time plus the sample's index in ns (one point per raw latency sample)")
 
 REPEAT = Measurement(
-    "edgebench_repeat", _RESULT_TAGS + (UNIT,), tuple(Field(f"{pct}_ms") for pct in INTERVAL_PERCENTILES),
+    "edgebench_repeat", RESULT_TAGS + (UNIT,), tuple(Field(f"{pct}_ms") for pct in INTERVAL_PERCENTILES),
     time="the result's time (the unit tag tells a result's units apart; a redelivery overwrites them)")
+
+PLACEMENT = Measurement(
+    "edgebench_placement", RESULT_TAGS + (BACKEND,),
+    (Field("nodes", INTEGER), Field("partitions", INTEGER), Field("model_nodes", INTEGER), Field("coverage"),
+     Field("first_choice", BOOLEAN)),
+    time="the result's time (the backend tag tells a result's rows apart; a redelivery overwrites them)")
+
+FALLBACK_OP = Measurement(
+    "edgebench_fallback_op", RESULT_TAGS + (OP, BACKEND), (Field("count", INTEGER),),
+    time="the result's time (the op and backend tags tell a result's rows apart)")
+
+OP_TYPE = Measurement(
+    "edgebench_op_type", RESULT_TAGS + (OP, BACKEND),
+    (Field("count", INTEGER), Field("total_us"), Field("share")),
+    time="the result's time (the op and backend tags tell a result's rows apart)")
+
+RESULT_ROWS = (PLACEMENT, FALLBACK_OP, OP_TYPE)  # a result's rows beside its point (result_metrics.result_rows)
 
 TELEMETRY = Measurement(
     "edgebench_telemetry", (DEVICE,),
@@ -134,7 +153,7 @@ GATE = Measurement(
     (Field("passed", BOOLEAN), Field("value"), Field("message", STRING)),
     time="the evaluation's time; verdicts of one evaluation 1 ns apart", labels=False)
 
-MEASUREMENTS = (RESULT, LATENCY, REPEAT, TELEMETRY, DEVICE_STATE, GATE)
+MEASUREMENTS = (RESULT, LATENCY, REPEAT, PLACEMENT, FALLBACK_OP, OP_TYPE, TELEMETRY, DEVICE_STATE, GATE)
 
 
 # ---------------------------------------------------------------- time

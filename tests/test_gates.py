@@ -351,7 +351,8 @@ def test_fleet_rows_become_results():
     assert (result_.model, result_.board_class, result_.labels["release"], result_.labels["device"]) == (
         "m.tflite", "rpi5", "v2", "pi-07")
     assert result_.created == "2023-11-14T22:13:20.000000Z" and result_.threads == 4
-    assert result_.metrics["peak_rss_mb"] == 30.0 and result_.metrics["delegate_coverage"] == 1.0
+    assert result_.metrics["peak_rss_mb"] == 30.0 and result_.metrics["delegate_loaded"] == 1.0
+    assert result_.metrics["delegate_coverage"] is None  # a report without placement cannot say
     assert result_.source == "collector job b1-0000 on pi-07" and result_.interval_method == "between-repeats"
     assert result_.units("p90_ms") == report["stats"]["interval"]["p90_ms"]["per_unit"]
     assert result_.units("p90_ms") == gates.result_from_report(report, "r", {}).units("p90_ms")
@@ -544,4 +545,70 @@ def test_a_malformed_run_history_in_a_report_is_a_usage_error(tmp_path, history)
     path = tmp_path / "r.json"
     path.write_text(json.dumps(report))
     with pytest.raises(UsageError, match="stats.interval.history"):
+        gates.load_reports([str(path)])
+
+
+# ---------------------------------------------------------------- delegate coverage: a release that silently fell back
+
+@pytest.fixture(scope="module")
+def placement_reports(models, tmp_path_factory) -> dict:
+    """Real runs of EfficientNet-Lite0 int8 on LiteRT: with XNNPACK (the default chain), which leaves 4 of its 64
+    nodes (QUANTIZE x2, AVERAGE_POOL_2D, SOFTMAX) to the CPU kernels and says nothing at exit, and with
+    ``--delegate cpu``, whose first choice takes every node."""
+    from .conftest import run_cli
+
+    folder = tmp_path_factory.mktemp("placement")
+    paths = {}
+    for name, chain in (("xnnpack", ()), ("cpu", ("--delegate", "cpu"))):
+        path = folder / f"{name}.json"
+        done = run_cli("bench", models["efficientnet_lite0_int8.tflite"], *chain, *FAST, "--no-sensors",
+                       "--history", "off", "--label", "release=v2", "--label", "class=x86-ci", "--json", path)
+        assert done.code == 0, done
+        paths[name] = str(path)
+    return paths
+
+
+COVERAGE_RULE = '[[gate]]\nname = "all on the first choice"\nmodel = "efficientnet*"\nmetric = "delegate_coverage"\n' \
+    'min = 1.0\n'
+
+
+def test_a_release_that_silently_fell_back_fails_a_coverage_gate(cli, placement_reports, tmp_path):
+    """``delegate_coverage`` is the placement's coverage: min = 1.0 fails the XNNPACK run (60 of 64 nodes), whose
+    delegate loaded (``delegate_loaded`` 1, the old meaning, passes), and passes the run whose first choice took
+    every node."""
+    report = json.loads(Path(placement_reports["xnnpack"]).read_text())
+    assert report["placement"]["coverage"] == 60 / 64 and report["runtime"]["used"] == ["xnnpack"]
+    rules = write_rules(tmp_path / "coverage.toml", COVERAGE_RULE)
+    done = cli("gate", "--rules", rules, "--reports", placement_reports["xnnpack"], "--json", "-")
+    assert done.code == 1, done
+    (verdict,) = done.json()["verdicts"]
+    assert verdict["status"] == "fail" and verdict["value"] == 0.9375
+    done = cli("gate", "--rules", rules, "--reports", placement_reports["cpu"], "--json", "-")
+    assert done.code == 0, done
+    assert done.json()["verdicts"][0]["value"] == 1.0
+    loaded = write_rules(tmp_path / "loaded.toml", '[[gate]]\nmodel = "efficientnet*"\nmetric = "delegate_loaded"\n'
+                         'min = 1.0\n')
+    done = cli("gate", "--rules", loaded, "--reports", placement_reports["xnnpack"], "--json", "-")
+    assert done.code == 0 and done.json()["verdicts"][0]["value"] == 1.0, done
+
+
+def test_coverage_from_a_fleet_result_is_the_reports(placement_reports):
+    """A board's result carries the placement summary (protocol.summarize_report): the gate metric from the
+    collector's row is the report's coverage."""
+    from edgebench.agent.fleet.protocol import summarize_report
+
+    report = json.loads(Path(placement_reports["xnnpack"]).read_text())
+    row = {"job_id": "b1-0000", "device_id": "pi-07", "finished": 1.7e9, "labels": {"class": "x86-ci"},
+           "summary": summarize_report(report)}
+    metrics = gates.result_from_fleet(row, "collector").metrics
+    assert metrics["delegate_coverage"] == 0.9375 and metrics["delegate_loaded"] == 1.0
+
+
+@pytest.mark.parametrize("coverage, message", [(7, "above 1"), (1.0, "is not the first choice's 60 of 64 nodes")])
+def test_a_report_whose_coverage_lies_is_a_usage_error(placement_reports, tmp_path, coverage, message):
+    report = json.loads(Path(placement_reports["xnnpack"]).read_text())
+    report["placement"]["coverage"] = coverage
+    path = tmp_path / "edited.json"
+    path.write_text(json.dumps(report))
+    with pytest.raises(UsageError, match=f"edited.json: not a well-formed edgebench report .*placement.*{message}"):
         gates.load_reports([str(path)])

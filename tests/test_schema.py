@@ -79,13 +79,36 @@ def _field_types(line: str) -> dict[str, str]:
     return {name: kind for name, (kind, _) in _fields(line).items()}
 
 
-def _result_message(**extra) -> p.Message:
+# A model of 8 nodes: XNNPACK took 6 in 2 partitions, 2 stayed on LiteRT's CPU kernels; and their profiled times.
+NODES = [("conv1", "CONV_2D", "xnnpack", 0), ("conv2", "CONV_2D", "xnnpack", 0), ("add", "ADD", "xnnpack", 0),
+         ("resize", "RESIZE_BILINEAR", "cpu", 1), ("conv3", "CONV_2D", "xnnpack", 2),
+         ("conv4", "CONV_2D", "xnnpack", 2), ("pool", "AVERAGE_POOL_2D", "xnnpack", 2),
+         ("softmax", "SOFTMAX", "cpu", 3)]
+
+
+def placement_and_ops() -> dict:
+    """A report's ``placement`` and ``ops`` sections, made by the engine's own code (agent/engine/ops.py) from a raw
+    node list and per-node times, as a board's report has them."""
+    from edgebench.agent.engine import ops
+
+    raw = {"source": "litert-graph", "first_choice": "xnnpack",
+           "nodes": [{"name": n, "op": op, "backend": b, "partition": part} for n, op, b, part in NODES]}
+    profile = {"source": "tflite-profiler", "unavailable": None, "latency_ns": [1_100_000, 1_000_000, 1_200_000],
+               "nodes": [{"name": n, "op": op, "backend": b, "duration_ns": [(i + 1) * 20_000] * 3}
+                         for i, (n, op, b, _) in enumerate(NODES)]}
+    return {"placement": ops.summarize_placement(raw), "ops": ops.summarize_ops([profile], 1.0)}
+
+
+def _result_message(sections: bool = True, **extra) -> p.Message:
     summary = {"stats": {"count": 10, "p50_ms": 1.5, "p90_ms": 2, "p99_ms": 3.0, "std_ms": 0.2},
                "model": {"name": "m.tflite", "sha256": SHA, "format": "tflite", "size_bytes": 100},
                "runtime": {"runtime": "litert", "used": ["xnnpack"], "requested": ["xnnpack"], "threads": 2},
                "memory": {"peak_steady_bytes": 30e6, "peak_load_bytes": 4e7}, "timing": {"load_ms": 2},
                "physics": {"energy": {"energy_per_inference_mj": 2.5, "avg_w": 4}, "throttling": {"detected": False}},
                "validity": {"valid": True}}
+    if sections:
+        carried = p.summarize_report({**summary, **placement_and_ops()})
+        summary.update(placement=carried["placement"], ops=carried["ops"])
     payload = p.envelope("dev1", 1.7e9, event="result", job_id="j1", run_id="r1", summary=summary,
                          samples={"latency_ns": [5, 6], "total": 2}, **extra)
     return p.validate(p.topic("dev1", p.EVENTS), json.dumps(payload).encode())
@@ -93,7 +116,8 @@ def _result_message(**extra) -> p.Message:
 
 def test_written_points_have_the_declared_fields_and_types():
     drift = {"reference_sha": SHA, "max_abs_err": 0.1, "mean_abs_err": 0.01, "cosine_mean": 0.99, "samples": 8}
-    result, *latency = influx.points_for(_result_message(drift=drift), {"class": "rpi5"})
+    result, *points = influx.points_for(_result_message(drift=drift), {"class": "rpi5"})
+    latency = [line for line in points if line.startswith(db.LATENCY.name + ",")]
     declared = {f.name: f.type for f in db.RESULT.fields}
     assert all(declared[name] == kind for name, kind in _field_types(result).items())
     assert latency and all(_field_types(line) == {"latency_ns": db.INTEGER} for line in latency)
@@ -114,8 +138,60 @@ def test_gate_metrics_are_the_same_from_a_summary_and_from_its_point():
     from_summary = gates.result_from_report(dict(msg.payload["summary"]), "r", {}).metrics
     point = {name: value for name, (_, value) in _fields(influx.result_point(msg, {})).items()}
     assert result_metrics.gate_metrics(point) == from_summary
-    assert from_summary["peak_rss_mb"] == 40.0 and from_summary["delegate_coverage"] == 1.0
+    assert from_summary["peak_rss_mb"] == 40.0
+    # the placement's coverage (6 of 8 nodes on XNNPACK), and the old meaning (XNNPACK loaded) under its own name
+    assert from_summary["delegate_coverage"] == 0.75 and from_summary["delegate_loaded"] == 1.0
+    assert point["profile_overhead"] == pytest.approx(1.1) and 0 < point["ops_accounted"] < 1
     assert set(result_metrics.GATE_METRICS) == set(gates.METRICS)
+
+
+def test_a_result_without_placement_has_no_coverage_but_says_whether_its_delegate_loaded():
+    """An older agent's result (no placement, no ops): coverage is unknown (a gate on it is missing, never a pass),
+    delegate_loaded keeps the old 0/1 meaning; no placement or op rows are written."""
+    msg = _result_message(sections=False)
+    metrics = gates.result_from_report(dict(msg.payload["summary"]), "r", {}).metrics
+    assert metrics["delegate_coverage"] is None and metrics["delegate_loaded"] == 1.0
+    lines = influx.points_for(msg, {})
+    assert not [line for line in lines if line.startswith(tuple(m.name + "," for m in db.RESULT_ROWS))]
+    assert "delegate_coverage" not in _fields(lines[0]) and _fields(lines[0])["delegate_loaded"] == (db.FLOAT, 1.0)
+
+
+def _tags(line: str) -> dict[str, str]:
+    return dict(item.split("=", 1) for item in line.split(" ")[0].split(",")[1:])
+
+
+def test_placement_and_op_type_rows_are_the_reports_rows_with_the_declared_fields():
+    """One edgebench_placement point per backend, one edgebench_fallback_op point per op type off the first choice,
+    one edgebench_op_type point per profiled op type: the result's tags plus the row's own, the schema's field
+    types, the report's values (nothing computed again), at the result's time."""
+    msg = _result_message()
+    summary = msg.payload["summary"]
+    lines = influx.points_for(msg, {"class": "rpi5"})
+    result_tags, result_time = _tags(lines[0]), lines[0].rsplit(" ", 1)[1]
+    for measurement in db.RESULT_ROWS:
+        rows = [line for line in lines if line.startswith(measurement.name + ",")]
+        declared = {f.name: f.type for f in measurement.fields}
+        assert rows and all(declared[name] == kind for line in rows for name, kind in _field_types(line).items())
+        own = [tag for tag in measurement.tags if tag not in db.RESULT_TAGS]
+        for line in rows:
+            tags = _tags(line)
+            assert {k: v for k, v in tags.items() if k not in own} == {k: v for k, v in result_tags.items()
+                                                                         if k != db.REFERENCE}
+            assert set(own) <= set(tags) and tags["label_class"] == "rpi5" and line.endswith(" " + result_time)
+    placement = {_tags(line)[db.BACKEND]: {k: v for k, (_, v) in _fields(line).items()} for line in lines
+                 if line.startswith(db.PLACEMENT.name + ",")}
+    assert placement == {"xnnpack": {"nodes": 6, "partitions": 2, "model_nodes": 8, "coverage": 0.75,
+                                     "first_choice": True},
+                         "cpu": {"nodes": 2, "partitions": 2, "model_nodes": 8, "coverage": 0.75,
+                                 "first_choice": False}}
+    fallback = {(_tags(line)[db.OP], _tags(line)[db.BACKEND]): _fields(line)["count"][1] for line in lines
+                if line.startswith(db.FALLBACK_OP.name + ",")}
+    assert fallback == {("RESIZE_BILINEAR", "cpu"): 1, ("SOFTMAX", "cpu"): 1}
+    by_type = {(_tags(line)[db.OP], _tags(line)[db.BACKEND]): {k: v for k, (_, v) in _fields(line).items()}
+               for line in lines if line.startswith(db.OP_TYPE.name + ",")}
+    assert by_type == {(row["op"], row["backend"]): {"count": row["count"], "total_us": row["total_us"],
+                                                     "share": row["share"]} for row in summary["ops"]["by_type"]}
+    assert by_type[("CONV_2D", "xnnpack")]["count"] == 4
 
 
 def test_a_results_interval_and_units_are_the_same_from_a_summary_and_from_its_points():

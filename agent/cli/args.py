@@ -265,8 +265,9 @@ def add_run_options(parser: argparse.ArgumentParser, per_repeat: bool = False) -
 DEFAULT_PROFILE_RUNS = 20
 
 
-def add_placement_options(parser: argparse.ArgumentParser, outputs: bool = True) -> None:
-    """Where the nodes ran and where the time goes (docs/report.md, "placement" and "ops")."""
+def add_placement_options(parser: argparse.ArgumentParser, local: bool = True) -> None:
+    """Where the nodes ran and where the time goes (docs/report.md, "placement" and "ops"). ``local``: a run on this
+    machine, which can also fail on placement and write the per-op CSV (a fleet job gates on delegate_coverage)."""
     group = parser.add_argument_group("placement and per-op profile")
     group.add_argument("--profile-ops", action="store_true",
                        help="after each repeat's measured phase, run the model under the runtime's own per-op "
@@ -274,15 +275,16 @@ def add_placement_options(parser: argparse.ArgumentParser, outputs: bool = True)
                        "never count in the latency figures; the report says what profiling cost)")
     group.add_argument("--profile-runs", type=positive_int, default=DEFAULT_PROFILE_RUNS, metavar="N",
                        help=f"profiled inferences per repeat with --profile-ops (default {DEFAULT_PROFILE_RUNS})")
+    if not local:
+        return
     group.add_argument("--require-delegate", action="store_true",
                        help="fail (exit 7, after writing the report) unless the chain's first delegate or provider "
                        "took every node of the model (or --min-coverage of them)")
     group.add_argument("--min-coverage", type=number_in(0, 1, ""), metavar="F",
                        help="with --require-delegate: the fraction of nodes the first choice must take (default 1)")
-    if outputs:
-        group.add_argument("--ops-csv", metavar="FILE",
-                           help="with --profile-ops: write one row per node (name, op, where it ran, mean and median "
-                           "µs, share) as CSV")
+    group.add_argument("--ops-csv", metavar="FILE",
+                       help="with --profile-ops: write one row per node (name, op, where it ran, mean and median µs, "
+                       "share) as CSV")
 
 
 def required_coverage(args: argparse.Namespace) -> Optional[float]:

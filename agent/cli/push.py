@@ -61,6 +61,7 @@ def register(commands) -> None:
     cli_args.add_input_options(push, files=False)
     cli_args.add_run_options(push, per_repeat=True)  # no --memory-limit: a job's memory is the board's business
     cli_args.add_repeat_options(push, gap=False)
+    cli_args.add_placement_options(push, local=False)
     push.add_argument("--timeout", type=cli_args.positive_duration, metavar="SECONDS",
                       help=f"kill a job's benchmark after this long (default: the agent's --job-timeout, "
                       f"{DEFAULT_JOB_TIMEOUT_S / 3600:g}h unless the board sets another)")
@@ -104,17 +105,34 @@ def check_job_args(shapes: Sequence[str], inputs: Sequence[str]) -> None:
                              "number (files stay on this machine)")
 
 
+def check_job_settings(settings) -> None:
+    """The run settings a job carries, within the bounds a job allows (protocol.SETTINGS_LIMITS), refused before
+    anything is uploaded: ``--profile-runs 200000`` names its flag here rather than failing at the collector."""
+    from edgebench.agent.fleet.protocol import SETTINGS_LIMITS
+
+    for key, (low, high) in SETTINGS_LIMITS.items():
+        value = getattr(settings, key)
+        if not low <= value <= high:
+            flag = "--" + key.removesuffix("_s").replace("_", "-")
+            raise UsageError(f"{flag} {_shown(value)}: a fleet job allows {_shown(low)} to {_shown(high)}")
+
+
+def _shown(number: float) -> str:
+    return f"{number:g}" if isinstance(number, float) else str(number)
+
+
 def job_options(args: argparse.Namespace):
     from edgebench.agent.fleet.client import JobOptions
 
     repeats = cli_args.repeat_count(args)
     settings = cli_args.run_settings(args, repeats)
+    check_job_settings(settings)
     return JobOptions(devices=args.devices, runtimes=args.runtimes, delegates=args.delegates, threads=args.threads,
                       providers=args.providers, shape=args.shape, input=args.input, seed=args.seed,
                       sensors=args.sensors, timeout=args.timeout, label=args.label, min_runs=settings.min_runs,
                       min_duration=settings.min_duration_s, max_duration=settings.max_duration_s,
                       warmup_runs=settings.warmup_runs, warmup_duration=settings.warmup_duration_s, cpus=args.cpus,
-                      repeats=repeats)
+                      repeats=repeats, profile_runs=settings.profile_runs)
 
 
 def run_push(args: argparse.Namespace) -> int:

@@ -114,11 +114,14 @@ class JobOptions:
     warmup_duration: float
     cpus: Optional[Sequence[int]] = None  # pin each job's benchmark process to these CPUs (bench --cpus)
     repeats: int = 1  # each job's repeats (bench --repeats): fresh processes, the result's units
+    profile_runs: int = 0  # bench --profile-ops: inferences per repeat under the runtime's per-op profiler; 0: none
 
 
 def job_matrix(args: JobOptions, shas: list[str]) -> dict:
     settings = {"min_runs": args.min_runs, "min_duration_s": args.min_duration, "max_duration_s": args.max_duration,
                 "warmup_runs": args.warmup_runs, "warmup_duration_s": args.warmup_duration}
+    if args.profile_runs:  # only when asked: an agent older than the setting refuses a job that names it
+        settings["profile_runs"] = args.profile_runs
     options: dict[str, Any] = {"settings": settings, "seed": args.seed, "sensors": args.sensors,
                                "repeats": args.repeats}
     for key, value in (("shape", args.shape), ("input", args.input), ("providers", args.providers),

@@ -706,6 +706,13 @@ class Agent:
         self._keep_report(job_id, report)
         summary = p.summarize_report(report)
         summary["model"]["name"] = job.model.name or summary["model"].get("name")  # not the cache name
+        for section, check in (("placement", p.check_placement), ("ops", p.check_ops)):
+            try:  # a runtime's odd name (a control character in an op type) must not cost the whole result
+                if section in summary:
+                    check(summary[section], f"summary.{section}")
+            except p.ProtocolError as exc:
+                log.warning("job %s: its result goes without its %s (%s)", job_id, section, exc)
+                del summary[section]
         extra: dict[str, Any] = {"labels": labels} if labels else {}
         if drift is not None:
             extra["drift"] = drift

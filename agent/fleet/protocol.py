@@ -86,6 +86,7 @@ SHAPE_ARG = re.compile(r"^[A-Za-z0-9_.:/-]{1,128}=(scalar|\d+(x\d+){0,7})\Z")
 SETTINGS_LIMITS = {  # bench run-length options a job may set, with their allowed range
     "min_runs": (1, 1_000_000), "min_duration_s": (0.0, 3600.0), "max_duration_s": (0.01, 86400.0),
     "warmup_runs": (0, 100_000), "warmup_duration_s": (0.0, 3600.0),
+    "profile_runs": (0, 100_000),  # bench --profile-ops: inferences under the runtime's per-op profiler (0: none)
 }
 MAX_JOB_TIMEOUT_S = 7 * 86400.0
 DEFAULT_JOB_TIMEOUT_S = 3600.0  # a job that sets no timeout_s: the agent's --job-timeout default
@@ -401,9 +402,104 @@ def _result(payload: dict) -> None:
     interleave = _field(summary, "interleave", dict, required=False)
     if interleave is not None:
         check_interleave(interleave)
+    placement = _field(summary, "placement", dict, required=False)
+    if placement is not None:
+        check_placement(placement, "summary.placement")
+    ops = _field(summary, "ops", dict, required=False)
+    if ops is not None:
+        check_ops(ops, "summary.ops")
     drift = _field(payload, "drift", dict, required=False)
     if drift is not None:
         check_drift(drift)
+
+
+# A result's placement and per-op summary (docs/protocol.md): bounded lists of the report's own rows
+MAX_RESULT_OP_ROWS = 20  # placement.fallback_ops and ops.by_type rows a result carries at most (the largest first)
+MAX_PLACEMENT_BACKENDS = 16  # placement.backends a result carries at most (the chain's first choice first)
+MAX_MODEL_NODES = 10_000_000  # a model's nodes (placement.nodes) at most, and so every count of nodes
+SHARE_SLACK = 1e-6  # rounding allowed where shares add up to 1 or coverage is a ratio of two counts
+
+
+def _op_row_name(row: dict, key: str) -> str:
+    """An op type or backend name of a row: it becomes an InfluxDB tag (edgebench_op_type, edgebench_placement)."""
+    return _text(row, key, TAG_TEXT, max_len=128)
+
+
+def _rows(section: dict, key: str, max_rows: int) -> list:
+    rows = _field(section, key, list, required=False) or []
+    if len(rows) > max_rows:
+        raise ProtocolError(f"{key} holds {len(rows)} rows; at most {max_rows}")
+    if not all(isinstance(row, dict) for row in rows):
+        raise ProtocolError(f"{key} rows must be objects")
+    return rows
+
+
+def check_placement(placement: dict, where: str = "placement", max_rows: int = MAX_RESULT_OP_ROWS) -> dict:
+    """A run's placement (the report's, edgebench.agent.engine.ops.summarize_placement; a result carries it without
+    ``per_node``, its ``fallback_ops`` capped, see ``summarize_report``): names that can be tags, counts of nodes
+    within the model's, and a ``coverage`` in [0, 1] that is what its backends say (the first choice's nodes over
+    the model's). Release gates judge that coverage, so a board cannot claim a delegate it fell back from."""
+    try:
+        _text(placement, "source", TAG_TEXT, required=False, max_len=128)
+        first = _op_row_name(placement, "first_choice")
+        nodes = _integer(placement, "nodes", 0, MAX_MODEL_NODES)
+        coverage = _number(placement, "coverage", required=False, minimum=0, maximum=1)
+        _text(placement, "note", required=False, max_len=2000)
+        backends = _rows(placement, "backends", MAX_PLACEMENT_BACKENDS)
+        for row in backends:
+            _op_row_name(row, "name")
+            taken = _integer(row, "nodes", 0, nodes)
+            _integer(row, "partitions", 0, taken)
+        names = [row["name"] for row in backends]
+        if len(set(names)) != len(names):
+            raise ProtocolError("backends name one backend twice")
+        if sum(row["nodes"] for row in backends) > nodes:
+            raise ProtocolError(f"backends hold more nodes than the model's {nodes}")
+        on_first = sum(row["nodes"] for row in backends if row["name"] == first)
+        if coverage is not None and (nodes == 0 or abs(coverage - on_first / nodes) > SHARE_SLACK):
+            raise ProtocolError(f"coverage {coverage} is not the first choice's {on_first} of {nodes} nodes")
+        fallback = _rows(placement, "fallback_ops", max_rows)
+        for row in fallback:
+            _op_row_name(row, "op")
+            if _op_row_name(row, "backend") == first:
+                raise ProtocolError("fallback_ops name the first choice")
+            _integer(row, "count", 1, nodes)
+        if sum(row["count"] for row in fallback) > nodes - on_first:
+            raise ProtocolError(f"fallback_ops count more nodes than the {nodes - on_first} off the first choice")
+        _integer(placement, "fallback_types", len(fallback), MAX_MODEL_NODES, required=False)
+    except ProtocolError as exc:
+        raise ProtocolError(f"{where}: {exc}") from None
+    return placement
+
+
+def check_ops(ops: dict, where: str = "ops", max_rows: int = MAX_RESULT_OP_ROWS) -> dict:
+    """A run's per-op profile (the report's ``ops``, edgebench.agent.engine.ops.summarize_ops; a result carries it
+    without ``nodes`` and ``top``, its ``by_type`` capped): the profiler's cost and coverage as finite non-negative
+    numbers, and op-type rows whose names can be tags, whose counts are counts and whose shares add up to at most 1."""
+    try:
+        unavailable = _text(ops, "unavailable", required=False, max_len=1000)
+        _text(ops, "source", TAG_TEXT, required=False, max_len=128)
+        _integer(ops, "runs", 0, MAX_INT)
+        for key in ("profiled_p50_ms", "measured_p50_ms", "overhead", "sum_ms", "accounted"):
+            _number(ops, key, required=False, minimum=0)
+        _text(ops, "note", required=False, max_len=2000)
+        rows = _rows(ops, "by_type", max_rows)
+        if unavailable is not None and rows:
+            raise ProtocolError("by_type rows with no profiler (unavailable)")
+        for row in rows:
+            _op_row_name(row, "op")
+            _op_row_name(row, "backend")
+            _integer(row, "count", 1, MAX_MODEL_NODES)
+            _number(row, "total_us", minimum=0)
+            _number(row, "share", minimum=0, maximum=1)
+        if len({(row["op"], row["backend"]) for row in rows}) != len(rows):
+            raise ProtocolError("by_type names one op type on one backend twice")
+        if sum(row["share"] for row in rows) > 1 + SHARE_SLACK:
+            raise ProtocolError("by_type shares add up to more than 1")
+        _integer(ops, "types", len(rows), MAX_MODEL_NODES, required=False)
+    except ProtocolError as exc:
+        raise ProtocolError(f"{where}: {exc}") from None
+    return ops
 
 
 INTERVAL_METHODS = ("between-repeats", "batch-means")
@@ -760,7 +856,8 @@ def summarize_report(report: dict) -> dict:
     """The part of an ``edgebench.bench/1`` or ``/2`` report that travels in a result event: everything but the
     per-run samples (the full report stays on the board's data dir). Of the statistics, the numbers and
     ``interval`` (its per-unit values included: what release gates compare); the number of repeats; the
-    interleaved run it belongs to, if any."""
+    interleaved run it belongs to, if any; where the nodes ran and the per-op profile by op type, bounded
+    (``placement_summary``, ``ops_summary``)."""
     memory = {k: v for k, v in (report.get("memory") or {}).items() if k != "rss_samples"}
     physics = report.get("physics")
     summary = {
@@ -783,4 +880,33 @@ def summarize_report(report: dict) -> dict:
     if physics:
         summary["physics"] = {"energy": physics.get("energy"), "throttling": {
             k: v for k, v in (physics.get("throttling") or {}).items() if k != "checks"}}
+    if isinstance(report.get("placement"), dict):
+        summary["placement"] = placement_summary(report["placement"])
+    if isinstance(report.get("ops"), dict):
+        summary["ops"] = ops_summary(report["ops"])
+    return summary
+
+
+def placement_summary(placement: dict, rows: int = MAX_RESULT_OP_ROWS) -> dict:
+    """The report's placement as a result carries it: its counts and coverage, the backends (the first choice
+    first, at most MAX_PLACEMENT_BACKENDS) and the ``rows`` most frequent op types off the first choice
+    (``fallback_types``: how many the report has); not ``per_node``."""
+    fallback = list(placement.get("fallback_ops") or [])
+    return {**{key: placement.get(key) for key in ("source", "first_choice", "nodes", "coverage", "note")},
+            "backends": list(placement.get("backends") or [])[:MAX_PLACEMENT_BACKENDS],
+            "fallback_ops": fallback[:rows], "fallback_types": len(fallback)}
+
+
+OPS_SUMMARY_KEYS = ("source", "unavailable", "runs", "profiled_p50_ms", "measured_p50_ms", "overhead", "sum_ms",
+                    "accounted", "note")
+
+
+def ops_summary(ops: dict, rows: int = MAX_RESULT_OP_ROWS) -> dict:
+    """The report's per-op profile as a result carries it: what profiling cost and how much of the time the ops
+    account for, and the ``rows`` op types (per backend) that took the most time (``types``: how many the report
+    has); not the per-node rows (``nodes``, ``top``)."""
+    summary = {key: ops[key] for key in OPS_SUMMARY_KEYS if key in ops}
+    if isinstance(ops.get("by_type"), list):
+        summary["by_type"] = ops["by_type"][:rows]
+        summary["types"] = len(ops["by_type"])
     return summary

@@ -11,7 +11,9 @@ heats it: once the job is measuring, the test writes a CPU temperature past the 
 and the engine's throttle detection marks the run as throttled, as on a board that overheats mid-run. The other
 agent reads this machine as it is. On that board, a dynamic-int8 variant of PP-OCR's direction classifier (made
 here with edgebench.agent.optimize.variants) is pushed with ``--reference`` the float32 original: its result carries
-the drift.
+the drift. Every push asks for the per-op profile (``--profile-ops``): ONNX Runtime's profiler gives the variant's
+time by op type; LiteRT's results say it has none; every result says where its nodes ran (EfficientNet-Lite0 int8
+leaves 4 of its 64 nodes to LiteRT's CPU kernels under XNNPACK).
 """
 
 from __future__ import annotations
@@ -37,10 +39,10 @@ DB = "edgebench"
 JETSON, HOST = "jetson-orin-01", "x86-host-01"
 BOARDS = REPO / "tests" / "fixtures" / "boards"
 PUSH_ARGS = ("--min-runs", "150", "--min-duration", "0.1", "--warmup-runs", "5", "--warmup-duration", "0.05",
-             "--repeats", "3")
+             "--repeats", "3", "--profile-ops")  # LiteRT from Python has no per-op profiler: its results say why
 VARIANT, VARIANT_REFERENCE = "ppocr_cls.dynamic-int8.onnx", "ppocr_cls.onnx"
 VARIANT_ARGS = ("--shape", "x=1x3x48x192", "--min-runs", "50", "--min-duration", "0.1", "--warmup-runs", "2",
-                "--warmup-duration", "0.05", "--repeats", "3")
+                "--warmup-duration", "0.05", "--repeats", "3", "--profile-ops", "--profile-runs", "10")
 
 
 @pytest.fixture(scope="session")

@@ -136,3 +136,52 @@ def test_gates_read_a_result_pushed_with_a_reference(fleet_run):
             assert len(units) >= 2 and all(u > 0 for u in units)
         else:
             assert units == [result.metrics["p90_ms"]]
+
+
+def _rows(run: FleetRun, dash: dict, panel: str, chosen: dict) -> list[dict]:
+    [query] = [q for q in queries.panel_queries(dash) if q.panel == panel]
+    text = queries.interpolate(query.text, dash, chosen, TIME_FILTER, INTERVAL)
+    return [{**s.get("tags", {}), **dict(zip(s["columns"], row))} for s in run.query(text) for row in s["values"]]
+
+
+def test_op_type_panel_shows_where_the_variants_time_goes(fleet_run, selections):
+    """The int8 variant pushed with --profile-ops (ONNX Runtime's profiler on the host board): its op types, each
+    with a share of the time and a node count, the shares adding up to at most 1 (the 20 op types that took the
+    most); the results of LiteRT, which has no per-op profiler from Python, have none."""
+    dash = COMMITTED["model-comparison"]
+    for mode in ("values", "all"):
+        rows = _rows(fleet_run, dash, "Where the time goes: op types per variant, board class and configuration",
+                     selections[("model-comparison", mode)])
+        variant = [row for row in rows if row["model"] == VARIANT]
+        assert len(variant) >= 3 and {row["backend"] for row in variant} == {"CPUExecutionProvider"}, rows
+        assert all(0 <= row["share"] <= 1 and row["µs per inference"] >= 0 and row["nodes"] >= 1 for row in variant)
+        assert 0.5 < sum(row["share"] for row in variant) <= 1 + 1e-9
+        assert {row["model"] for row in rows} == {VARIANT}, "a LiteRT result wrote per-op rows"
+
+
+def test_placement_panels_show_the_nodes_a_delegate_left(fleet_run, selections):
+    """EfficientNet-Lite0 int8 under XNNPACK (LiteRT's default chain) on both boards: 60 of 64 nodes on XNNPACK,
+    4 on the CPU kernels (QUANTIZE x2, AVERAGE_POOL_2D, SOFTMAX), coverage 0.9375: the model comparison's tables
+    and the fleet overview's coverage table and count say so."""
+    model = "efficientnet_lite0_int8.tflite"
+    dash = COMMITTED["model-comparison"]
+    chosen = selections[("model-comparison", "all")]
+    backends = {(row["label_class"], row["backend"]): row for row in
+                _rows(fleet_run, dash, "Where the nodes ran: nodes per backend", chosen) if row["model"] == model}
+    for board_class in fleet_run.devices.values():
+        xnnpack, cpu = backends[(board_class, "xnnpack")], backends[(board_class, "cpu")]
+        assert (xnnpack["nodes"], xnnpack["of"], xnnpack["first choice"], xnnpack["coverage"]) == (60, 64, True, 0.9375)
+        assert (cpu["nodes"], cpu["first choice"]) == (4, False)
+    fallback = {(row["label_class"], row["op"]): row["nodes"] for row in
+                _rows(fleet_run, dash, "Op types off the first choice", chosen) if row["model"] == model}
+    assert {op: n for (_, op), n in fallback.items()} == {"QUANTIZE": 2, "AVERAGE_POOL_2D": 1, "SOFTMAX": 1}
+    fleet = COMMITTED["fleet-overview"]
+    chosen = selections[("fleet-overview", "all")]
+    coverage = {(row["device"], row["model"]): row for row in
+                _rows(fleet_run, fleet, "Delegate coverage per device and model", chosen)}
+    for device in fleet_run.devices:
+        row = coverage[(device, model)]
+        assert (row["coverage"], row["on first choice"], row["nodes"], row["backend"]) == (0.9375, 60, 64, "xnnpack")
+    assert all(0 < row["coverage"] <= 1 for row in coverage.values())
+    [partial] = _rows(fleet_run, fleet, "Delegates that left nodes behind", chosen)
+    assert partial["partial"] == sum(1 for row in coverage.values() if row["coverage"] < 1) >= 2

@@ -130,6 +130,34 @@ def intervals(draw) -> dict:
     return interval
 
 
+OP_NAMES = TAG_TEXT.filter(lambda s: len(s) <= 128)  # op types and backends: tags of the placement and op rows
+
+
+@st.composite
+def placement_and_ops(draw) -> dict:
+    """A report's ``placement`` and ``ops`` made by the engine's own code (agent/engine/ops.py) from a raw node list
+    and per-node times: the counts, coverage and shares agree as a board's report has them."""
+    from edgebench.agent.engine import ops
+
+    backends = draw(st.lists(OP_NAMES, min_size=1, max_size=3, unique=True))
+    nodes = draw(st.lists(st.tuples(OP_NAMES, st.sampled_from(backends), st.integers(0, 3),
+                                    st.lists(st.integers(0, 10**9), min_size=1, max_size=3)), max_size=30))
+    named = [(f"n{i}", op, backend, part, times) for i, (op, backend, part, times) in enumerate(nodes)]
+    raw = {"source": "litert-graph", "first_choice": backends[0],
+           "nodes": [{"name": n, "op": op, "backend": b, "partition": part} for n, op, b, part, _ in named]}
+    sections = {"placement": ops.summarize_placement(raw)}
+    if draw(st.booleans()):
+        sections["ops"] = {"source": None, "unavailable": draw(st.text(min_size=1, max_size=100)), "runs": 0}
+    elif named:
+        sections["ops"] = ops.summarize_ops([{"source": "onnxruntime-profiler", "unavailable": None,
+                                              "latency_ns": draw(st.lists(st.integers(1, 10**9), min_size=1,
+                                                                          max_size=5)),
+                                              "nodes": [{"name": n, "op": op, "backend": b, "duration_ns": times}
+                                                        for n, op, b, _, times in named]}],
+                                            draw(st.none() | st.floats(1e-3, 1e3)))
+    return sections
+
+
 @st.composite
 def reports(draw) -> dict:
     """A bench report (docs/report.md) as the engine writes it: what ``summarize_report`` gets on a board."""
@@ -157,6 +185,7 @@ def reports(draw) -> dict:
             interleave=st.fixed_dictionaries({"group": rx(p.TAG_TEXT).filter(lambda s: len(s) <= 128),
                                               "slot": st.integers(0, 1_000_000) | rx(p.TAG_TEXT).filter(
                                                   lambda s: len(s) <= 64)}))),
+        **draw(st.just({}) | placement_and_ops()),
     }
     return report
 

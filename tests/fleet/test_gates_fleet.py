@@ -126,7 +126,13 @@ def test_results_carry_release_labels_raw_samples_and_intervals(gated_fleet, pus
                                              f"WHERE time >= {pt['time']} AND time < {pt['time'] + 10000}")[0]["count"]
         row = next(r for r in rows if r["job_id"] == pt["job_id"])
         carried = len(row["latency_ns"])
-        assert count == carried and pt["samples_total"] >= carried and pt["delegate_coverage"] in (0.0, 1.0)
+        assert count == carried and pt["samples_total"] >= carried and pt["delegate_loaded"] in (0.0, 1.0)
+        # where the nodes ran travels in the result: the coverage gates judge, and one placement point per backend
+        placement = row["summary"]["placement"]
+        assert pt["delegate_coverage"] == placement["coverage"] and 0 < placement["coverage"] <= 1
+        backends = fleet.influxd.rows(fleet.db, f'SELECT "nodes", "partitions", "model_nodes", "first_choice" FROM '
+                                                f'edgebench_placement WHERE time = {pt["time"]} GROUP BY "backend"')
+        assert sum(b["nodes"] for b in backends) == placement["nodes"] == backends[0]["model_nodes"], backends
         interval = row["summary"]["stats"]["interval"]  # one repeat a job: batches of the run
         assert pt["interval_method"] == interval["method"] == "batch-means" and pt["repeats"] == 1
         assert pt["p90_estimate_ms"] == interval["p90_ms"]["estimate"]

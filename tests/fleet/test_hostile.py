@@ -75,6 +75,66 @@ def test_injected_tag_text_is_refused_and_others_lose_nothing(fleet, broker):
     assert len(reasons) == len(forged) and all("summary" in r or "field" in r for r in reasons), reasons
 
 
+def placement_event(device: str, run_id: str, nan: bool = False, **changes) -> bytes:
+    """A result whose summary says where its nodes ran (60 of 64 on XNNPACK, as EfficientNet-Lite0 int8's) and its
+    op types, with ``changes`` made to the placement (``coverage=7``) or to its ops (``ops__by_type=[...]``)."""
+    placement = {"source": "litert-graph", "first_choice": "xnnpack", "nodes": 64, "coverage": 0.9375, "note": None,
+                 "backends": [{"name": "xnnpack", "nodes": 60, "partitions": 2}, {"name": "cpu", "nodes": 4,
+                                                                                  "partitions": 3}],
+                 "fallback_ops": [{"op": "QUANTIZE", "backend": "cpu", "count": 2}], "fallback_types": 1}
+    ops = {"source": "tflite-profiler", "unavailable": None, "runs": 10, "overhead": 1.2, "accounted": 0.95,
+           "by_type": [{"op": "CONV_2D", "backend": "xnnpack", "count": 40, "total_us": 900.0, "share": 0.9}],
+           "types": 1}
+    for key, value in changes.items():
+        section, _, name = key.rpartition("__")
+        (ops if section == "ops" else placement)[name] = value
+    summary = {"model": {"name": "m.tflite", "format": "tflite", "sha256": "a" * 64},
+               "runtime": {"runtime": "litert", "used": ["xnnpack"], "requested": ["xnnpack"], "threads": 1},
+               "stats": {"count": 10, "p50_ms": 1.0}, "placement": placement, "ops": ops}
+    payload = p.envelope(device, time.time(), msg_id=p.new_msg_id(), event="result", job_id=run_id, run_id=run_id,
+                         finished_ts=time.time(), summary=summary)
+    if nan:  # what json.dumps would not write: a board's own encoder might
+        return json.dumps(payload).replace('"coverage": 0.9375', '"coverage": NaN').encode()
+    return p.encode(p.EVENTS, payload)
+
+
+def test_a_board_that_lies_about_placement_is_refused_and_counted(fleet, broker):
+    """Release gates judge the coverage a result carries, and its rows become points: a coverage of 7, one its own
+    backends deny, NaN, negative counts, rows beyond the bounds, tag injection in an op name are each a counted dead
+    letter; an honest board's result and its placement and op-type points land."""
+    collector = fleet.start_collector()
+    events = p.topic("liar", p.EVENTS)
+    forged = [
+        placement_event("liar", "cov-7", coverage=7),
+        placement_event("liar", "cov-claimed", coverage=1.0),  # its backends say 60 of 64
+        placement_event("liar", "cov-nan", nan=True),
+        placement_event("liar", "neg", backends=[{"name": "xnnpack", "nodes": -60, "partitions": 2}]),
+        placement_event("liar", "rows", fallback_ops=[{"op": f"OP{i}", "backend": "cpu", "count": 1}
+                                                      for i in range(21)]),
+        placement_event("liar", "inject", ops__by_type=[{"op": "CONV\nedgebench_gate,rule=x passed=true 1",
+                                                         "backend": "xnnpack", "count": 1, "total_us": 1.0,
+                                                         "share": 0.5}]),
+        placement_event("liar", "share", ops__by_type=[{"op": "CONV_2D", "backend": "xnnpack", "count": 1,
+                                                        "total_us": 1.0, "share": 7.0}]),
+    ]
+    honest = placement_event("honest", "ok-placed")
+    assert publish_many(broker.port, [(events, data) for data in forged], "liar") == [0] * len(forged)
+    assert publish_many(broker.port, [(p.topic("honest", p.EVENTS), honest)], "honest") == [0]
+    wait_for(lambda: collector.metric("edgebench_messages_stored_total") >= len(forged) + 1, 60,
+             "every message handled")
+    assert collector.metric("edgebench_dead_letters_total") == len(forged)
+    reasons = [d["reason"] for d in collector.get("/api/v1/dead-letters")["dead_letters"]]
+    assert len(reasons) == len(forged) and all("summary.placement" in r or "summary.ops" in r or "not a valid number"
+                                               in r for r in reasons), reasons
+    assert [row["run_id"] for row in fleet.results_in_influx()] == ["ok-placed"]
+    assert fleet.results_in_influx()[0]["delegate_coverage"] == 0.9375
+    placed = fleet.influxd.rows(fleet.db, 'SELECT "nodes", "device" FROM edgebench_placement GROUP BY "backend"')
+    assert sorted((row["nodes"], row["device"]) for row in placed) == [(4, "honest"), (60, "honest")]
+    typed = fleet.influxd.rows(fleet.db, 'SELECT "share", "device" FROM edgebench_op_type GROUP BY "op"')
+    assert [(row["share"], row["device"]) for row in typed] == [(0.9, "honest")]
+    assert not fleet.influxd.rows(fleet.db, "SELECT * FROM edgebench_gate")
+
+
 def test_a_point_influxdb_refuses_is_a_counted_dead_letter(fleet, broker):
     """InfluxDB refuses a point (here: its field already has another type in the shard): that point becomes a
     dead letter, counted; the batch's other points are written and the messages acknowledged."""

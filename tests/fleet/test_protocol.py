@@ -252,6 +252,144 @@ def test_a_results_interval_and_repeats_are_checked(mutate, reason):
         p.validate(p.topic("dev1", p.EVENTS), encoded(_interval_payload(mutate)))
 
 
+# ---------------------------------------------------------------- placement and per-op profile
+
+def sections_report(fallback_types: int = 3, op_types: int = 3) -> dict:
+    """A report with ``placement`` and ``ops`` made by the engine's own code (agent/engine/ops.py): a model whose
+    first choice (XNNPACK) took all nodes but ``fallback_types`` op types' (one node each, on the CPU kernels), and
+    ``op_types`` profiled op types."""
+    from edgebench.agent.engine import ops
+
+    nodes = [{"name": f"conv{i}", "op": "CONV_2D", "backend": "xnnpack", "partition": 0} for i in range(10)]
+    nodes += [{"name": f"odd{i}", "op": f"CUSTOM_{i}", "backend": "cpu", "partition": i + 1}
+              for i in range(fallback_types)]
+    timed = [{"name": f"n{i}", "op": f"OP_{i}", "backend": "xnnpack", "duration_ns": [1000 * (i + 1)] * 2}
+             for i in range(op_types)]
+    report = repeats_report()
+    report["placement"] = ops.summarize_placement({"source": "litert-graph", "first_choice": "xnnpack",
+                                                   "nodes": nodes})
+    report["ops"] = ops.summarize_ops([{"source": "tflite-profiler", "unavailable": None,
+                                        "latency_ns": [2_000_000, 2_100_000], "nodes": timed}], 1.9)
+    return report
+
+
+def _sections_payload(mutate=lambda s: None, report: dict = None) -> dict:
+    summary = p.summarize_report(report or sections_report())
+    mutate(summary)
+    return p.envelope("dev1", 1.7e9, event="result", job_id="j1", run_id="j1", summary=summary)
+
+
+def test_a_result_carries_placement_and_op_types_bounded():
+    """Placement and the per-type summary travel in the result, without per-node rows; a model with hundreds of op
+    types off the first choice or profiled still fits: the largest 20 rows are carried, and how many there were."""
+    report = sections_report(fallback_types=300, op_types=500)
+    summary = p.summarize_report(report)
+    placement, profile = summary["placement"], summary["ops"]
+    assert "per_node" not in placement and "nodes" not in profile and "top" not in profile
+    assert placement["coverage"] == report["placement"]["coverage"] == 10 / 310
+    assert placement["fallback_ops"] == report["placement"]["fallback_ops"][:p.MAX_RESULT_OP_ROWS]
+    assert placement["fallback_types"] == 300 and profile["types"] == 500
+    assert profile["by_type"] == report["ops"]["by_type"][:p.MAX_RESULT_OP_ROWS]
+    assert profile["by_type"][0]["op"] == "OP_499"  # the slowest first
+    assert profile["overhead"] == report["ops"]["overhead"] and profile["accounted"] == report["ops"]["accounted"]
+    data = encoded(_sections_payload(report=report))
+    assert len(data) < p.MAX_PAYLOAD[p.EVENTS] // 4
+    assert p.validate(p.topic("dev1", p.EVENTS), data).payload["summary"]["placement"]["backends"]
+
+
+def test_a_result_from_a_runtime_without_a_profiler_or_placement_is_accepted():
+    """ops.unavailable (LiteRT from Python), placement null (a runtime that cannot say), and a result of an agent
+    older than both sections: all accepted."""
+    report = sections_report()
+    report["ops"] = {"source": None, "unavailable": "no per-op profiler", "runs": 0}
+    report["placement"] = None
+    summary = p.summarize_report(report)
+    assert "placement" not in summary and summary["ops"] == report["ops"]
+    p.validate(p.topic("dev1", p.EVENTS), encoded(_sections_payload(report=report)))
+    p.validate(p.topic("dev1", p.EVENTS), encoded(result_payload()))
+
+
+def _set_row(section: str, rows: str, index: int, **values):
+    return lambda s: s[section][rows][index].update(values)
+
+
+@pytest.mark.parametrize("mutate, reason", [
+    # a hostile board with valid credentials: the coverage gates judge, and rows that become tags and points
+    (lambda s: s["placement"].update(coverage=7), "summary.placement: field 'coverage' = 7 is above 1"),
+    (lambda s: s["placement"].update(coverage=1.0), "coverage 1.0 is not the first choice's 10 of 13 nodes"),
+    (lambda s: s["placement"].update(coverage="all"), "wrong type"),
+    (lambda s: s["placement"].update(nodes=-1), "below 0"),
+    (lambda s: s["placement"].update(nodes=1.5), "must be an integer"),
+    (lambda s: s["placement"].update(nodes=p.MAX_MODEL_NODES + 1), "above"),
+    (lambda s: s["placement"].update(first_choice="x\nnpack"), "invalid value"),
+    (lambda s: s["placement"].pop("first_choice"), "missing field 'first_choice'"),
+    (_set_row("placement", "backends", 0, nodes=14), "field 'nodes' = 14 is above 13"),
+    (_set_row("placement", "backends", 0, nodes=11), "backends hold more nodes than the model's 13"),
+    (_set_row("placement", "backends", 0, nodes=-3), "below 0"),
+    (_set_row("placement", "backends", 1, partitions=4), "above 3"),
+    (_set_row("placement", "backends", 1, name="xnnpack"), "one backend twice"),
+    (_set_row("placement", "backends", 1, name="cpu\n"), "invalid value"),
+    (lambda s: s["placement"].update(backends=[{"name": f"b{i}", "nodes": 0, "partitions": 0} for i in range(17)]),
+     "backends holds 17 rows; at most 16"),
+    (lambda s: s["placement"].update(backends="cpu"), "wrong type"),
+    (lambda s: s["placement"].update(fallback_ops=[{"op": f"OP{i}", "backend": "cpu", "count": 1}
+                                                   for i in range(21)]), "fallback_ops holds 21 rows; at most 20"),
+    (_set_row("placement", "fallback_ops", 0, count=-1), "below 1"),
+    (_set_row("placement", "fallback_ops", 0, count=True), "boolean"),
+    (_set_row("placement", "fallback_ops", 0, count=3), "count more nodes than the 3 off the first choice"),
+    (_set_row("placement", "fallback_ops", 0, backend="xnnpack"), "fallback_ops name the first choice"),
+    (_set_row("placement", "fallback_ops", 0, op="RESIZE\tX"), "invalid value"),
+    (lambda s: s["placement"]["fallback_ops"].append(7), "rows must be objects"),
+    (lambda s: s["placement"].update(fallback_types=1), "below 3"),
+    (lambda s: s.update(placement=[1]), "wrong type"),
+    (lambda s: s["ops"].update(overhead=-2.0), "summary.ops: field 'overhead' = -2.0 is below 0"),
+    (lambda s: s["ops"].update(runs=-1), "below 0"),
+    (lambda s: s["ops"].update(runs=2**63), "above"),
+    (lambda s: s["ops"].update(accounted="most"), "wrong type"),
+    (lambda s: s["ops"].update(by_type=[{"op": f"OP{i}", "backend": "cpu", "count": 1, "total_us": 1.0,
+                                         "share": 0.0} for i in range(21)]), "by_type holds 21 rows; at most 20"),
+    (lambda s: s["ops"].update(by_type=[{"op": f"OP{i}", "backend": "cpu", "count": 1, "total_us": 1.0,
+                                         "share": 0.0} for i in range(10**6)]), "events payload is"),  # 10^6 types
+    (_set_row("ops", "by_type", 0, share=1.5), "above 1"),
+    (_set_row("ops", "by_type", 0, share=0.9), "shares add up to more than 1"),
+    (_set_row("ops", "by_type", 0, total_us=-5), "below 0"),
+    (_set_row("ops", "by_type", 0, count=0), "below 1"),
+    (_set_row("ops", "by_type", 0, op="OP_0"), "one op type on one backend twice"),
+    (_set_row("ops", "by_type", 0, backend="edgebench_gate,rule=x passed=true 1\n"), "invalid value"),
+    (lambda s: s["ops"].update(unavailable="none here"), "by_type rows with no profiler"),
+    (lambda s: s["ops"].update(types=2), "below 3"),
+    (lambda s: s.update(ops="fast"), "wrong type"),
+])
+def test_a_results_placement_and_op_types_are_checked(mutate, reason):
+    """A lying or broken board's placement and op types are refused with a reason (the collector then stores a
+    dead letter and counts it, as for any bad result: tests/fleet/test_hostile.py)."""
+    import re
+
+    with pytest.raises(p.ProtocolError, match=re.escape(reason)):
+        p.validate(p.topic("dev1", p.EVENTS), encoded(_sections_payload(mutate)))
+
+
+def test_nan_in_placement_is_refused():
+    data = encoded(_sections_payload()).replace(b'"coverage":', b'"coverage":NaN,"was":')
+    with pytest.raises(p.ProtocolError, match="not a valid number"):
+        p.validate(p.topic("dev1", p.EVENTS), data)
+
+
+def test_a_job_may_ask_for_the_per_op_profile_within_bounds():
+    from edgebench.agent.fleet.jobrunner import build_request
+
+    job = p.Job(job_id="j1", device="dev1", model=p.JobModel(sha256=SHA, size_bytes=10),
+                settings={"min_runs": 5, "profile_runs": 7})
+    payload = job.to_payload(1.7e9)
+    assert p.Job.from_payload(payload).settings["profile_runs"] == 7
+    request = build_request(p.Job.from_payload(payload), "/cache/m.tflite")
+    assert request.settings.profile_runs == 7 and request.settings.min_runs == 5
+    for value, reason in ((-1, "below 0"), (100_001, "above"), ("20", "wrong type")):
+        payload["settings"]["profile_runs"] = value
+        with pytest.raises(p.ProtocolError, match=reason):
+            p.check_job(payload)
+
+
 # ---------------------------------------------------------------- outbox
 
 def test_outbox_drops_telemetry_oldest_first_never_results(tmp_path):
@@ -488,7 +626,8 @@ def test_result_points_carry_one_latency_point_per_sample():
     msg = p.validate(p.topic("dev1", p.EVENTS), encoded(payload))
     summary, *latency = influx.points_for(msg, {"class": "rpi5", "release": "v2"})
     assert summary.startswith("edgebench_result,delegate=xnnpack,device=dev1,label_class=rpi5,label_release=v2,")
-    assert "samples_total=40i" in summary and "delegate_coverage=0.0" in summary
+    # no placement in this summary: no coverage; the chain asked for nothing, so nothing "loaded" either
+    assert "samples_total=40i" in summary and "delegate_loaded=0.0" in summary and "delegate_coverage" not in summary
     ts = int(summary.rpartition(" ")[2])
     series = summary.split(" ")[0].replace("edgebench_result", "edgebench_latency")
     assert latency == [f"{series} latency_ns=1500000i {ts}", f"{series} latency_ns=1600000i {ts + 1}"]
@@ -603,3 +742,56 @@ def test_a_job_carries_only_its_runtimes_chain(tmp_path):
     assert p.chain_option("ort", "tflite") == "providers" and p.chain_option(None, "onnx") == "providers"
     assert p.chain_option(None, "tflite") == "delegates" and p.chain_option(None, "pte") is None
     registry.close()
+
+
+def test_a_boards_result_keeps_its_benchmark_when_a_section_would_be_refused(tmp_path):
+    """The agent checks the placement and ops it summarized as the collector will: a runtime's odd op name (a
+    control character) costs that section, never the result; a good section goes out as summarized."""
+    from edgebench.agent.fleet.daemon import Agent, AgentConfig
+    from edgebench.agent.fleet.mqtt import MqttSettings
+
+    agent = Agent(AgentConfig(mqtt=MqttSettings(), device_id="dev1", data_dir=tmp_path))
+    sent = {}
+    agent._finish = lambda job_id, state, kind, **fields: sent.update(fields)
+    job = p.Job(job_id="j1", device="dev1", model=p.JobModel(sha256=SHA, size_bytes=10, name="m.tflite"))
+    report = sections_report()
+    report["ops"]["by_type"][0]["op"] = "OP\x00"
+    try:
+        agent._report("j1", job, {"report": report})
+    finally:
+        agent.store.close()
+    assert "ops" not in sent["summary"] and sent["summary"]["placement"] == p.summarize_report(report)["placement"]
+    payload = p.envelope("dev1", 1.7e9, event="result", job_id="j1", **sent)
+    assert p.validate(p.topic("dev1", p.EVENTS), encoded(payload)).payload["summary"]["stats"]["count"] >= 1
+
+
+def test_push_asks_for_the_per_op_profile_only_when_told():
+    """``push --profile-ops [--profile-runs N]`` puts profile_runs in every job's settings (the job runner hands it
+    to the engine: test_a_job_may_ask_for_the_per_op_profile_within_bounds); without it the settings do not name
+    it (an older agent would refuse the job); out-of-bounds counts are refused before any upload, and
+    --require-delegate is no push option (a fleet gates on delegate_coverage)."""
+    from edgebench.agent.cli import push as push_cli
+    from edgebench.agent.cli.main import build_parser
+    from edgebench.agent.errors import UsageError
+    from edgebench.agent.fleet.client import job_matrix
+
+    def settings(*flags: str) -> dict:
+        return job_matrix(push_cli.job_options(build_parser().parse_args(["push", "m.onnx", *flags])),
+                          [])["options"]["settings"]
+
+    assert settings("--profile-ops")["profile_runs"] == 20
+    assert settings("--profile-ops", "--profile-runs", "5")["profile_runs"] == 5
+    assert "profile_runs" not in settings() and "profile_runs" not in settings("--profile-runs", "5")
+    job = p.Job(job_id="j1", device="dev1", model=p.JobModel(sha256=SHA, size_bytes=10),
+                settings=settings("--profile-ops", "--profile-runs", "5"))
+    assert p.Job.from_payload(job.to_payload(1.7e9)).settings["profile_runs"] == 5
+    with pytest.raises(UsageError, match="--profile-runs 200000: a fleet job allows 0 to 100000"):
+        settings("--profile-ops", "--profile-runs", "200000")
+    with pytest.raises(UsageError, match="--min-runs 2000000: a fleet job allows 1 to 1000000"):
+        settings("--min-runs", "2000000")
+    with pytest.raises(UsageError, match="--max-duration 100000: a fleet job allows 0.01 to 86400"):
+        settings("--max-duration", "100000")
+    push_options = {flag for action in build_parser()._subparsers._group_actions[0].choices["push"]._actions
+                    for flag in action.option_strings}
+    assert "--profile-ops" in push_options
+    assert not push_options & {"--require-delegate", "--min-coverage", "--ops-csv"}
