@@ -92,6 +92,10 @@ run length:
   --warmup-runs N             (default 5)
   --warmup-duration S         (default 0.5s)
   --progress-interval S       seconds between progress events (default 0.5)
+per-op profile:
+  --profile-runs N            after the measured phase, N inferences under the runtime's per-op profiler (default 0)
+  --profile-dir DIR           where ONNX Runtime writes its profiles (placement needs it; --profile-runs without
+                              it writes to $TMPDIR or /tmp); the result's "profile_files" names them
 output:
   --events-fd FD              write the JSON-line events to this file descriptor (default 1, stdout)
   --dump-inputs DIR           save the inputs fed as DIR/input_<i>.npy (+ DIR/manifest.json)
@@ -134,7 +138,8 @@ CommandLine parse_command_line(const std::vector<std::string>& args) {
     static const char* const valued[] = {
         "--format", "--threads", "--delegate", "--delegate-option", "--providers", "--tflite-lib", "--ort-lib",
         "--shape", "--input", "--seed", "--min-runs", "--min-duration", "--max-duration", "--warmup-runs",
-        "--warmup-duration", "--progress-interval", "--events-fd", "--dump-inputs", "--dump-outputs", nullptr};
+        "--warmup-duration", "--progress-interval", "--profile-runs", "--profile-dir", "--events-fd", "--dump-inputs",
+        "--dump-outputs", nullptr};
     bool known = false;
     for (const char* const* name = valued; *name; ++name) known = known || flag == *name;
     if (!known) throw Error(kExitUsage, "unknown option " + flag + " (see --help)");
@@ -177,6 +182,10 @@ CommandLine parse_command_line(const std::vector<std::string>& args) {
       cl.settings.warmup_duration_s = parse_duration(value, flag);
     } else if (flag == "--progress-interval") {
       cl.settings.progress_interval_s = parse_duration(value, flag);
+    } else if (flag == "--profile-runs") {
+      cl.settings.profile_runs = parse_int(value, flag, 0);
+    } else if (flag == "--profile-dir") {
+      cl.runtime.profile_dir = value;
     } else if (flag == "--events-fd") {
       cl.events_fd = static_cast<int>(parse_int(value, flag, 0));
     } else if (flag == "--dump-inputs") {

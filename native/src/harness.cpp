@@ -136,6 +136,8 @@ Json run_benchmark(const CommandLine& cl, Events& events) {
   BenchOutcome outcome = benchmark(load, feeds, cl.settings, &progress, on_phase);
   Session& session = *outcome.session;
   session.backend.notes.push_back("load_ms includes loading the runtime library (" + json_double(std::round(library_ms * 1000) / 1000) + " ms)");
+  if (!session.placement_note.empty())
+    session.backend.notes.push_back("placement unknown: " + session.placement_note);
 
   Json result = Json::object();
   Json list = Json::array();
@@ -150,6 +152,11 @@ Json run_benchmark(const CommandLine& cl, Events& events) {
   result.set("samples", outcome.samples);
   result.set("wall_ns", Json(static_cast<long long>(outcome.wall_ns)));
   result.set("memory", outcome.memory);
+  result.set("placement", outcome.placement);
+  result.set("ops", outcome.ops);
+  // ONNX Runtime's profile files: agent/engine/executors/native.py turns them into "placement" and "ops.nodes"
+  // (through agent/runtimes/ort_profile.py, as for the Python plugin) and drops this key.
+  if (outcome.profile_files.size() > 0) result.set("profile_files", outcome.profile_files);
 
   // After the protocol, outside every timed region.
   Json dumped_inputs, dumped_outputs;

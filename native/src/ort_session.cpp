@@ -1,8 +1,10 @@
 // ONNX Runtime sessions: the execution provider chain, tensor specs, binding and running
 // (agent/runtimes/ort.py's behaviour, through the C/C++ API).
 #include <dlfcn.h>
+#include <unistd.h>
 
 #include <algorithm>
+#include <cstdlib>
 #include <cstring>
 #include <set>
 
@@ -79,11 +81,27 @@ const char* generic_name(const std::string& provider) {
   return nullptr;
 }
 
+// A fresh prefix for each session's profile: ONNX Runtime names the file <prefix>_<date and time to the second>.json,
+// so two sessions of one second with one prefix would write the same file.
+std::string profile_prefix(const RuntimeOptions& options, const char* what) {
+  static int count = 0;
+  std::string dir = options.profile_dir;
+  if (dir.empty()) {
+    const char* tmp = std::getenv("TMPDIR");
+    dir = tmp && *tmp ? tmp : "/tmp";
+  }
+  return dir + "/edgebench-ort-" + std::to_string(getpid()) + "-" + std::to_string(++count) + "-" + what;
+}
+
+class OrtOpProfiler;
+
 class OrtSession final : public Session {
  public:
   explicit OrtSession(const ort::Library& library) : library_(library) {}
 
   void load(const std::string& path, const RuntimeOptions& options) {
+    path_ = path;
+    options_given_ = options;
     env_ = Ort::Env(ORT_LOGGING_LEVEL_ERROR, "edgebench-native");
     std::vector<std::string> requested;
     for (const auto& name : options.providers) requested.push_back(ort::provider_name(name));
@@ -108,7 +126,7 @@ class OrtSession final : public Session {
     if (std::find(chain.begin(), chain.end(), kCpu) == chain.end()) chain.push_back(kCpu);
     while (true) {
       std::vector<std::string> appended;
-      Ort::SessionOptions session_options = make_options(options, chain, &appended);
+      Ort::SessionOptions session_options = make_options(options, chain, &appended, "");
       try {
         session_ = Ort::Session(env_, path.c_str(), session_options);
         backend.used = appended;
@@ -149,6 +167,15 @@ class OrtSession final : public Session {
     }
   }
 
+  // ort.OrtSession.placement: one inference of a second, profiled session of the model (this one is never
+  // profiled, so its runs carry no profiler cost); the executor reads each node's provider from the profile
+  // (runtimes/ort_profile.py). Only with --profile-dir (the executor's temporary directory): a run of the
+  // harness by hand leaves no files behind.
+  Json placement() override;
+
+  std::unique_ptr<OpProfiler> op_profiler(const std::vector<Array>& feeds, int64_t runs,
+                                          std::string* unavailable) override;
+
   std::vector<Array> fetch_outputs() override {
     std::vector<Array> result;
     for (std::size_t i = 0; i < results_.size(); ++i) {
@@ -171,10 +198,13 @@ class OrtSession final : public Session {
   }
 
  private:
+  friend class OrtOpProfiler;
+
   Ort::SessionOptions make_options(const RuntimeOptions& options, std::vector<std::string>& chain,
-                                   std::vector<std::string>* appended) {
+                                   std::vector<std::string>* appended, const std::string& profile) {
     Ort::SessionOptions session_options;
     session_options.SetLogSeverityLevel(3);  // errors only
+    if (!profile.empty()) session_options.EnableProfiling(profile.c_str());
     session_options.SetGraphOptimizationLevel(GraphOptimizationLevel::ORT_ENABLE_ALL);
     if (options.threads) {
       session_options.SetIntraOpNumThreads(*options.threads);
@@ -295,6 +325,8 @@ class OrtSession final : public Session {
   }
 
   const ort::Library& library_;
+  std::string path_;
+  RuntimeOptions options_given_;
   Ort::Env env_{nullptr};
   Ort::Session session_{nullptr};
   Ort::RunOptions run_options_{nullptr};
@@ -304,6 +336,68 @@ class OrtSession final : public Session {
   std::vector<Ort::Value> values_;
   std::vector<Ort::Value> results_;
 };
+
+// Placement and --profile-ops (ort.OrtOpProfiler): a second session of the model, on the providers the measured
+// one was created with, recording ONNX Runtime's profile from its load; it runs on the measured session's input
+// tensors. `what` names its profile file.
+class OrtOpProfiler final : public OpProfiler {
+ public:
+  OrtOpProfiler(OrtSession& measured, const char* what) : measured_(measured) {
+    source = "onnxruntime-profiler";
+    std::vector<std::string> chain = measured.backend.used, appended;
+    const std::size_t fallbacks = measured.backend.fallbacks.size();
+    Ort::SessionOptions options = measured.make_options(measured.options_given_, chain, &appended,
+                                                        profile_prefix(measured.options_given_, what));
+    measured.backend.fallbacks.resize(fallbacks);  // the measured session's report, not this one's
+    session_ = Ort::Session(measured.env_, measured.path_.c_str(), options);
+  }
+
+  void run() override {
+    try {
+      results_ = session_.Run(measured_.run_options_, measured_.input_names_.data(), measured_.values_.data(),
+                              measured_.values_.size(), measured_.output_names_.data(),
+                              measured_.output_names_.size());
+    } catch (const Ort::Exception& error) {
+      throw Error(kExitInferenceFailed, error.what());
+    }
+  }
+
+  // The nodes are in the profile file, which the executor reads (runtimes/ort_profile.py: the last `runs` runs).
+  Json collect(int64_t) override {
+    Ort::AllocatorWithDefaultOptions allocator;
+    profile_file = session_.EndProfilingAllocated(allocator).get();
+    return Json::array();
+  }
+
+ private:
+  OrtSession& measured_;
+  Ort::Session session_{nullptr};
+  std::vector<Ort::Value> results_;
+};
+
+std::unique_ptr<OpProfiler> OrtSession::op_profiler(const std::vector<Array>&, int64_t, std::string*) {
+  try {
+    return std::make_unique<OrtOpProfiler>(*this, "ops");
+  } catch (const Ort::Exception& error) {
+    throw Error(kExitInferenceFailed, std::string("ONNX Runtime cannot create the profiled session: ") + error.what());
+  }
+}
+
+Json OrtSession::placement() {
+  if (options_given_.profile_dir.empty()) {
+    placement_note = "ONNX Runtime says where each node ran only in a profile: give --profile-dir";
+    return Json();
+  }
+  try {
+    OrtOpProfiler profiled(*this, "placement");
+    profiled.run();
+    profiled.collect(1);
+    placement_file = profiled.profile_file;
+  } catch (const Ort::Exception& error) {
+    throw Error(kExitInferenceFailed, std::string("ONNX Runtime's profiled session: ") + error.what());
+  }
+  return Json();
+}
 
 }  // namespace
 

@@ -8,6 +8,7 @@
 namespace eb {
 
 void Settings::validate() const {
+  if (profile_runs < 0) throw Error(kExitUsage, "--profile-runs must be at least 1");
   if (min_runs < 1 || warmup_runs < 0)
     throw Error(kExitUsage, "--min-runs must be at least 1 and --warmup-runs at least 0");
   if (std::min(min_duration_s, warmup_duration_s) < 0 || max_duration_s <= 0)
@@ -62,6 +63,40 @@ namespace {
 Json optional_bytes(const std::optional<int64_t>& value) {
   return value ? Json(static_cast<long long>(*value)) : Json();
 }
+
+Json ops_json(const Json& source, const Json& unavailable, const std::vector<int64_t>& latency_ns, Json nodes) {
+  Json ops = Json::object();
+  ops.set("source", source);
+  ops.set("unavailable", unavailable);
+  ops.set("latency_ns", Json::int_array(latency_ns));
+  ops.set("nodes", std::move(nodes));
+  return ops;
+}
+
+// measure.profile_ops: settings.profile_runs inferences under the runtime's own per-op profiler, after the
+// measured phase (its cost never touches the measured samples), each timed end to end like a measured one.
+Json profile_ops(Session& session, const std::vector<Array>& feeds, const Settings& settings,
+                 const ProgressFn* progress, std::string* profile_file) {
+  std::string unavailable;
+  std::unique_ptr<OpProfiler> profiler;
+  guarded([&] { profiler = session.op_profiler(feeds, kProfileWarmupRuns + settings.profile_runs, &unavailable); },
+          "starting the per-op profiler");
+  if (!profiler) return ops_json(Json(), unavailable, {}, Json::array());
+  auto run = [&profiler] { profiler->run(); };
+  guarded([&] { run_loop(run, kProfileWarmupRuns, 0.0, settings.max_duration_s, "profile", nullptr, 1.0); },
+          "the profiled warm-up");
+  if (progress) (*progress)("profile", 0, 0.0);
+  Phase profiled;
+  guarded([&] {
+    profiled = run_loop(run, settings.profile_runs, 0.0, settings.max_duration_s, "profile", progress,
+                        settings.progress_interval_s);
+  }, "the profiled runs");
+  Json nodes;
+  guarded([&] { nodes = profiler->collect(static_cast<int64_t>(profiled.latency_ns.size())); },
+          "reading the per-op profile");
+  *profile_file = profiler->profile_file;
+  return ops_json(Json(profiler->source), Json(), profiled.latency_ns, std::move(nodes));
+}
 }  // namespace
 
 BenchOutcome benchmark(const Loader& load, const FeedsFactory& make_feeds, const Settings& settings,
@@ -101,8 +136,19 @@ BenchOutcome benchmark(const Loader& load, const FeedsFactory& make_feeds, const
     measured = run_loop(run, settings.min_runs, settings.min_duration_s, settings.max_duration_s, "measure",
                         progress, settings.progress_interval_s, expected_runs);
   }, "the measured run");
+  // The measured phase's end (measure.benchmark's on_phase("measured")): the supervisor's noise window closes
+  // here, before placement and the per-op profiler run their own sessions.
+  if (on_phase) on_phase("measured");
   const auto steady_peak = can_reset ? peak_rss() : std::nullopt;
   const int64_t origin = measured.start_ns.front();
+  // After the measured phase, like every profiler: ONNX Runtime runs a second, profiled session once to tell.
+  guarded([&] { outcome.placement = session.placement(); }, "reading where the nodes ran");
+  if (!session.placement_file.empty()) outcome.profile_files.set("placement", session.placement_file);
+  if (settings.profile_runs > 0) {
+    std::string ops_file;
+    outcome.ops = profile_ops(session, outcome.feeds, settings, progress, &ops_file);
+    if (!ops_file.empty()) outcome.profile_files.set("ops", ops_file);
+  }
 
   Json warmup_json = Json::object();
   warmup_json.set("runs", Json(static_cast<long long>(warmup.latency_ns.size())));

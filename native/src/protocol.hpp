@@ -25,6 +25,7 @@ struct Settings {  // measure.RunSettings
   int64_t warmup_runs = 5;
   double warmup_duration_s = 0.5;
   double progress_interval_s = 0.5;
+  int64_t profile_runs = 0;  // --profile-ops: inferences under the runtime's per-op profiler, after the measured phase
   void validate() const;  // throws Error(kExitUsage) with RunSettings.validate's messages
 };
 
@@ -46,6 +47,21 @@ struct Backend {
   Json to_json() const;
 };
 
+// A runtime's own per-op profiler around a second session of the same model (runtimes.base.OpProfiler): run()
+// performs one profiled inference, which the protocol times like any other; collect() returns, per node, its time
+// in each of the last `runs` runs ([{"name", "op", "backend", "duration_ns"}], execution order), read from the
+// runtime's own events: nothing is estimated.
+class OpProfiler {
+ public:
+  virtual ~OpProfiler() = default;
+  std::string source;
+  // Where the runtime wrote its profile when the executor reads the nodes from that file instead (ONNX Runtime:
+  // agent/runtimes/ort_profile.py reads it); collect() then returns no nodes.
+  std::string profile_file;
+  virtual void run() = 0;
+  virtual Json collect(int64_t runs) = 0;
+};
+
 // A loaded model. run() performs exactly one inference on the bound inputs: it is what the protocol times.
 class Session {
  public:
@@ -59,6 +75,19 @@ class Session {
   virtual void run() = 0;
   // The outputs of the last run, in `outputs` order.
   virtual std::vector<Array> fetch_outputs() = 0;
+  // Where each node ran (the worker result's "placement"), read after the measured phase, outside every timed
+  // region; null when the runtime cannot say (placement_note says why) or when the executor reads it from
+  // placement_file (ONNX Runtime: the profile of one inference of a second, profiled session).
+  virtual Json placement() { return Json(); }
+  std::string placement_file;
+  std::string placement_note;
+  // A per-op profiler over the inputs `feeds` (--profile-ops) for about `runs` profiled inferences (its buffers
+  // are sized before the first), or null with the reason this runtime has none.
+  virtual std::unique_ptr<OpProfiler> op_profiler(const std::vector<Array>& feeds, int64_t runs,
+                                                  std::string* unavailable) {
+    *unavailable = "this runtime exposes no per-op profiler";
+    return nullptr;
+  }
 };
 
 using ProgressFn = std::function<void(const char* phase, int64_t runs, double elapsed_s)>;
@@ -111,16 +140,23 @@ Phase run_loop(Run&& run, int64_t min_runs, double min_duration_s, double max_du
 struct BenchOutcome {
   std::unique_ptr<Session> session;
   std::vector<Array> feeds;
+  Json placement;  // null: unknown, or in profile_files
+  Json ops;        // null without --profile-runs
+  Json profile_files = Json::object();  // "placement" / "ops": runtime profile files the executor reads
   Json timing;
   Json samples;
   int64_t wall_ns = 0;
   Json memory;
 };
 
+// measure.PROFILE_WARMUP_RUNS: profiled inferences before the profiled runs that count.
+constexpr int64_t kProfileWarmupRuns = 3;
+
 using Loader = std::function<std::unique_ptr<Session>()>;
 using FeedsFactory = std::function<std::vector<Array>(Session&)>;
 
-// measure.benchmark. `on_phase` is told when a phase starts (for crash attribution by the parent).
+// measure.benchmark. `on_phase` is told "measure" just before the measured loop and "measured" just after it (crash
+// attribution and the noise window of the parent).
 BenchOutcome benchmark(const Loader& load, const FeedsFactory& make_feeds, const Settings& settings,
                        const ProgressFn* progress, const std::function<void(const char*)>& on_phase = {});
 

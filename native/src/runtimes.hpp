@@ -18,6 +18,8 @@ struct RuntimeOptions {
   std::vector<std::pair<std::string, std::string>> delegate_options;
   std::string tflite_library;  // the TFLite C library to dlopen
   std::string ort_library;     // libonnxruntime.so to dlopen
+  std::string profile_dir;     // where ONNX Runtime writes its profiles (--profile-dir); none: no placement, and
+                               // --profile-runs writes to $TMPDIR or /tmp
 };
 
 // "tflite" / "onnx" from the file's content (modelfile._sniff), else from its extension; throws

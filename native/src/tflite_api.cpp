@@ -5,6 +5,7 @@
 #include <map>
 #include <memory>
 #include <stdexcept>
+#include <vector>
 
 #include "common.hpp"
 
@@ -78,9 +79,42 @@ const Api& load_api(const std::string& library) {
   bind(h, "TfLiteXNNPackDelegateOptionsDefault", api->TfLiteXNNPackDelegateOptionsDefault);
   bind(h, "TfLiteXNNPackDelegateCreate", api->TfLiteXNNPackDelegateCreate);
   bind(h, "TfLiteXNNPackDelegateDelete", api->TfLiteXNNPackDelegateDelete);
+#define EB_OPTIONAL(name) bind(h, #name, api->name);
+  EB_OPTIONAL(TfLiteOpaqueDelegateCreate)
+  EB_OPTIONAL(TfLiteOpaqueDelegateDelete)
+  EB_OPTIONAL(TfLiteOpaqueContextGetExecutionPlan)
+  EB_OPTIONAL(TfLiteOpaqueContextGetNumNodes)
+  EB_OPTIONAL(TfLiteOpaqueContextGetNodeAndRegistration)
+  EB_OPTIONAL(TfLiteOpaqueContextGetOpaqueTensor)
+  EB_OPTIONAL(TfLiteOpaqueTensorName)
+  EB_OPTIONAL(TfLiteOpaqueNodeInputs)
+  EB_OPTIONAL(TfLiteOpaqueNodeOutputs)
+  EB_OPTIONAL(TfLiteOperatorGetBuiltInCode)
+  EB_OPTIONAL(TfLiteOperatorGetCustomName)
+  EB_OPTIONAL(TfLiteInterpreterOptionsSetTelemetryProfiler)
+#undef EB_OPTIONAL
   const Api& result = *api;
   loaded.emplace(library, std::move(api));
   return result;
+}
+
+std::string Api::missing_for_graph() const {
+  std::vector<std::string> missing;
+#define EB_NEEDED(name) \
+  if (!name) missing.push_back(#name);
+  EB_NEEDED(TfLiteOpaqueDelegateCreate)
+  EB_NEEDED(TfLiteOpaqueDelegateDelete)
+  EB_NEEDED(TfLiteOpaqueContextGetExecutionPlan)
+  EB_NEEDED(TfLiteOpaqueContextGetNumNodes)
+  EB_NEEDED(TfLiteOpaqueContextGetNodeAndRegistration)
+  EB_NEEDED(TfLiteOpaqueContextGetOpaqueTensor)
+  EB_NEEDED(TfLiteOpaqueTensorName)
+  EB_NEEDED(TfLiteOpaqueNodeInputs)
+  EB_NEEDED(TfLiteOpaqueNodeOutputs)
+  EB_NEEDED(TfLiteOperatorGetBuiltInCode)
+  EB_NEEDED(TfLiteOperatorGetCustomName)
+#undef EB_NEEDED
+  return join(missing, ", ");
 }
 
 ExternalDelegate load_external_delegate(const std::string& library, const char* const* keys,

@@ -20,6 +20,10 @@ struct InterpreterOptions;  // TfLiteInterpreterOptions
 struct Interpreter;         // TfLiteInterpreter
 struct Tensor;              // TfLiteTensor
 struct Delegate;            // TfLiteDelegate (== TfLiteOpaqueDelegate in the C API)
+struct OpaqueContext;       // TfLiteOpaqueContext: a subgraph, as a delegate's Prepare sees it
+struct OpaqueNode;          // TfLiteOpaqueNode
+struct OpaqueTensor;        // TfLiteOpaqueTensor
+struct Operator;            // TfLiteOperator (TfLiteRegistrationExternal in older releases)
 
 // TfLiteType values (tensorflow/lite/core/c/c_api_types.h).
 enum Type : int {
@@ -49,6 +53,52 @@ struct alignas(8) XnnpackOptions {
 };
 
 using ErrorReporter = void (*)(void* user_data, const char* format, va_list args);
+
+// kTfLiteBuiltinCustom and kTfLiteBuiltinDelegate (tensorflow/lite/builtin_ops.h).
+constexpr int kBuiltinCustom = 32;
+constexpr int kBuiltinDelegate = 51;
+// TfLiteDelegateFlags: kTfLiteDelegateFlagsAllowDynamicTensors, kTfLiteDelegateFlagsPerOperatorProfiling.
+constexpr int64_t kDelegateFlagsAllowDynamicTensors = 1;
+constexpr int64_t kDelegateFlagsPerOperatorProfiling = 4;
+
+// The head of TfLiteDelegate (tensorflow/lite/core/c/common.h), as every delegate the harness adds is one: data_,
+// the four callbacks, then flags. Only flags is ever written (OpTimer::clear_per_operator_profiling).
+struct DelegateHead {
+  void* data;
+  void* prepare;
+  void* copy_from_buffer_handle;
+  void* copy_to_buffer_handle;
+  void* free_buffer_handle;
+  int64_t flags;
+};
+
+// TfLiteOpaqueDelegateBuilder (tensorflow/lite/core/c/common.h; "not ABI stable", the same fields from TFLite
+// 2.11 to 2.23). The harness's observer delegate sets only data, Prepare and flags; the buffer-handle callbacks
+// stay null, as for a delegate that owns no buffers.
+struct OpaqueDelegateBuilder {
+  void* data;
+  int (*Prepare)(OpaqueContext* context, Delegate* delegate, void* data);
+  int (*CopyFromBufferHandle)(OpaqueContext*, Delegate*, void*, int, OpaqueTensor*);
+  int (*CopyToBufferHandle)(OpaqueContext*, Delegate*, void*, int, OpaqueTensor*);
+  void (*FreeBufferHandle)(OpaqueContext*, Delegate*, void*, int*);
+  int64_t flags;
+};
+
+// TfLiteTelemetryProfilerStruct (tensorflow/lite/profiling/telemetry/c/profiler.h, also "not ABI stable"). The
+// interpreter calls ReportBeginOpInvokeEvent / ReportEndOpInvokeEvent around each node it invokes (a delegate
+// kernel is one node), and ReportOpInvokeEvent for the times a delegate measures itself inside its kernel.
+struct TelemetryProfiler {
+  void* data;
+  void (*ReportTelemetryEvent)(TelemetryProfiler* profiler, const char* event_name, uint64_t status);
+  void (*ReportTelemetryOpEvent)(TelemetryProfiler* profiler, const char* event_name, int64_t op_idx,
+                                 int64_t subgraph_idx, uint64_t status);
+  void (*ReportSettings)(TelemetryProfiler* profiler, const char* setting_name, const void* settings);
+  uint32_t (*ReportBeginOpInvokeEvent)(TelemetryProfiler* profiler, const char* op_name, int64_t op_idx,
+                                       int64_t subgraph_idx);
+  void (*ReportEndOpInvokeEvent)(TelemetryProfiler* profiler, uint32_t event_handle);
+  void (*ReportOpInvokeEvent)(TelemetryProfiler* profiler, const char* op_name, uint64_t elapsed_us, int64_t op_idx,
+                              int64_t subgraph_idx);
+};
 
 struct Api {
   void* handle = nullptr;
@@ -88,10 +138,26 @@ struct Api {
   XnnpackOptions (*TfLiteXNNPackDelegateOptionsDefault)() = nullptr;
   Delegate* (*TfLiteXNNPackDelegateCreate)(const XnnpackOptions*) = nullptr;
   void (*TfLiteXNNPackDelegateDelete)(Delegate*) = nullptr;
+  // placement: the observer delegate (c_api_opaque.h), all optional
+  Delegate* (*TfLiteOpaqueDelegateCreate)(const OpaqueDelegateBuilder*) = nullptr;
+  void (*TfLiteOpaqueDelegateDelete)(Delegate*) = nullptr;
+  int (*TfLiteOpaqueContextGetExecutionPlan)(OpaqueContext*, IntArray**) = nullptr;
+  size_t (*TfLiteOpaqueContextGetNumNodes)(const OpaqueContext*) = nullptr;
+  int (*TfLiteOpaqueContextGetNodeAndRegistration)(OpaqueContext*, int, OpaqueNode**, Operator**) = nullptr;
+  OpaqueTensor* (*TfLiteOpaqueContextGetOpaqueTensor)(const OpaqueContext*, int) = nullptr;
+  const char* (*TfLiteOpaqueTensorName)(const OpaqueTensor*) = nullptr;
+  int (*TfLiteOpaqueNodeInputs)(const OpaqueNode*, const int**, int*) = nullptr;
+  int (*TfLiteOpaqueNodeOutputs)(const OpaqueNode*, const int**, int*) = nullptr;
+  int (*TfLiteOperatorGetBuiltInCode)(const Operator*) = nullptr;
+  const char* (*TfLiteOperatorGetCustomName)(const Operator*) = nullptr;
+  // per-op time: the telemetry profiler (optional)
+  void (*TfLiteInterpreterOptionsSetTelemetryProfiler)(InterpreterOptions*, TelemetryProfiler*) = nullptr;
 
   bool has_xnnpack() const {
     return TfLiteXNNPackDelegateOptionsDefault && TfLiteXNNPackDelegateCreate && TfLiteXNNPackDelegateDelete;
   }
+  // Every function the observer delegate needs (placement); the names of those missing, "" when none is.
+  std::string missing_for_graph() const;
 };
 
 // Loads the library (once per process) and binds the API; throws Error(kExitMissingLibrary) saying what is

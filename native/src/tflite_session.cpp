@@ -6,6 +6,7 @@
 
 #include "runtimes.hpp"
 #include "tflite_api.hpp"
+#include "tflite_graph.hpp"
 
 namespace eb {
 
@@ -69,11 +70,15 @@ void collect(void* user_data, const char* format, va_list args) {
 
 class TfliteSession final : public Session {
  public:
-  explicit TfliteSession(const tflite::Api& api) : api_(api), invoke_(api.TfLiteInterpreterInvoke) {}
+  // `timer`: the profiling session's (op_profiler), set on the interpreter's options before it is created.
+  explicit TfliteSession(const tflite::Api& api, OpTimer* timer = nullptr)
+      : api_(api), invoke_(api.TfLiteInterpreterInvoke), timer_(timer) {}
 
   ~TfliteSession() override { release_interpreter(); if (model_) api_.TfLiteModelDelete(model_); }
 
   void load(const std::string& path, const RuntimeOptions& options) {
+    path_ = path;
+    options_given_ = options;
     errors_.clear();
     model_ = api_.TfLiteModelCreateFromFileWithErrorReporter
                  ? api_.TfLiteModelCreateFromFileWithErrorReporter(path.c_str(), collect, &errors_)
@@ -135,6 +140,21 @@ class TfliteSession final : public Session {
     if (invoke_(interpreter_) != tflite::kOk) invoke_failed();
   }
 
+  Json placement() override {
+    const Graph* graph = observer_ ? observer_->graph() : nullptr;
+    if (!graph) {
+      placement_note = graph_unknown();
+      return Json();
+    }
+    return tflite_placement(*graph, backend.used.front(), backend.requested.front());
+  }
+
+  std::unique_ptr<OpProfiler> op_profiler(const std::vector<Array>& feeds, int64_t runs,
+                                          std::string* unavailable) override;
+
+  const Graph* graph() const { return observer_ ? observer_->graph() : nullptr; }
+  std::string graph_unknown() const { return observer_ ? observer_->why() : "no graph observer"; }
+
   std::vector<Array> fetch_outputs() override {
     std::vector<Array> result;
     const int32_t count = api_.TfLiteInterpreterGetOutputTensorCount(interpreter_);
@@ -179,6 +199,13 @@ class TfliteSession final : public Session {
     // An external delegate's library stays loaded: some delegates crash when unloaded before process exit.
     if (external_.delegate) external_.destroy(external_.delegate);
     external_ = tflite::ExternalDelegate{};
+    observer_.reset();  // after the interpreter, like every delegate
+  }
+
+  // The observer goes last in the chain: its Prepare sees the graph after the real delegate took its nodes.
+  void add_observer() {
+    observer_ = std::make_unique<GraphObserver>(api_);
+    if (observer_->delegate()) api_.TfLiteInterpreterOptionsAddDelegate(options_, observer_->delegate());
   }
 
   // One candidate of the chain; false (with the reason) when it cannot run the model and the next should try.
@@ -207,6 +234,7 @@ class TfliteSession final : public Session {
         release_interpreter();
         return false;
       }
+      if (timer_) OpTimer::clear_per_operator_profiling(xnnpack_);
       api_.TfLiteInterpreterOptionsAddDelegate(options_, xnnpack_);
     } else if (key != "cpu") {
       std::vector<const char*> keys, values;
@@ -222,8 +250,11 @@ class TfliteSession final : public Session {
         release_interpreter();
         return false;
       }
+      if (timer_) OpTimer::clear_per_operator_profiling(external_.delegate);
       api_.TfLiteInterpreterOptionsAddDelegate(options_, external_.delegate);
     }
+    add_observer();
+    if (timer_) api_.TfLiteInterpreterOptionsSetTelemetryProfiler(options_, timer_->profiler());
     errors_.clear();
     interpreter_ = api_.TfLiteInterpreterCreate(model_, options_);
     int status = interpreter_ ? api_.TfLiteInterpreterAllocateTensors(interpreter_) : tflite::kError;
@@ -281,6 +312,10 @@ class TfliteSession final : public Session {
 
   const tflite::Api& api_;
   int (*invoke_)(tflite::Interpreter*);
+  OpTimer* timer_;
+  std::string path_;
+  RuntimeOptions options_given_;
+  std::unique_ptr<GraphObserver> observer_;
   tflite::Model* model_ = nullptr;
   tflite::InterpreterOptions* options_ = nullptr;
   tflite::Interpreter* interpreter_ = nullptr;
@@ -288,6 +323,61 @@ class TfliteSession final : public Session {
   tflite::ExternalDelegate external_;
   std::string errors_;  // what the runtime reported (error reporter)
 };
+
+// --profile-ops: a second interpreter of the same model with the same delegate, the telemetry profiler set on it.
+class TfliteOpProfiler final : public OpProfiler {
+ public:
+  TfliteOpProfiler(const tflite::Api& api, const std::string& path, RuntimeOptions options, const std::string& used,
+                   const std::vector<Array>& feeds, int64_t runs)
+      : session_(api, &timer_) {
+    source = "tflite-telemetry-profiler";
+    options.delegates = {used};  // exactly what the measured session ran on
+    session_.load(path, options);
+    session_.bind(feeds);
+    const Graph* graph = session_.graph();
+    timer_.reserve(graph ? graph->nodes.size() : 0, static_cast<std::size_t>(runs));
+  }
+
+  void run() override {
+    timer_.begin_run();
+    session_.run();
+  }
+
+  Json collect(int64_t runs) override {
+    const Graph* graph = session_.graph();
+    if (!graph) throw Error(kExitInferenceFailed, "the profiled interpreter's graph is unknown: " +
+                                                      session_.graph_unknown());
+    const std::string label = delegate_label(session_.backend.used.front());
+    const std::string kernels = label == "cpu" || label == "ref" ? label : "cpu";
+    std::vector<OpTimer::Times> timed = timer_.last_runs(static_cast<std::size_t>(runs));
+    std::vector<NodeTimes> nodes;
+    for (int index : graph->plan) {  // execution order
+      for (auto& times : timed) {
+        if (times.index != index) continue;
+        const GraphNode& node = graph->nodes[static_cast<std::size_t>(index)];
+        nodes.push_back({node.name, times.op, node.delegate_kernel() ? label : kernels, std::move(times.duration_ns)});
+      }
+    }
+    return node_times_json(nodes);
+  }
+
+ private:
+  OpTimer timer_;  // before session_: the interpreter holds a pointer to its profiler
+  TfliteSession session_;
+};
+
+std::unique_ptr<OpProfiler> TfliteSession::op_profiler(const std::vector<Array>& feeds, int64_t runs,
+                                                       std::string* unavailable) {
+  if (!api_.TfLiteInterpreterOptionsSetTelemetryProfiler) {
+    *unavailable = "this TensorFlow Lite library does not export TfLiteInterpreterOptionsSetTelemetryProfiler";
+    return nullptr;
+  }
+  if (!graph()) {  // the profiler reports node indices: without the graph they name nothing
+    *unavailable = "the per-op profile names nodes from the graph, which is unknown: " + graph_unknown();
+    return nullptr;
+  }
+  return std::make_unique<TfliteOpProfiler>(api_, path_, options_given_, backend.used.front(), feeds, runs);
+}
 
 }  // namespace
 

@@ -44,6 +44,14 @@ run onnx_cpu 0 "" "$MODELS/ppocr_cls.onnx" --shape x=1x3x48x192 --threads 1
 run onnx_scalar_and_state 0 "" "$MODELS/silero_vad.onnx" --shape input=1x512 --shape state=2x1x128 --input sr=16000
 run onnx_missing_cuda 0 "" "$MODELS/ppocr_cls.onnx" --shape x=1x3x48x192 --providers cuda,cpu
 grep -q '"used": \["CPUExecutionProvider"\], "fallbacks": \[{"candidate": "CUDAExecutionProvider"' "$TMP/out" || { echo "FAILED provider fallback not reported"; failures=$((failures + 1)); }
+run tflite_placement_and_ops 0 "" "$MODELS/efficientnet_lite0_int8.tflite" --profile-runs 3
+grep -q '"placement": {"source": "litert-graph", "first_choice": "xnnpack", "nodes": \[{' "$TMP/out" &&
+  grep -q '"ops": {"source": "tflite-telemetry-profiler", "unavailable": null, "latency_ns": \[[0-9]*,[0-9]*,[0-9]*\]' "$TMP/out" &&
+  grep -q '"op": "TfLiteXNNPackDelegate", "backend": "xnnpack", "duration_ns": \[[0-9]' "$TMP/out" ||
+  { echo "FAILED tflite placement / ops not reported"; failures=$((failures + 1)); }
+run onnx_profile_files 0 "" "$MODELS/ppocr_cls.onnx" --shape x=1x3x48x192 --profile-runs 2 --profile-dir "$TMP"
+grep -q '"profile_files": {"placement": "'"$TMP"'/edgebench-ort-[^"]*-placement_[^"]*.json", "ops": "' "$TMP/out" ||
+  { echo "FAILED onnx profile files not reported"; failures=$((failures + 1)); }
 run no_delegate_runs 7 "no delegate in the chain" "$MODELS/sine_float.tflite" --delegate "$TMP/libnothere.so"
 run dynamic_dim_needs_shape 4 "give it with --shape x=1x3xNxN" "$MODELS/ppocr_cls.onnx"
 run missing_npy 4 "file not found" "$MODELS/sine_float.tflite" --input "$TMP/none.npy"

@@ -21,8 +21,14 @@
 #include "json.hpp"
 #include "memory.hpp"
 #include "npy.hpp"
+#include "placement.hpp"
 #include "protocol.hpp"
 #include "runtimes.hpp"
+#ifdef EDGEBENCH_WITH_TFLITE
+#include <thread>
+
+#include "tflite_graph.hpp"
+#endif
 
 using namespace eb;
 
@@ -243,7 +249,7 @@ TEST(command_line_parses_flags_and_rejects_mistakes) {
       {"model.tflite", "--threads", "2", "--delegate=gpu, xnnpack", "--delegate-option", "k=v=w", "--min-runs", "10",
        "--min-duration", "250ms", "--max-duration=5", "--warmup-runs", "0", "--warmup-duration", "0", "--shape",
        "x=1x2", "--input", "x=zeros", "--seed", "7", "--events-fd", "3", "--providers", "cuda,cpu",
-       "--tflite-lib", "/opt/libtensorflowlite_c.so"});
+       "--tflite-lib", "/opt/libtensorflowlite_c.so", "--profile-runs", "20", "--profile-dir", "/tmp/p"});
   CHECK_EQ(cl.model, std::string("model.tflite"));
   CHECK(cl.runtime.threads && *cl.runtime.threads == 2);
   CHECK(cl.runtime.delegates == std::vector<std::string>({"gpu", "xnnpack"}));
@@ -257,6 +263,9 @@ TEST(command_line_parses_flags_and_rejects_mistakes) {
   CHECK_EQ(cl.seed, static_cast<uint64_t>(7));
   CHECK_EQ(cl.events_fd, 3);
   CHECK(cl.shape_args.size() == 1 && cl.input_args.size() == 1);
+  CHECK(cl.settings.profile_runs == 20 && cl.runtime.profile_dir == "/tmp/p");
+  CHECK_EQ(parse_command_line({"m.tflite"}).settings.profile_runs, 0);
+  CHECK_ERROR(parse_command_line({"m.tflite", "--profile-runs", "-1"}), kExitUsage, "not an integer >= 0");
   CHECK_ERROR(parse_command_line({"m.tflite", "--bogus"}), kExitUsage, "unknown option --bogus");
   CHECK_ERROR(parse_command_line({"m.tflite", "--threads"}), kExitUsage, "needs a value");
   CHECK_ERROR(parse_command_line({"m.tflite", "--threads", "0"}), kExitUsage, "not an integer >= 1");
@@ -494,6 +503,157 @@ TEST(benchmark_names_the_phase_a_runtime_failed_in) {
                 kExitInferenceFailed, expected.second);
   }
 }
+
+namespace {
+// A fake runtime's profiler: each profiled run takes 50 µs in node "a" and 30 µs in node "b".
+class FakeProfiler : public OpProfiler {
+ public:
+  FakeProfiler() { source = "fake-profiler"; }
+  void run() override { ++runs; }
+  Json collect(int64_t last) override {
+    std::vector<NodeTimes> nodes{{"a", "CONV_2D", "cpu", std::vector<int64_t>(static_cast<std::size_t>(last), 50000)},
+                                 {"b", "SOFTMAX", "cpu", std::vector<int64_t>(static_cast<std::size_t>(last), 30000)}};
+    return node_times_json(nodes);
+  }
+  int runs = 0;
+};
+
+class ProfiledSession : public FakeSession {
+ public:
+  std::unique_ptr<OpProfiler> op_profiler(const std::vector<Array>&, int64_t, std::string* why) override {
+    if (!with_profiler) {
+      *why = "no profiler here";
+      return nullptr;
+    }
+    return std::make_unique<FakeProfiler>();
+  }
+  Json placement() override {
+    ++placements;
+    runs_before_placement = calls;
+    return Json::object();
+  }
+  bool with_profiler = true;
+  int placements = 0;
+  int runs_before_placement = 0;
+};
+}  // namespace
+
+TEST(benchmark_profiles_ops_after_the_measured_phase) {
+  Settings settings;
+  settings.min_runs = 5;
+  settings.min_duration_s = 0.0;
+  settings.warmup_runs = 1;
+  settings.warmup_duration_s = 0.0;
+  settings.profile_runs = 4;
+  ProfiledSession* fake = nullptr;
+  std::vector<std::string> phases;
+  ProgressFn progress = [&](const char* phase, int64_t, double) { phases.push_back(phase); };
+  auto load = [&] {
+    auto session = std::make_unique<ProfiledSession>();
+    fake = session.get();
+    return std::unique_ptr<Session>(std::move(session));
+  };
+  auto feeds = [](Session& session) { return build_feeds(session.inputs, {}, {}, 0); };
+  BenchOutcome outcome = benchmark(load, feeds, settings, &progress);
+  CHECK_EQ(fake->placements, 1);
+  CHECK_EQ(fake->runs_before_placement, fake->calls);  // after the measured phase (the profiler has its own runs)
+  CHECK_EQ(static_cast<int64_t>(fake->calls), 1 + outcome.timing.find("warmup")->find("runs")->as_int() +
+                                                   outcome.timing.find("measured")->find("runs")->as_int());
+  CHECK(outcome.placement.kind() == Json::Kind::kObject);
+  CHECK_EQ(phases.back(), std::string("profile"));
+  CHECK_EQ(outcome.ops.find("source")->as_string(), std::string("fake-profiler"));
+  const std::string latency = outcome.ops.find("latency_ns")->dump();
+  CHECK_EQ(std::count(latency.begin(), latency.end(), ','), static_cast<std::ptrdiff_t>(3));  // 4 profiled runs
+  const std::string dumped = outcome.ops.dump();
+  CHECK(dumped.find(R"("duration_ns": [50000,50000,50000,50000])") != std::string::npos);
+  CHECK(outcome.profile_files.size() == 0);
+  settings.profile_runs = 0;
+  CHECK(benchmark(load, feeds, settings, nullptr).ops.kind() == Json::Kind::kNull);
+  settings.profile_runs = 2;
+  auto bare = [&] {
+    auto session = std::make_unique<ProfiledSession>();
+    session->with_profiler = false;
+    return std::unique_ptr<Session>(std::move(session));
+  };
+  CHECK_EQ(benchmark(bare, feeds, settings, nullptr).ops.dump(),
+           std::string(R"({"source": null, "unavailable": "no profiler here", "latency_ns": [], "nodes": []})"));
+}
+
+// The same graph as litert.graph_placement gives, in Python: [('q', 'QUANTIZE', 'cpu', 2), ('conv', 'CONV_2D',
+// 'xnnpack', 0), ('add', 'ADD', 'xnnpack', 0), ('pool', 'AVERAGE_POOL_2D', 'cpu', 3), ('fc', 'FULLY_CONNECTED',
+// 'xnnpack', 1), ('#5', 'SOFTMAX', 'cpu', 4)], first choice 'gpu'.
+TEST(placement_walks_back_from_each_delegate_kernel_like_the_python_plugin) {
+  Graph graph;
+  auto add = [&](const char* op, const char* name, std::vector<int> in, std::vector<int> out) {
+    GraphNode node;
+    node.index = static_cast<int>(graph.nodes.size());
+    node.op = op;
+    node.name = name;
+    node.inputs = std::move(in);
+    node.outputs = std::move(out);
+    graph.nodes.push_back(node);
+  };
+  add("QUANTIZE", "q", {10}, {0});
+  add("CONV_2D", "conv", {0, 20}, {1});
+  add("ADD", "add", {1, 0}, {2});
+  add("AVERAGE_POOL_2D", "pool", {2}, {3});
+  add("FULLY_CONNECTED", "fc", {3, 21, -1}, {4});
+  add("SOFTMAX", "#5", {4}, {5});
+  add("DELEGATE", "add", {0, 20}, {2});
+  add("DELEGATE", "fc", {3, 21}, {4});
+  const Json placement = tflite_placement(graph, "xnnpack", "gpu");
+  CHECK_EQ(placement.dump(),
+           std::string(R"({"source": "litert-graph", "first_choice": "gpu", "nodes": [)"
+                       R"({"name": "q", "op": "QUANTIZE", "backend": "cpu", "partition": 2}, )"
+                       R"({"name": "conv", "op": "CONV_2D", "backend": "xnnpack", "partition": 0}, )"
+                       R"({"name": "add", "op": "ADD", "backend": "xnnpack", "partition": 0}, )"
+                       R"({"name": "pool", "op": "AVERAGE_POOL_2D", "backend": "cpu", "partition": 3}, )"
+                       R"({"name": "fc", "op": "FULLY_CONNECTED", "backend": "xnnpack", "partition": 1}, )"
+                       R"({"name": "#5", "op": "SOFTMAX", "backend": "cpu", "partition": 4}]})"));
+  graph.nodes.resize(6);  // no delegate: the builtin kernels, one run of consecutive nodes
+  const std::string cpu = tflite_placement(graph, "cpu", "cpu").dump();
+  CHECK(cpu.find(R"("backend": "cpu", "partition": 0}]})") != std::string::npos);
+  CHECK(cpu.find("xnnpack") == std::string::npos && cpu.find("\"partition\": 1") == std::string::npos);
+  CHECK_EQ(delegate_label("/opt/lib/libedgetpu.so.1"), std::string("libedgetpu.so.1"));
+  CHECK_EQ(delegate_label("XNNPACK"), std::string("xnnpack"));
+  CHECK_EQ(builtin_operator_name(0), std::string("ADD"));
+  CHECK_EQ(builtin_operator_name(32), std::string("CUSTOM"));
+  CHECK_EQ(builtin_operator_name(51), std::string("DELEGATE"));
+  CHECK_EQ(builtin_operator_name(209), std::string("STABLEHLO_CASE"));
+  CHECK_EQ(builtin_operator_name(210), std::string());
+}
+
+#ifdef EDGEBENCH_WITH_TFLITE
+TEST(op_timer_times_top_level_nodes_of_the_primary_subgraph_per_run) {
+  OpTimer timer;
+  tflite::TelemetryProfiler* p = timer.profiler();
+  timer.reserve(4, 2);
+  auto node = [&](const char* op, int64_t index, int64_t subgraph, int64_t ns) {
+    const uint32_t handle = p->ReportBeginOpInvokeEvent(p, op, index, subgraph);
+    busy_wait_ns(ns);
+    p->ReportEndOpInvokeEvent(p, handle);
+  };
+  CHECK_EQ(p->ReportBeginOpInvokeEvent(p, "EARLY", 0, 0), UINT32_MAX);  // before any run: not ours
+  for (int run = 0; run < 3; ++run) {
+    timer.begin_run();
+    node("QUANTIZE", 0, 0, 20000);
+    const uint32_t outer = p->ReportBeginOpInvokeEvent(p, "WHILE", 2, 0);
+    node("ADD", 1, 1, 20000);  // a control-flow body's node: inside WHILE's time, not a node of its own
+    node("MUL", 3, 0, 20000);  // nested in another event: already counted in its parent
+    p->ReportEndOpInvokeEvent(p, outer);
+    p->ReportOpInvokeEvent(p, "Convolution (NHWC, QC8)", 7, 0, 0);  // a delegate's own operator: ignored
+    std::thread([&] { node("THREAD", 3, 0, 1000); }).join();  // another thread's: ignored
+  }
+  CHECK_EQ(timer.runs(), static_cast<std::size_t>(3));
+  const std::vector<OpTimer::Times> last = timer.last_runs(2);
+  CHECK_EQ(last.size(), static_cast<std::size_t>(2));
+  CHECK(last[0].index == 0 && last[0].op == "QUANTIZE" && last[1].index == 2 && last[1].op == "WHILE");
+  for (const auto& times : last) CHECK_EQ(times.duration_ns.size(), static_cast<std::size_t>(2));
+  CHECK(last[0].duration_ns[0] >= 20000 && last[0].duration_ns[0] < last[1].duration_ns[0]);
+  CHECK(last[1].duration_ns[1] >= 40000);
+  CHECK_EQ(timer.last_runs(9).front().duration_ns.size(), static_cast<std::size_t>(3));
+}
+#endif
 
 TEST(backend_serialises_like_backend_to_dict) {
   Backend backend;

@@ -21,8 +21,15 @@ CASES = [("sine_float.tflite", "litert", ()), ("efficientnet_lite0_int8.tflite",
          ("ppocr_cls.onnx", "native", ("x=1x3x48x192",))]
 
 
-def worker_result(models, name: str, runtime: str, shapes: tuple) -> dict:
-    request = bench.BenchRequest(str(models[name]), runtime=runtime, settings=QUICK, shape_args=shapes)
+PROFILED = RunSettings(min_runs=20, min_duration_s=0.0, warmup_runs=2, warmup_duration_s=0.0, profile_runs=3)
+PROFILED_CASES = [("efficientnet_lite0_int8.tflite", "litert", ()),
+                  ("ppocr_cls.onnx", "onnxruntime", ("x=1x3x48x192",)),
+                  ("efficientnet_lite0_int8.tflite", "native", ()),
+                  ("ppocr_cls.onnx", "native", ("x=1x3x48x192",))]
+
+
+def worker_result(models, name: str, runtime: str, shapes: tuple, settings: RunSettings = QUICK) -> dict:
+    request = bench.BenchRequest(str(models[name]), runtime=runtime, settings=settings, shape_args=shapes)
     _, worker_request, executor = bench.prepare(request)
     return executor.execute(worker_request, request.limits).result
 
@@ -35,6 +42,20 @@ def test_every_executor_returns_the_contract(request, models, name, runtime, sha
     jsonschema.validate(result, SCHEMA)
     assert len(result["samples"]["latency_ns"]) == len(result["samples"]["start_offset_ns"]) \
         == result["timing"]["measured"]["runs"]
+
+
+@pytest.mark.parametrize("name, runtime, shapes", PROFILED_CASES, ids=[f"{r}-{n}" for n, r, _ in PROFILED_CASES])
+def test_placement_and_profiled_ops_keep_the_contract(request, models, name, runtime, shapes):
+    if runtime == "native":
+        request.getfixturevalue("native_bin")
+    result = worker_result(models, name, runtime, shapes, PROFILED)
+    jsonschema.validate(result, SCHEMA)
+    assert result["placement"]["nodes"]
+    profile = result["ops"]
+    if profile["unavailable"]:  # LiteRT's Python interpreter has no per-op profiler
+        assert runtime == "litert" and profile["source"] is None and profile["latency_ns"] == profile["nodes"] == []
+    else:
+        assert len(profile["latency_ns"]) == 3 and all(len(node["duration_ns"]) == 3 for node in profile["nodes"])
 
 
 def test_the_contract_refuses_what_the_engine_could_not_use(models, native_bin):

@@ -10,14 +10,21 @@ Repeats (``bench --repeats``) start the harness once each (``Executor.runner``'s
 start, so a repeat costs the process's start and the runtime library's load, about 0.03 s beyond the model's load
 on the lab's VM (bench/repeat_cost.py --native, docs/performance.md).
 
+Placement and the per-op profile (``--profile-ops``): for TFLite the harness reports them itself; for ONNX Runtime it
+reports the profile files ONNX Runtime wrote (``profile_files``, in a temporary directory of this executor's), and
+``read_profiles`` turns them into the worker result's ``placement`` and ``ops.nodes`` through the same reader as the
+Python plugin (runtimes/ort_profile.py), so the result keeps the one schema.
+
 The binary is ``$EDGEBENCH_NATIVE_BIN``, else ``native/build/edgebench-native`` in the source tree, else
 ``edgebench-native`` on ``PATH``. Build it with ``make native`` (docs/native.md).
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
+import tempfile
 from pathlib import Path
 from typing import Optional
 
@@ -42,6 +49,7 @@ from edgebench.agent.errors import (
     UsageError,
 )
 from edgebench.agent.modelfile import ONNX, TFLITE
+from edgebench.agent.runtimes import ort_profile
 
 BINARY_ENV = "EDGEBENCH_NATIVE_BIN"
 BINARY_NAME = "edgebench-native"
@@ -78,8 +86,9 @@ def _seconds(value: float) -> str:
     return repr(float(value))  # the harness parses plain and exponent notation
 
 
-def command(binary: Path, worker_request: dict, events_fd: int) -> list[str]:
-    """The harness command line for a worker request (the shape bench.prepare builds)."""
+def command(binary: Path, worker_request: dict, events_fd: int, profile_dir: Optional[str] = None) -> list[str]:
+    """The harness command line for a worker request (the shape bench.prepare builds); ``profile_dir``: where ONNX
+    Runtime writes its profile files."""
     options = worker_request.get("options") or {}
     settings = worker_request.get("settings") or {}
     argv = [str(binary), worker_request["model"], "--events-fd", str(events_fd)]
@@ -94,7 +103,7 @@ def command(binary: Path, worker_request: dict, events_fd: int) -> list[str]:
         argv += ["--providers", ",".join(options["providers"])]
     for key, value in (options.get("delegate_options") or {}).items():
         argv += ["--delegate-option", f"{key}={value}"]
-    flags = {"min_runs": "--min-runs", "warmup_runs": "--warmup-runs"}
+    flags = {"min_runs": "--min-runs", "warmup_runs": "--warmup-runs", "profile_runs": "--profile-runs"}
     for key, flag in flags.items():
         if key in settings:
             argv += [flag, str(int(settings[key]))]
@@ -108,7 +117,30 @@ def command(binary: Path, worker_request: dict, events_fd: int) -> list[str]:
     for item in worker_request.get("input_args") or ():
         argv += ["--input", item]
     argv += ["--seed", str(int(worker_request.get("seed", 0)))]
+    if profile_dir:
+        argv += ["--profile-dir", profile_dir]
     return argv
+
+
+def read_profiles(result: dict) -> dict:
+    """Replace the harness's ``profile_files`` (ONNX Runtime's profiles: the placement session's one inference, and
+    the profiled runs with their warm-up) with the worker result's ``placement`` and ``ops.nodes``, read as the Python
+    plugin reads them. The files are removed."""
+    files = result.pop("profile_files", None) or {}
+    try:
+        if files.get("placement"):
+            runs = ort_profile.read_runs(files["placement"])
+            first_choice = (result["backend"]["requested"] or ["CPUExecutionProvider"])[0]
+            result["placement"] = ort_profile.placement(runs[0], first_choice).to_dict() if runs else None
+        if files.get("ops") and result.get("ops"):
+            count = len(result["ops"]["latency_ns"])
+            runs = ort_profile.read_runs(files["ops"])
+            result["ops"]["nodes"] = ort_profile.node_durations(runs[-count:] if count else [])
+    finally:
+        for path in files.values():
+            with contextlib.suppress(OSError):
+                os.unlink(path)
+    return result
 
 
 def _failure(returncode: int, phase: str, log_tail: str) -> EdgebenchError:
@@ -148,8 +180,11 @@ class NativeExecutor(Executor):
         binary = find_binary()
         if binary is None:
             raise RuntimeUnavailable(self.unavailable_reason() or BUILD_HINT)
-        return run_child(lambda fd: command(binary, worker_request, fd), limits, progress, _reported_error,
-                         lambda end: _failure(end.returncode, end.phase, end.log_tail))
+        with tempfile.TemporaryDirectory(prefix="edgebench-native-") as profile_dir:  # gone even after a crash
+            outcome = run_child(lambda fd: command(binary, worker_request, fd, profile_dir), limits, progress,
+                                _reported_error, lambda end: _failure(end.returncode, end.phase, end.log_tail))
+            read_profiles(outcome.result)
+        return outcome
 
 
 def _reported_error(end: ChildExit) -> EdgebenchError:
