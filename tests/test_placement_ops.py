@@ -199,3 +199,18 @@ def test_summarize_ops_pools_repeats_by_node():
     assert summary["note"].startswith("profiling made an inference 2.20x slower, about 300.0 µs per node")
     summary = ops.summarize_ops([first, second], measured_p50_ms=1.05)
     assert summary["note"] is None
+
+
+def test_a_provider_that_is_not_there_fails_require_delegate(cli, models, tmp_path):
+    """The user story of issue 14: ``--providers CUDA`` on a CPU build ran on the CPU with exit 0."""
+    import onnxruntime as ort
+
+    if "CUDAExecutionProvider" in ort.get_available_providers():
+        pytest.skip("this onnxruntime build has CUDA")
+    result, report = bench(cli, tmp_path, models["ppocr_cls.onnx"], *CLS_SHAPE, "--providers", "CUDA",
+                           "--require-delegate")
+    assert result.code == EXIT_PLACEMENT, result
+    placement = report["placement"]
+    assert placement["first_choice"] == "CUDAExecutionProvider" and placement["coverage"] == 0.0
+    assert sum(item["count"] for item in placement["fallback_ops"]) == placement["nodes"]
+    assert "CUDAExecutionProvider took 0.0% of the nodes" in result.err
