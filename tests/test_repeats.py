@@ -218,7 +218,8 @@ def test_cooldown_before_each_repeat(models, tmp_path):
                                      "tests.plugins:WritesFileAtCall", "--warmup-runs", "0", "--warmup-duration",
                                      "0", "--min-runs", "20", "--min-duration", "0", "--repeats", "3",
                                      "--sensors-root", jetson, "--idle-baseline", "0", "--max-start-temp", "40",
-                                     "--cooldown-timeout", "30", "--progress", "json", "--json", "-"),
+                                     "--cooldown-timeout", "30", "--progress", "json", "--json",
+                                     tmp_path / "r.json"),
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO, env=env)
     phases = []
     for text in proc.stderr:
@@ -227,12 +228,14 @@ def test_cooldown_before_each_repeat(models, tmp_path):
             for zone in jetson.glob("sys/class/thermal/thermal_zone*/temp"):
                 zone.write_text("38000\n")
         phases.append(phase)
-    out, err = proc.communicate(timeout=300)
+    # The report goes to a file: on stdout, a report larger than the pipe's buffer would block the bench before it
+    # closes stderr, which this loop reads to its end first.
+    _, err = proc.communicate(timeout=300)
     assert proc.returncode == 0, (phases, err)
     waits = [p for i, p in enumerate(phases) if p == "cooldown" and (i == 0 or phases[i - 1] != "cooldown")]
     assert len(waits) == 3 and phases[0] == "cooldown"  # one wait before each repeat, each followed by its load
     assert [p for i, p in enumerate(phases) if i and phases[i - 1] == "cooldown" and p != "cooldown"] == ["load"] * 3
-    report = json.loads(out)
+    report = json.loads((tmp_path / "r.json").read_text())
     jsonschema.validate(report, V2)
     repeat_waits = [r["physics"]["wait"] for r in report["repeats"]]
     assert repeat_waits[0]["start_temp_c"] == pytest.approx(47.656)  # the tree as recorded
