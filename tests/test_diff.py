@@ -29,13 +29,13 @@ CLS_SHAPE = ["--shape", "x=1x3x48x192"]
 
 def static_int8(source, folder):
     """The static int8 (QDQ) variant exactly as `edgebench variants` makes it, calibrated on two generated sets."""
-    from edgebench.agent.optimize import variants
+    from edgebench.agent.optimize.makers import onnx_variants
 
-    with variants.quiet_libraries():
-        prepared, _ = variants.preprocess(source, folder / "prepared.onnx")
+    with onnx_variants.quiet_libraries():
+        prepared, _ = onnx_variants.preprocess(source, folder / "prepared.onnx")
         rng = np.random.default_rng(0)
         sets = [{"x": rng.random((1, 3, 48, 192), dtype=np.float32)} for _ in range(2)]
-        variants.make_static_int8(prepared, folder / "cls_int8.onnx", sets)
+        onnx_variants.make_static_int8(prepared, folder / "cls_int8.onnx", sets)
     return folder / "cls_int8.onnx"
 
 

@@ -1,4 +1,5 @@
-"""``edgebench variants MODEL.onnx``: float16 / int8 variants, benchmarked (edgebench.agent.optimize.variants)."""
+"""``edgebench variants MODEL``: float16 / int8 variants of an ONNX or TFLite model, benchmarked, and the one to ship
+(edgebench.agent.optimize.variants)."""
 
 from __future__ import annotations
 
@@ -8,45 +9,73 @@ from edgebench.agent.cli import args as cli_args
 
 
 def register(commands) -> None:
-    variants = commands.add_parser("variants", help="make float16 / int8 variants of an ONNX model and "
-                                   "benchmark them against the float model",
-                                   description="Produce float16, dynamic int8 and static int8 (QDQ) variants "
-                                   "with onnxruntime.quantization, benchmark each, and print size, latency "
-                                   "and drift against the float model.")
-    variants.add_argument("model", help="a float32 .onnx model")
+    variants = commands.add_parser("variants", help="make float16 / int8 variants of an ONNX or TFLite model, "
+                                   "benchmark them against the float model, and say which to ship",
+                                   description="Produce float16 and int8 variants (ONNX: onnxruntime.quantization; "
+                                   "TFLite: ai-edge-quantizer), benchmark each with repeats interleaved, print size, "
+                                   "latency and drift against the float model, and end with the variant to ship "
+                                   "within the accuracy budgets.")
+    variants.add_argument("model", help="a float32 .onnx or .tflite model")
     variants.add_argument("--out-dir", metavar="DIR", help="where the variants are written, and nothing else "
                           "(default: next to the model, in MODEL.variants/)")
     variants.add_argument("--only", type=cli_args.comma_list, metavar="LIST",
-                          help="subset of: fp16,dynamic-int8,static-int8")
+                          help="subset of the format's kinds: ONNX fp16,dynamic-int8,static-int8; TFLite "
+                          "fp16,dynamic-int8,weight-only-int8,static-int8")
     variants.add_argument("--calibration", metavar="DATA.npz",
                           help="calibration inputs for static int8 (default: generated inputs)")
     variants.add_argument("--calibration-samples", type=cli_args.count_up_to(cli_args.MAX_SAMPLES), default=16)
     variants.add_argument("--samples", type=cli_args.count_up_to(cli_args.MAX_SAMPLES), default=16,
                           help="input sets for drift (default 16)")
+    budgets = variants.add_argument_group("the recommendation (docs/variants.md)")
+    budgets.add_argument("--objective", choices=("latency", "size", "energy"), default="latency",
+                         help="what the variant to ship should be best at, within the budgets (default latency)")
+    budgets.add_argument("--min-agreement", type=cli_args.number_in(0, 1, ""), default=0.98, metavar="F",
+                         help="least top-1 agreement with the float model, for classifier outputs (default 0.98)")
+    budgets.add_argument("--min-cosine", type=cli_args.number_in(0, 1, ""), default=0.99, metavar="F",
+                         help="least mean cosine similarity with the float model's outputs (default 0.99)")
+    budgets.add_argument("--max-drift", type=cli_args.number_in(0, 1e9, ""), metavar="F",
+                         help="largest max abs error, as a fraction of the float output's range (default: not "
+                         "judged)")
     cli_args.add_input_options(variants)
     cli_args.add_run_options(variants, per_repeat=True)
     cli_args.add_repeat_options(variants, gap=False, interleaved=True)
     cli_args.add_isolation_options(variants)
     variants.add_argument("--threads", type=cli_args.count_up_to(cli_args.MAX_THREADS))
-    variants.add_argument("--providers", type=cli_args.comma_list, default=[], metavar="CHAIN")
+    variants.add_argument("--providers", type=cli_args.comma_list, default=[], metavar="CHAIN",
+                          help="ONNX models: the execution providers every variant runs on")
+    variants.add_argument("--delegate", dest="delegates", type=cli_args.comma_list, default=[], metavar="CHAIN",
+                          help="TFLite models: the delegate chain every variant runs on (default xnnpack)")
     variants.add_argument("--json", metavar="FILE", help="write the table and every report as JSON; - for stdout")
+    variants.add_argument("-q", "--quiet", action="store_true", help="no table, no progress line")
+    variants.add_argument("--progress", choices=("auto", "line", "json", "off"),
+                          help="progress on stderr while variants are made, benchmarked and compared: auto (a line "
+                          "on a terminal; default, off with -q), line, json or off")
     variants.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    from edgebench.agent.cli.progress import ProgressLine
     from edgebench.agent.engine.report import emit_json
     from edgebench.agent.optimize import variants
+    from edgebench.agent.optimize.recommend import Budgets
 
     cli_args.check_outputs(args, "json")
     repeats = cli_args.repeat_count(args)
     settings = cli_args.run_settings(args, repeats)
-    document, table = variants.run(variants.VariantsSettings(
-        model=args.model, out_dir=args.out_dir, only=args.only, calibration=args.calibration,
-        calibration_samples=args.calibration_samples, samples=args.samples, shape=args.shape, input=args.input,
-        seed=args.seed, threads=args.threads, providers=args.providers, run=settings, repeats=repeats,
-        bench_limits=cli_args.child_limits(args, settings.max_duration_s + settings.warmup_duration_s),
-        timeout_s=args.timeout))
+    progress = ProgressLine(f"variants of {args.model}", mode=args.progress or ("off" if args.quiet else "auto"))
+    try:
+        document, table = variants.run(variants.VariantsSettings(
+            model=args.model, out_dir=args.out_dir, only=args.only, calibration=args.calibration,
+            calibration_samples=args.calibration_samples, samples=args.samples, shape=args.shape, input=args.input,
+            seed=args.seed, threads=args.threads, providers=args.providers, delegates=args.delegates,
+            budgets=Budgets(min_agreement=args.min_agreement, min_cosine=args.min_cosine, max_drift=args.max_drift,
+                            objective=args.objective),
+            run=settings, repeats=repeats,
+            bench_limits=cli_args.child_limits(args, settings.max_duration_s + settings.warmup_duration_s),
+            timeout_s=args.timeout), progress)
+    finally:
+        progress.close()
     emit_json(document, args.json)
-    if args.json != "-":
+    if args.json != "-" and not args.quiet:
         print(table)
     return 0

@@ -235,6 +235,22 @@ def is_classifier(spec: TensorSpec) -> bool:
     return len(dims) == 1 and isinstance(dims[0], int) and dims[0] > 1
 
 
+# What scores that are class probabilities add up to: 1 for a softmax, less for a quantized one, whose many small
+# probabilities round to 0 (EfficientNet-Lite0 int8's uint8 softmax adds up to about 0.85).
+DISTRIBUTION_SUM = (0.5, 1.15)
+
+
+def is_distribution(outputs: Sequence[np.ndarray]) -> bool:
+    """Class probabilities: per input set, scores in [0, 1] that add up to about 1 (a softmax output). Top-1 agreement
+    means something for them; for landmarks, boxes or an embedding, whose argmax is arbitrary, it does not."""
+    low, high = DISTRIBUTION_SUM
+    for output in outputs:
+        values = np.asarray(output, dtype=np.float64).reshape(-1)
+        if values.min() < -1e-6 or values.max() > 1 + 1e-6 or not low <= values.sum() <= high:
+            return False
+    return bool(outputs)
+
+
 def accuracy(outputs: Sequence[np.ndarray], labels: np.ndarray) -> dict:
     scores = [np.asarray(o, dtype=np.float64).reshape(-1) for o in outputs]
     top1 = np.mean([int(np.argmax(s) == y) for s, y in zip(scores, labels)])
@@ -266,7 +282,7 @@ class Comparison:
         ref_real = [dequantize(o[ref_spec.name], ref_spec) for o in ref_out]
         cand_real = [dequantize(o[cand_spec.name], cand_spec) for o in cand_out]
         result = {"output": ref_spec.name, "drift": drift(ref_real, cand_real)}
-        if not is_classifier(ref_spec):
+        if not (is_classifier(ref_spec) and (labels is not None or is_distribution(ref_real))):
             result["drift"]["top1_agreement"] = None
         if labels is not None:
             result["accuracy"] = {"reference": accuracy(ref_real, labels), "candidate": accuracy(cand_real, labels)}
