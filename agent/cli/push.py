@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Sequence
 
 from edgebench.agent.cli import args as cli_args
+from edgebench.agent.cli.budgets import add_budget_options, budgets
 from edgebench.agent.errors import UsageError
 from edgebench.agent.fleet.protocol import DEFAULT_JOB_TIMEOUT_S
 
@@ -62,10 +63,12 @@ def register(commands) -> None:
     cli_args.add_run_options(push, per_repeat=True)  # no --memory-limit: a job's memory is the board's business
     cli_args.add_repeat_options(push, gap=False)
     cli_args.add_placement_options(push, local=False)
+    add_budget_options(push, "the variant to ship on each board class (--reference, --wait)")
     push.add_argument("--timeout", type=cli_args.positive_duration, metavar="SECONDS",
                       help=f"kill a job's benchmark after this long (default: the agent's --job-timeout, "
                       f"{DEFAULT_JOB_TIMEOUT_S / 3600:g}h unless the board sets another)")
-    push.add_argument("--wait", action="store_true", help="wait for every job and print the comparison")
+    push.add_argument("--wait", action="store_true", help="wait for every job and print the comparison (with "
+                      "--reference REF among the models pushed: the variant to ship per board class)")
     push.add_argument("--wait-timeout", type=cli_args.duration, default=3600.0, metavar="SECONDS",
                       help="give up waiting after this long (default 1h; exit code 1)")
     _server_option(push)
@@ -137,7 +140,17 @@ def job_options(args: argparse.Namespace):
 
 def run_push(args: argparse.Namespace) -> int:
     from edgebench.agent.engine.report import emit_json
-    from edgebench.agent.fleet.client import FINAL, comparison, job_matrix, render, request, upload, wait_for
+    from edgebench.agent.fleet.client import (
+        FINAL,
+        comparison,
+        job_matrix,
+        recommendation_lines,
+        recommendations,
+        render,
+        request,
+        upload,
+        wait_for,
+    )
 
     server = collector(args)
     check_job_args(args.shape, args.input)
@@ -164,9 +177,12 @@ def run_push(args: argparse.Namespace) -> int:
     jobs = wait_for(server, batch["batch_id"], args.wait_timeout, show=not quiet)
     results = request(server, "GET", f"/api/v1/results?batch={batch['batch_id']}")["results"]
     table = comparison(jobs, results)
-    emit_json({"batch_id": batch["batch_id"], "rows": table, "jobs": jobs}, args.json)
+    verdicts = recommendations(jobs, results, reference["sha256"], budgets(args)) if reference else []
+    emit_json({"batch_id": batch["batch_id"], "rows": table, "jobs": jobs, "recommendations": verdicts}, args.json)
     if not quiet:
         print(render(table))
+        for line in recommendation_lines(verdicts):
+            print(line)
     pending = [job for job in jobs if job["state"] not in FINAL]
     if pending:
         print(f"edgebench: error: {len(pending)} job(s) still unfinished after {args.wait_timeout:g}s "

@@ -192,6 +192,51 @@ def comparison(jobs: list[dict], results: list[dict]) -> list[dict]:
     return rows
 
 
+def recommendations(jobs: list[dict], results: list[dict], reference_sha: str, budgets) -> list[dict]:
+    """For each board that ran the reference model itself and its variants (``push VARIANTS... REF --reference
+    REF``), the variant to ship there, judged as ``edgebench variants`` judges one machine (optimize/recommend.py):
+    speed-ups paired by repeat against the reference's job, drift measured on the board. Boards grouped by their
+    ``class`` label: one line for a class whose boards agree."""
+    from edgebench.agent.engine import bench
+    from edgebench.agent.optimize.makers.base import Variant
+    from edgebench.agent.optimize.recommend import recommend
+
+    by_job = {r["job_id"]: r for r in results}
+    boards: dict[str, list[tuple[dict, dict]]] = {}
+    for job in jobs:
+        if job["job_id"] in by_job:
+            boards.setdefault(job["device_id"], []).append((job, by_job[job["job_id"]]))
+    verdicts = []
+    for device, runs in sorted(boards.items()):
+        base = next((r for job, r in runs if job["spec"]["model"]["sha256"] == reference_sha), None)
+        if base is None:
+            continue
+        rows = [Variant(job["spec"]["model"]["name"], report=result["summary"], drift=result.get("drift"),
+                        known_size=(result["summary"].get("model") or {}).get("size_bytes"))
+                for job, result in sorted(runs, key=lambda item: item[1] is not base)]
+        rows[0].drift = None  # the reference against itself
+        for row in rows:
+            row.speedup_p90 = bench.speedup(base["summary"], row.report, "p90_ms")
+        advice = recommend(rows, budgets)
+        verdicts.append({"device": device, "class": (base.get("labels") or {}).get("class"), **advice})
+    return verdicts
+
+
+def recommendation_lines(verdicts: list[dict]) -> list[str]:
+    """``class rpi5 (3 boards): ship static-int8: ...``, or one line per board where a class's boards disagree."""
+    classes: dict[Optional[str], list[dict]] = {}
+    for verdict in verdicts:
+        classes.setdefault(verdict["class"], []).append(verdict)
+    lines = []
+    for name, members in sorted(classes.items(), key=lambda item: str(item[0])):
+        if name is not None and len({m["variant"] for m in members}) == 1:
+            lines.append(f"class {name} ({len(members)} board{'s' if len(members) > 1 else ''}): "
+                         f"{members[0]['line']}")
+        else:
+            lines += [f"{m['device']}: {m['line']}" for m in members]
+    return lines
+
+
 def _ms(value: Optional[float]) -> str:
     return f"{value:.3f}" if isinstance(value, (int, float)) else "-"
 

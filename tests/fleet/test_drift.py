@@ -45,7 +45,7 @@ def test_push_with_a_reference_writes_drift_and_keeps_results_it_cannot_compare(
     assert [row["state"] for row in rows] == ["done"]
     drift = rows[0]["drift"]
     assert drift["samples"] == p.DRIFT_SAMPLES and 0 < drift["max_abs_err"] < 1 and 0.5 < drift["cosine_mean"] < 1
-    assert 0 <= drift["top1_agreement"] <= 1 and "error" not in drift
+    assert 0 <= drift["top1_agreement"] <= 1 and "error" not in drift  # a softmax: class probabilities
 
     point = fleet.wait_results(1)[0]
     assert point["reference"] == drift["reference_sha"][:12]
@@ -71,6 +71,37 @@ def test_push_with_a_reference_writes_drift_and_keeps_results_it_cannot_compare(
     point = next(pt for pt in points if pt["job_id"] == rows[0]["job_id"])
     assert point["p50_ms"] > 0 and "different numbers of inputs" in point["drift_error"]
     assert point["drift_max_abs_err"] is None and point["reference"] == rows[0]["drift"]["reference_sha"][:12]
+
+
+def test_push_with_its_reference_says_which_variant_to_ship_per_board_class(fleet, tiny_onnx, cli, tmp_path):
+    """The reference pushed among the models: each board's jobs are judged as `variants` judges one machine, and the
+    boards of one class that agree give one line."""
+    collector = fleet.start_collector()
+    fleet.start_agent("board-a", "class=x86")
+    fleet.start_agent("board-b", "class=x86")
+    reference, _, _ = tiny_onnx(seed=3, name="linear_fp32.onnx")
+    noisy, _, _ = tiny_onnx(seed=3, name="linear_noisy.onnx", noise=0.3)
+    out = tmp_path / "push.json"
+    result = cli("push", reference, noisy, "--reference", reference, "--server", collector.url, "--token",
+                 collector.token, "--devices", "class=x86", "--shape", "x=1x8", "--no-sensors", *FAST, "--repeats",
+                 "2", "--wait", "--wait-timeout", "180", "--json", str(out), timeout=240)
+    assert result.code == 0, result
+    document = json.loads(out.read_text())
+    verdicts = document["recommendations"]
+    assert sorted(v["device"] for v in verdicts) == ["board-a", "board-b"]
+    for verdict in verdicts:
+        assert verdict["class"] == "x86"
+        # cosine of the noisy model against the reference, as measured on that board, decides its budget
+        drift = next(row["drift"] for row in document["rows"]
+                     if row["device"] == verdict["device"] and row["model"] == "linear_noisy.onnx")
+        within = drift["cosine_mean"] >= 0.99
+        assert verdict["within_budgets"] == (["linear_noisy.onnx"] if within else [])
+        assert verdict["variant"] in ("linear_fp32.onnx", "linear_noisy.onnx")
+    lines = [line for line in result.out.splitlines() if line.startswith(("class x86", "board-a:", "board-b:"))]
+    if len({v["variant"] for v in verdicts}) == 1:
+        assert lines == [f"class x86 (2 boards): {verdicts[0]['line']}"]
+    else:
+        assert sorted(lines) == sorted(f"{v['device']}: {v['line']}" for v in verdicts)
 
 
 def test_a_job_names_its_reference_by_sha256_only():

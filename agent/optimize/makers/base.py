@@ -27,10 +27,11 @@ class Variant:
     speedup: Optional[dict] = None  # p50 speed-up against the float model, with its interval
     speedup_p90: Optional[dict] = None  # the same for p90 (what the recommendation quotes)
     notes: list = field(default_factory=list)
+    known_size: Optional[int] = None  # the file's size where there is no file here (a fleet job's model)
 
     @property
     def size_bytes(self) -> Optional[int]:
-        return self.path.stat().st_size if self.path and self.path.exists() else None
+        return self.path.stat().st_size if self.path and self.path.exists() else self.known_size
 
     def to_dict(self) -> dict:
         return {"name": self.name, "path": str(self.path) if self.path else None, "size_bytes": self.size_bytes,
