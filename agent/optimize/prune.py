@@ -14,7 +14,9 @@ runtime needs to turn zeros into speed (XNNPACK's sparse inference).
 
 ONNX models are rewritten with the ``onnx`` package; TFLite models with the flatbuffer object API of
 ``ai_edge_litert.schema_py_generated``. Data appended after a TFLite flatbuffer (the zip of metadata associated
-files, e.g. labels) is carried over to the pruned file; the result says so.
+files, e.g. labels) is carried over to the pruned file; the result says so. With ``sparse_storage`` a TFLite
+model's pruned float 1x1 CONV_2D kernels are stored CSR behind DENSIFY ops: a smaller file, and the only form in
+which XNNPACK considers its sparse kernels.
 """
 
 from __future__ import annotations
@@ -60,12 +62,18 @@ def compressed_size(data: bytes) -> int:
     return len(zlib.compress(data, 6))
 
 
-def prune(source: str | Path, target: str | Path, fraction: float, fmt: Optional[str] = None) -> dict:
+def prune(source: str | Path, target: str | Path, fraction: float, fmt: Optional[str] = None,
+          sparse_storage: bool = False) -> dict:
     """Write a magnitude-pruned copy of ``source`` to ``target`` and return what was done, as plain data:
     ``{"fraction", "format", "pruned_tensors", "zeroed" (values set to zero now), "skipped": [{"name", "why"}],
     "sparsity_before", "sparsity_after" (weights.weight_sparsity of each file, the pruned one read back from disk),
     "size_bytes": {"original", "pruned"}, "compressed_bytes": {"original", "pruned"}, "compression",
-    "trailing_bytes": {"found", "preserved"} (TFLite), "notes": [...]}``."""
+    "trailing_bytes": {"found", "preserved"} (TFLite; None for ONNX), "sparse_storage": {"tensors", "bytes_saved"}
+    (TFLite with ``sparse_storage``; else None), "notes": [...]}``.
+
+    ``sparse_storage`` (TFLite): store each pruned float 1x1 CONV_2D kernel sparse (CSR sparsity parameters)
+    behind a DENSIFY op, the form XNNPACK needs to even try its sparse kernels (docs/pruning.md). ONNX has no
+    such form: a UsageError."""
     fraction = check_fraction(fraction)
     model = identify(source)
     fmt = fmt or model.format
@@ -78,8 +86,12 @@ def prune(source: str | Path, target: str | Path, fraction: float, fmt: Optional
     if reason:
         raise ModelError(f"cannot prune {source.name}: {reason}")
     original = weights.read_bytes(source)
-    writer = _prune_onnx if fmt == ONNX else _prune_tflite
-    result = writer(source, original, fraction)
+    if sparse_storage and fmt != TFLITE:
+        raise UsageError("sparse weight storage (DENSIFY) exists only in TFLite models")
+    if fmt == ONNX:
+        result = _prune_onnx(source, original, fraction)
+    else:
+        result = _prune_tflite(source, original, fraction, sparse_storage)
     data = result.pop("data")
     try:
         target.write_bytes(data)
@@ -145,7 +157,7 @@ def _prune_onnx(source: Path, original: bytes, fraction: float) -> dict:
         raise ModelError(f"cannot write the pruned {source.name}: {first_line(exc)}") from None
     notes = ["ONNX: initializers and Constant-node tensors rewritten in place; graph, opset and metadata kept"]
     return {"data": data, "pruned_tensors": len(refs), "zeroed": zeroed, "skipped": skipped, "notes": notes,
-            "trailing_bytes": None}
+            "trailing_bytes": None, "sparse_storage": None}
 
 
 def _aligned_builder(size: int) -> Any:
@@ -179,7 +191,7 @@ def trailing_zip(data: bytes) -> int:
     return start if 8 <= start < len(data) and data[start:start + 4] == b"PK\x03\x04" else len(data)
 
 
-def _prune_tflite(source: Path, original: bytes, fraction: float) -> dict:
+def _prune_tflite(source: Path, original: bytes, fraction: float, sparse_storage: bool) -> dict:
     from ai_edge_litert import schema_py_generated as schema
 
     parsed = weights.tflite_model(original, source)
@@ -193,14 +205,120 @@ def _prune_tflite(source: Path, original: bytes, fraction: float) -> dict:
         values, changed = pruned_values(ref, fraction)
         model.buffers[ref.handle].data = np.ascontiguousarray(values).reshape(-1).view(np.uint8)
         zeroed += changed
+    stored = store_sparse(model, {r.handle for r in refs}) if sparse_storage else None
     builder = _aligned_builder(len(original) + 1024)
     builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
     start = trailing_zip(original)
     trailing = original[start:]
     notes = ["TFLite: flatbuffer rebuilt with the schema's object API; subgraphs, signatures and metadata kept"]
+    if stored is not None:
+        notes.append(f"{stored['tensors']} float 1x1 CONV_2D kernels stored sparse behind DENSIFY ops")
     if trailing:
         notes.append(f"{len(trailing)} bytes appended after the flatbuffer (metadata associated files, a zip) "
                      "carried over unchanged")
     return {"data": bytes(builder.Output()) + trailing, "pruned_tensors": len(refs), "zeroed": zeroed,
-            "skipped": skipped, "notes": notes,
+            "skipped": skipped, "notes": notes, "sparse_storage": stored,
             "trailing_bytes": {"found": len(trailing), "preserved": bool(trailing)}}
+
+
+# ---- sparse storage (TFLite DENSIFY) ----------------------------------------------------------------------------
+
+def store_sparse(model: Any, pruned_buffers: set[int]) -> dict:
+    """Rewrite each float 1x1 CONV_2D kernel among ``pruned_buffers`` of a ``ModelT`` as a sparse constant (CSR
+    on the input-channel axis) feeding a DENSIFY op whose output is the kernel the conv reads. Only this form
+    makes XNNPACK consider sparse inference (xnnpack_delegate.cc: DENSIFY of a constant with sparsity parameters
+    marks the weights sparse); its other conditions are the model's pattern and the CPU (docs/pruning.md)."""
+    from ai_edge_litert import schema_py_generated as schema
+
+    densify = _opcode_index(model, schema.BuiltinOperator.DENSIFY)
+    conv = [i for i, c in enumerate(model.operatorCodes)
+            if max(c.builtinCode, c.deprecatedBuiltinCode) == schema.BuiltinOperator.CONV_2D]
+    float_types = {schema.TensorType.FLOAT32: np.float32, schema.TensorType.FLOAT16: np.float16}
+    users: dict[int, int] = {}
+    for graph in model.subgraphs:
+        for tensor in graph.tensors:
+            users[tensor.buffer] = users.get(tensor.buffer, 0) + 1
+    count, saved = 0, 0
+    for graph in model.subgraphs:
+        added = []
+        for op in graph.operators:
+            if op.opcodeIndex not in conv or op.inputs is None or len(op.inputs) < 2:
+                continue
+            weight = graph.tensors[op.inputs[1]]
+            shape = [int(d) for d in weight.shape] if weight.shape is not None else []
+            if (weight.buffer not in pruned_buffers or users.get(weight.buffer) != 1 or len(shape) != 4
+                    or shape[1:3] != [1, 1] or weight.type not in float_types or weight.sparsity is not None):
+                continue
+            before = model.buffers[weight.buffer].data.size
+            added.append(_densify_op(schema, model, graph, op.inputs[1], float_types[weight.type], densify))
+            saved += before - model.buffers[graph.tensors[-1].buffer].data.size - _index_bytes(graph.tensors[-1])
+            count += 1
+        graph.operators = added + list(graph.operators)  # constants' DENSIFY first: the order stays topological
+    return {"tensors": count, "bytes_saved": int(saved)}
+
+
+def _opcode_index(model: Any, code: int) -> int:
+    from ai_edge_litert import schema_py_generated as schema
+
+    for i, c in enumerate(model.operatorCodes):
+        if max(c.builtinCode, c.deprecatedBuiltinCode) == code:
+            return i
+    entry = schema.OperatorCodeT()
+    entry.builtinCode, entry.deprecatedBuiltinCode, entry.version = code, min(code, 127), 1
+    model.operatorCodes.append(entry)
+    return len(model.operatorCodes) - 1
+
+
+def _densify_op(schema: Any, model: Any, graph: Any, index: int, dtype: type, opcode: int) -> Any:
+    """Move tensor ``index``'s values into a new sparse tensor (same buffer, nonzeros only) and make ``index`` the
+    output of a DENSIFY op reading it."""
+    weight = graph.tensors[index]
+    dense = model.buffers[weight.buffer].data.view(dtype).reshape(weight.shape[0], -1)  # [O, I]: H = W = 1
+    sparse = schema.TensorT()
+    sparse.shape, sparse.type = np.array(weight.shape, np.int32), weight.type
+    sparse.name = (weight.name or b"") + b"/sparse"
+    sparse.sparsity = _csr(schema, dense, [int(d) for d in weight.shape])
+    sparse.buffer = weight.buffer
+    model.buffers[weight.buffer].data = np.ascontiguousarray(dense[dense != 0]).view(np.uint8)  # CSR order
+    weight.buffer = 0  # buffer 0 is the empty one: the dense kernel is now computed
+    graph.tensors.append(sparse)
+    op = schema.OperatorT()
+    op.opcodeIndex, op.inputs, op.outputs = opcode, np.array([len(graph.tensors) - 1], np.int32), np.array(
+        [index], np.int32)
+    op.builtinOptionsType, op.builtinOptions = schema.BuiltinOptions.DensifyOptions, schema.DensifyOptionsT()
+    return op
+
+
+def _index_vector(schema: Any, array: np.ndarray) -> tuple[int, Any]:
+    """The narrowest index vector that holds ``array``: uint16 halves the indices' cost for most layers."""
+    if array.size == 0 or int(array.max()) < 1 << 16:
+        vector, kind = schema.Uint16VectorT(), schema.SparseIndexVector.Uint16Vector
+        vector.values = array.astype(np.uint16)
+    else:
+        vector, kind = schema.Int32VectorT(), schema.SparseIndexVector.Int32Vector
+        vector.values = array.astype(np.int32)
+    return kind, vector
+
+
+def _csr(schema: Any, dense: np.ndarray, shape: list[int]) -> Any:
+    """Sparsity parameters of an [O, 1, 1, I] kernel: O, 1, 1 dense, I compressed (CSR)."""
+    def dim(size: int, segments: Optional[np.ndarray] = None, indices: Optional[np.ndarray] = None) -> Any:
+        meta = schema.DimensionMetadataT()
+        meta.format, meta.denseSize = schema.DimensionType.DENSE, size
+        if segments is not None:
+            meta.format = schema.DimensionType.SPARSE_CSR
+            meta.arraySegmentsType, meta.arraySegments = _index_vector(schema, segments)
+            meta.arrayIndicesType, meta.arrayIndices = _index_vector(schema, indices)
+        return meta
+
+    rows, cols = np.nonzero(dense)
+    segments = np.concatenate([[0], np.cumsum(np.bincount(rows, minlength=dense.shape[0]))])
+    params = schema.SparsityParametersT()
+    params.traversalOrder = np.arange(4, dtype=np.int32)
+    params.dimMetadata = [dim(shape[0]), dim(1), dim(1), dim(shape[3], segments, cols)]
+    return params
+
+
+def _index_bytes(tensor: Any) -> int:
+    meta = tensor.sparsity.dimMetadata[-1]
+    return int(meta.arraySegments.values.nbytes + meta.arrayIndices.values.nbytes)
