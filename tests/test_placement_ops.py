@@ -70,6 +70,14 @@ def test_litert_placement_matches_the_models_op_list(cli, models, tmp_path):
     assert {item["op"]: item["count"] for item in placement["fallback_ops"]} == dict(left)
     xnnpack = next(b for b in placement["backends"] if b["name"] == "xnnpack")
     assert xnnpack["partitions"] == len({node["partition"] for node in on_xnnpack})
+    # The report also says how sparse the weights are (engine/weights.py, read by the parent from the file).
+    from edgebench.agent.engine.weights import weight_sparsity
+
+    expected_weights = weight_sparsity(path, "tflite")
+    assert {k: report["weights"][k] for k in expected_weights} == expected_weights
+    assert report["weights"]["xnnpack_sparse"]["possible"] is False
+    assert f"weights   {expected_weights['weights'] / 1e6:.3g} M weights (int8)" in cli(
+        "bench", path, *FAST, "--no-sensors", "--history", "off").out
 
 
 def test_litert_builtin_kernels_take_every_node(cli, models, tmp_path):

@@ -39,7 +39,9 @@ class BenchRequest:
     options: RuntimeOptions = field(default_factory=RuntimeOptions)
     settings: RunSettings = field(default_factory=RunSettings)  # per repeat
     shape_args: Sequence[str] = ()  # --shape NAME=1x3x224x224, parsed in the child against the model
-    input_args: Sequence[str] = ()  # --input NAME=file.npy | value | zeros/ones/random
+    input_args: Sequence[str] = ()  # --input NAME=file.npy | image | value | zeros/ones/random
+    image_mean: Optional[Sequence[float]] = None  # --image-mean/--image-std for image inputs (None: model metadata)
+    image_std: Optional[Sequence[float]] = None
     seed: int = 0
     limits: ChildLimits = field(default_factory=ChildLimits)  # per repeat (the timeout too)
     physics: Optional[PhysicsSettings] = None  # None: no sensors (temperature, clocks, power) sampled
@@ -67,6 +69,10 @@ def prepare(request: BenchRequest) -> tuple[ModelFile, dict, Executor]:
     runtime = request.runtime or DEFAULT_FOR_FORMAT[model.format]
     executor = executor_for(runtime)
     executor.check(model.format)
+    if executor.name != "python":
+        from edgebench.agent.engine import inputs
+
+        inputs.refuse_images(request.input_args, f"--runtime {runtime}")  # the harness reads .npy, not pictures
     noise.check_cpus(request.cpus, runtime)
     worker_request = {
         "mode": "bench",
@@ -76,6 +82,8 @@ def prepare(request: BenchRequest) -> tuple[ModelFile, dict, Executor]:
         "settings": request.settings.to_dict(),
         "shape_args": list(request.shape_args),
         "input_args": list(request.input_args),
+        "image_mean": list(request.image_mean) if request.image_mean else None,
+        "image_std": list(request.image_std) if request.image_std else None,
         "seed": request.seed,
         "cpus": sorted(set(request.cpus)) if request.cpus else None,
     }
@@ -336,11 +344,32 @@ def build_report(model: ModelFile, request: BenchRequest, outcomes: list[ChildOu
         "repeats": [_repeat_entry(index, outcome) for index, outcome in enumerate(outcomes)],
         "device": device if device is not None else provenance.collect(edgebench_version=__version__),
         "placement": placement,
+        "weights": weights_section(model),
     }
     profiled = ops.summarize_ops([r.get("ops") for r in results], summary["p50_ms"])
     if profiled is not None:
         report["ops"] = profiled
     return report
+
+
+def weights_section(model: ModelFile) -> dict:
+    """The model's weight sparsity (engine/weights.py), read here in the parent from the file; for TFLite, whether
+    XNNPACK could use sparse kernels for it on this CPU. ``{"unavailable": why}`` where this machine cannot read the
+    format's weights or the file's weights cannot be parsed: the benchmark itself stands."""
+    from edgebench.agent.engine import weights
+    from edgebench.agent.modelfile import TFLITE
+
+    reason = weights.unavailable_reason(model.format)
+    if reason:
+        return {"unavailable": reason}
+    try:
+        refs = weights.read_weights(model.path, model.format)
+    except EdgebenchError as exc:
+        return {"unavailable": str(exc)}
+    section = weights.summarize(refs, model.format)
+    if model.format == TFLITE:
+        section["xnnpack_sparse"] = weights.xnnpack_sparse_outlook(refs)
+    return section
 
 
 def add_physics(report: dict, physics: RunPhysics, series: list, window_s: Optional[float],

@@ -124,6 +124,9 @@ def render(report: dict) -> str:
         f"runtime   {_backend_line(runtime)}",
     ]
     lines += [f"fallback  {f['candidate']}: {f['reason']}" for f in runtime["fallbacks"]]
+    weights = weights_line(report.get("weights"))
+    if weights:
+        lines.append(f"weights   {weights}")
     placed = placement_line(report.get("placement"))
     if placed:
         lines.append(f"placement {placed}")
@@ -286,3 +289,15 @@ def op_lines(ops: Optional[dict], top: int = TOP) -> list[str]:
     types = ", ".join(f"{e['op']} {e['share']:.0%}" for e in ops["by_type"][:5])
     lines.append(f"by type   {types}")
     return lines
+
+
+def weights_line(weights: Optional[dict]) -> Optional[str]:
+    """``2.6 M weights (float32), 0.0% zero; XNNPACK sparse kernels: no (weights stored dense: ...)``."""
+    if not weights or weights.get("unavailable") or weights.get("sparsity") is None:
+        return None
+    dtypes = ", ".join(sorted(weights["by_dtype"]))
+    text = f"{weights['weights'] / 1e6:.3g} M weights ({dtypes}), {weights['sparsity']:.1%} zero"
+    sparse = weights.get("xnnpack_sparse")
+    if sparse:
+        text += "; XNNPACK sparse kernels: " + ("possible" if sparse["possible"] else f"no ({sparse['why']})")
+    return text
