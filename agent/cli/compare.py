@@ -15,8 +15,7 @@ def register(commands) -> None:
     compare.add_argument("candidate")
     compare.add_argument("--samples", type=cli_args.count_up_to(cli_args.MAX_SAMPLES), default=16,
                          help="generated input sets (default 16)")
-    compare.add_argument("--eval", metavar="DATA.npz", help="labelled set: arrays 'x' (or per-input names) "
-                         "and 'y' (class indices)")
+    cli_args.add_eval_options(compare, "the accuracy (top-1, top-5) of both models")
     compare.add_argument("--output", metavar="NAME", help="the output to compare (default: the first)")
     compare.add_argument("--reference-runtime", help="runtime for the reference (default: from the file)")
     compare.add_argument("--candidate-runtime", help="runtime for the candidate (default: from the file)")
@@ -39,8 +38,9 @@ def run(args: argparse.Namespace) -> int:
     cli_args.check_outputs(args, "json")
     document = compare.run(compare.CompareSettings(
         reference=args.reference, candidate=args.candidate, reference_runtime=args.reference_runtime,
-        candidate_runtime=args.candidate_runtime, samples=args.samples, eval_npz=args.eval, output=args.output,
-        shape=args.shape, input=args.input, seed=args.seed, threads=args.threads, timeout_s=args.timeout,
+        candidate_runtime=args.candidate_runtime, samples=args.samples, eval_data=args.eval, labels=args.labels,
+        output=args.output, shape=args.shape, input=args.input, image_mean=args.image_mean, image_std=args.image_std,
+        seed=args.seed, threads=args.threads, timeout_s=args.timeout,
         repeats=args.repeats, run=cli_args.run_settings(args, max(args.repeats, 1)) if args.repeats else None))
     emit_json(document, args.json)
     if args.json != "-":

@@ -21,11 +21,15 @@ def register(commands) -> None:
     variants.add_argument("--only", type=cli_args.comma_list, metavar="LIST",
                           help="subset of the format's kinds: ONNX fp16,dynamic-int8,static-int8; TFLite "
                           "fp16,dynamic-int8,weight-only-int8,static-int8")
-    variants.add_argument("--calibration", metavar="DATA.npz",
-                          help="calibration inputs for static int8 (default: generated inputs)")
-    variants.add_argument("--calibration-samples", type=cli_args.count_up_to(cli_args.MAX_SAMPLES), default=16)
+    variants.add_argument("--calibration", metavar="DATA.npz|DIR",
+                          help="calibration inputs for static int8: an .npz (one array per input, first axis = "
+                          "samples) or a folder of images for a single-image-input model (default: generated inputs)")
+    variants.add_argument("--calibration-samples", type=cli_args.count_up_to(cli_args.MAX_SAMPLES), default=16,
+                          help="generated calibration sets, or at most this many images of --calibration DIR "
+                          "(default 16)")
     variants.add_argument("--samples", type=cli_args.count_up_to(cli_args.MAX_SAMPLES), default=16,
-                          help="input sets for drift (default 16)")
+                          help="generated input sets for drift, without --eval (default 16)")
+    cli_args.add_eval_options(variants, "drift and each variant's accuracy (top-1, top-5), the float model's too")
     budgets = variants.add_argument_group("the recommendation (docs/variants.md)")
     budgets.add_argument("--objective", choices=("latency", "size", "energy"), default="latency",
                          help="what the variant to ship should be best at, within the budgets (default latency)")
@@ -66,8 +70,10 @@ def run(args: argparse.Namespace) -> int:
     try:
         document, table = variants.run(variants.VariantsSettings(
             model=args.model, out_dir=args.out_dir, only=args.only, calibration=args.calibration,
-            calibration_samples=args.calibration_samples, samples=args.samples, shape=args.shape, input=args.input,
-            seed=args.seed, threads=args.threads, providers=args.providers, delegates=args.delegates,
+            calibration_samples=args.calibration_samples, samples=args.samples, eval_data=args.eval,
+            labels=args.labels, shape=args.shape, input=args.input, image_mean=args.image_mean,
+            image_std=args.image_std, seed=args.seed, threads=args.threads, providers=args.providers,
+            delegates=args.delegates,
             budgets=Budgets(min_agreement=args.min_agreement, min_cosine=args.min_cosine, max_drift=args.max_drift,
                             objective=args.objective),
             run=settings, repeats=repeats,

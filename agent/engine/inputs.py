@@ -1,5 +1,6 @@
 """Input tensors for a run: shapes resolved from the model's signature plus user overrides, data generated
-to fit each dtype, or loaded from ``.npy`` files / literal values the user gives.
+to fit each dtype, or loaded from ``.npy``/``.npz`` files, image files (engine/images.py) or literal values the user
+gives.
 
 Everything here is runtime-independent: plugins describe inputs as TensorSpec and receive numpy arrays.
 """
@@ -14,6 +15,7 @@ from typing import Optional, Sequence, Tuple
 
 import numpy as np
 
+from edgebench.agent.engine import images
 from edgebench.agent.errors import InputError, UsageError, first_line
 from edgebench.agent.modelfile import file_problem
 from edgebench.agent.tensors import TensorSpec
@@ -28,15 +30,19 @@ NUMPY_LOAD_ERRORS = (OSError, ValueError, EOFError, zipfile.BadZipFile)
 
 @dataclass
 class InputSource:
-    """Where one input's data comes from: a .npy file, a literal value, or generated (the default)."""
+    """Where one input's data comes from: a .npy/.npz or image file, a literal value, or generated (the default)."""
 
     kind: str  # "file", "value", "zeros", "ones", "random"
     file: Optional[Path] = None
     value: Optional[float] = None
+    image: Optional[str] = None  # set once the file was read as an image: its layout, size and values
+    note: Optional[str] = None  # set when a file's data was converted: real values quantized for the input
 
     def describe(self) -> str:
+        if self.kind == "file" and self.image:
+            return f"image:{self.file} ({self.image})"
         if self.kind == "file":
-            return f"file:{self.file}"
+            return f"file:{self.file}" + (f" ({self.note})" if self.note else "")
         if self.kind == "value":
             return f"value:{self.value:g}"
         return self.kind
@@ -79,15 +85,16 @@ def parse_shapes(items: Sequence[str]) -> dict[str, Shape]:
 
 
 def parse_sources(items: Sequence[str]) -> dict[str, InputSource]:
-    """``NAME=file.npy``, ``NAME=16000`` (a literal), ``NAME=zeros|ones|random``; a lone ``file.npy`` means
-    the model's only input (resolved later, when the inputs are known: key ``""``)."""
+    """``NAME=file.npy`` (or .npz, or an image), ``NAME=16000`` (a literal), ``NAME=zeros|ones|random``; a lone
+    ``file.npy`` means the model's only input (resolved later, when the inputs are known: key ``""``)."""
     sources = {}
     for item in items:
         name, sep, value = item.rpartition("=")
         if not sep:
             name, value = "", item
         if not value or (sep and not name):
-            raise UsageError(f"--input {item!r}: expected NAME=SOURCE (a .npy file, a number, zeros, ones or random)")
+            raise UsageError(f"--input {item!r}: expected NAME=SOURCE (a .npy/.npz or image file, a number, zeros, "
+                             f"ones or random)")
         if value in ("zeros", "ones", "random"):
             sources[name] = InputSource(kind=value)
             continue
@@ -143,7 +150,9 @@ def _numpy_format(path: Path) -> Optional[str]:
     return "npy" if head == b"\x93NUMPY" else "npz" if head[:4] == b"PK\x03\x04" else None
 
 
-def load_npy(path: Path, spec: TensorSpec) -> np.ndarray:
+def load_npy(path: Path, spec: TensorSpec, source: Optional[InputSource] = None) -> np.ndarray:
+    """A .npy (or .npz) file's array for input ``spec``; float data for a quantized integer input is taken as real
+    values and quantized with the input's scale and zero point (as compare feeds such a model), noted in ``source``."""
     problem = file_problem(path)
     if problem == "not found":
         raise InputError(f"input {spec.name!r}: file not found: {path}")
@@ -151,13 +160,18 @@ def load_npy(path: Path, spec: TensorSpec) -> np.ndarray:
         raise InputError(f"input {spec.name!r}: {path} {problem}")
     try:
         if _numpy_format(path) is None:
-            raise ValueError("no NumPy header")
-        array = np.load(path, allow_pickle=False)
+            raise ValueError("no NumPy header, and not an image: JPEG, PNG, BMP, GIF or WebP")
+        loaded = np.load(path, allow_pickle=False)
+        array = loaded if isinstance(loaded, np.ndarray) else _npz_array(loaded, path, spec.name)
     except NUMPY_LOAD_ERRORS as exc:
         raise InputError(f"input {spec.name!r}: {path} is not a readable .npy file ({first_line(exc)})") from None
-    if not isinstance(array, np.ndarray):
-        raise InputError(f"input {spec.name!r}: {path} holds several arrays; give a single-array .npy file")
     target = np.dtype(spec.dtype)
+    if array.dtype.kind == "f" and target.kind in "iu" and spec.is_quantized:
+        if not np.isfinite(array).all():
+            raise InputError(f"input {spec.name!r}: {path} holds NaN or infinite values")
+        array = quantize(array.astype(np.float64), spec)
+        if source is not None:
+            source.note = f"real values quantized: scale {spec.scale:g}, zero point {spec.zero_point or 0}"
     if array.dtype != target:
         if not np.can_cast(array.dtype, target, casting="same_kind"):
             raise InputError(f"input {spec.name!r}: {path} has dtype {array.dtype}, the model expects {target}")
@@ -166,6 +180,17 @@ def load_npy(path: Path, spec: TensorSpec) -> np.ndarray:
         raise InputError(f"input {spec.name!r}: {path} has shape {format_shape(array.shape)}, the model expects "
                          f"{format_shape(spec.shape)}")
     return array
+
+
+def _npz_array(archive, path: Path, name: str) -> np.ndarray:
+    """The array of an .npz given to one input: its only array, else the one named after the input (so one archive
+    can feed every input of a model: ``--input a=data.npz --input b=data.npz``)."""
+    with archive:
+        names = list(archive.files)
+        if len(names) == 1 or name in names:
+            return archive[names[0] if len(names) == 1 else name]
+    raise InputError(f"input {name!r}: {path} holds several arrays ({', '.join(names) or 'none'}), none named "
+                     f"{name!r}: name one after the input, or give a single-array .npz or .npy file")
 
 
 def load_npz(path: str, flag: str) -> dict[str, np.ndarray]:
@@ -243,22 +268,58 @@ def generate(spec: TensorSpec, shape: Shape, rng: np.random.Generator, kind: str
     return rng.integers(0, 10, size=shape).astype(dtype)
 
 
+def is_image_file(path: Path) -> bool:
+    """Read as an image rather than as NumPy data: by content (magic bytes), or a name like one for a file that is
+    neither (so a corrupt cat.jpg is reported as a bad image, not as a bad .npy)."""
+    if file_problem(path) is not None:
+        return False  # missing or not a regular file: load_npy says so
+    return _numpy_format(path) is None and images.looks_like_image(path)
+
+
+def load_image(source: InputSource, spec: TensorSpec, index: int, shape: Optional[Shape],
+               options: Optional[images.ImageOptions]) -> np.ndarray:
+    """An image file for input ``spec``, sized from the model's shape (or --shape, for a dynamic one)."""
+    try:
+        concrete = resolve_shape(spec, shape)
+    except InputError as exc:
+        raise InputError(f"--input {spec.name}={source.file}: an image needs the input's size: {exc}") from None
+    check_size(spec.name, concrete, np.dtype(spec.dtype))
+    array, source.image = images.load(source.file, spec, concrete, index, options or images.ImageOptions(), quantize)
+    return array
+
+
+def _from_file(source: InputSource, spec: TensorSpec, index: int, override: Optional[Shape],
+               options: Optional[images.ImageOptions]) -> np.ndarray:
+    if is_image_file(source.file):
+        return load_image(source, spec, index, override, options)
+    array = load_npy(source.file, spec, source)
+    if override is not None and tuple(override) != array.shape:
+        raise InputError(f"input {spec.name!r}: --shape {format_shape(override)} disagrees with "
+                         f"{source.file} ({format_shape(array.shape)})")
+    return array
+
+
+def refuse_images(input_args: Sequence[str], what: str) -> None:
+    """Image files are decoded by the Python worker only: an executor that reads .npy itself gets a clear refusal."""
+    for name, source in parse_sources(input_args).items():
+        if source.kind == "file" and is_image_file(source.file):
+            raise InputError(f"--input {(name + '=') if name else ''}{source.file}: {what} takes .npy files, not "
+                             f"images; run without it (the Python worker decodes images)")
+
+
 def build_feeds(specs: Sequence[TensorSpec], shapes: dict[str, Shape], sources: dict[str, InputSource],
-                seed: int = 0) -> dict[str, np.ndarray]:
-    """One array per model input, from files, literals or generated data; raises InputError on misfits."""
+                seed: int = 0, image_options: Optional[images.ImageOptions] = None) -> dict[str, np.ndarray]:
+    """One array per model input, from files, images, literals or generated data; raises InputError on misfits.
+    ``image_options``: how image files become values (engine/images.py; None: the defaults)."""
     _check_names(shapes, specs, "--shape")
     sources = _resolve_unnamed(sources, specs)
     _check_names(sources, specs, "--input")
     rng = np.random.default_rng(seed)
     feeds = {}
-    for spec in specs:
+    for index, spec in enumerate(specs):
         source = sources.get(spec.name, InputSource(kind="random"))
         if source.kind == "file":
-            array = load_npy(source.file, spec)
-            override = shapes.get(spec.name)
-            if override is not None and tuple(override) != array.shape:
-                raise InputError(f"input {spec.name!r}: --shape {format_shape(override)} disagrees with "
-                                 f"{source.file} ({format_shape(array.shape)})")
+            array = _from_file(source, spec, index, shapes.get(spec.name), image_options)
         else:
             shape = resolve_shape(spec, shapes.get(spec.name))
             check_size(spec.name, shape, np.dtype(spec.dtype))

@@ -38,13 +38,15 @@ def _loader(request: dict):
     return lambda: runtime.load(request["model"], options)
 
 
-def _feeds_factory(request: dict):
-    """Inputs are parsed here, in the child, so bad --shape/--input values fail with the model's names."""
-    from edgebench.agent.engine.inputs import build_feeds, parse_shapes, parse_sources
+def _feeds_factory(request: dict, sources: dict):
+    """Inputs are parsed here, in the child, so bad --shape/--input values fail with the model's names. ``sources``
+    (parsed --input) learn how an image file was read, for the report's description of the feeds."""
+    from edgebench.agent.engine.images import ImageOptions
+    from edgebench.agent.engine.inputs import build_feeds, parse_shapes
 
     shapes = parse_shapes(request.get("shape_args", []))
-    sources = parse_sources(request.get("input_args", []))
-    return lambda session: build_feeds(session.inputs, shapes, sources, request.get("seed", 0))
+    images = ImageOptions(request.get("image_mean"), request.get("image_std"), request["model"])
+    return lambda session: build_feeds(session.inputs, shapes, sources, request.get("seed", 0), images)
 
 
 def _describe(session: Any) -> dict:
@@ -58,12 +60,13 @@ def run_bench(request: dict, events: Events) -> dict:
     from edgebench.agent.engine.noise import phase_event
 
     settings = RunSettings(**request["settings"])
-    outcome = benchmark(_loader(request), _feeds_factory(request), settings, events.progress,
+    sources = parse_sources(request.get("input_args", []))
+    outcome = benchmark(_loader(request), _feeds_factory(request, sources), settings, events.progress,
                         on_phase=lambda phase: events.send(phase_event(phase)))
     session = outcome.pop("session")
     feeds = outcome.pop("feeds")
     result = _describe(session)
-    result["feeds"] = describe_feeds(feeds, parse_sources(request.get("input_args", [])))
+    result["feeds"] = describe_feeds(feeds, sources)
     result.update(outcome)
     return result
 

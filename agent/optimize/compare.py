@@ -14,12 +14,14 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from edgebench.agent.engine import bench
+from edgebench.agent.engine import bench, images
 from edgebench.agent.engine.executors import in_process_only
 from edgebench.agent.engine.inputs import (
+    InputSource,
     build_feeds,
     dequantize,
     format_shape,
+    load_image,
     load_npz,
     parse_shapes,
     parse_sources,
@@ -47,8 +49,11 @@ class CompareSettings:
     candidate: str
     reference_runtime: Optional[str] = None  # None: from the model's format
     candidate_runtime: Optional[str] = None
-    samples: int = 16  # generated input sets, when there is no eval_npz
-    eval_npz: Optional[str] = None  # a labelled set: 'y' plus 'x' or one array per input
+    samples: int = 16  # generated input sets, when there is no eval_data
+    eval_data: Optional[str] = None  # a labelled set: an .npz ('y' plus 'x' or one array per input) or an image folder
+    labels: Optional[str] = None  # --labels FILE: class names for an image folder's class folders
+    image_mean: Optional[Sequence[float]] = None  # --image-mean/--image-std (None: the model's metadata)
+    image_std: Optional[Sequence[float]] = None
     output: Optional[str] = None  # None: the first output
     shape: Sequence[str] = ()
     input: Sequence[str] = ()
@@ -145,12 +150,13 @@ def paired_inputs(pairs: Sequence[tuple[TensorSpec, TensorSpec]], real_sets: Seq
 
 
 def generated_real_sets(pairs: Sequence[tuple[TensorSpec, TensorSpec]], shape_args: Sequence[str],
-                        input_args: Sequence[str], count: int, seed: int) -> list[dict]:
+                        input_args: Sequence[str], count: int, seed: int,
+                        image_options: Optional[images.ImageOptions] = None) -> list[dict]:
     specs = [generator_spec(ref, cand) for ref, cand in pairs]
     shapes, sources = parse_shapes(shape_args), parse_sources(input_args)
     sets = []
     for index in range(count):
-        feeds = build_feeds(specs, shapes, sources, seed + index)
+        feeds = build_feeds(specs, shapes, sources, seed + index, image_options)
         sets.append({spec.name: dequantize(feeds[spec.name], spec) for spec in specs})
     return sets
 
@@ -162,6 +168,36 @@ def _sample_for(array: np.ndarray, index: int, spec: TensorSpec) -> np.ndarray:
             return candidate
     raise InputError(f"--eval: samples of shape {format_shape(array.shape[1:])} do not fit input "
                      f"{spec.name!r} ({format_shape(spec.shape)})")
+
+
+@dataclass
+class EvalData:
+    """A labelled set for --eval: an .npz, or an image folder (ImageFolder layout) with how its images are read."""
+
+    path: str
+    labels_file: Optional[str] = None  # --labels: class names of the folder's class folders
+    shape_args: Sequence[str] = ()  # --shape, for an image input with dynamic dimensions
+    image_options: images.ImageOptions = field(default_factory=images.ImageOptions)
+    models: Sequence[str] = ()  # whose TFLite metadata may carry class labels, in order of preference
+
+    def real_sets(self, pairs: Sequence[tuple[TensorSpec, TensorSpec]]) -> tuple[list[dict], np.ndarray]:
+        if Path(self.path).is_dir():
+            return self.folder_sets(pairs)
+        return eval_real_sets(self.path, pairs)
+
+    def folder_sets(self, pairs: Sequence[tuple[TensorSpec, TensorSpec]]) -> tuple[list[dict], np.ndarray]:
+        """Each image of the folder as one real-valued input set (read for the quantized side, as generated data
+        is), and its class index."""
+        if len(pairs) != 1:
+            raise InputError(f"--eval {self.path}: an image folder feeds a single-input model; this one has "
+                             f"{len(pairs)} inputs (give an .npz with one array per input)")
+        labels = images.labels_for(self.labels_file, self.models)
+        samples = images.image_folder(Path(self.path), labels, "--eval")
+        spec = generator_spec(*pairs[0])
+        override = parse_shapes(self.shape_args).get(spec.name)
+        sets = [{spec.name: dequantize(load_image(InputSource("file", image), spec, 0, override,
+                                                  self.image_options), spec)} for image, _ in samples]
+        return sets, np.array([index for _, index in samples], dtype=np.int64)
 
 
 def eval_real_sets(path: str, pairs: Sequence[tuple[TensorSpec, TensorSpec]]) -> tuple[list[dict], np.ndarray]:
@@ -253,6 +289,10 @@ def is_distribution(outputs: Sequence[np.ndarray]) -> bool:
 
 def accuracy(outputs: Sequence[np.ndarray], labels: np.ndarray) -> dict:
     scores = [np.asarray(o, dtype=np.float64).reshape(-1) for o in outputs]
+    classes = min(s.size for s in scores)
+    if len(labels) and (labels.min() < 0 or labels.max() >= classes):
+        raise InputError(f"--eval: class index {int(labels.max() if labels.max() >= classes else labels.min())} is "
+                         f"outside the output's {classes} scores (0 to {classes - 1})")
     top1 = np.mean([int(np.argmax(s) == y) for s, y in zip(scores, labels)])
     top5 = np.mean([int(y in np.argsort(s)[-5:]) for s, y in zip(scores, labels)])
     return {"top1": float(top1), "top5": float(top5), "samples": int(len(labels))}
@@ -277,6 +317,9 @@ class Comparison:
         ref_sets, cand_sets = paired_inputs(self.input_pairs(), real_sets)
         ref_spec, cand_spec = pick_output(pair_specs(self.reference.outputs, self.candidate.outputs, "outputs"),
                                           output)  # before running anything: a wrong --output costs nothing
+        if labels is not None and not is_classifier(ref_spec):
+            raise InputError(f"--eval: accuracy needs a classifier output (one score per class), and output "
+                             f"{ref_spec.name!r} is {format_shape(ref_spec.shape)}: compare it without --eval")
         ref_out = infer(self.reference, ref_sets, self.limits)
         cand_out = infer(self.candidate, cand_sets, self.limits)
         ref_real = [dequantize(o[ref_spec.name], ref_spec) for o in ref_out]
@@ -289,10 +332,15 @@ class Comparison:
         return result
 
     def run_generated(self, shape_args: Sequence[str], input_args: Sequence[str], count: int, seed: int,
-                      output: Optional[str] = None) -> dict:
+                      output: Optional[str] = None, image_options: Optional[images.ImageOptions] = None) -> dict:
         """Drift on ``count`` generated input sets (seeds seed..seed+count-1, so every caller gets the same)."""
-        real_sets = generated_real_sets(self.input_pairs(), shape_args, input_args, count, seed)
+        real_sets = generated_real_sets(self.input_pairs(), shape_args, input_args, count, seed, image_options)
         return self.run(real_sets, output)
+
+    def run_eval(self, data: EvalData, output: Optional[str] = None) -> dict:
+        """Drift on a labelled set, and the accuracy (top-1, top-5) of both models on it."""
+        real_sets, labels = data.real_sets(self.input_pairs())
+        return self.run(real_sets, output, labels)
 
     def input_pairs(self) -> list[tuple[TensorSpec, TensorSpec]]:
         for side in (self.reference, self.candidate):
@@ -340,13 +388,13 @@ def run(settings: CompareSettings) -> dict:
     limits = ChildLimits(timeout_s=settings.timeout_s or DEFAULT_TIMEOUT_S, rss_interval_s=None)
     comparison = Comparison(ModelRun(settings.reference, settings.reference_runtime, options),
                             ModelRun(settings.candidate, settings.candidate_runtime, options), limits)
-    pairs = comparison.input_pairs()
-    labels = None
-    if settings.eval_npz:
-        real_sets, labels = eval_real_sets(settings.eval_npz, pairs)
+    image_options = images.ImageOptions(settings.image_mean, settings.image_std, settings.reference)
+    if settings.eval_data:
+        result = comparison.run_eval(EvalData(settings.eval_data, settings.labels, settings.shape, image_options,
+                                              (settings.reference, settings.candidate)), settings.output)
     else:
-        real_sets = generated_real_sets(pairs, settings.shape, settings.input, settings.samples, settings.seed)
-    result = comparison.run(real_sets, settings.output, labels)
+        result = comparison.run_generated(settings.shape, settings.input, settings.samples, settings.seed,
+                                          settings.output, image_options)
     document = {"schema": SCHEMA, "created": utc_now(), "reference": comparison.reference.info,
                 "candidate": comparison.candidate.info, **result}
     if settings.repeats:
@@ -359,7 +407,8 @@ def latency(settings: CompareSettings, comparison: Comparison) -> dict:
     interval, and the candidate's speed-up over the reference with a paired interval."""
     requests = [bench.BenchRequest(model=run.path, runtime=run.runtime, options=run.options,
                                    settings=replace(settings.run or RunSettings()), shape_args=settings.shape,
-                                   input_args=settings.input, seed=settings.seed, repeats=settings.repeats,
+                                   input_args=settings.input, image_mean=settings.image_mean,
+                                   image_std=settings.image_std, seed=settings.seed, repeats=settings.repeats,
                                    limits=ChildLimits(timeout_s=settings.timeout_s or DEFAULT_TIMEOUT_S))
                 for run in (comparison.reference, comparison.candidate)]
     reference, candidate = bench.run_interleaved(requests, seed=settings.seed)

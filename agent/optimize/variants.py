@@ -17,8 +17,16 @@ from pathlib import Path
 from types import ModuleType
 from typing import Callable, Optional, Sequence
 
-from edgebench.agent.engine import bench
-from edgebench.agent.engine.inputs import build_feeds, load_npz, parse_shapes, parse_sources
+from edgebench.agent.engine import bench, images
+from edgebench.agent.engine.inputs import (
+    InputSource,
+    build_feeds,
+    format_shape,
+    load_image,
+    load_npz,
+    parse_shapes,
+    parse_sources,
+)
 from edgebench.agent.engine.isolation import ChildLimits
 from edgebench.agent.engine.measure import RunSettings
 from edgebench.agent.engine.report import fmt_latency, fmt_ratio, human_bytes, latency_unit, table, utc_now
@@ -42,9 +50,13 @@ class VariantsSettings:
     model: str
     out_dir: Optional[str] = None  # None: MODEL.variants/ next to the model
     only: Optional[Sequence[str]] = None  # None: every kind
-    calibration: Optional[str] = None  # an .npz of calibration inputs for static int8
-    calibration_samples: int = 16  # generated calibration sets when there is no .npz
-    samples: int = 16  # input sets the drift is measured on
+    calibration: Optional[str] = None  # an .npz of calibration inputs for static int8, or a folder of images
+    calibration_samples: int = 16  # generated calibration sets when there is no .npz; at most this many images
+    samples: int = 16  # input sets the drift is measured on (without eval_data)
+    eval_data: Optional[str] = None  # --eval: a labelled .npz or image folder; drift and accuracy are measured on it
+    labels: Optional[str] = None  # --labels FILE: class names of the image folder's class folders
+    image_mean: Optional[Sequence[float]] = None  # --image-mean/--image-std (None: the model's metadata)
+    image_std: Optional[Sequence[float]] = None
     shape: Sequence[str] = ()
     input: Sequence[str] = ()
     seed: int = 0
@@ -60,8 +72,32 @@ class VariantsSettings:
 
 # ---------------------------------------------------------------- calibration
 
+def image_options(settings: VariantsSettings) -> images.ImageOptions:
+    return images.ImageOptions(settings.image_mean, settings.image_std, settings.model)
+
+
+def image_calibration_sets(model_inputs: Sequence, settings: VariantsSettings) -> tuple[list[dict], str]:
+    """--calibration DIR: each image of the folder (subfolders too, sorted, at most --calibration-samples) as one
+    calibration set of a single-input model, read as `--input` reads an image."""
+    folder = settings.calibration
+    if len(model_inputs) != 1:
+        raise InputError(f"--calibration {folder}: a folder of images calibrates a single-input model; this one has "
+                         f"{len(model_inputs)} inputs (give an .npz with one array per input)")
+    files = images.files_in(Path(folder))[:settings.calibration_samples]
+    if not files:
+        raise InputError(f"--calibration {folder}: no image files (JPEG, PNG, BMP, GIF, WebP) in it")
+    spec = model_inputs[0]
+    override = parse_shapes(settings.shape).get(spec.name)
+    options = image_options(settings)
+    sets = [{spec.name: load_image(InputSource("file", path), spec, 0, override, options)} for path in files]
+    return sets, f"{len(sets)} images from {folder}"
+
+
 def calibration_sets(model_inputs: Sequence, settings: VariantsSettings) -> tuple[list[dict], str]:
-    """User data from --calibration (.npz: one array per input, first axis = samples) or generated sets."""
+    """User data from --calibration (.npz: one array per input, first axis = samples; or a folder of images) or
+    generated sets."""
+    if settings.calibration and Path(settings.calibration).is_dir():
+        return image_calibration_sets(model_inputs, settings)
     if settings.calibration:
         data = load_npz(settings.calibration, "--calibration")
         names = [spec.name for spec in model_inputs]
@@ -77,7 +113,7 @@ def calibration_sets(model_inputs: Sequence, settings: VariantsSettings) -> tupl
                  for n, spec in zip(names, model_inputs)} for i in range(count)]
         return sets, f"{count} samples from {settings.calibration}"
     shapes, sources = parse_shapes(settings.shape), parse_sources(settings.input)
-    sets = [build_feeds(model_inputs, shapes, sources, settings.seed + 1000 + i)
+    sets = [build_feeds(model_inputs, shapes, sources, settings.seed + 1000 + i, image_options(settings))
             for i in range(settings.calibration_samples)]
     return sets, f"{len(sets)} generated input sets (random data: give --calibration for representative ranges)"
 
@@ -98,7 +134,8 @@ def bench_variants(rows: Sequence[Variant], settings: VariantsSettings, runtime:
     made = [row for row in rows if not row.error]
     requests = [bench.BenchRequest(
         model=str(row.path), runtime=runtime, options=options, settings=replace(settings.run),
-        shape_args=settings.shape, input_args=settings.input, seed=settings.seed, limits=settings.bench_limits,
+        shape_args=settings.shape, input_args=settings.input, image_mean=settings.image_mean,
+        image_std=settings.image_std, seed=settings.seed, limits=settings.bench_limits,
         repeats=settings.repeats) for row in made]
     for row, outcome in zip(made, bench.run_interleaved(requests, progress, seed=settings.seed)):
         row.report = outcome.report
@@ -111,20 +148,39 @@ def bench_variants(rows: Sequence[Variant], settings: VariantsSettings, runtime:
             row.speedup_p90 = bench.speedup(base, row.report, "p90_ms")
 
 
-def measure_drift(base: compare.ModelRun, variants: Sequence[Variant], settings: VariantsSettings,
+def measure_drift(base: compare.ModelRun, rows: Sequence[Variant], settings: VariantsSettings,
                   limits: ChildLimits, step: Callable[[str], None]) -> None:
-    """Drift of each variant against the float model (described once, shared by every comparison)."""
-    for variant in variants:
+    """Drift of each variant (``rows[1:]``) against the float model (``rows[0]``, described once, shared by every
+    comparison); with --eval, on the labelled set, and each one's accuracy on it, the float model's too."""
+    data = compare.EvalData(settings.eval_data, settings.labels, settings.shape, image_options(settings),
+                            (settings.model,)) if settings.eval_data else None
+    for variant in rows[1:]:
         if variant.error or not variant.path:
             continue
-        step(f"drift of {variant.name}")
-        candidate = compare.ModelRun(str(variant.path), base.runtime, base.options)
+        step(f"drift of {variant.name}" + (" and accuracy" if data else ""))
+        comparison = compare.Comparison(base, compare.ModelRun(str(variant.path), base.runtime, base.options), limits)
         try:
-            result = compare.Comparison(base, candidate, limits).run_generated(
-                settings.shape, settings.input, settings.samples, settings.seed)
-            variant.drift = result["drift"]
+            result = comparison.run_eval(data) if data else comparison.run_generated(
+                settings.shape, settings.input, settings.samples, settings.seed, image_options=image_options(settings))
         except EdgebenchError as exc:
             variant.error = f"drift could not be measured: {exc}"
+            continue
+        variant.drift = result["drift"]
+        if "accuracy" in result:
+            variant.accuracy = result["accuracy"]["candidate"]
+            rows[0].accuracy = rows[0].accuracy or result["accuracy"]["reference"]
+
+
+def check_eval(base: compare.ModelRun, settings: VariantsSettings) -> None:
+    """Read the --eval set once before any variant is made: a bad file or folder stops the command (exit 3) instead
+    of reading as every variant's failure."""
+    if settings.eval_data:
+        output = base.outputs[0]  # the output drift is measured on
+        if not compare.is_classifier(output):
+            raise InputError(f"--eval: accuracy needs a classifier output (one score per class), and output "
+                             f"{output.name!r} is {format_shape(output.shape)}: run without --eval")
+        compare.EvalData(settings.eval_data, settings.labels, settings.shape, image_options(settings),
+                         (settings.model,)).real_sets(compare.pair_specs(base.inputs, base.inputs, "inputs"))
 
 
 # ---------------------------------------------------------------- the table
@@ -135,6 +191,8 @@ def render(model_name: str, rows: Sequence[Variant], calibration: Optional[str],
     classifier = any((row.drift or {}).get("top1_agreement") is not None for row in rows)
     headers = ["variant", "size", "p50 " + unit, "p90 " + unit, "p90 vs float", "max abs err (of range)", "cosine"]
     headers += ["top-1"] if classifier else []
+    evaluated = any(row.accuracy for row in rows)
+    headers += ["accuracy top-1 (top-5)"] if evaluated else []
     body = []
     base_size = rows[0].size_bytes
     for row in rows:
@@ -144,7 +202,7 @@ def render(model_name: str, rows: Sequence[Variant], calibration: Optional[str],
             size_text += f" ({size / base_size:.0%})"
         if row.report is None:
             failed = [row.name, size_text, "-", "-", "-", "-", row.error or "failed"]
-            body.append(failed + (["-"] if classifier else []))
+            body.append(failed + (["-"] if classifier else []) + (["-"] if evaluated else []))
             continue
         stats_ = row.report["stats"]
         drift = row.drift or {}
@@ -154,7 +212,8 @@ def render(model_name: str, rows: Sequence[Variant], calibration: Optional[str],
             fmt_ratio(row.speedup_p90) if row is not rows[0] else "1.00x",
             _max_error(drift),
             f"{drift['cosine_mean']:.4f}" if drift else "-",
-        ] + ([f"{top1:.1%}" if top1 is not None else "-"] if classifier else []))
+        ] + ([f"{top1:.1%}" if top1 is not None else "-"] if classifier else [])
+          + ([_accuracy(row.accuracy)] if evaluated else []))
     lines = [f"variants of {model_name} (p90 vs float: speed-up [95% interval, repeats interleaved]; drift vs the "
              f"float model)", *table(headers, body)]
     lines += [f"  {row.name}: {row.error}" for row in rows if row.error and row.report is not None]
@@ -163,6 +222,13 @@ def render(model_name: str, rows: Sequence[Variant], calibration: Optional[str],
         lines.append(f"static int8 calibrated on {calibration}")
     lines.append(advice["line"])
     return "\n".join(lines)
+
+
+def _accuracy(accuracy: Optional[dict]) -> str:
+    """``66.7% (100.0%) of 3``: top-1 and top-5 on the --eval set."""
+    if not accuracy:
+        return "-"
+    return f"{accuracy['top1']:.1%} ({accuracy['top5']:.1%}) of {accuracy['samples']}"
 
 
 def _max_error(drift: dict) -> str:
@@ -227,12 +293,13 @@ def run(settings: VariantsSettings, progress: Optional[Callable] = None) -> tupl
     calibration = None
     if set(kinds) & set(maker.CALIBRATED):  # bad calibration data fails before any quantizing
         input_sets, calibration = calibration_sets(base.inputs, settings)
+    check_eval(base, settings)
     rows = maker.produce_all(model.path, kinds, out_dir, input_sets, step)
     step("benchmarking " + ", ".join(row.name for row in rows if not row.error) + ", repeats interleaved")
     bench_variants(rows, settings, maker.RUNTIME, options, progress)
     if rows[0].report is None:
         raise ModelError(f"the float model itself failed: {rows[0].error}")
-    measure_drift(base, rows[1:], settings, limits, step)
+    measure_drift(base, rows, settings, limits, step)
     advice = recommend.recommend(rows, settings.budgets)
     document = {"schema": SCHEMA, "created": utc_now(), "model": model.to_dict(), "calibration": calibration,
                 "variants": [row.to_dict() for row in rows], "recommendation": advice}

@@ -27,6 +27,7 @@ class Variant:
     speedup: Optional[dict] = None  # p50 speed-up against the float model, with its interval
     speedup_p90: Optional[dict] = None  # the same for p90 (what the recommendation quotes)
     notes: list = field(default_factory=list)
+    accuracy: Optional[dict] = None  # with --eval: top1, top5, samples on the labelled set
     known_size: Optional[int] = None  # the file's size where there is no file here (a fleet job's model)
 
     @property
@@ -36,7 +37,7 @@ class Variant:
     def to_dict(self) -> dict:
         return {"name": self.name, "path": str(self.path) if self.path else None, "size_bytes": self.size_bytes,
                 "error": self.error, "notes": self.notes, "drift": self.drift, "speedup": self.speedup,
-                "speedup_p90": self.speedup_p90, "report": self.report}
+                "speedup_p90": self.speedup_p90, "accuracy": self.accuracy, "report": self.report}
 
 
 def produce(kind: str, maker: Callable[[], list[str]], target: Path, quiet) -> Variant:
