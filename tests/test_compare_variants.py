@@ -201,3 +201,23 @@ def test_drift_and_cosine_units():
     assert is_classifier(TensorSpec("p", "float32", (-1, 1000)))
     assert is_classifier(TensorSpec("p", "uint8", (1, 1000)))
     assert not is_classifier(TensorSpec("mask", "float32", (1, 257, 257, 21)))
+
+
+def test_a_pruned_variant_shows_what_pruning_buys(cli, models, tmp_path):
+    """--prune 0.5 on dense kernels: the same file size, a smaller compressed size, its drift; the table gets the
+    compressed column for every row."""
+    result = cli("variants", models["ppocr_cls.onnx"], "--shape", "x=1x3x48x192", "--out-dir", tmp_path / "out",
+                 *RUN_LENGTH, "--repeats", "2", "--samples", "4", "--only", "fp16", "--prune", "0.5",
+                 "--json", tmp_path / "v.json")
+    assert result.code == 0, result
+    rows = {row["name"]: row for row in json.loads((tmp_path / "v.json").read_text())["variants"]}
+    assert list(rows) == ["float32", "fp16", "pruned-50%"]
+    pruned, base = rows["pruned-50%"], rows["float32"]
+    assert pruned["error"] is None and abs(pruned["size_bytes"] - base["size_bytes"]) < 0.02 * base["size_bytes"]
+    assert pruned["compressed_bytes"] < 0.8 * base["compressed_bytes"]
+    assert pruned["drift"]["cosine_mean"] < 1 and pruned["report"]["weights"]["sparsity"] >= 0.45
+    assert "magnitude-pruned (50% each" in pruned["notes"][0]
+    assert "compressed" in result.out.splitlines()[1]
+    assert (tmp_path / "out" / "ppocr_cls.pruned-50.onnx").exists()
+    refused = cli("variants", models["ppocr_cls.onnx"], "--prune", "1.5")
+    assert refused.code == 2 and "--prune" in refused.err

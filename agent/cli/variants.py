@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 
 from edgebench.agent.cli import args as cli_args
+from edgebench.agent.cli.budgets import add_budget_options, budgets
 
 
 def register(commands) -> None:
@@ -30,16 +31,11 @@ def register(commands) -> None:
     variants.add_argument("--samples", type=cli_args.count_up_to(cli_args.MAX_SAMPLES), default=16,
                           help="generated input sets for drift, without --eval (default 16)")
     cli_args.add_eval_options(variants, "drift and each variant's accuracy (top-1, top-5), the float model's too")
-    budgets = variants.add_argument_group("the recommendation (docs/variants.md)")
-    budgets.add_argument("--objective", choices=("latency", "size", "energy"), default="latency",
-                         help="what the variant to ship should be best at, within the budgets (default latency)")
-    budgets.add_argument("--min-agreement", type=cli_args.number_in(0, 1, ""), default=0.98, metavar="F",
-                         help="least top-1 agreement with the float model, for classifier outputs (default 0.98)")
-    budgets.add_argument("--min-cosine", type=cli_args.number_in(0, 1, ""), default=0.99, metavar="F",
-                         help="least mean cosine similarity with the float model's outputs (default 0.99)")
-    budgets.add_argument("--max-drift", type=cli_args.number_in(0, 1e9, ""), metavar="F",
-                         help="largest max abs error, as a fraction of the float output's range (default: not "
-                         "judged)")
+    add_budget_options(variants)
+    variants.add_argument("--prune", type=cli_args.number_in(0.01, 0.99, ""), metavar="F",
+                          help="also make a magnitude-pruned variant: F of each conv/matmul weight tensor set to zero "
+                          "(its compressed size is shown beside the others': on dense kernels that, not speed, is "
+                          "what pruning buys; docs/pruning.md)")
     cli_args.add_input_options(variants)
     cli_args.add_run_options(variants, per_repeat=True)
     cli_args.add_repeat_options(variants, gap=False, interleaved=True)
@@ -61,7 +57,6 @@ def run(args: argparse.Namespace) -> int:
     from edgebench.agent.cli.progress import ProgressLine
     from edgebench.agent.engine.report import emit_json
     from edgebench.agent.optimize import variants
-    from edgebench.agent.optimize.recommend import Budgets
 
     cli_args.check_outputs(args, "json")
     repeats = cli_args.repeat_count(args)
@@ -74,8 +69,7 @@ def run(args: argparse.Namespace) -> int:
             labels=args.labels, shape=args.shape, input=args.input, image_mean=args.image_mean,
             image_std=args.image_std, seed=args.seed, threads=args.threads, providers=args.providers,
             delegates=args.delegates,
-            budgets=Budgets(min_agreement=args.min_agreement, min_cosine=args.min_cosine, max_drift=args.max_drift,
-                            objective=args.objective),
+            budgets=budgets(args), prune=args.prune,
             run=settings, repeats=repeats,
             bench_limits=cli_args.child_limits(args, settings.max_duration_s + settings.warmup_duration_s),
             timeout_s=args.timeout), progress)

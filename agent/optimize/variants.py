@@ -34,7 +34,7 @@ from edgebench.agent.errors import EdgebenchError, InputError, ModelError, Usage
 from edgebench.agent.modelfile import identify
 from edgebench.agent.optimize import compare, recommend
 from edgebench.agent.optimize.makers import maker_for
-from edgebench.agent.optimize.makers.base import Variant
+from edgebench.agent.optimize.makers.base import Variant, produce
 from edgebench.agent.runtimes import runtime_class
 from edgebench.agent.runtimes.base import RuntimeOptions
 
@@ -64,6 +64,7 @@ class VariantsSettings:
     providers: Sequence[str] = ()  # ONNX models
     delegates: Sequence[str] = ()  # TFLite models
     budgets: recommend.Budgets = field(default_factory=recommend.Budgets)
+    prune: Optional[float] = None  # --prune F: also a magnitude-pruned variant, F of each weight tensor zeroed
     run: RunSettings = field(default_factory=RunSettings)  # per repeat
     repeats: int = 5  # each variant's repeats, interleaved with the others' (bench.run_interleaved)
     bench_limits: ChildLimits = field(default_factory=ChildLimits)  # each variant's benchmark process
@@ -171,6 +172,31 @@ def measure_drift(base: compare.ModelRun, rows: Sequence[Variant], settings: Var
             rows[0].accuracy = rows[0].accuracy or result["accuracy"]["reference"]
 
 
+def pruned_name(fraction: float) -> str:
+    return f"pruned-{fraction * 100:g}%"
+
+
+def make_pruned(model: Path, out_dir: Path, fraction: float, maker: ModuleType) -> Variant:
+    """The magnitude-pruned variant (optimize/prune.py): same file size and, on dense kernels, the same speed; its
+    compressed size (zlib) is in its notes and the table, since that is what pruning buys there (docs/pruning.md)."""
+    from edgebench.agent.optimize import prune
+
+    target = out_dir / f"{model.stem}.pruned-{fraction * 100:g}{maker.SUFFIX}"
+
+    def make() -> list[str]:
+        done = prune.prune(model, target, fraction)
+        compressed = done["compressed_bytes"]
+        sparsity = done["sparsity_after"]["sparsity"]
+        return [f"{done['pruned_tensors']} weight tensors magnitude-pruned ({fraction:.0%} each; weights now "
+                f"{sparsity:.0%} zero); {human_bytes(compressed['pruned'])} compressed ({prune.COMPRESSION}) "
+                f"against the float model's {human_bytes(compressed['original'])}", *done["notes"]]
+
+    row = produce(pruned_name(fraction), make, target, maker.quiet_libraries)
+    if row.path is not None:
+        row.compressed_bytes = prune.compressed_size(row.path.read_bytes())
+    return row
+
+
 def check_eval(base: compare.ModelRun, settings: VariantsSettings) -> None:
     """Read the --eval set once before any variant is made: a bad file or folder stops the command (exit 3) instead
     of reading as every variant's failure."""
@@ -193,6 +219,9 @@ def render(model_name: str, rows: Sequence[Variant], calibration: Optional[str],
     headers += ["top-1"] if classifier else []
     evaluated = any(row.accuracy for row in rows)
     headers += ["accuracy top-1 (top-5)"] if evaluated else []
+    zipped = any(row.compressed_bytes for row in rows)
+    if zipped:
+        headers.insert(2, "compressed")
     body = []
     base_size = rows[0].size_bytes
     for row in rows:
@@ -200,15 +229,16 @@ def render(model_name: str, rows: Sequence[Variant], calibration: Optional[str],
         size_text = human_bytes(size)
         if size and base_size and row is not rows[0]:
             size_text += f" ({size / base_size:.0%})"
+        packed = [human_bytes(row.compressed_bytes)] if zipped else []
         if row.report is None:
-            failed = [row.name, size_text, "-", "-", "-", "-", row.error or "failed"]
+            failed = [row.name, size_text, *packed, "-", "-", "-", "-", row.error or "failed"]
             body.append(failed + (["-"] if classifier else []) + (["-"] if evaluated else []))
             continue
         stats_ = row.report["stats"]
         drift = row.drift or {}
         top1 = drift.get("top1_agreement")
         body.append([
-            row.name, size_text, fmt_latency(stats_["p50_ms"], scale), fmt_latency(stats_["p90_ms"], scale),
+            row.name, size_text, *packed, fmt_latency(stats_["p50_ms"], scale), fmt_latency(stats_["p90_ms"], scale),
             fmt_ratio(row.speedup_p90) if row is not rows[0] else "1.00x",
             _max_error(drift),
             f"{drift['cosine_mean']:.4f}" if drift else "-",
@@ -222,6 +252,15 @@ def render(model_name: str, rows: Sequence[Variant], calibration: Optional[str],
         lines.append(f"static int8 calibrated on {calibration}")
     lines.append(advice["line"])
     return "\n".join(lines)
+
+
+def _compress_all(rows: Sequence[Variant]) -> None:
+    """Every row's compressed size, for the table beside a pruned variant's (what pruning buys on dense kernels)."""
+    from edgebench.agent.optimize.prune import compressed_size
+
+    for row in rows:
+        if row.compressed_bytes is None and row.path and row.path.exists():
+            row.compressed_bytes = compressed_size(row.path.read_bytes())
 
 
 def _accuracy(accuracy: Optional[dict]) -> str:
@@ -256,6 +295,13 @@ def check(settings: VariantsSettings, maker: ModuleType) -> list[str]:
     Returns the kinds of variant to make."""
     settings.run.validate()
     settings.budgets.validate()
+    if settings.prune is not None:
+        from edgebench.agent.optimize.prune import check_fraction, unavailable_reason
+
+        check_fraction(settings.prune)
+        reason = unavailable_reason(maker.FORMAT)
+        if reason:
+            raise UsageError(f"--prune: {reason}")
     parse_shapes(settings.shape)
     parse_sources(settings.input)
     kinds = list(settings.only or maker.KINDS)
@@ -295,6 +341,10 @@ def run(settings: VariantsSettings, progress: Optional[Callable] = None) -> tupl
         input_sets, calibration = calibration_sets(base.inputs, settings)
     check_eval(base, settings)
     rows = maker.produce_all(model.path, kinds, out_dir, input_sets, step)
+    if settings.prune is not None:
+        step(f"pruning {settings.prune:.0%} of each weight tensor")
+        rows.append(make_pruned(model.path, out_dir, settings.prune, maker))
+        _compress_all(rows)
     step("benchmarking " + ", ".join(row.name for row in rows if not row.error) + ", repeats interleaved")
     bench_variants(rows, settings, maker.RUNTIME, options, progress)
     if rows[0].report is None:

@@ -29,6 +29,7 @@ class Variant:
     notes: list = field(default_factory=list)
     accuracy: Optional[dict] = None  # with --eval: top1, top5, samples on the labelled set
     known_size: Optional[int] = None  # the file's size where there is no file here (a fleet job's model)
+    compressed_bytes: Optional[int] = None  # zlib level 6 of the file (with --prune: what pruning buys)
 
     @property
     def size_bytes(self) -> Optional[int]:
@@ -37,7 +38,8 @@ class Variant:
     def to_dict(self) -> dict:
         return {"name": self.name, "path": str(self.path) if self.path else None, "size_bytes": self.size_bytes,
                 "error": self.error, "notes": self.notes, "drift": self.drift, "speedup": self.speedup,
-                "speedup_p90": self.speedup_p90, "accuracy": self.accuracy, "report": self.report}
+                "speedup_p90": self.speedup_p90,
+                "compressed_bytes": self.compressed_bytes, "accuracy": self.accuracy, "report": self.report}
 
 
 def produce(kind: str, maker: Callable[[], list[str]], target: Path, quiet) -> Variant:
