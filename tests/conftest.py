@@ -30,7 +30,8 @@ FAST = [*RUN_LENGTH, "--repeats", "1"]
 @pytest.fixture(scope="session")
 def models() -> dict:
     """Paths of the real pretrained models, fetched once into the cache by the project's own script."""
-    return {name: Path(path) for name, path in fetch_models.fetch(list(fetch_models.MODELS)).items()}
+    names = [*fetch_models.MODELS, *fetch_models.DERIVED]
+    return {name: Path(path) for name, path in fetch_models.fetch(names).items()}
 
 
 class CliResult:

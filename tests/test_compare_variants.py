@@ -10,7 +10,7 @@ import pytest
 from edgebench.agent.optimize.compare import cosine, drift, is_classifier
 from edgebench.agent.tensors import TensorSpec
 
-from .conftest import RUN_LENGTH, linear_model, save_onnx
+from .conftest import RUN_LENGTH, fetch_models, linear_model, save_onnx
 
 
 def softmax(z):
@@ -208,7 +208,7 @@ def test_a_pruned_variant_shows_what_pruning_buys(cli, models, tmp_path):
     compressed column for every row."""
     result = cli("variants", models["ppocr_cls.onnx"], "--shape", "x=1x3x48x192", "--out-dir", tmp_path / "out",
                  *RUN_LENGTH, "--repeats", "2", "--samples", "4", "--only", "fp16", "--prune", "0.5",
-                 "--json", tmp_path / "v.json")
+                 "--json", tmp_path / "v.json", "--markdown", tmp_path / "v.md")
     assert result.code == 0, result
     rows = {row["name"]: row for row in json.loads((tmp_path / "v.json").read_text())["variants"]}
     assert list(rows) == ["float32", "fp16", "pruned-50%"]
@@ -219,5 +219,34 @@ def test_a_pruned_variant_shows_what_pruning_buys(cli, models, tmp_path):
     assert "magnitude-pruned (50% each" in pruned["notes"][0]
     assert "compressed" in result.out.splitlines()[1]
     assert (tmp_path / "out" / "ppocr_cls.pruned-50.onnx").exists()
+    # The same table and recommendation as Markdown, for a pull-request comment.
+    document = json.loads((tmp_path / "v.json").read_text())
+    comment = (tmp_path / "v.md").read_text()
+    assert f"**{document['recommendation']['line']}**" in comment
+    assert [line.split(" | ")[0] for line in comment.splitlines() if line.startswith("| `")] == [
+        "| `float32`", "| `fp16`", "| `pruned-50%`"]
     refused = cli("variants", models["ppocr_cls.onnx"], "--prune", "1.5")
     assert refused.code == 2 and "--prune" in refused.err
+
+
+def test_variants_of_a_float_image_classifier_report_accuracy_on_real_pictures(cli, models, tmp_path):
+    """EfficientNet-Lite0 as float32 (its int8 weights dequantized: scripts/dequantize_tflite.py), its variants
+    calibrated and evaluated on scikit-image's labelled pictures, classes named as the model's own labels."""
+    import shutil
+
+    pictures = fetch_models.fetch(list(fetch_models.PICTURES))
+    folder = tmp_path / "eval"
+    for picture, label in fetch_models.PICTURE_LABELS.items():
+        (folder / label).mkdir(parents=True)
+        shutil.copy(pictures[picture], folder / label / picture)
+    result = cli("variants", models["efficientnet_lite0_f32.tflite"], "--out-dir", tmp_path / "out", *RUN_LENGTH,
+                 "--repeats", "2", "--only", "fp16,static-int8", "--eval", folder, "--calibration", folder,
+                 "--image-mean", "131", "--image-std", "79.58", "--json", tmp_path / "v.json", timeout=600)
+    assert result.code == 0, result
+    rows = {row["name"]: row for row in json.loads((tmp_path / "v.json").read_text())["variants"]}
+    assert list(rows) == ["float32", "fp16", "static-int8"]
+    pictures_count = len(fetch_models.PICTURE_LABELS)
+    assert rows["float32"]["accuracy"] == {"top1": 1.0, "top5": 1.0, "samples": pictures_count}
+    assert rows["fp16"]["accuracy"]["top1"] == 1.0  # float16 weights change no label here
+    assert rows["static-int8"]["accuracy"]["samples"] == pictures_count
+    assert "accuracy top-1 (top-5)" in result.out.splitlines()[1]

@@ -46,6 +46,8 @@ def register(commands) -> None:
     variants.add_argument("--delegate", dest="delegates", type=cli_args.comma_list, default=[], metavar="CHAIN",
                           help="TFLite models: the delegate chain every variant runs on (default xnnpack)")
     variants.add_argument("--json", metavar="FILE", help="write the table and every report as JSON; - for stdout")
+    variants.add_argument("--markdown", metavar="FILE",
+                          help="write the table and the recommendation as Markdown, for a pull-request comment")
     variants.add_argument("-q", "--quiet", action="store_true", help="no table, no progress line")
     variants.add_argument("--progress", choices=("auto", "line", "json", "off"),
                           help="progress on stderr while variants are made, benchmarked and compared: auto (a line "
@@ -58,7 +60,7 @@ def run(args: argparse.Namespace) -> int:
     from edgebench.agent.engine.report import emit_json
     from edgebench.agent.optimize import variants
 
-    cli_args.check_outputs(args, "json")
+    cli_args.check_outputs(args, "json", "markdown")
     repeats = cli_args.repeat_count(args)
     settings = cli_args.run_settings(args, repeats)
     progress = ProgressLine(f"variants of {args.model}", mode=args.progress or ("off" if args.quiet else "auto"))
@@ -76,6 +78,10 @@ def run(args: argparse.Namespace) -> int:
     finally:
         progress.close()
     emit_json(document, args.json)
+    if args.markdown:
+        from pathlib import Path
+
+        Path(args.markdown).write_text(variants.markdown(document))
     if args.json != "-" and not args.quiet:
         print(table)
     return 0

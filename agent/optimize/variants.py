@@ -254,6 +254,30 @@ def render(model_name: str, rows: Sequence[Variant], calibration: Optional[str],
     return "\n".join(lines)
 
 
+def markdown(document: dict) -> str:
+    """The variants table and the recommendation as Markdown, for a pull-request comment (``--markdown FILE``), like
+    the release gate's (docs/gates.md)."""
+    rows = document["variants"]
+    base = rows[0]
+    lines = [f"### Variants of `{document['model']['name']}`", "",
+             f"**{document['recommendation']['line']}**", "",
+             "| variant | size | p90 ms | p90 vs float [95%] | cosine | top-1 agreement | accuracy top-1 |",
+             "|---|---|---|---|---|---|---|"]
+    for row in rows:
+        report, drift, accuracy = row.get("report") or {}, row.get("drift") or {}, row.get("accuracy") or {}
+        p90 = (report.get("stats") or {}).get("p90_ms")
+        share = f" ({row['size_bytes'] / base['size_bytes']:.0%})" if row["size_bytes"] and row is not base else ""
+        agreement = drift.get("top1_agreement")
+        cells = [f"`{row['name']}`", human_bytes(row["size_bytes"]) + share,
+                 f"{p90:.3f}" if p90 is not None else row.get("error") or "-",
+                 fmt_ratio(row.get("speedup_p90")) if row is not base else "1.00x",
+                 f"{drift['cosine_mean']:.4f}" if drift else "-",
+                 f"{agreement:.1%}" if agreement is not None else "-",
+                 f"{accuracy['top1']:.1%} of {accuracy['samples']}" if accuracy else "-"]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def _compress_all(rows: Sequence[Variant]) -> None:
     """Every row's compressed size, for the table beside a pruned variant's (what pruning buys on dense kernels)."""
     from edgebench.agent.optimize.prune import compressed_size
