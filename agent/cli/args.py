@@ -463,3 +463,16 @@ def mqtt_settings(args: argparse.Namespace):
     return mqtt.configure(args.mqtt, username=args.username, password_file=args.password_file,
                           ca_file=args.tls_ca, cert_file=args.tls_cert, key_file=args.tls_key,
                           session_expiry_s=args.session_expiry)
+
+
+def add_progress_options(parser: argparse.ArgumentParser, what: str) -> None:
+    """``-q`` and ``--progress``: the progress of a long command on stderr (agent/cli/progress.py)."""
+    parser.add_argument("-q", "--quiet", action="store_true", help="no table, no progress line")
+    parser.add_argument("--progress", choices=("auto", "line", "json", "off"),
+                        help=f"progress on stderr {what}: auto (a line on a terminal; default, off with -q), line, "
+                        "json (one JSON object per update, for programs) or off")
+
+
+def progress_mode(args: argparse.Namespace) -> str:
+    return args.progress or ("off" if args.quiet else "auto")
+

@@ -37,10 +37,7 @@ def register(commands) -> None:
                        help="tag the baseline's report, e.g. release=v1.4.0 (with --baseline-model)")
     bench.add_argument("--baseline-json", metavar="FILE",
                        help="write the baseline's full report as JSON (with --baseline-model); - for stdout")
-    bench.add_argument("-q", "--quiet", action="store_true", help="no table, no progress line")
-    bench.add_argument("--progress", choices=("auto", "line", "json", "off"),
-                       help="progress on stderr: auto (a line on a terminal; default, off with -q), line, json "
-                       "(one JSON object per update, for programs) or off")
+    cli_args.add_progress_options(bench, "while the model is measured")
     bench.set_defaults(handler=run)
 
 
@@ -82,7 +79,7 @@ def run(args: argparse.Namespace) -> int:
     bench_request = request(args)
     labels = cli_args.key_values(args.label, "--label")
     baseline_labels = cli_args.key_values(args.baseline_label, "--baseline-label")  # refused before any work
-    mode = args.progress or ("off" if args.quiet else "auto")
+    mode = cli_args.progress_mode(args)
     progress = ProgressLine(args.model, bench_request.settings.min_duration_s, mode=mode)
     try:
         if args.baseline_model:

@@ -48,10 +48,7 @@ def register(commands) -> None:
     variants.add_argument("--json", metavar="FILE", help="write the table and every report as JSON; - for stdout")
     variants.add_argument("--markdown", metavar="FILE",
                           help="write the table and the recommendation as Markdown, for a pull-request comment")
-    variants.add_argument("-q", "--quiet", action="store_true", help="no table, no progress line")
-    variants.add_argument("--progress", choices=("auto", "line", "json", "off"),
-                          help="progress on stderr while variants are made, benchmarked and compared: auto (a line "
-                          "on a terminal; default, off with -q), line, json or off")
+    cli_args.add_progress_options(variants, "while variants are made, benchmarked and compared")
     variants.set_defaults(handler=run)
 
 
@@ -63,7 +60,7 @@ def run(args: argparse.Namespace) -> int:
     cli_args.check_outputs(args, "json", "markdown")
     repeats = cli_args.repeat_count(args)
     settings = cli_args.run_settings(args, repeats)
-    progress = ProgressLine(f"variants of {args.model}", mode=args.progress or ("off" if args.quiet else "auto"))
+    progress = ProgressLine(f"variants of {args.model}", mode=cli_args.progress_mode(args))
     try:
         document, table = variants.run(variants.VariantsSettings(
             model=args.model, out_dir=args.out_dir, only=args.only, calibration=args.calibration,
