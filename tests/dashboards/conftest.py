@@ -206,7 +206,7 @@ def fleet_run(tmp_path_factory, models) -> FleetRun:
                                                       models["efficientnet_lite0_int8.tflite"]], "all", PUSH_ARGS)
         if sensors:
             heat_mid_run(collector, root / "push-hot.json", models["efficientnet_lite0_int8.tflite"], tree)
-        from edgebench.agent.optimize.variants import make_dynamic_int8
+        from edgebench.agent.optimize.makers.onnx_variants import make_dynamic_int8
 
         variant = root / VARIANT
         make_dynamic_int8(models[VARIANT_REFERENCE], variant)
