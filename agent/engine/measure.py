@@ -127,7 +127,7 @@ def profile_ops(session: Session, feeds: dict, settings: RunSettings, progress: 
 
 def benchmark(load: Callable[[], Session], make_feeds: Callable[[Session], dict], settings: RunSettings,
               progress: Optional[ProgressFn] = None, on_loaded: Optional[Callable[[Session, dict], None]] = None,
-              on_phase: Optional[Callable[[str], None]] = None) -> dict:
+              on_phase: Optional[Callable[[str], None]] = None, placement: bool = True) -> dict:
     """Run the whole protocol; return timings, raw samples and memory checkpoints (plain data). ``on_phase`` is
     told ``measure`` just before the measured loop and ``measured`` just after it (the supervisor reads the noise
     counters there: engine/noise.py), outside every timed region, like the native harness's phase events."""
@@ -163,12 +163,12 @@ def benchmark(load: Callable[[], Session], make_feeds: Callable[[Session], dict]
         on_phase("measured")
     steady_peak = memory.peak_rss() if can_reset else None
     origin = measured.start_ns[0]
-    placement = _guarded(lambda: session.placement(feeds), "reading where the nodes ran")
+    placed = _guarded(lambda: session.placement(feeds), "reading where the nodes ran") if placement else None
     ops = profile_ops(session, feeds, settings, progress) if settings.profile_runs else None
     return {
         "session": session,
         "feeds": feeds,
-        "placement": placement.to_dict() if placement else None,
+        "placement": placed.to_dict() if placed else None,
         "ops": ops,
         "timing": {
             "load_ms": load_ns / 1e6,

@@ -62,7 +62,8 @@ def run_bench(request: dict, events: Events) -> dict:
     settings = RunSettings(**request["settings"])
     sources = parse_sources(request.get("input_args", []))
     outcome = benchmark(_loader(request), _feeds_factory(request, sources), settings, events.progress,
-                        on_phase=lambda phase: events.send(phase_event(phase)))
+                        on_phase=lambda phase: events.send(phase_event(phase)),
+                        placement=request.get("placement", True))
     session = outcome.pop("session")
     feeds = outcome.pop("feeds")
     result = _describe(session)
