@@ -131,7 +131,7 @@ def test_variants_leave_only_the_variants_in_the_output_folder(cli, tmp_path):
     rng = np.random.default_rng(0)
     model = save_onnx(linear_model(rng.normal(size=(8, 4)), rng.normal(size=4), opset=11), tmp_path / "lin.onnx")
     out = tmp_path / "out"
-    result = cli("variants", model, "--out-dir", out, *RUN_LENGTH, "--samples", "2",
+    result = cli("variants", model, "--out-dir", out, *RUN_LENGTH, "--repeats", "2", "--samples", "2",
                  "--calibration-samples", "2", "--json", tmp_path / "v.json")
     assert result.code == 0, result
     rows = json.loads((tmp_path / "v.json").read_text())["variants"]
