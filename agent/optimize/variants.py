@@ -176,16 +176,19 @@ def pruned_name(fraction: float) -> str:
     return f"pruned-{fraction * 100:g}%"
 
 
-def make_pruned(model: Path, out_dir: Path, fraction: float, maker: ModuleType) -> Variant:
-    """The magnitude-pruned variant (optimize/prune.py): same file size and, on dense kernels, the same speed; its
-    compressed size (zlib) is in its notes and the table, since that is what pruning buys there (docs/pruning.md)."""
+def make_pruned(base: Variant, out_dir: Path, fraction: float, maker: ModuleType) -> Variant:
+    """The magnitude-pruned variant of the float model ``base`` (optimize/prune.py): same file size and, on dense
+    kernels, the same speed; its compressed size (zlib) is in its notes and the table, since that is what pruning
+    buys there (docs/pruning.md). Both compressed sizes come from the pruning itself, which measured them."""
     from edgebench.agent.optimize import prune
 
+    model = base.path
     target = out_dir / f"{model.stem}.pruned-{fraction * 100:g}{maker.SUFFIX}"
+    compressed: dict = {}
 
     def make() -> list[str]:
         done = prune.prune(model, target, fraction)
-        compressed = done["compressed_bytes"]
+        compressed.update(done["compressed_bytes"])
         sparsity = done["sparsity_after"]["sparsity"]
         return [f"{done['pruned_tensors']} weight tensors magnitude-pruned ({fraction:.0%} each; weights now "
                 f"{sparsity:.0%} zero); {human_bytes(compressed['pruned'])} compressed ({prune.COMPRESSION}) "
@@ -193,7 +196,7 @@ def make_pruned(model: Path, out_dir: Path, fraction: float, maker: ModuleType) 
 
     row = produce(pruned_name(fraction), make, target, maker.quiet_libraries)
     if row.path is not None:
-        row.compressed_bytes = prune.compressed_size(row.path.read_bytes())
+        row.compressed_bytes, base.compressed_bytes = compressed["pruned"], compressed["original"]
     return row
 
 
@@ -367,7 +370,7 @@ def run(settings: VariantsSettings, progress: Optional[Callable] = None) -> tupl
     rows = maker.produce_all(model.path, kinds, out_dir, input_sets, step)
     if settings.prune is not None:
         step(f"pruning {settings.prune:.0%} of each weight tensor")
-        rows.append(make_pruned(model.path, out_dir, settings.prune, maker))
+        rows.append(make_pruned(rows[0], out_dir, settings.prune, maker))
         _compress_all(rows)
     step("benchmarking " + ", ".join(row.name for row in rows if not row.error) + ", repeats interleaved")
     bench_variants(rows, settings, maker.RUNTIME, options, progress)
