@@ -11,6 +11,7 @@ import os
 import stat
 import struct
 import sys
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
@@ -19,7 +20,13 @@ from edgebench.agent.errors import ModelError, UsageError
 
 TFLITE = "tflite"
 ONNX = "onnx"
-_EXTENSIONS = {".tflite": TFLITE, ".lite": TFLITE, ".onnx": ONNX}
+PTE = "pte"  # an ExecuTorch program (FlatBuffer, file identifier "ET12"), run by executorch.runtime
+TORCHSCRIPT = "torchscript"  # a TorchScript archive (torch.jit.save, or the Mobile lite interpreter's .ptl)
+PT2 = "pt2"  # a torch.export program (torch.export.save): the source of PyTorch variants, not run as it is
+FORMAT_NAMES = {TFLITE: "TFLite", ONNX: "ONNX", PTE: "ExecuTorch", TORCHSCRIPT: "TorchScript", PT2: "torch.export"}
+_EXTENSIONS = {".tflite": TFLITE, ".lite": TFLITE, ".onnx": ONNX, ".pte": PTE, ".pt": TORCHSCRIPT,
+               ".ptl": TORCHSCRIPT, ".jit": TORCHSCRIPT, ".pt2": PT2}
+ZIP_MAGIC = b"PK\x03\x04"  # PyTorch's archives (TorchScript, torch.export, torch.save) are zip files
 
 
 @dataclass
@@ -48,10 +55,45 @@ def _sniff(head: bytes, size: int) -> str | None:
     # TFLite is a FlatBuffer with file identifier "TFL3" at bytes 4..8.
     if len(head) >= 8 and head[4:8] == b"TFL3":
         return TFLITE
+    # ExecuTorch programs are FlatBuffers too, with identifier "ET" and a two-digit schema version ("ET12").
+    if len(head) >= 8 and head[4:6] == b"ET" and head[6:8].isdigit():
+        return PTE
     # ONNX is a protobuf ModelProto; exporters write field 1 (ir_version, varint) first: tag byte 0x08.
     if head[:1] == b"\x08":
         return ONNX
     return None
+
+
+def _check_pte_header(path: Path, head: bytes, size: int) -> None:
+    """ExecuTorch's extended header ("eh00" after the identifier) gives the program's size and where its segments
+    start: a file shorter than either was cut off."""
+    if head[8:12] != b"eh00" or len(head) < 32:
+        return  # programs without the extended header: executorch.runtime checks the rest
+    program_size, segment_base = struct.unpack_from("<QQ", head, 16)
+    if program_size > size or segment_base > size:
+        raise ModelError(f"{path} is a truncated ExecuTorch program ({size} bytes; its header says "
+                         f"{max(program_size, segment_base)} or more)")
+
+
+def _torch_archive_kind(path: Path) -> str:
+    """Which of PyTorch's zip archives ``path`` is, by the records under its one top folder: torch.export writes
+    ``archive_format``, TorchScript ``code/`` and ``constants.pkl`` (the lite interpreter's also ``bytecode.pkl``),
+    and torch.save only ``data.pkl`` (a state_dict or a pickled module: weights without a program to run)."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = archive.namelist()
+    except (zipfile.BadZipFile, OSError) as exc:
+        raise ModelError(f"{path} is a damaged zip archive, not a readable PyTorch model ({exc})") from None
+    records = {name.split("/", 1)[1] for name in names if "/" in name}
+    if "archive_format" in records:
+        return PT2
+    if "constants.pkl" in records or any(name.startswith("code/") for name in records):
+        return TORCHSCRIPT
+    if "data.pkl" in records:
+        raise ModelError(f"{path} is a torch.save pickle (a state_dict or a pickled module), not a model edgebench "
+                         "can run: save it with torch.jit.save (TorchScript), torch.export.save (.pt2) or as an "
+                         "ExecuTorch .pte")
+    raise ModelError(f"{path} is a zip archive but not a PyTorch model (no TorchScript code, no torch.export program)")
 
 
 _FILE_KINDS = ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a character device"),
@@ -109,11 +151,14 @@ def identify(path: str | os.PathLike) -> ModelFile:
             head = handle.read(64)
     except OSError as exc:
         raise ModelError(f"cannot read {path}: {exc.strerror}") from exc
-    sniffed = _sniff(head, size)
+    sniffed = _torch_archive_kind(path) if head.startswith(ZIP_MAGIC) else _sniff(head, size)
     by_extension = _EXTENSIONS.get(path.suffix.lower())
     if sniffed is None:
         expected = f" (named {path.suffix} but its content is not)" if by_extension else ""
-        raise ModelError(f"{path} is not a TFLite or ONNX model{expected}: first bytes {head[:8].hex(' ')}")
+        raise ModelError(f"{path} is not a TFLite, ONNX, ExecuTorch or PyTorch model{expected}: first bytes "
+                         f"{head[:8].hex(' ')}")
+    if sniffed == PTE:
+        _check_pte_header(path, head, size)
     if sniffed == TFLITE:
         root_offset = struct.unpack_from("<I", head, 0)[0]
         if root_offset + 4 > size or size < 32:

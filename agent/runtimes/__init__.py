@@ -15,7 +15,7 @@ from edgebench.agent.runtimes.names import ALIASES, BUILTIN, DEFAULT_FOR_FORMAT
 if TYPE_CHECKING:  # base imports numpy: the package itself stays light (the protocol and the daemon read names)
     from edgebench.agent.runtimes.base import Runtime
 
-__all__ = ["ALIASES", "BUILTIN", "DEFAULT_FOR_FORMAT", "choose_runtime", "runtime_class"]
+__all__ = ["ALIASES", "BUILTIN", "DEFAULT_FOR_FORMAT", "choose_runtime", "default_runtime", "runtime_class"]
 
 
 def _import(target: str) -> type[Runtime]:
@@ -41,9 +41,17 @@ def runtime_class(name: str) -> type[Runtime]:
     raise UsageError(f"unknown runtime {name!r}; choose one of: {', '.join(BUILTIN)} (or module:Class)")
 
 
+def default_runtime(model_format: str) -> str:
+    """The runtime a model of this format runs on when none is asked for; a format no runtime runs is refused."""
+    if model_format not in DEFAULT_FOR_FORMAT:  # a torch.export program: a source to lower, not a program to run
+        raise UsageError(f"a {model_format} model is not run as it is: make ExecuTorch programs from it with "
+                         "`edgebench variants MODEL.pt2` (or lower it with executorch.exir) and benchmark the .pte")
+    return DEFAULT_FOR_FORMAT[model_format]
+
+
 def choose_runtime(model_format: str, requested: Optional[str]) -> type[Runtime]:
     """The runtime plugin for a model: the requested one, else the default for its format."""
-    cls = runtime_class(requested or DEFAULT_FOR_FORMAT[model_format])
+    cls = runtime_class(requested or default_runtime(model_format))
     if model_format not in cls.formats:
         raise UsageError(f"runtime {cls.name!r} cannot run {model_format} models (it runs: {', '.join(cls.formats)})")
     reason = cls.unavailable_reason()

@@ -9,11 +9,16 @@ import importlib.util
 BUILTIN = {
     "litert": "edgebench.agent.runtimes.litert:LiteRTRuntime",
     "onnxruntime": "edgebench.agent.runtimes.ort:OnnxRuntime",
+    "executorch": "edgebench.agent.runtimes.executorch_runtime:ExecuTorchRuntime",
+    "torchscript": "edgebench.agent.runtimes.torchscript:TorchScriptRuntime",
 }
 # name -> the Python modules it can run on (any one of them): what `installed()` looks for
-REQUIRES = {"litert": ("ai_edge_litert", "tflite_runtime"), "onnxruntime": ("onnxruntime",)}
-ALIASES = {"tflite": "litert", "tflite-runtime": "litert", "ort": "onnxruntime", "onnx": "onnxruntime"}
-DEFAULT_FOR_FORMAT = {"tflite": "litert", "onnx": "onnxruntime"}
+REQUIRES = {"litert": ("ai_edge_litert", "tflite_runtime"), "onnxruntime": ("onnxruntime",),
+            "executorch": ("executorch",), "torchscript": ("torch",)}
+ALIASES = {"tflite": "litert", "tflite-runtime": "litert", "ort": "onnxruntime", "onnx": "onnxruntime",
+           "et": "executorch", "pte": "executorch", "jit": "torchscript", "pytorch-mobile": "torchscript"}
+# model format (modelfile) -> the runtime that runs it; a torch.export program (pt2) is a source for variants only
+DEFAULT_FOR_FORMAT = {"tflite": "litert", "onnx": "onnxruntime", "pte": "executorch", "torchscript": "torchscript"}
 # The chain each built-in runtime takes: LiteRT delegates (--delegate, --delegate-option) or ONNX Runtime execution
 # providers (--providers). Given to the other runtime, a chain is refused (Runtime.check_options), and a fleet job
 # matrix gives each job only its runtime's (server/api.py).
