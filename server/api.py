@@ -288,6 +288,11 @@ class Api:
         models = [self.registry.model(sha) for sha in matrix["models"]]
         if None in models:
             raise ApiError(400, "models: give the sha256 of uploaded models (POST /api/v1/models first)")
+        for model in models:  # a runtime that cannot run a model: refused here, not failed on every board
+            for runtime in matrix["runtimes"]:
+                problem = p.runtime_problem(runtime, model["format"])
+                if problem:
+                    raise ApiError(400, f"model {model['name']}: {problem}")
         options, reference = dict(matrix["options"]), matrix["reference"]
         if reference is not None:
             if not self.registry.model(reference):
@@ -318,7 +323,7 @@ class Api:
     def _job(self, job_id: str, batch: str, device: str, model: dict, runtime: Optional[str], delegates: list,
              threads: Optional[int], options: dict) -> p.Job:
         """One job of the matrix, with only its runtime's chain (a LiteRT job carries no execution providers)."""
-        if p.chain_option(runtime, model["format"]) == "delegates":
+        if p.chain_option(runtime, model["format"]) != "providers":
             options = {**options, "providers": []}
         return p.Job(job_id=job_id, device=device, batch_id=batch, runtime=runtime, delegates=list(delegates or []),
                      threads=threads, model=p.JobModel(sha256=model["sha256"], size_bytes=model["size_bytes"],
@@ -423,12 +428,13 @@ def job_id(batch: str, n: int) -> str:
 
 def _combos(devices: list, models: list, matrix: dict):
     """device x model x runtime x delegates x threads, lazily (the size was checked by check_size). A runtime gets
-    only its own chain (``protocol.chain_option``): ONNX Runtime's jobs are not multiplied by LiteRT's delegate
-    chains."""
+    only its own chain (``protocol.chain_option``): ONNX Runtime's jobs, and those of runtimes that take no chain
+    (ExecuTorch, TorchScript), are not multiplied by LiteRT's delegate chains."""
     for device in devices:
         for model in models:
             for runtime in matrix["runtimes"]:
-                chains = [[]] if p.chain_option(runtime, model["format"]) == "providers" else matrix["delegates"]
+                takes_delegates = p.chain_option(runtime, model["format"]) == "delegates"
+                chains = matrix["delegates"] if takes_delegates else [[]]
                 for delegates in chains:
                     for threads in matrix["threads"]:
                         yield device, model, runtime, delegates, threads

@@ -10,12 +10,13 @@ import sys
 import time
 import urllib.parse
 from pathlib import Path
-from typing import Sequence
+from typing import Optional, Sequence
 
 from edgebench.agent.cli import args as cli_args
 from edgebench.agent.cli.budgets import add_budget_options, budgets
 from edgebench.agent.errors import UsageError
-from edgebench.agent.fleet.protocol import DEFAULT_JOB_TIMEOUT_S
+from edgebench.agent.fleet.protocol import DEFAULT_JOB_TIMEOUT_S, runtime_problem
+from edgebench.agent.modelfile import identify
 
 
 def _server_option(parser: argparse.ArgumentParser, subcommand: bool = False) -> None:
@@ -46,7 +47,8 @@ def register(commands) -> None:
     push.add_argument("--devices", default="", metavar="SELECTOR",
                       help="device ids (a,b), labels (class=rpi5,site=lab2) or 'all' (default: all)")
     push.add_argument("--runtime", dest="runtimes", type=cli_args.comma_list, default=[], metavar="LIST",
-                      help="runtimes to compare: litert, onnxruntime (default: from each model)")
+                      help="runtimes to compare: litert, onnxruntime, executorch, torchscript (default: each "
+                           "model's own)")
     cli_args.add_delegate_option(push, "repeat to compare chains: each --delegate is one configuration")
     push.add_argument("--providers", type=cli_args.comma_list, default=[], metavar="CHAIN")
     push.add_argument("--threads", type=cli_args.comma_list, default=[], metavar="LIST",
@@ -108,6 +110,16 @@ def check_job_args(shapes: Sequence[str], inputs: Sequence[str]) -> None:
                              "number (files stay on this machine)")
 
 
+def check_runtimes(paths: Sequence[str], runtimes: Sequence[Optional[str]]) -> None:
+    """A model that no runtime of the push can run is refused here, before its upload (the collector refuses it too)."""
+    for path in paths:
+        model_format = identify(path).format
+        for runtime in runtimes:
+            problem = runtime_problem(runtime, model_format)
+            if problem:
+                raise UsageError(f"{Path(path).name}: {problem}")
+
+
 def check_job_settings(settings) -> None:
     """The run settings a job carries, within the bounds a job allows (protocol.SETTINGS_LIMITS), refused before
     anything is uploaded: ``--profile-runs 200000`` names its flag here rather than failing at the collector."""
@@ -156,6 +168,7 @@ def run_push(args: argparse.Namespace) -> int:
     check_job_args(args.shape, args.input)
     options = job_options(args)
     job_matrix(options, [])  # every other refusal (--threads, --devices, --label) before the uploads too
+    check_runtimes(args.models, args.runtimes or [None])
     models = [upload(server, Path(model)) for model in args.models]
     reference = upload(server, Path(args.reference)) if args.reference else None
     quiet = args.json == "-"

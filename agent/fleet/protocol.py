@@ -22,7 +22,7 @@ from typing import Any, Callable, Optional
 
 from edgebench.agent.runtimes.names import ALIASES as RUNTIME_ALIASES
 from edgebench.agent.runtimes.names import BUILTIN as BUILTIN_RUNTIMES
-from edgebench.agent.runtimes.names import CHAIN_OPTION, DEFAULT_FOR_FORMAT
+from edgebench.agent.runtimes.names import CHAIN_OPTION, DEFAULT_FOR_FORMAT, FORMATS, no_runtime_reason
 
 VERSION = 1
 ROOT = f"edgebench/v{VERSION}"
@@ -75,11 +75,26 @@ STATES = ("online", "offline")
 RUNTIMES = tuple(BUILTIN_RUNTIMES)
 
 
+def job_runtime(runtime: Optional[str], model_format: str) -> Optional[str]:
+    """The built-in runtime a job runs on: the one asked for (aliases resolved), else the one a board chooses for the
+    model's format; None where no runtime runs that format (a torch.export program)."""
+    return RUNTIME_ALIASES.get(runtime, runtime) if runtime else DEFAULT_FOR_FORMAT.get(model_format)
+
+
+def runtime_problem(runtime: Optional[str], model_format: str) -> Optional[str]:
+    """Why a job's runtime cannot run a model of this format, or None."""
+    name = job_runtime(runtime, model_format)
+    if name is None:
+        return no_runtime_reason(model_format)
+    if model_format not in FORMATS.get(name, ()):
+        return f"runtime {name} cannot run {model_format} models (it runs: {', '.join(FORMATS.get(name, ()))})"
+    return None
+
+
 def chain_option(runtime: Optional[str], model_format: str) -> Optional[str]:
-    """The chain a job's runtime takes ("delegates": LiteRT's, "providers": ONNX Runtime's; None: unknown): the
+    """The chain a job's runtime takes ("delegates": LiteRT's, "providers": ONNX Runtime's; None: it takes none): the
     runtime asked for, else the one a board chooses for the model's format. A job carries only that chain."""
-    name = RUNTIME_ALIASES.get(runtime, runtime) if runtime else DEFAULT_FOR_FORMAT.get(model_format)
-    return CHAIN_OPTION.get(name or "")
+    return CHAIN_OPTION.get(job_runtime(runtime, model_format) or "")
 DELEGATES = ("xnnpack", "cpu", "ref", "gpu", "nnapi", "edgetpu", "hexagon", "armnn", "qnn")
 INPUT_SOURCE = re.compile(r"^(zeros|ones|random|-?\d+(\.\d+)?([eE]-?\d+)?)\Z")
 SHAPE_ARG = re.compile(r"^[A-Za-z0-9_.:/-]{1,128}=(scalar|\d+(x\d+){0,7})\Z")

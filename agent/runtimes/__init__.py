@@ -10,7 +10,7 @@ import importlib
 from typing import TYPE_CHECKING, Optional
 
 from edgebench.agent.errors import RuntimeUnavailable, UsageError
-from edgebench.agent.runtimes.names import ALIASES, BUILTIN, DEFAULT_FOR_FORMAT
+from edgebench.agent.runtimes.names import ALIASES, BUILTIN, DEFAULT_FOR_FORMAT, no_runtime_reason
 
 if TYPE_CHECKING:  # base imports numpy: the package itself stays light (the protocol and the daemon read names)
     from edgebench.agent.runtimes.base import Runtime
@@ -44,8 +44,7 @@ def runtime_class(name: str) -> type[Runtime]:
 def default_runtime(model_format: str) -> str:
     """The runtime a model of this format runs on when none is asked for; a format no runtime runs is refused."""
     if model_format not in DEFAULT_FOR_FORMAT:  # a torch.export program: a source to lower, not a program to run
-        raise UsageError(f"a {model_format} model is not run as it is: make ExecuTorch programs from it with "
-                         "`edgebench variants MODEL.pt2` (or lower it with executorch.exir) and benchmark the .pte")
+        raise UsageError(no_runtime_reason(model_format))
     return DEFAULT_FOR_FORMAT[model_format]
 
 

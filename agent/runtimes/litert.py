@@ -23,8 +23,8 @@ from edgebench.agent.errors import (
     UsageError,
     load_error,
 )
-from edgebench.agent.modelfile import TFLITE
 from edgebench.agent.runtimes.base import Backend, Fallback, Node, Placement, Runtime, RuntimeOptions, Session
+from edgebench.agent.runtimes.names import FORMATS
 from edgebench.agent.tensors import TensorSpec
 
 BUILTIN_RESOLVERS = {
@@ -168,7 +168,7 @@ def graph_placement(ops: list[dict], names: dict[int, str], used: str, first_cho
 
 class LiteRTRuntime(Runtime):
     name = "litert"
-    formats = (TFLITE,)
+    formats = FORMATS["litert"]
 
     @classmethod
     def unavailable_reason(cls) -> Optional[str]:

@@ -19,10 +19,20 @@ ALIASES = {"tflite": "litert", "tflite-runtime": "litert", "ort": "onnxruntime",
            "et": "executorch", "pte": "executorch", "jit": "torchscript", "pytorch-mobile": "torchscript"}
 # model format (modelfile) -> the runtime that runs it; a torch.export program (pt2) is a source for variants only
 DEFAULT_FOR_FORMAT = {"tflite": "litert", "onnx": "onnxruntime", "pte": "executorch", "torchscript": "torchscript"}
+# runtime -> the model formats (agent/modelfile.py) it runs: read by the plugins themselves and by the collector, which
+# refuses a job whose runtime cannot run its model before any board gets it.
+FORMATS = {"litert": ("tflite",), "onnxruntime": ("onnx",), "executorch": ("pte",), "torchscript": ("torchscript",)}
 # The chain each built-in runtime takes: LiteRT delegates (--delegate, --delegate-option) or ONNX Runtime execution
 # providers (--providers). Given to the other runtime, a chain is refused (Runtime.check_options), and a fleet job
 # matrix gives each job only its runtime's (server/api.py).
+# ExecuTorch and TorchScript take none: a .pte carries its delegates inside; TorchScript runs torch's CPU kernels.
 CHAIN_OPTION = {"litert": "delegates", "onnxruntime": "providers"}
+
+
+def no_runtime_reason(model_format: str) -> str:
+    """What to do with a model of a format no runtime runs as it is (a torch.export program)."""
+    return (f"a {model_format} model is not run as it is: make ExecuTorch programs from it with `edgebench variants "
+            "MODEL.pt2` (or lower it with executorch.exir) and benchmark or push the .pte")
 
 
 def installed() -> list[str]:

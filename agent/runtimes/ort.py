@@ -18,7 +18,6 @@ from typing import Any, Callable, Optional
 import numpy as np
 
 from edgebench.agent.errors import InputError, ModelError, UsageError, load_error
-from edgebench.agent.modelfile import ONNX
 from edgebench.agent.runtimes import ort_profile
 from edgebench.agent.runtimes.base import (
     Backend,
@@ -29,6 +28,7 @@ from edgebench.agent.runtimes.base import (
     RuntimeOptions,
     Session,
 )
+from edgebench.agent.runtimes.names import FORMATS
 from edgebench.agent.tensors import TensorSpec
 
 SHORT_NAMES = {
@@ -162,7 +162,7 @@ class OrtSession(Session):
 
 class OnnxRuntime(Runtime):
     name = "onnxruntime"
-    formats = (ONNX,)
+    formats = FORMATS["onnxruntime"]
 
     @classmethod
     def unavailable_reason(cls) -> Optional[str]:
