@@ -6,6 +6,9 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Optional, Tuple, Union
 
 Dim = Union[int, str, None]  # a fixed size, or a dynamic dimension (its symbolic name, or None if unnamed)
+# A spec shape of just this dimension: a tensor whose rank the model does not record (TorchScript's Tensor arguments),
+# so --shape (or a file) gives the whole shape.
+ANY_RANK = "..."
 
 
 @dataclass

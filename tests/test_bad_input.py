@@ -28,12 +28,13 @@ def test_directory_and_empty_file(cli, tmp_path):
     assert_one_line_error(cli("bench", tmp_path / "empty.onnx"), 3, "is empty")
 
 
-@pytest.mark.parametrize("suffix", [".tflite", ".onnx"])
+@pytest.mark.parametrize("suffix", [".tflite", ".onnx", ".pte", ".pt", ".pt2"])
 def test_random_bytes(cli, tmp_path, suffix):
     path = tmp_path / f"random{suffix}"
     noise = np.random.default_rng(1).integers(0, 256, 4096, dtype=np.uint8).tobytes()
     path.write_bytes(b"\xff" + noise)  # 0xff is never the first byte of either format
-    assert_one_line_error(cli("bench", path), 3, "is not a TFLite or ONNX model", f"named {suffix}")
+    assert_one_line_error(cli("bench", path), 3, "is not a TFLite, ONNX, ExecuTorch or PyTorch model",
+                          f"named {suffix}")
 
 
 def test_truncated_tflite(cli, models, tmp_path):

@@ -136,9 +136,38 @@ def test_identify_by_content(models, tmp_path):
     renamed = tmp_path / "model.bin"
     renamed.write_bytes(models["sine_float.tflite"].read_bytes())
     assert identify(renamed).format == "tflite"
-    with pytest.raises(ModelError, match="not a TFLite or ONNX model"):
+    with pytest.raises(ModelError, match="not a TFLite, ONNX, ExecuTorch or PyTorch model"):
         (tmp_path / "x.onnx").write_text("hello")
         identify(tmp_path / "x.onnx")
+
+
+def test_pytorch_files_are_told_apart_by_their_archives(models, tmp_path):
+    """PyTorch's .pt may hold a TorchScript program or a torch.save pickle, and .pt2 a torch.export program: each
+    archive's own records say which, whatever the file is named."""
+    import zipfile
+
+    assert identify(models["minilm_l6_fp32.pte"]).format == "pte"
+    assert identify(models["silero_vad.jit"]).format == "torchscript"
+    assert identify(models["minilm_l6.pt2"]).format == "pt2"
+    pickle = tmp_path / "weights.pt"  # the layout torch.save writes (a state_dict)
+    with zipfile.ZipFile(pickle, "w") as archive:
+        archive.writestr("weights/data.pkl", b"\x80\x02}q\x00.")
+        archive.writestr("weights/version", "3\n")
+    with pytest.raises(ModelError, match="is a torch.save pickle .* not a model edgebench can run"):
+        identify(pickle)
+    other = tmp_path / "docs.pt"
+    with zipfile.ZipFile(other, "w") as archive:
+        archive.writestr("readme.txt", "hello")
+    with pytest.raises(ModelError, match="zip archive but not a PyTorch model"):
+        identify(other)
+    damaged = tmp_path / "damaged.pt"
+    damaged.write_bytes(b"PK\x03\x04" + bytes(200))
+    with pytest.raises(ModelError, match="damaged zip archive"):
+        identify(damaged)
+    cut = tmp_path / "cut.pte"
+    cut.write_bytes(models["minilm_l6_fp32.pte"].read_bytes()[:4096])
+    with pytest.raises(ModelError, match="truncated ExecuTorch program"):
+        identify(cut)
 
 
 def test_provenance_from_a_recorded_pi_tree(tmp_path):

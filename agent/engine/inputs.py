@@ -18,7 +18,7 @@ import numpy as np
 from edgebench.agent.engine import images
 from edgebench.agent.errors import InputError, UsageError, first_line
 from edgebench.agent.modelfile import file_problem
-from edgebench.agent.tensors import TensorSpec
+from edgebench.agent.tensors import ANY_RANK, TensorSpec
 
 Shape = Tuple[int, ...]
 # One input tensor may hold at most this much data. Larger is a typo (x=100000x100000x100000), not a
@@ -214,6 +214,8 @@ def load_npz(path: str, flag: str) -> dict[str, np.ndarray]:
 
 
 def shape_fits(shape: Sequence[int], model_shape: Sequence) -> bool:
+    if tuple(model_shape) == (ANY_RANK,):
+        return True
     if len(shape) != len(model_shape):
         return False
     return all(not isinstance(m, int) or m < 0 or m == s for s, m in zip(shape, model_shape))
@@ -230,10 +232,13 @@ def resolve_shape(spec: TensorSpec, override: Optional[Shape]) -> Shape:
     """The concrete shape to feed. A dynamic leading (batch) dimension defaults to 1, as the runtimes'
     own benchmark tools do; any other dynamic dimension must be given, since no default is safe."""
     if override is not None:
-        if len(override) != len(spec.shape):
+        if len(override) != len(spec.shape) and tuple(spec.shape) != (ANY_RANK,):
             raise InputError(f"--shape {spec.name}={format_shape(override)} has {len(override)} dimensions, "
                              f"the model's input has {len(spec.shape)} ({format_shape(spec.shape)})")
         return tuple(override)
+    if tuple(spec.shape) == (ANY_RANK,):
+        raise InputError(f"input {spec.name!r}: the model does not record its shape; give it with --shape "
+                         f"{spec.name}=DIMS (like 1x3x224x224) or its data with --input {spec.name}=file.npy")
     shape = []
     for axis, dim in enumerate(spec.shape):
         if isinstance(dim, int) and dim >= 0:
@@ -256,6 +261,9 @@ def generate(spec: TensorSpec, shape: Shape, rng: np.random.Generator, kind: str
     if dtype.kind in "OSU":
         raise InputError(f"input {spec.name!r} has dtype {spec.dtype}: give its data with --input "
                          f"{spec.name}=file.npy")
+    if kind == "random" and "argument" in spec.extra:  # a non-tensor argument (forward(x, sr: int)): no data fits
+        raise InputError(f"input {spec.name!r} takes a value ({spec.extra['argument']}), not tensor data: give it "
+                         f"with --input {spec.name}=NUMBER")
     if kind in ("zeros", "ones"):
         return (np.zeros if kind == "zeros" else np.ones)(shape, dtype=dtype)
     if dtype.kind == "f":

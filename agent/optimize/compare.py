@@ -17,6 +17,7 @@ import numpy as np
 from edgebench.agent.engine import bench, images
 from edgebench.agent.engine.executors import in_process_only
 from edgebench.agent.engine.inputs import (
+    ANY_RANK,
     InputSource,
     build_feeds,
     dequantize,
@@ -124,6 +125,8 @@ def pair_specs(reference: Sequence[TensorSpec], candidate: Sequence[TensorSpec],
 def check_same_shapes(pairs: Sequence[tuple[TensorSpec, TensorSpec]]) -> None:
     """Both models must take the same data: a static dimension that differs would only fail in the runtime."""
     for ref, cand in pairs:
+        if (ANY_RANK,) in (tuple(ref.shape), tuple(cand.shape)):
+            continue  # a side that records no shape (TorchScript) takes the other's
         static = [(r, c) for r, c in zip(ref.shape, cand.shape) if isinstance(r, int) and r >= 0
                   and isinstance(c, int) and c >= 0]
         if len(ref.shape) != len(cand.shape) or any(r != c for r, c in static):
@@ -135,7 +138,9 @@ def generator_spec(ref: TensorSpec, cand: TensorSpec) -> TensorSpec:
     """Generate data for the quantized side when there is one: its integer range spans exactly the real
     values both models were built to accept. Named after the reference so overrides apply to it."""
     chosen = cand if cand.is_quantized and not ref.is_quantized else ref
-    shape = tuple(r if isinstance(r, int) and r >= 0 else c for r, c in zip(ref.shape, chosen.shape))
+    ref_shape = cand.shape if tuple(ref.shape) == (ANY_RANK,) else ref.shape  # TorchScript records no shape
+    chosen_shape = ref_shape if tuple(chosen.shape) == (ANY_RANK,) else chosen.shape
+    shape = tuple(r if isinstance(r, int) and r >= 0 else c for r, c in zip(ref_shape, chosen_shape))
     return TensorSpec(ref.name, chosen.dtype, shape, chosen.scale, chosen.zero_point)
 
 
