@@ -28,8 +28,10 @@ PROFILED_CASES = [("efficientnet_lite0_int8.tflite", "litert", ()),
                   ("ppocr_cls.onnx", "native", ("x=1x3x48x192",))]
 
 
-def worker_result(models, name: str, runtime: str, shapes: tuple, settings: RunSettings = QUICK) -> dict:
-    request = bench.BenchRequest(str(models[name]), runtime=runtime, settings=settings, shape_args=shapes)
+def worker_result(models, name: str, runtime: str, shapes: tuple, settings: RunSettings = QUICK,
+                  inputs: tuple = ()) -> dict:
+    request = bench.BenchRequest(str(models[name]), runtime=runtime, settings=settings, shape_args=shapes,
+                                 input_args=inputs)
     _, worker_request, executor = bench.prepare(request)
     return executor.execute(worker_request, request.limits).result
 
@@ -56,6 +58,16 @@ def test_placement_and_profiled_ops_keep_the_contract(request, models, name, run
         assert runtime == "litert" and profile["source"] is None and profile["latency_ns"] == profile["nodes"] == []
     else:
         assert len(profile["latency_ns"]) == 3 and all(len(node["duration_ns"]) == 3 for node in profile["nodes"])
+
+
+def test_torchscript_keeps_the_contract_with_its_op_profile(models):
+    """TorchScript (Silero VAD: a tensor and an int argument) profiled: per-op times from torch.profiler; no placement
+    (everything runs on torch's CPU kernels). ExecuTorch's case is in tests/test_executorch.py."""
+    result = worker_result(models, "silero_vad.jit", "torchscript", ("x=1x512",), PROFILED, ("sr=16000",))
+    jsonschema.validate(result, SCHEMA)
+    assert result["placement"] is None and not result["ops"]["unavailable"]
+    assert result["ops"]["source"] == "torch-profiler"
+    assert result["ops"]["nodes"] and all(len(node["duration_ns"]) == 3 for node in result["ops"]["nodes"])
 
 
 def test_the_contract_refuses_what_the_engine_could_not_use(models, native_bin):
