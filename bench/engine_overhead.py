@@ -43,10 +43,12 @@ from edgebench.agent.runtimes.base import RuntimeOptions  # noqa: E402
 
 SENSOR_TREE = ROOT / "tests" / "fixtures" / "boards" / "jetson-orin-nano"
 MIN_SECONDS = 1.0  # every column measures at least this long, so µs-scale models get many samples
-CASES = [  # (model, shape args, what it shows)
-    ("sine_float.tflite", [], "µs-scale TFLite: fixed costs dominate"),
-    ("efficientnet_lite0_int8.tflite", [], "ms-scale TFLite int8 CNN"),
-    ("ppocr_cls.onnx", ["x=1x3x48x192"], "sub-ms ONNX CNN"),
+CASES = [  # (model, shape args, input args, what it shows)
+    ("sine_float.tflite", [], [], "µs-scale TFLite: fixed costs dominate"),
+    ("efficientnet_lite0_int8.tflite", [], [], "ms-scale TFLite int8 CNN"),
+    ("ppocr_cls.onnx", ["x=1x3x48x192"], [], "sub-ms ONNX CNN"),
+    ("minilm_l6_fp32.pte", [], [], "ExecuTorch transformer, XNNPACK"),
+    ("silero_vad.jit", ["x=1x512"], ["sr=16000"], "TorchScript, a tensor and an int argument"),
 ]
 
 
@@ -69,6 +71,31 @@ def bare_loop_ort(path: str, feeds: dict, runs: int, threads: int) -> list[int]:
     return _time(lambda: session.run(None, feeds), runs)
 
 
+def bare_loop_executorch(path: str, feeds: dict, runs: int, threads: int) -> list[int]:
+    import torch
+    from executorch.extension.pybindings import _portable_lib
+    from executorch.runtime import Runtime
+
+    _portable_lib._unsafe_reset_threadpool(threads)
+    method = Runtime.get().load_program(path).load_method("forward")
+    tensors = [torch.from_numpy(array) for array in feeds.values()]  # the engine built them in the method's order
+    return _time(lambda: method.execute(tensors), runs)
+
+
+def bare_loop_torchscript(path: str, feeds: dict, runs: int, threads: int) -> list[int]:
+    import torch
+
+    torch.set_num_threads(threads)
+    module = torch.jit.load(path).eval()
+    arguments = [array.item() if array.ndim == 0 else torch.from_numpy(array) for array in feeds.values()]
+    with torch.no_grad():
+        return _time(lambda: module(*arguments), runs)
+
+
+BARE_LOOPS = {".tflite": bare_loop_litert, ".onnx": bare_loop_ort, ".pte": bare_loop_executorch,
+              ".jit": bare_loop_torchscript, ".pt": bare_loop_torchscript}
+
+
 def _time(call, runs: int) -> list[int]:
     """The reference loop: as plain as a loop can be, with the same run-length rule (runs and seconds)."""
     for _ in range(20):
@@ -87,25 +114,26 @@ def p50_ms(latencies_ns) -> float:
     return float(np.percentile(np.asarray(latencies_ns), 50)) / 1e6
 
 
-def engine_p50(path: str, shape_args: list, runs: int, threads: int) -> tuple[float, dict]:
+def engine_p50(path: str, shape_args: list, input_args: list, runs: int, threads: int) -> tuple[float, dict]:
     """The engine's own measured loop, in this process, over the plugin's bound callable."""
-    from edgebench.agent.engine.inputs import parse_shapes
+    from edgebench.agent.engine.inputs import parse_shapes, parse_sources
     from edgebench.agent.modelfile import identify
 
     model = identify(path)
     runtime = choose_runtime(model.format, None)()
     session = runtime.load(path, RuntimeOptions(threads=threads))
-    feeds = build_feeds(session.inputs, parse_shapes(shape_args), {}, 0)
+    feeds = build_feeds(session.inputs, parse_shapes(shape_args), parse_sources(input_args), 0)
     run = session.bind(feeds)
     run_loop(run, 20, 0, 60)
     phase = run_loop(run, runs, MIN_SECONDS, 600)
     return p50_ms(phase.latency_ns), feeds
 
 
-def isolated_p50(path: str, shape_args: list, runs: int, threads: int, rss: bool, sensors: bool = False) -> float:
+def isolated_p50(path: str, shape_args: list, input_args: list, runs: int, threads: int, rss: bool,
+                 sensors: bool = False) -> float:
     physics = PhysicsSettings(rate_hz=10.0, root=str(SENSOR_TREE), idle_s=0) if sensors else None
     request = bench.BenchRequest(
-        path, options=RuntimeOptions(threads=threads), shape_args=shape_args,
+        path, options=RuntimeOptions(threads=threads), shape_args=shape_args, input_args=input_args,
         settings=RunSettings(min_runs=runs, min_duration_s=MIN_SECONDS, warmup_runs=20, warmup_duration_s=0),
         limits=ChildLimits(timeout_s=600, rss_interval_s=0.05 if rss else None), physics=physics)
     return bench.run(request)["stats"]["p50_ms"]
@@ -115,17 +143,18 @@ def within_goal(candidate: float, baseline: float) -> bool:
     return candidate - baseline <= max(0.02 * baseline, 0.005)  # ms: 2% or 5 µs
 
 
-def measure_case(name: str, path: str, shape_args: list, rounds: int, runs: int, threads: int) -> dict:
+def measure_case(name: str, path: str, shape_args: list, input_args: list, rounds: int, runs: int,
+                 threads: int) -> dict:
     columns: dict = {"bare": [], "engine": [], "isolated": [], "no-rss": [], "sensors": []}
     children = {
-        "isolated": lambda: isolated_p50(path, shape_args, runs, threads, rss=True),
-        "no-rss": lambda: isolated_p50(path, shape_args, runs, threads, rss=False),
-        "sensors": lambda: isolated_p50(path, shape_args, runs, threads, rss=True, sensors=True),
+        "isolated": lambda: isolated_p50(path, shape_args, input_args, runs, threads, rss=True),
+        "no-rss": lambda: isolated_p50(path, shape_args, input_args, runs, threads, rss=False),
+        "sensors": lambda: isolated_p50(path, shape_args, input_args, runs, threads, rss=True, sensors=True),
     }
     order = random.Random(name)
     for _ in range(rounds):  # alternate so drift (thermal, other load) hits every column alike
-        engine, feeds = engine_p50(path, shape_args, runs, threads)
-        bare = (bare_loop_litert if path.endswith(".tflite") else bare_loop_ort)(path, feeds, runs, threads)
+        engine, feeds = engine_p50(path, shape_args, input_args, runs, threads)
+        bare = BARE_LOOPS[Path(path).suffix](path, feeds, runs, threads)
         columns["bare"].append(p50_ms(bare))
         columns["engine"].append(engine)
         for key in order.sample(list(children), len(children)):  # shuffled: no column always runs first
@@ -154,13 +183,15 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=400)
     parser.add_argument("--threads", type=int, default=1, help="1 keeps a 2-core machine's noise down")
     parser.add_argument("--json", help="write every figure here")
+    parser.add_argument("--only", nargs="*", default=None, help="model names of CASES to measure (default: all)")
     args = parser.parse_args()
-    paths = fetch_models.fetch([name for name, _, _ in CASES])
+    cases = [case for case in CASES if args.only is None or case[0] in args.only]
+    paths = fetch_models.fetch([name for name, *_ in cases])
     results = []
     print(f"{'model':32} {'bare p50':>10} {'engine':>10} {'isolated':>10} {'no-rss':>10} {'sensors':>10} "
           f"{'engine/bare':>12} {'isolated/bare':>14} {'rss on/off':>11} {'sensors on/off':>15}")
-    for name, shape_args, _ in CASES:
-        result = measure_case(name, str(paths[name]), shape_args, args.rounds, args.runs, args.threads)
+    for name, shape_args, input_args, _ in cases:
+        result = measure_case(name, str(paths[name]), shape_args, input_args, args.rounds, args.runs, args.threads)
         results.append(result)
         p50 = result["p50_ms"]
         print(f"{name:32} {p50['bare']:>8.4f}ms {p50['engine']:>8.4f}ms {p50['isolated']:>8.4f}ms "

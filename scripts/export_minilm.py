@@ -101,8 +101,9 @@ def derive(model_dir: Path, target: Path, name: str) -> None:
         return
     example = tuple(torch.from_numpy(sentences[key][:1]) for key in ("input_ids", "attention_mask"))
     with torch.no_grad():
-        if name.endswith(".pt2"):
-            torch.export.save(torch.export.export(module, example), str(target))
+        if name.endswith(".pt2"):  # inputs by keyword: the ExecuTorch programs made from it keep their names
+            kwargs = dict(zip(("input_ids", "attention_mask"), example))
+            torch.export.save(torch.export.export(module, (), kwargs=kwargs), str(target))
         elif name.endswith(".pt"):
             torch.jit.trace(module, example).save(str(target))
         else:

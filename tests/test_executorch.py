@@ -94,14 +94,15 @@ def test_minilm_bench_through_the_cli(cli, models, tmp_path):
     np.save(tmp_path / "ids.npy", sentences["input_ids"][3:4])
     np.save(tmp_path / "mask.npy", sentences["attention_mask"][3:4])
     result = cli("bench", models["minilm_l6_fp32.pte"], *FAST, "--threads", "1", "--profile-ops", "--profile-runs",
-                 "3", "--input", f"input_0={tmp_path / 'ids.npy'}", "--input", f"input_1={tmp_path / 'mask.npy'}",
-                 "--json", tmp_path / "r.json")
+                 "3", "--input", f"input_ids={tmp_path / 'ids.npy'}",
+                 "--input", f"attention_mask={tmp_path / 'mask.npy'}", "--json", tmp_path / "r.json")
     assert result.code == 0, result
     report = json.loads((tmp_path / "r.json").read_text())
     runtime = report["runtime"]
     assert (runtime["runtime"], runtime["used"], runtime["threads"]) == ("executorch", ["XnnpackBackend", "cpu"], 1)
     assert report["model"]["outputs"] == [{"name": "output_0", "dtype": "float32", "shape": [1, 384], "scale": None,
                                            "zero_point": None}]
+    assert "keeps no input names" not in " ".join(runtime["notes"])  # the .pt2 was exported with keywords
     assert [i["source"] for i in report["inputs_fed"]] == [f"file:{tmp_path / 'ids.npy'}",
                                                            f"file:{tmp_path / 'mask.npy'}"]
     expected, delegate_calls = flatc_nodes(models["minilm_l6_fp32.pte"], tmp_path)
@@ -122,7 +123,7 @@ def test_minilm_embedding_matches_torchscript(models):
     reference = torch.jit.load(str(models["minilm_l6.pt"])).eval()
     for row in (0, 7):
         ids, mask = sentences["input_ids"][row:row + 1], sentences["attention_mask"][row:row + 1]
-        ours = session.infer({"input_0": ids, "input_1": mask})["output_0"]
+        ours = session.infer({"input_ids": ids, "attention_mask": mask})["output_0"]
         with torch.no_grad():
             theirs = reference(torch.from_numpy(ids), torch.from_numpy(mask)).numpy()
         np.testing.assert_allclose(ours, theirs, atol=2e-4)

@@ -1,5 +1,5 @@
-"""``edgebench variants MODEL``: float16 / int8 variants of an ONNX or TFLite model, benchmarked, and the one to ship
-(edgebench.agent.optimize.variants)."""
+"""``edgebench variants MODEL``: float16 / int8 variants of an ONNX, TFLite or PyTorch model, benchmarked, and the one
+to ship (edgebench.agent.optimize.variants)."""
 
 from __future__ import annotations
 
@@ -10,18 +10,22 @@ from edgebench.agent.cli.budgets import add_budget_options, budgets
 
 
 def register(commands) -> None:
-    variants = commands.add_parser("variants", help="make float16 / int8 variants of an ONNX or TFLite model, "
+    variants = commands.add_parser("variants", help="make float16 / int8 variants of an ONNX, TFLite or PyTorch model, "
                                    "benchmark them against the float model, and say which to ship",
                                    description="Produce float16 and int8 variants (ONNX: onnxruntime.quantization; "
-                                   "TFLite: ai-edge-quantizer), benchmark each with repeats interleaved, print size, "
-                                   "latency and drift against the float model, and end with the variant to ship "
-                                   "within the accuracy budgets.")
-    variants.add_argument("model", help="a float32 .onnx or .tflite model")
+                                   "TFLite: ai-edge-quantizer; PyTorch: PT2E int8 lowered to ExecuTorch with "
+                                   "XNNPACK), benchmark each with repeats interleaved, print size, latency and drift "
+                                   "against the float model, and end with the variant to ship within the accuracy "
+                                   "budgets.")
+    variants.add_argument("model", help="a float32 .onnx, .tflite or torch.export .pt2 model, or a PyTorch module as "
+                          "package.module:factory (a callable returning the nn.Module; its example inputs given as "
+                          "--shape NAME=DIMS, float32, or --input NAME=file.npy, NAME a positional parameter of "
+                          "forward)")
     variants.add_argument("--out-dir", metavar="DIR", help="where the variants are written, and nothing else "
                           "(default: next to the model, in MODEL.variants/)")
     variants.add_argument("--only", type=cli_args.comma_list, metavar="LIST",
                           help="subset of the format's kinds: ONNX fp16,dynamic-int8,static-int8; TFLite "
-                          "fp16,dynamic-int8,weight-only-int8,static-int8")
+                          "fp16,dynamic-int8,weight-only-int8,static-int8; PyTorch dynamic-int8,static-int8")
     variants.add_argument("--calibration", metavar="DATA.npz|DIR",
                           help="calibration inputs for static int8: an .npz (one array per input, first axis = "
                           "samples) or a folder of images for a single-image-input model (default: generated inputs)")
@@ -31,6 +35,10 @@ def register(commands) -> None:
     variants.add_argument("--samples", type=cli_args.count_up_to(cli_args.MAX_SAMPLES), default=16,
                           help="generated input sets for drift, without --eval (default 16)")
     cli_args.add_eval_options(variants, "drift and each variant's accuracy (top-1, top-5), the float model's too")
+    variants.add_argument("--drift-data", metavar="DATA.npz|DIR",
+                          help="real inputs without labels that drift is measured on, every sample of them: an .npz "
+                          "(one array per input, first axis = samples) or a folder of images (default: --samples "
+                          "generated sets; --eval measures it on its labelled set instead)")
     add_budget_options(variants)
     variants.add_argument("--prune", type=cli_args.number_in(0.01, 0.99, ""), metavar="F",
                           help="also make a magnitude-pruned variant: F of each conv/matmul weight tensor set to zero "
@@ -65,6 +73,7 @@ def run(args: argparse.Namespace) -> int:
         document, table = variants.run(variants.VariantsSettings(
             model=args.model, out_dir=args.out_dir, only=args.only, calibration=args.calibration,
             calibration_samples=args.calibration_samples, samples=args.samples, eval_data=args.eval,
+            drift_data=args.drift_data,
             labels=args.labels, shape=args.shape, input=args.input, image_mean=args.image_mean,
             image_std=args.image_std, seed=args.seed, threads=args.threads, providers=args.providers,
             delegates=args.delegates,

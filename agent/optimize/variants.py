@@ -1,11 +1,11 @@
-"""`edgebench variants MODEL`: float16 and int8 variants of an ONNX or TFLite model, benchmarked, compared, and the one
-to ship.
+"""`edgebench variants MODEL`: float16 and int8 variants of an ONNX, TFLite or PyTorch model, benchmarked, compared,
+and the one to ship.
 
 The variants are made by the model format's maker (agent/optimize/makers/: onnxruntime.quantization for ONNX,
-ai-edge-quantizer for TFLite), then every model, the float original included, goes through the same engine
-(bench.run_interleaved) and the same drift measurement (compare.Comparison), and the recommendation
-(optimize/recommend.py) picks the variant to ship within the budgets. A variant that cannot be produced or run gets a
-row saying why; the rest still run.
+ai-edge-quantizer for TFLite, PT2E and ExecuTorch's lowering for a torch.export program or a module factory), then
+every model, the float one included, goes through the same engine (bench.run_interleaved) and the same drift
+measurement (compare.Comparison), and the recommendation (optimize/recommend.py) picks the variant to ship within the
+budgets. A variant that cannot be produced or run gets a row saying why; the rest still run.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from edgebench.agent.engine.isolation import ChildLimits
 from edgebench.agent.engine.measure import RunSettings
 from edgebench.agent.engine.report import fmt_latency, fmt_ratio, human_bytes, latency_unit, table, utc_now
 from edgebench.agent.errors import EdgebenchError, InputError, ModelError, UsageError
-from edgebench.agent.modelfile import identify
+from edgebench.agent.modelfile import ModelFile, identify
 from edgebench.agent.optimize import compare, recommend
 from edgebench.agent.optimize.makers import maker_for
 from edgebench.agent.optimize.makers.base import Variant, produce
@@ -54,6 +54,7 @@ class VariantsSettings:
     calibration_samples: int = 16  # generated calibration sets when there is no .npz; at most this many images
     samples: int = 16  # input sets the drift is measured on (without eval_data)
     eval_data: Optional[str] = None  # --eval: a labelled .npz or image folder; drift and accuracy are measured on it
+    drift_data: Optional[str] = None  # --drift-data: real inputs without labels (.npz or image folder): drift only
     labels: Optional[str] = None  # --labels FILE: class names of the image folder's class folders
     image_mean: Optional[Sequence[float]] = None  # --image-mean/--image-std (None: the model's metadata)
     image_std: Optional[Sequence[float]] = None
@@ -77,16 +78,16 @@ def image_options(settings: VariantsSettings) -> images.ImageOptions:
     return images.ImageOptions(settings.image_mean, settings.image_std, settings.model)
 
 
-def image_calibration_sets(model_inputs: Sequence, settings: VariantsSettings) -> tuple[list[dict], str]:
-    """--calibration DIR: each image of the folder (subfolders too, sorted, at most --calibration-samples) as one
-    calibration set of a single-input model, read as `--input` reads an image."""
-    folder = settings.calibration
+def image_sets(model_inputs: Sequence, settings: VariantsSettings, folder: str, flag: str,
+               limit: Optional[int] = None) -> tuple[list[dict], str]:
+    """Each image of ``folder`` (subfolders too, sorted, at most ``limit``) as one input set of a single-input model,
+    read as `--input` reads an image (--calibration DIR, --drift-data DIR)."""
     if len(model_inputs) != 1:
-        raise InputError(f"--calibration {folder}: a folder of images calibrates a single-input model; this one has "
+        raise InputError(f"{flag} {folder}: a folder of images feeds a single-input model; this one has "
                          f"{len(model_inputs)} inputs (give an .npz with one array per input)")
-    files = images.files_in(Path(folder))[:settings.calibration_samples]
+    files = images.files_in(Path(folder))[:limit]
     if not files:
-        raise InputError(f"--calibration {folder}: no image files (JPEG, PNG, BMP, GIF, WebP) in it")
+        raise InputError(f"{flag} {folder}: no image files (JPEG, PNG, BMP, GIF, WebP) in it")
     spec = model_inputs[0]
     override = parse_shapes(settings.shape).get(spec.name)
     options = image_options(settings)
@@ -94,29 +95,47 @@ def image_calibration_sets(model_inputs: Sequence, settings: VariantsSettings) -
     return sets, f"{len(sets)} images from {folder}"
 
 
+def data_sets(model_inputs: Sequence, settings: VariantsSettings, path: str, flag: str,
+              limit: Optional[int] = None) -> tuple[list[dict], str]:
+    """Real input sets from ``path``: an .npz (one array per input, or 'x' for a single-input model; first axis =
+    samples) or a folder of images; and what they are, in words."""
+    if Path(path).is_dir():
+        return image_sets(model_inputs, settings, path, flag, limit)
+    data = load_npz(path, flag)
+    names = [spec.name for spec in model_inputs]
+    if len(names) == 1 and names[0] not in data and "x" in data:
+        data = {names[0]: data["x"]}
+    missing = [n for n in names if n not in data]
+    if missing:
+        raise InputError(f"{flag} {path}: no array for input(s) {', '.join(missing)} (it has: {', '.join(data)})")
+    count = min(len(data[n]) for n in names)
+    if not count:
+        raise InputError(f"{flag} {path}: holds no samples")
+    sets = [{n: data[n][i:i + 1] if data[n].ndim == len(spec.shape) else data[n][i]
+             for n, spec in zip(names, model_inputs)} for i in range(count)]
+    return sets, f"{count} samples from {path}"
+
+
 def calibration_sets(model_inputs: Sequence, settings: VariantsSettings) -> tuple[list[dict], str]:
-    """User data from --calibration (.npz: one array per input, first axis = samples; or a folder of images) or
-    generated sets."""
-    if settings.calibration and Path(settings.calibration).is_dir():
-        return image_calibration_sets(model_inputs, settings)
+    """User data from --calibration (.npz: one array per input, first axis = samples; or a folder of images, at most
+    --calibration-samples) or generated sets."""
     if settings.calibration:
-        data = load_npz(settings.calibration, "--calibration")
-        names = [spec.name for spec in model_inputs]
-        if len(names) == 1 and names[0] not in data and "x" in data:
-            data = {names[0]: data["x"]}
-        missing = [n for n in names if n not in data]
-        if missing:
-            raise InputError(f"--calibration {settings.calibration}: no array for input(s) {', '.join(missing)}")
-        count = min(len(data[n]) for n in names)
-        if not count:
-            raise InputError(f"--calibration {settings.calibration}: holds no samples")
-        sets = [{n: data[n][i:i + 1] if data[n].ndim == len(spec.shape) else data[n][i]
-                 for n, spec in zip(names, model_inputs)} for i in range(count)]
-        return sets, f"{count} samples from {settings.calibration}"
+        return data_sets(model_inputs, settings, settings.calibration, "--calibration", settings.calibration_samples
+                         if Path(settings.calibration).is_dir() else None)
     shapes, sources = parse_shapes(settings.shape), parse_sources(settings.input)
     sets = [build_feeds(model_inputs, shapes, sources, settings.seed + 1000 + i, image_options(settings))
             for i in range(settings.calibration_samples)]
     return sets, f"{len(sets)} generated input sets (random data: give --calibration for representative ranges)"
+
+
+def drift_sets(model_inputs: Sequence, settings: VariantsSettings) -> tuple[list[dict], Optional[str]]:
+    """--drift-data: the real, unlabelled inputs drift is measured on (every sample of the .npz or image of the
+    folder), read before any variant is made; none without it (generated sets, or --eval's labelled set)."""
+    if not settings.drift_data:
+        return [], None
+    if settings.eval_data:
+        raise UsageError("--drift-data and --eval: give one (--eval measures drift on its labelled set)")
+    return data_sets(model_inputs, settings, settings.drift_data, "--drift-data")
 
 
 # ---------------------------------------------------------------- benchmarking and drift
@@ -150,9 +169,11 @@ def bench_variants(rows: Sequence[Variant], settings: VariantsSettings, runtime:
 
 
 def measure_drift(base: compare.ModelRun, rows: Sequence[Variant], settings: VariantsSettings,
-                  limits: ChildLimits, step: Callable[[str], None]) -> None:
+                  limits: ChildLimits, step: Callable[[str], None], real_sets: Sequence[dict] = ()) -> None:
     """Drift of each variant (``rows[1:]``) against the float model (``rows[0]``, described once, shared by every
-    comparison); with --eval, on the labelled set, and each one's accuracy on it, the float model's too."""
+    comparison); with --eval, on the labelled set, and each one's accuracy on it, the float model's too; with
+    ``real_sets`` (--drift-data), on those."""
+    real_sets = by_position(real_sets, base.inputs)
     data = compare.EvalData(settings.eval_data, settings.labels, settings.shape, image_options(settings),
                             (settings.model,)) if settings.eval_data else None
     for variant in rows[1:]:
@@ -161,8 +182,13 @@ def measure_drift(base: compare.ModelRun, rows: Sequence[Variant], settings: Var
         step(f"drift of {variant.name}" + (" and accuracy" if data else ""))
         comparison = compare.Comparison(base, compare.ModelRun(str(variant.path), base.runtime, base.options), limits)
         try:
-            result = comparison.run_eval(data) if data else comparison.run_generated(
-                settings.shape, settings.input, settings.samples, settings.seed, image_options=image_options(settings))
+            if real_sets:
+                result = comparison.run(real_sets)
+            elif data:
+                result = comparison.run_eval(data)
+            else:
+                result = comparison.run_generated(settings.shape, settings.input, settings.samples, settings.seed,
+                                                  image_options=image_options(settings))
         except EdgebenchError as exc:
             variant.error = f"drift could not be measured: {exc}"
             continue
@@ -170,6 +196,15 @@ def measure_drift(base: compare.ModelRun, rows: Sequence[Variant], settings: Var
         if "accuracy" in result:
             variant.accuracy = result["accuracy"]["candidate"]
             rows[0].accuracy = rows[0].accuracy or result["accuracy"]["reference"]
+
+
+def by_position(sets: Sequence[dict], specs: Sequence) -> list[dict]:
+    """Input sets keyed by the names ``specs`` give the inputs: read from a source whose names differ (a .pt2's
+    parameter names, its ExecuTorch program's), they are matched by position."""
+    names = [spec.name for spec in specs]
+    if not sets or all(name in sets[0] for name in names):
+        return list(sets)
+    return [dict(zip(names, feeds.values())) for feeds in sets]
 
 
 def pruned_name(fraction: float) -> str:
@@ -200,21 +235,23 @@ def make_pruned(base: Variant, out_dir: Path, fraction: float, maker: ModuleType
     return row
 
 
-def check_eval(base: compare.ModelRun, settings: VariantsSettings) -> None:
+def check_eval(inputs: Sequence, outputs: Sequence, settings: VariantsSettings) -> None:
     """Read the --eval set once before any variant is made: a bad file or folder stops the command (exit 3) instead
     of reading as every variant's failure."""
     if settings.eval_data:
-        output = base.outputs[0]  # the output drift is measured on
+        output = outputs[0]  # the output drift is measured on
         if not compare.is_classifier(output):
             raise InputError(f"--eval: accuracy needs a classifier output (one score per class), and output "
-                             f"{output.name!r} is {format_shape(output.shape)}: run without --eval")
+                             f"{output.name!r} is {format_shape(output.shape)}: run without --eval (--drift-data "
+                             f"measures drift on real inputs without labels)")
         compare.EvalData(settings.eval_data, settings.labels, settings.shape, image_options(settings),
-                         (settings.model,)).real_sets(compare.pair_specs(base.inputs, base.inputs, "inputs"))
+                         (settings.model,)).real_sets(compare.pair_specs(inputs, inputs, "inputs"))
 
 
 # ---------------------------------------------------------------- the table
 
-def render(model_name: str, rows: Sequence[Variant], calibration: Optional[str], advice: dict) -> str:
+def render(model_name: str, rows: Sequence[Variant], calibration: Optional[str], advice: dict,
+           drift_on: Optional[str] = None) -> str:
     baseline = rows[0].report["stats"] if rows[0].report else None
     unit, scale = latency_unit(baseline["p50_ms"] if baseline else 1.0)
     classifier = any((row.drift or {}).get("top1_agreement") is not None for row in rows)
@@ -251,8 +288,12 @@ def render(model_name: str, rows: Sequence[Variant], calibration: Optional[str],
              f"float model)", *table(headers, body)]
     lines += [f"  {row.name}: {row.error}" for row in rows if row.error and row.report is not None]
     lines += [f"  {row.name}: {note}" for row in rows for note in row.notes if "size" in note and row.report]
+    lines += [f"  {row.name}: outside the budgets: {'; '.join(advice['failures'][row.name])}" for row in rows[1:]
+              if row.report is not None and row.drift and advice["failures"].get(row.name)]
     if calibration:
         lines.append(f"static int8 calibrated on {calibration}")
+    if drift_on:
+        lines.append(f"drift measured on {drift_on}")
     lines.append(advice["line"])
     return "\n".join(lines)
 
@@ -339,35 +380,72 @@ def check(settings: VariantsSettings, maker: ModuleType) -> list[str]:
     return [kind for kind in maker.KINDS if kind in kinds]
 
 
+def source_model(settings: VariantsSettings) -> tuple[Optional[ModelFile], ModuleType]:
+    """The model file and its maker; for ``package.module:factory`` (a PyTorch module, exported first) no file yet."""
+    from edgebench.agent.optimize.makers import torch_variants
+
+    if torch_variants.is_factory(settings.model):
+        return None, torch_variants
+    model = identify(settings.model)
+    return model, maker_for(model.format)
+
+
+def default_out_dir(settings: VariantsSettings, model: Optional[ModelFile]) -> Path:
+    """MODEL.variants/ next to the model; for a module factory, ``package.module.factory.variants/`` here."""
+    if settings.out_dir:
+        return Path(settings.out_dir)
+    if model is None:
+        return Path(settings.model.replace(":", ".") + ".variants")
+    return model.path.with_name(model.path.stem + ".variants")
+
+
+def export_module(settings: VariantsSettings, maker: ModuleType, out_dir: Path) -> tuple[VariantsSettings, list]:
+    """``package.module:factory``: the module exported to ``out_dir/factory.pt2`` with --shape/--input as its example
+    inputs, and the settings that go on from that file (its shapes are static: --shape/--input are spent)."""
+    target = out_dir / (settings.model.rpartition(":")[2] + ".pt2")
+    notes = maker.export_factory(settings.model, parse_shapes(settings.shape), parse_sources(settings.input),
+                                 settings.seed, target)
+    return replace(settings, model=str(target), shape=(), input=()), notes
+
+
 def run(settings: VariantsSettings, progress: Optional[Callable] = None) -> tuple[dict, str]:
     """Make, benchmark and compare the variants: the report (schema edgebench.variants/2) and its table.
     ``progress``: the engine's progress callback (phase, runs, seconds), also told each making step."""
-    model = identify(settings.model)
-    maker = maker_for(model.format)
+    model, maker = source_model(settings)
     kinds = check(settings, maker)
     options = runtime_options(settings, maker)
     maker.check_installed()
 
     def step(what: str) -> None:
-        log.info("%s: %s", model.path.name, what)
+        log.info("%s: %s", Path(settings.model).name, what)
         if progress:
             progress(what, 0, 0.0)
 
-    out_dir = make_out_dir(Path(settings.out_dir) if settings.out_dir else
-                           model.path.with_name(model.path.stem + ".variants"))
+    out_dir = make_out_dir(default_out_dir(settings, model))
+    source_notes: list[str] = []
+    if model is None:
+        step(f"exporting {settings.model} with torch.export")
+        settings, source_notes = export_module(settings, maker, out_dir)
+        model = identify(settings.model)
     limits = ChildLimits(timeout_s=settings.timeout_s or compare.DEFAULT_TIMEOUT_S, rss_interval_s=None)
+    describe = getattr(maker, "describe", None)  # a source that is not itself runnable (a .pt2) describes itself
     base = compare.ModelRun(str(model.path), maker.RUNTIME, options)
-    step("loading the float model")
-    try:  # first: a model the runtime cannot load (a custom op) fails here, not inside the quantizer
-        compare.prepare(base, limits)
-    except EdgebenchError as exc:
-        raise type(exc)(f"loading the float model: {exc}") from None
+    if describe is None:
+        load_float(base, limits, step)
+        inputs, outputs = base.inputs, base.outputs
+    else:
+        inputs, outputs = describe(model.path)
     input_sets: list[dict] = []
     calibration = None
     if set(kinds) & set(maker.CALIBRATED):  # bad calibration data fails before any quantizing
-        input_sets, calibration = calibration_sets(base.inputs, settings)
-    check_eval(base, settings)
+        input_sets, calibration = calibration_sets(inputs, settings)
+    real_sets, drift_on = drift_sets(inputs, settings)
+    check_eval(inputs, outputs, settings)
     rows = maker.produce_all(model.path, kinds, out_dir, input_sets, step)
+    rows[0].notes[:0] = source_notes
+    if describe is not None:  # the float model the variants are compared against is the one just made
+        base = compare.ModelRun(str(rows[0].path), maker.RUNTIME, options)
+        load_float(base, limits, step)
     if settings.prune is not None:
         step(f"pruning {settings.prune:.0%} of each weight tensor")
         rows.append(make_pruned(rows[0], out_dir, settings.prune, maker))
@@ -376,8 +454,18 @@ def run(settings: VariantsSettings, progress: Optional[Callable] = None) -> tupl
     bench_variants(rows, settings, maker.RUNTIME, options, progress)
     if rows[0].report is None:
         raise ModelError(f"the float model itself failed: {rows[0].error}")
-    measure_drift(base, rows, settings, limits, step)
+    measure_drift(base, rows, settings, limits, step, real_sets)
     advice = recommend.recommend(rows, settings.budgets)
     document = {"schema": SCHEMA, "created": utc_now(), "model": model.to_dict(), "calibration": calibration,
-                "variants": [row.to_dict() for row in rows], "recommendation": advice}
-    return document, render(model.path.name, rows, calibration, advice)
+                "drift_data": drift_on, "variants": [row.to_dict() for row in rows], "recommendation": advice}
+    return document, render(model.path.name, rows, calibration, advice, drift_on)
+
+
+def load_float(base: compare.ModelRun, limits: ChildLimits, step: Callable[[str], None]) -> None:
+    """Describe the float model in a child: a model the runtime cannot load (a custom op) fails here, before any
+    quantizing or benchmarking."""
+    step("loading the float model")
+    try:
+        compare.prepare(base, limits)
+    except EdgebenchError as exc:
+        raise type(exc)(f"loading the float model: {exc}") from None

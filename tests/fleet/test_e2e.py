@@ -77,7 +77,7 @@ def test_push_wait_prints_the_fleet_comparison(fleet, sine_model, cli, tmp_path)
 
 def test_cli_errors_are_one_line(cli, tmp_path):
     missing = cli("push", tmp_path / "nope.tflite", "--server", "http://127.0.0.1:9")
-    assert missing.code == 3 and missing.err.startswith("edgebench: error: cannot read")
+    assert missing.code == 3 and missing.err.startswith("edgebench: error: model file") and "not found" in missing.err
     unreachable = cli("devices", "--server", "http://127.0.0.1:9")
     assert unreachable.code == 1 and "cannot reach the collector" in unreachable.err
     bad_labels = cli("agent", "--labels", "Class=x", "--data-dir", str(tmp_path))

@@ -3,14 +3,18 @@ variants of a model of its format with that format's own quantizer and names the
 
 A maker module has ``FORMAT``, ``RUNTIME``, ``SUFFIX``, ``KINDS`` (what it can make, in table order),
 ``CALIBRATED`` (the kinds that need calibration sets), ``check_installed()`` (a UsageError naming the extra to
-install) and ``produce_all(model, kinds, out_dir, input_sets, step) -> [Variant]`` (the float model first)."""
+install) and ``produce_all(model, kinds, out_dir, input_sets, step) -> [Variant]`` (the float model first).
+
+A maker whose source is not itself runnable (a torch.export .pt2) also has ``describe(model) -> (inputs, outputs)``
+(TensorSpecs read from the source): the calibration sets are built from it, and the float row ``produce_all`` makes
+first (its float32 ExecuTorch program) is the model every variant is compared against."""
 
 from __future__ import annotations
 
 from types import ModuleType
 
 from edgebench.agent.errors import UsageError
-from edgebench.agent.modelfile import ONNX, TFLITE
+from edgebench.agent.modelfile import ONNX, PT2, TFLITE, TORCHSCRIPT
 
 
 def maker_for(model_format: str) -> ModuleType:
@@ -22,4 +26,11 @@ def maker_for(model_format: str) -> ModuleType:
         from edgebench.agent.optimize.makers import tflite_variants
 
         return tflite_variants
-    raise UsageError(f"variants are made from ONNX or TFLite models, not {model_format}")
+    if model_format == PT2:
+        from edgebench.agent.optimize.makers import torch_variants
+
+        return torch_variants
+    hint = " (a TorchScript file: give the torch.export program, .pt2, or the module as package.module:factory)" \
+        if model_format == TORCHSCRIPT else ""
+    raise UsageError(f"variants are made from ONNX, TFLite or torch.export (.pt2) models or a PyTorch module "
+                     f"(package.module:factory), not {model_format}{hint}")
