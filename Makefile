@@ -10,6 +10,10 @@ export EDGEBENCH_CACHE
 STAMP := $(VENV)/.installed
 MODELS := $(EDGEBENCH_CACHE)/models/.fetched
 
+# Test processes: the suite is mostly waiting on child processes and services, so two keep 2 cores busy; each takes
+# whole test files (--dist loadfile), so a module's shared fixture (a fleet run, a set of reports) is built once.
+TEST_WORKERS ?= 2
+
 NATIVE_BUILD ?= native/build
 NATIVE_DEPS ?= $(EDGEBENCH_CACHE)/native
 
@@ -48,7 +52,7 @@ native-test: native $(MODELS)
 test: $(STAMP) $(MODELS) native-test
 	sh scripts/ensure_services.sh
 	$(BIN)/ruff check agent server dashboards tests bench scripts
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile
 
 bench: $(STAMP) $(MODELS)
 	$(BIN)/python bench/engine_overhead.py

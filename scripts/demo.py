@@ -37,6 +37,9 @@ PUSHES = [
     (["efficientnet_lite0_int8.tflite", "deeplabv3.tflite"], []),
     (["ppocr_rec.onnx"], ["--shape", "x=1x3x48x320"]),
     (["silero_vad.onnx"], ["--shape", "input=1x512", "--shape", "state=2x1x128", "--input", "sr=16000"]),
+    # PyTorch: the same VAD as TorchScript, and MiniLM-L6 as ExecuTorch programs, float32 and dynamic int8
+    (["silero_vad.jit"], ["--shape", "x=1x512", "--input", "sr=16000"]),
+    (["minilm_l6_fp32.pte", "minilm_l6_dynamic-int8.pte"], []),
 ]
 
 
