@@ -3,10 +3,13 @@ and native output kept off the terminal."""
 
 from __future__ import annotations
 
+import contextlib
+import io
 import logging
 import os
 import sys
 import tempfile
+import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -75,3 +78,23 @@ def captured_stderr() -> Iterator[None]:
             text = sink.read().decode(errors="replace").strip()
             if text:
                 log.debug("native output: %s", text)
+
+
+@contextmanager
+def quiet_library(name: str) -> Iterator[None]:
+    """A quantizer or exporter's printing, Python warnings and native stderr lines, kept out of the output (sent to the
+    log at debug level, under ``name``) unless --debug asks for everything."""
+    if logging.getLogger().isEnabledFor(logging.DEBUG):
+        yield
+        return
+    previous = logging.root.manager.disable
+    logging.disable(logging.CRITICAL)
+    printed = io.StringIO()
+    try:
+        with warnings.catch_warnings(), captured_stderr(), contextlib.redirect_stdout(printed):
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        logging.disable(previous)
+        if printed.getvalue().strip():
+            log.debug("%s: %s", name, printed.getvalue().strip())

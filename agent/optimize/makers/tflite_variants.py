@@ -11,17 +11,14 @@ Two things the quantizer needs that many real .tflite files lack are fixed in a 
 from __future__ import annotations
 
 import contextlib
-import io
 import logging
 import tempfile
-import warnings
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Callable, Sequence
 
 from edgebench.agent.errors import ModelError, UsageError, first_line
 from edgebench.agent.modelfile import TFLITE
-from edgebench.agent.optimize.makers.base import Variant, captured_stderr, produce
+from edgebench.agent.optimize.makers.base import Variant, captured_stderr, produce, quiet_library
 
 FORMAT = TFLITE
 RUNTIME = "litert"
@@ -44,24 +41,10 @@ def check_installed() -> None:
                          f"({exc})") from None
 
 
-@contextmanager
-def quiet_libraries() -> Iterator[None]:
+def quiet_libraries() -> contextlib.AbstractContextManager:
     """The quantizer prints its size summary, warns through Python, and its interpreter logs through the C++ runtime's
-    stderr: all kept out of the output (sent to the log at debug level) unless --debug asks for everything."""
-    if logging.getLogger().isEnabledFor(logging.DEBUG):
-        yield
-        return
-    previous = logging.root.manager.disable
-    logging.disable(logging.CRITICAL)
-    printed = io.StringIO()
-    try:
-        with warnings.catch_warnings(), captured_stderr(), contextlib.redirect_stdout(printed):
-            warnings.simplefilter("ignore")
-            yield
-    finally:
-        logging.disable(previous)
-        if printed.getvalue().strip():
-            log.debug("ai-edge-quantizer: %s", printed.getvalue().strip())
+    stderr: all kept out of the output (makers/base.quiet_library)."""
+    return quiet_library("ai-edge-quantizer")
 
 
 # ---------------------------------------------------------------- the working copy the quantizer gets

@@ -16,20 +16,17 @@ from __future__ import annotations
 import contextlib
 import importlib
 import inspect
-import io
 import logging
 import re
 import sys
-import warnings
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable, Iterator, Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 
 from edgebench.agent.errors import InputError, ModelError, UsageError, first_line
 from edgebench.agent.modelfile import PT2
-from edgebench.agent.optimize.makers.base import Variant, captured_stderr, produce
+from edgebench.agent.optimize.makers.base import Variant, produce, quiet_library
 from edgebench.agent.tensors import TensorSpec
 
 FORMAT = PT2
@@ -47,24 +44,10 @@ log = logging.getLogger(__name__)
 FACTORY = re.compile(r"^[A-Za-z_][\w]*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*$")
 
 
-@contextmanager
-def quiet_libraries() -> Iterator[None]:
-    """torch.export, PT2E and the lowering warn through Python and log through C++: kept out of the output (sent to
-    the log at debug level) unless --debug asks for everything."""
-    if logging.getLogger().isEnabledFor(logging.DEBUG):
-        yield
-        return
-    previous = logging.root.manager.disable
-    logging.disable(logging.CRITICAL)
-    printed = io.StringIO()
-    try:
-        with warnings.catch_warnings(), captured_stderr(), contextlib.redirect_stdout(printed):
-            warnings.simplefilter("ignore")
-            yield
-    finally:
-        logging.disable(previous)
-        if printed.getvalue().strip():
-            log.debug("torch: %s", printed.getvalue().strip())
+def quiet_libraries() -> contextlib.AbstractContextManager:
+    """torch.export, PT2E and the lowering warn through Python and log through C++: kept out of the output
+    (makers/base.quiet_library)."""
+    return quiet_library("torch")
 
 
 def check_installed() -> None:
