@@ -24,6 +24,13 @@ class RuntimeOptions:
     providers: Sequence[str] = ()
     delegate_options: dict = field(default_factory=dict)
 
+    def chain_flags(self) -> list[str]:
+        """The chain options given, as the command line spells them: what a runtime that takes no chain refuses."""
+        flags = [f"--delegate {','.join(self.delegates)}" if self.delegates else "",
+                 f"--providers {','.join(self.providers)}" if self.providers else "",
+                 "--delegate-option" if self.delegate_options else ""]
+        return [flag for flag in flags if flag]
+
 
 @dataclass
 class Fallback:

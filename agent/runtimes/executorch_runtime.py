@@ -170,10 +170,7 @@ class ExecuTorchRuntime(Runtime):
 
     @classmethod
     def check_options(cls, options: RuntimeOptions) -> None:
-        given = [f"--delegate {','.join(options.delegates)}" if options.delegates else "",
-                 f"--providers {','.join(options.providers)}" if options.providers else "",
-                 "--delegate-option" if options.delegate_options else ""]
-        given = [flag for flag in given if flag]
+        given = options.chain_flags()
         if given:
             raise UsageError(f"executorch takes no delegate or provider chain ({given[0]}): a .pte program's "
                              "delegates were chosen when it was exported")

@@ -330,12 +330,10 @@ class TorchScriptRuntime(Runtime):
 
     @classmethod
     def check_options(cls, options: RuntimeOptions) -> None:
-        given = [f"--delegate {','.join(options.delegates)}" if options.delegates else "",
-                 f"--providers {','.join(options.providers)}" if options.providers else "",
-                 "--delegate-option" if options.delegate_options else ""]
-        if any(given):
+        given = options.chain_flags()
+        if given:
             raise UsageError(f"torchscript runs on torch's own CPU kernels and takes no delegates or execution "
-                             f"providers ({', '.join(g for g in given if g)}); --threads sets its threads")
+                             f"providers ({', '.join(given)}); --threads sets its threads")
 
     def load(self, path: str, options: RuntimeOptions) -> Session:
         self.check_options(options)
