@@ -75,16 +75,21 @@ def _check_pte_header(path: Path, head: bytes, size: int) -> None:
                          f"{max(program_size, segment_base)} or more)")
 
 
-def _torch_archive_kind(path: Path) -> str:
-    """Which of PyTorch's zip archives ``path`` is, by the records under its one top folder: torch.export writes
-    ``archive_format``, TorchScript ``code/`` and ``constants.pkl`` (the lite interpreter's also ``bytecode.pkl``),
-    and torch.save only ``data.pkl`` (a state_dict or a pickled module: weights without a program to run)."""
+def archive_records(path: str | os.PathLike) -> set[str]:
+    """The record names of a PyTorch zip archive, under its one top folder (``code/...``, ``bytecode.pkl``)."""
     try:
         with zipfile.ZipFile(path) as archive:
             names = archive.namelist()
     except (zipfile.BadZipFile, OSError) as exc:
         raise ModelError(f"{path} is a damaged zip archive, not a readable PyTorch model ({exc})") from None
-    records = {name.split("/", 1)[1] for name in names if "/" in name}
+    return {name.split("/", 1)[1] for name in names if "/" in name}
+
+
+def _torch_archive_kind(path: Path) -> str:
+    """Which of PyTorch's zip archives ``path`` is, by the records under its one top folder: torch.export writes
+    ``archive_format``, TorchScript ``code/`` and ``constants.pkl`` (the lite interpreter's also ``bytecode.pkl``),
+    and torch.save only ``data.pkl`` (a state_dict or a pickled module: weights without a program to run)."""
+    records = archive_records(path)
     if "archive_format" in records:
         return PT2
     if "constants.pkl" in records or any(name.startswith("code/") for name in records):

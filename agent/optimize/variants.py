@@ -173,7 +173,6 @@ def measure_drift(base: compare.ModelRun, rows: Sequence[Variant], settings: Var
     """Drift of each variant (``rows[1:]``) against the float model (``rows[0]``, described once, shared by every
     comparison); with --eval, on the labelled set, and each one's accuracy on it, the float model's too; with
     ``real_sets`` (--drift-data), on those."""
-    real_sets = by_position(real_sets, base.inputs)
     data = compare.EvalData(settings.eval_data, settings.labels, settings.shape, image_options(settings),
                             (settings.model,)) if settings.eval_data else None
     for variant in rows[1:]:
@@ -196,15 +195,6 @@ def measure_drift(base: compare.ModelRun, rows: Sequence[Variant], settings: Var
         if "accuracy" in result:
             variant.accuracy = result["accuracy"]["candidate"]
             rows[0].accuracy = rows[0].accuracy or result["accuracy"]["reference"]
-
-
-def by_position(sets: Sequence[dict], specs: Sequence) -> list[dict]:
-    """Input sets keyed by the names ``specs`` give the inputs: read from a source whose names differ (a .pt2's
-    parameter names, its ExecuTorch program's), they are matched by position."""
-    names = [spec.name for spec in specs]
-    if not sets or all(name in sets[0] for name in names):
-        return list(sets)
-    return [dict(zip(names, feeds.values())) for feeds in sets]
 
 
 def pruned_name(fraction: float) -> str:

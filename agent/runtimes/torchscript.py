@@ -32,6 +32,7 @@ from edgebench.agent.errors import (
     first_line,
     load_error,
 )
+from edgebench.agent.modelfile import archive_records
 from edgebench.agent.runtimes.base import Backend, OpProfiler, Runtime, RuntimeOptions, Session
 from edgebench.agent.runtimes.names import FORMATS
 from edgebench.agent.tensors import ANY_RANK, TensorSpec
@@ -58,17 +59,9 @@ class Argument:
 Hint = tuple[Optional[tuple], Optional[str]]  # (shape, dtype) of an argument, where the graph says
 
 
-def _records(path: str) -> set[str]:
-    """The archive's record names under its one top folder (modelfile has checked it is a TorchScript zip)."""
-    with zipfile.ZipFile(path) as archive:
-        return {name.split("/", 1)[1] for name in archive.namelist() if "/" in name}
-
-
 def _is_lite(path: str) -> bool:
-    try:
-        return "bytecode.pkl" in _records(path)
-    except (zipfile.BadZipFile, OSError) as exc:
-        raise ModelError(f"{path} is a damaged TorchScript archive ({exc})") from None
+    """An archive made for PyTorch Mobile: it holds the lite interpreter's ``bytecode.pkl``."""
+    return "bytecode.pkl" in archive_records(path)
 
 
 class _SchemaReader(pickle.Unpickler):
