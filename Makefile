@@ -16,8 +16,9 @@ TEST_WORKERS ?= 2
 
 NATIVE_BUILD ?= native/build
 NATIVE_DEPS ?= $(EDGEBENCH_CACHE)/native
+LLAMA_CACHE ?= $(EDGEBENCH_CACHE)/llama.cpp
 
-.PHONY: demo demo-stop test lint bench install models clean native native-test native-bench
+.PHONY: demo demo-stop test lint bench install models clean native native-test native-bench llm llm-tools
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -33,7 +34,7 @@ $(MODELS): scripts/fetch_models.py $(STAMP)
 
 models: $(MODELS)
 
-demo: $(STAMP) $(MODELS)
+demo: $(STAMP) $(MODELS) llm
 	sh scripts/ensure_services.sh
 	$(BIN)/python scripts/demo.py
 
@@ -49,7 +50,15 @@ native: $(STAMP)
 native-test: native $(MODELS)
 	cd $(NATIVE_BUILD) && ctest --output-on-failure
 
-test: $(STAMP) $(MODELS) native-test
+# llama.cpp for GGUF models (docs/dependencies.md): built once per version and CPU into the cache (1.5-3 min on 2 cores),
+# then llama-cpp-python's Python part installed against it; well under a second once done. llm-tools adds llama-bench.
+llm: $(STAMP)
+	$(BIN)/python scripts/build_llama.py --cache $(LLAMA_CACHE) --python $(BIN)/python
+
+llm-tools: $(STAMP)
+	$(BIN)/python scripts/build_llama.py --cache $(LLAMA_CACHE) --python $(BIN)/python --tools
+
+test: $(STAMP) $(MODELS) native-test llm
 	sh scripts/ensure_services.sh
 	$(BIN)/ruff check agent server dashboards tests bench scripts
 	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile

@@ -23,9 +23,13 @@ ONNX = "onnx"
 PTE = "pte"  # an ExecuTorch program (FlatBuffer, file identifier "ET12"), run by executorch.runtime
 TORCHSCRIPT = "torchscript"  # a TorchScript archive (torch.jit.save, or the Mobile lite interpreter's .ptl)
 PT2 = "pt2"  # a torch.export program (torch.export.save): the source of PyTorch variants, not run as it is
-FORMAT_NAMES = {TFLITE: "TFLite", ONNX: "ONNX", PTE: "ExecuTorch", TORCHSCRIPT: "TorchScript", PT2: "torch.export"}
+GGUF = "gguf"  # a llama.cpp language model (magic "GGUF", then a little-endian uint32 version)
+FORMAT_NAMES = {TFLITE: "TFLite", ONNX: "ONNX", PTE: "ExecuTorch", TORCHSCRIPT: "TorchScript", PT2: "torch.export",
+                GGUF: "GGUF"}
 _EXTENSIONS = {".tflite": TFLITE, ".lite": TFLITE, ".onnx": ONNX, ".pte": PTE, ".pt": TORCHSCRIPT,
-               ".ptl": TORCHSCRIPT, ".jit": TORCHSCRIPT, ".pt2": PT2}
+               ".ptl": TORCHSCRIPT, ".jit": TORCHSCRIPT, ".pt2": PT2, ".gguf": GGUF}
+GGUF_VERSIONS = (2, 3)  # what llama.cpp reads (version 1 was dropped in 2023)
+GGUF_HEADER = struct.Struct("<4sIQQ")  # magic, version, tensor count, metadata key/value count
 ZIP_MAGIC = b"PK\x03\x04"  # PyTorch's archives (TorchScript, torch.export, torch.save) are zip files
 
 
@@ -58,6 +62,8 @@ def _sniff(head: bytes, size: int) -> str | None:
     # ExecuTorch programs are FlatBuffers too, with identifier "ET" and a two-digit schema version ("ET12").
     if len(head) >= 8 and head[4:6] == b"ET" and head[6:8].isdigit():
         return PTE
+    if head[:4] == b"GGUF":
+        return GGUF
     # ONNX is a protobuf ModelProto; exporters write field 1 (ir_version, varint) first: tag byte 0x08.
     if head[:1] == b"\x08":
         return ONNX
@@ -73,6 +79,22 @@ def _check_pte_header(path: Path, head: bytes, size: int) -> None:
     if program_size > size or segment_base > size:
         raise ModelError(f"{path} is a truncated ExecuTorch program ({size} bytes; its header says "
                          f"{max(program_size, segment_base)} or more)")
+
+
+def _check_gguf_header(path: Path, head: bytes, size: int) -> None:
+    """A GGUF file's fixed header: a version llama.cpp reads, and counts a file of this size can hold (a cut-off or
+    garbled header would otherwise reach llama.cpp, which says only that loading failed). A file cut off further
+    in is refused by llama.cpp's own size checks (the runtime's load error names it)."""
+    if size < GGUF_HEADER.size:
+        raise ModelError(f"{path} is a truncated GGUF file ({size} bytes: shorter than its {GGUF_HEADER.size}-byte "
+                         "header)")
+    _, version, tensors, pairs = GGUF_HEADER.unpack_from(head, 0)
+    if version not in GGUF_VERSIONS:
+        raise ModelError(f"{path} is GGUF version {version}; llama.cpp reads versions "
+                         f"{', '.join(map(str, GGUF_VERSIONS))}")
+    if tensors == 0 or tensors > size // 32 or pairs > size // 12:  # a tensor's info or a pair takes that much
+        raise ModelError(f"{path} has a damaged GGUF header ({tensors} tensors, {pairs} metadata entries in "
+                         f"{size} bytes)")
 
 
 def archive_records(path: str | os.PathLike) -> set[str]:
@@ -160,10 +182,12 @@ def identify(path: str | os.PathLike) -> ModelFile:
     by_extension = _EXTENSIONS.get(path.suffix.lower())
     if sniffed is None:
         expected = f" (named {path.suffix} but its content is not)" if by_extension else ""
-        raise ModelError(f"{path} is not a TFLite, ONNX, ExecuTorch or PyTorch model{expected}: first bytes "
+        raise ModelError(f"{path} is not a TFLite, ONNX, ExecuTorch, PyTorch or GGUF model{expected}: first bytes "
                          f"{head[:8].hex(' ')}")
     if sniffed == PTE:
         _check_pte_header(path, head, size)
+    if sniffed == GGUF:
+        _check_gguf_header(path, head, size)
     if sniffed == TFLITE:
         root_offset = struct.unpack_from("<I", head, 0)[0]
         if root_offset + 4 > size or size < 32:

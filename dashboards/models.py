@@ -1,6 +1,6 @@
 """Model comparison: latency percentiles by model x board class x runtime/delegate, model variants side by side
-(size vs latency vs drift: the quantization trade-off), where each variant's nodes ran and where its time goes by
-op type, energy per inference, peak memory.
+(size vs latency vs drift: the quantization trade-off), language models' tokens/s, where each variant's nodes ran
+and where its time goes by op type, energy per inference, peak memory.
 
 Each run's point carries that run's percentiles; across runs the panels show the median of them (a typical run),
 and the run count, so a single lucky run does not decide a comparison. Over time, each run's p90 comes with its
@@ -37,6 +37,10 @@ RENAME = {"transformations": [{"id": "organize", "options": {
 # and op-type tables, each per backend (and op type)
 VARIANT = (f'"{s.MODEL}", "{s.FORMAT}", "{s.MODEL_SHA}", "{s.BOARD_CLASS_LABEL}", "{s.RUNTIME}", "{s.DELEGATE}", '
            f'"{s.THREADS}"')
+
+
+# A language model (its name says its quantization: smollm2_135m_q4_1.gguf) on a board with one configuration
+GENERATION = f'"{s.MODEL}", "{s.BOARD_CLASS_LABEL}", "{s.DEVICE}", "{s.RUNTIME}", "{s.THREADS}"'
 
 
 def _table(title: str, description: str, select: str, group_by: str, overrides: list,
@@ -79,6 +83,18 @@ def build() -> g.Dashboard:
         [ms, override("byName", "size", unit="bytes"), override("byName", "peak memory", unit="bytes"),
          override("byName", "max abs err", decimals=4), override("byName", "cosine", decimals=5),
          override("byName", "top-1 agreement", unit="percentunit"), override("byName", "mJ/inference", unit="mJ")])
+    tokens = _table(
+        "Language models: tokens/s by model x board",
+        "GGUF language models (`push MODEL.gguf --prompt-tokens N --gen-tokens M`), per model (its name says the "
+        "quantization: q4_1, q8_0...), board class, device, runtime and threads: the median over the runs of each "
+        "run's decode and prefill tokens/s and time to first token (each run's estimate over its repeats), energy "
+        "per decoded token (boards with a power sensor); prompt and decoded: the latest run's token counts. Prefill "
+        "speed depends on the prompt's length: compare runs of one length.",
+        'median("decode_tok_s") AS "decode tok/s", median("prefill_tok_s") AS "prefill tok/s", '
+        'median("ttft_ms") AS "TTFT", median("energy_per_token_mj") AS "mJ/token", last("prompt_tokens") AS "prompt", '
+        'last("gen_tokens") AS "decoded", count("decode_tok_s") AS "runs"', GENERATION,
+        [_gauge("decode tok/s", "none"), _gauge("prefill tok/s", "none"), override("byName", "TTFT", unit="ms"),
+         override("byName", "mJ/token", unit="mJ")], condition=' AND "decode_tok_s" > 0')
     p90 = g.TimeSeries(
         title="p90 per run, with its interval",
         description="Each run's p90 (dots), per model, board class, runtime and delegate, between the low and high "
@@ -139,11 +155,12 @@ def build() -> g.Dashboard:
         reduceCalc="lastNotNull", graphMode="none", noValue="0", thresholds=thresholds(("blue", None)))
     return dashboard(
         "edgebench: model comparison", UID,
-        "p50/p90/p99 by model x board class x runtime/delegate, variants side by side, where the nodes ran and "
-        "where the time goes by op type, energy and peak memory.",
+        "p50/p90/p99 by model x board class x runtime/delegate, variants side by side, language models' tokens/s, "
+        "where the nodes ran and where the time goes by op type, energy and peak memory.",
         variables, grid([
             (10, [(percentiles, 20), (runs, 4)]),
             (10, [(variants, 20), (throttled, 4)]),
+            (8, [(tokens, 24)]),
             (9, [(p90, 24)]),
             (10, [(op_types, 24)]),
             (8, [(placement, 14), (fallback, 10)]),

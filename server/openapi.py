@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from edgebench.agent.fleet import protocol as p
+
 
 def _ok(description: str, schema: dict | None = None) -> dict:
     body = {"description": description}
@@ -194,7 +196,7 @@ OPENAPI: dict = {
                 "labels": {"type": "object", "additionalProperties": {"type": "string"}},
                 "all": {"type": "boolean"}}},
             "runtimes": {"type": "array", "maxItems": 1000, "items": {
-                "type": "string", "enum": ["litert", "onnxruntime"], "nullable": True}},
+                "type": "string", "enum": list(p.RUNTIMES), "nullable": True}},
             "delegates": {"type": "array", "maxItems": 1000, "items": {"type": "array", "maxItems": 16,
                                                                        "items": {"type": "string"}}},
             "threads": {"type": "array", "maxItems": 1000, "items": {"type": "integer", "nullable": True}},
@@ -212,7 +214,11 @@ OPENAPI: dict = {
                 "cpus": {"type": "array", "maxItems": 1024, "items": {"type": "integer", "minimum": 0, "maximum": 1023},
                          "description": "pin the benchmark process to these CPU ids (bench --cpus)"},
                 "repeats": {"type": "integer", "minimum": 1, "maximum": 1000,
-                            "description": "fresh benchmark processes per job (bench --repeats); default 1"}}}}},
+                            "description": "fresh benchmark processes per job (bench --repeats); default 1"},
+                "generation": {"type": "object", "additionalProperties": False, "description": "a language "
+                               "model's (GGUF) generation per repeat; refused for any other model", "properties": {
+                                   key: {"type": "integer", "minimum": 1, "maximum": p.MAX_GENERATION_TOKENS}
+                                   for key in p.GENERATION_SETTINGS}}}}}},
     }},
 }
 

@@ -322,9 +322,9 @@ class Registry:
     def results(self, batch_id: Optional[str] = None, samples: bool = False, latest: int = 0) -> list[dict]:
         """Result summaries with their labels (oldest first); ``samples`` adds the raw latency samples
         (``latency_ns``); ``latest`` (N > 0) keeps only the N newest results of each configuration: device x model x
-        runtime x the delegate chain asked for x what ran x threads x labels. Every release gate filter and group is
-        constant within such a configuration, so with N at least the runs a gate compares (gates.MAX_RUNS), gates
-        see exactly what they would see in the full list."""
+        runtime x the delegate chain asked for x what ran x threads x labels (x a language model's token counts).
+        Every release gate filter and group is constant within such a configuration, so with N at least the runs a
+        gate compares (gates.MAX_RUNS), gates see exactly what they would see in the full list."""
         latest = int(latest)  # True (the newest only) is 1
         if samples and latest:  # reduce first: the samples of the results kept only (a query per IN_CHUNK of them)
             rows = self.results(batch_id, samples=False, latest=latest)
@@ -347,10 +347,11 @@ class Registry:
         if latest:
             groups: dict[str, list[dict]] = {}
             for row in rows:
-                runtime = row["summary"].get("runtime") or {}
+                runtime, generation = row["summary"].get("runtime") or {}, row["summary"].get("generation") or {}
                 key = json.dumps([row["device_id"], row["summary"]["model"].get("name"), runtime.get("runtime"),
                                   runtime.get("requested"), runtime.get("used"), runtime.get("threads"),
-                                  sorted(row["labels"].items())], default=str)
+                                  sorted(row["labels"].items()), generation.get("prompt_tokens"),
+                                  generation.get("gen_tokens")], default=str)
                 groups.setdefault(key, []).append(row)
             # newest first within a configuration (a later receipt wins a tie, as one sent again would)
             kept = [row for group in groups.values()

@@ -4,6 +4,8 @@
   result's summary or a bench report on disk. Raw values: the writer coerces them to the schema's types, while the
   gates judge them as they are, so a NaN or a string in a hand-edited report is seen as one (a *missing* verdict).
 - ``drift_fields``: the fields of a drift measurement against a reference model.
+- ``generation_fields``: a language model's (TTFT, prefill and decode tokens/s with their intervals, energy per
+  token, the token counts and the KV cache), part of ``summary_fields``.
 - ``gate_metrics``: what a gate metric name (``p90_ms``, ``peak_rss_mb``, ...) means, from those fields; the same
   function for a summary and for an ``edgebench_result`` point read back from InfluxDB.
 - ``result_rows``: a summary's placement and per-op rows (``edgebench_placement``, ``edgebench_fallback_op``,
@@ -17,7 +19,7 @@ from __future__ import annotations
 
 from typing import Any, Mapping, Optional, Sequence
 
-from edgebench.agent.fleet.protocol import STATS_KEYS
+from edgebench.agent.fleet.protocol import GENERATION_METRICS, STATS_KEYS
 from edgebench.server import schema as db
 
 BETWEEN_REPEATS = "between-repeats"  # stats.interval.method when the units are repeats (fresh processes)
@@ -27,7 +29,8 @@ INTERVAL_PERCENTILES = ("p50", "p90", "p99")  # stored per unit and with their i
 _SAME_FIELD = {"p50_ms": "p50_ms", "p90_ms": "p90_ms", "p99_ms": "p99_ms", "energy_mj": "energy_per_inference_mj",
                "delegate_coverage": "delegate_coverage", "delegate_loaded": "delegate_loaded",
                "drift_max_abs_err": "drift_max_abs_err",
-               "drift_cosine": "drift_cosine"}
+               "drift_cosine": "drift_cosine",
+               **{metric: metric for metric in (*GENERATION_METRICS, "energy_per_token_mj")}}
 GATE_METRICS = (*_SAME_FIELD, "peak_rss_mb")
 _PEAKS = ("peak_load_bytes", "peak_steady_bytes")
 _STATS = (*STATS_KEYS, "std_ms")
@@ -74,15 +77,22 @@ def _interval(summary: Mapping[str, Any]) -> Mapping[str, Any]:
     return interval if isinstance(interval, Mapping) else {}
 
 
+def _entry(section: Mapping[str, Any], key: str) -> tuple[Mapping[str, Any], tuple[Any, Any]]:
+    """An estimate's entry of a section (``stats.interval.p90_ms``, ``generation.decode_tok_s``) and the ends of
+    its confidence interval, (None, None) where it has none."""
+    entry = section.get(key)
+    entry = entry if isinstance(entry, Mapping) else {}
+    ci = entry.get("ci")
+    return entry, (tuple(ci) if isinstance(ci, (list, tuple)) and len(ci) == 2 else (None, None))
+
+
 def interval_fields(summary: Mapping[str, Any]) -> dict[str, Any]:
     """``p90_estimate_ms``, ``p90_ci_low_ms``, ``p90_ci_high_ms`` (p50, p99 likewise), ``repeats``,
     ``interval_method``, ``drift_pct``, ``unit_spread_pct`` of a summary (None where it has no interval)."""
     interval = _interval(summary)
     fields: dict[str, Any] = {}
     for pct in INTERVAL_PERCENTILES:
-        entry = interval.get(f"{pct}_ms")
-        entry = entry if isinstance(entry, Mapping) else {}
-        ci = entry.get("ci") if isinstance(entry.get("ci"), (list, tuple)) and len(entry["ci"]) == 2 else (None, None)
+        entry, ci = _entry(interval, f"{pct}_ms")
         fields.update({f"{pct}_estimate_ms": entry.get("estimate"), f"{pct}_ci_low_ms": ci[0],
                        f"{pct}_ci_high_ms": ci[1]})
     method = interval.get("method")
@@ -105,6 +115,29 @@ def repeat_units(summary: Mapping[str, Any]) -> list[dict[str, Any]]:
     return [{key: values[i] if i < len(values) else None for key, values in columns.items()} for i in range(count)]
 
 
+GENERATION_COUNTS = ("prompt_tokens", "gen_tokens", "kv_cache_bytes")
+
+
+def generation_fields(summary: Mapping[str, Any]) -> dict[str, Any]:
+    """A language model's fields (None for any other model): ``decode_tok_s``, ``prefill_tok_s``, ``ttft_ms`` (the
+    estimates over the repeats) with the ends of their intervals (``decode_ci_low_tok_s``...), ``energy_per_token_mj``,
+    the token counts and the KV cache's size."""
+    generation = _section(summary, "generation")
+    fields = {key: generation.get(key) for key in (*GENERATION_COUNTS, "energy_per_token_mj")}
+    for metric in GENERATION_METRICS:
+        entry, ci = _entry(generation, metric)
+        fields.update({metric: entry.get("estimate"), db.ci_field(metric, "low"): ci[0],
+                       db.ci_field(metric, "high"): ci[1]})
+    return fields
+
+
+def workload(fields: Mapping[str, Any]) -> str:
+    """What a language model was asked to do (``prompt 512 + 128 tokens``), from a result's fields; "" for any other
+    model. Runs of one model with other token counts are other configurations: their tokens/s do not compare."""
+    prompt, generated = fields.get("prompt_tokens"), fields.get("gen_tokens")
+    return f"prompt {prompt} + {generated} tokens" if prompt is not None and generated is not None else ""
+
+
 def summary_fields(summary: Mapping[str, Any]) -> dict[str, Any]:
     """The result fields of a bench summary; ``summary["stats"]`` is required, every other part optional."""
     stats = summary["stats"]
@@ -123,7 +156,7 @@ def summary_fields(summary: Mapping[str, Any]) -> dict[str, Any]:
             "ops_accounted": _section(summary, "ops").get("accounted"),
             "model_size_bytes": (summary.get("model") or {}).get("size_bytes"),
             "delegate_requested": _chain((summary.get("runtime") or {}).get("requested")),
-            **_interleave(summary.get("interleave")), **interval_fields(summary)}
+            **_interleave(summary.get("interleave")), **interval_fields(summary), **generation_fields(summary)}
 
 
 def _chain(names: Any) -> Any:
@@ -149,18 +182,26 @@ def drift_fields(drift: Optional[Mapping[str, Any]]) -> dict[str, Any]:
             "drift_error": str(drift["error"])[:500] if drift.get("error") else None}
 
 
+def _pair(fields: Mapping[str, Any], low: str, high: str) -> Optional[list]:
+    values = [fields.get(low), fields.get(high)]
+    return values if None not in values else None
+
+
 def gate_intervals(fields: Mapping[str, Any], units: Sequence[Mapping[str, Any]] = ()) -> dict[str, dict]:
     """Per latency gate metric (``p50_ms``, ``p90_ms``, ``p99_ms``): ``estimate`` (the interval's, else None),
     ``ci`` ([low, high] or None) and ``per_unit`` (the repeats' values when the result's units are repeats, else
     None: such a result is one unit, its headline value), from a result's fields (``summary_fields``, or an
-    ``edgebench_result`` point) and its ``repeat_units`` (or the ``edgebench_repeat`` points)."""
+    ``edgebench_result`` point) and its ``repeat_units`` (or the ``edgebench_repeat`` points). Per generation
+    metric (``decode_tok_s``...): its estimate and interval (judged on the latest values, not on units)."""
     repeats = fields.get("interval_method") == BETWEEN_REPEATS and len(units) > 0
     out = {}
     for pct in INTERVAL_PERCENTILES:
-        low, high = fields.get(f"{pct}_ci_low_ms"), fields.get(f"{pct}_ci_high_ms")
         out[f"{pct}_ms"] = {"estimate": fields.get(f"{pct}_estimate_ms"),
-                            "ci": [low, high] if low is not None and high is not None else None,
+                            "ci": _pair(fields, f"{pct}_ci_low_ms", f"{pct}_ci_high_ms"),
                             "per_unit": [unit.get(f"{pct}_ms") for unit in units] if repeats else None}
+    for metric in GENERATION_METRICS:
+        out[metric] = {"estimate": fields.get(metric), "per_unit": None,
+                       "ci": _pair(fields, db.ci_field(metric, "low"), db.ci_field(metric, "high"))}
     return out
 
 

@@ -95,6 +95,22 @@ _INTERVAL = tuple(Field(f"{pct}_{part}_ms") for pct in INTERVAL_PERCENTILES
                   for part in ("estimate", "ci_low", "ci_high")) + (
     Field("repeats", INTEGER), Field("interval_method", STRING), Field("drift_pct"), Field("unit_spread_pct"))
 
+
+
+def ci_field(metric: str, end: str) -> str:
+    """The field of an end (``low``, ``high``) of a generation metric's interval: ``decode_tok_s`` ->
+    ``decode_ci_low_tok_s``, as ``p90_ms`` has ``p90_ci_low_ms``."""
+    name, unit = metric.split("_", 1)
+    return f"{name}_ci_{end}_{unit}"
+
+
+# a language model's result (summary.generation, agent/engine/generate.py): TTFT, prefill and decode tokens/s (the
+# estimates over the repeats, with their confidence intervals), energy per decoded token, what it was asked to do
+_GENERATION = tuple(Field(metric) for metric in p.GENERATION_METRICS) + tuple(
+    Field(ci_field(metric, end)) for metric in p.GENERATION_METRICS for end in ("low", "high")) + (
+    Field("energy_per_token_mj"), Field("prompt_tokens", INTEGER), Field("gen_tokens", INTEGER),
+    Field("kv_cache_bytes", INTEGER))
+
 RESULT = Measurement(
     "edgebench_result", RESULT_TAGS + (REFERENCE,),
     _STATS + (
@@ -105,7 +121,7 @@ RESULT = Measurement(
         Field("samples_total", INTEGER), Field("model_size_bytes", INTEGER),
         Field("drift_max_abs_err"), Field("drift_mean_abs_err"), Field("drift_cosine"), Field("drift_top1_agreement"),
         Field("drift_samples", INTEGER), Field("drift_error", STRING), Field("delegate_requested", STRING),
-        Field("interleave_group", STRING), Field("interleave_slot", STRING)) + _INTERVAL,
+        Field("interleave_group", STRING), Field("interleave_slot", STRING)) + _INTERVAL + _GENERATION,
     time="the run's finish time in ms plus a sub-millisecond offset from a hash of run_id (result_time_ns)")
 
 RESULT_ONLY_TAGS = (REFERENCE,)  # tags of a result's point that its latency and repeat points do not carry

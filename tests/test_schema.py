@@ -221,6 +221,35 @@ def test_a_results_interval_and_units_are_the_same_from_a_summary_and_from_its_p
     assert from_points.interval_method == "between-repeats" and fields["repeats"] == 5
 
 
+def test_a_language_models_tokens_per_second_are_the_same_from_a_summary_and_from_its_point():
+    """A GGUF result's generation (tests/fleet/test_llm_protocol.py makes one with the engine's code): its point has
+    the declared fields and types, and gives the gates the same metrics, intervals and configuration as the summary
+    itself; a result of any other model has none of them."""
+    from .fleet.test_llm_protocol import generation_report
+
+    summary = p.summarize_report(generation_report())
+    msg = p.validate(p.topic("dev1", p.EVENTS), json.dumps(p.envelope(
+        "dev1", 1.7e9, event="result", job_id="j1", run_id="r1", summary=summary)).encode())
+    line = influx.result_point(msg, {})
+    declared = {f.name: f.type for f in db.RESULT.fields}
+    fields = {name: value for name, (_, value) in _fields(line).items()}
+    assert all(declared[name] == kind for name, kind in _field_types(line).items())
+    generation = summary["generation"]
+    for metric in p.GENERATION_METRICS:
+        assert fields[metric] == generation[metric]["estimate"]
+        assert [fields[db.ci_field(metric, "low")], fields[db.ci_field(metric, "high")]] == generation[metric]["ci"]
+    assert (fields["prompt_tokens"], fields["gen_tokens"], fields["kv_cache_bytes"]) == (32, 8, 5_898_240)
+    assert _field_types(line)["prompt_tokens"] == db.INTEGER and "energy_per_token_mj" not in fields  # no sensor
+    from_point = gates.result_from_fields(fields, [], model="m", labels={}, runtime="llamacpp", delegate="cpu",
+                                          variant=None, created="")
+    from_summary = gates.result_from_report(dict(summary), "r", {})
+    assert from_point.metrics == from_summary.metrics  # (latency units: the repeat points, tested above)
+    assert all(from_point.intervals[m] == from_summary.intervals[m] for m in p.GENERATION_METRICS)
+    assert from_point.workload == from_summary.workload == "prompt 32 + 8 tokens"
+    plain = influx.result_point(_result_message(), {})
+    assert not set(_fields(plain)) & {"decode_tok_s", "prompt_tokens", "decode_ci_low_tok_s"}
+
+
 def test_the_writer_does_not_import_the_gates():
     for path in ("server/influx.py", "server/result_metrics.py", "server/schema.py", "server/lineprotocol.py"):
         assert "gates" not in "".join(re.findall(r"^(?:from|import) .*$", (REPO / path).read_text(), re.M)), path

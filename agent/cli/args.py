@@ -298,6 +298,47 @@ def add_run_options(parser: argparse.ArgumentParser, per_repeat: bool = False) -
     group.add_argument("--warmup-duration", type=duration, default=0.5, metavar="SECONDS")
 
 
+MAX_TOKENS = 1 << 20  # engine/generate.MAX_TOKENS: more than any model's context
+
+
+def token_counts(text: str) -> list[int]:
+    """``512`` or ``128,512,2048`` (a sweep): token counts, each once, in the order given."""
+    counts = [positive_int(part, MAX_TOKENS) for part in comma_list(text)]
+    if not counts:
+        raise argparse.ArgumentTypeError(f"{text!r} names no token count")
+    return list(dict.fromkeys(counts))
+
+
+def add_generation_options(parser: argparse.ArgumentParser, local: bool = True) -> None:
+    """``local``: this machine runs it (bench): a sweep of prompt lengths and a prompt file; a fleet job carries one
+    length and no file (push)."""
+    group = parser.add_argument_group("language models (GGUF): a generation (prompt prefill, then decode) per repeat")
+    sweep = "; several: a sweep, one row each, their repeats interleaved" if local else ""
+    group.add_argument("--prompt-tokens", type=token_counts if local else count_up_to(MAX_TOKENS),
+                       metavar="N[,N...]" if local else "N", help=f"the prompt's length in tokens (default 512){sweep}")
+    group.add_argument("--gen-tokens", type=count_up_to(MAX_TOKENS), metavar="N",
+                       help="tokens decoded after the prompt, each step timed (default 128)")
+    if local:
+        group.add_argument("--prompt-file", metavar="FILE",
+                           help="the prompt's text, cut or repeated to --prompt-tokens (default: a section of the "
+                           "Python language reference shipped with edgebench)")
+
+
+def generation_settings(args: argparse.Namespace) -> list:
+    """One GenerationSettings per prompt length asked for; none when no generation option is given (a language
+    model then gets the defaults, any other model runs as usual)."""
+    from edgebench.agent.engine.generate import GenerationSettings
+
+    lengths = getattr(args, "prompt_tokens", None)
+    lengths = [lengths] if isinstance(lengths, int) else lengths
+    gen_tokens, prompt_file = getattr(args, "gen_tokens", None), getattr(args, "prompt_file", None)
+    if lengths is None and gen_tokens is None and prompt_file is None:
+        return []
+    defaults = GenerationSettings()
+    return [GenerationSettings(prompt_tokens=length, gen_tokens=gen_tokens or defaults.gen_tokens,
+                               prompt_file=prompt_file) for length in (lengths or [defaults.prompt_tokens])]
+
+
 DEFAULT_PROFILE_RUNS = 20
 
 

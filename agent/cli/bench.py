@@ -13,9 +13,10 @@ def register(commands) -> None:
                                 description="Benchmark one model: load time, first inference, latency "
                                 "percentiles with a confidence interval, memory; repeated in fresh processes "
                                 "(--repeats), so the spread between repeats says how far the numbers hold up.")
-    bench.add_argument("model", help="a .tflite or .onnx model file")
+    bench.add_argument("model", help="a model file: .tflite, .onnx, .pte, TorchScript, or a GGUF language model")
     cli_args.add_runtime_options(bench)
     cli_args.add_input_options(bench)
+    cli_args.add_generation_options(bench)
     cli_args.add_run_options(bench, per_repeat=True)
     cli_args.add_repeat_options(bench)
     cli_args.add_placement_options(bench)
@@ -63,6 +64,15 @@ def request(args: argparse.Namespace):
     )
 
 
+def requests(args: argparse.Namespace) -> list:
+    """The run's BenchRequests: one, or one per prompt length of a language model's sweep (--prompt-tokens A,B)."""
+    from dataclasses import replace
+
+    base = request(args)
+    sweep = cli_args.generation_settings(args)
+    return [replace(base, generation=settings) for settings in sweep] if sweep else [base]
+
+
 def run(args: argparse.Namespace) -> int:
     from edgebench.agent.cli.progress import ProgressLine
     from edgebench.agent.engine.report import emit_json, render
@@ -76,7 +86,10 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"--{baseline_only[0].replace('_', '-')} needs --baseline-model")
     if args.json == "-" and args.baseline_json == "-":
         raise UsageError("--json - and --baseline-json - cannot both write to stdout")
-    bench_request = request(args)
+    bench_requests = requests(args)
+    if len(bench_requests) > 1:
+        return run_sweep(args, bench_requests)
+    bench_request = bench_requests[0]
     labels = cli_args.key_values(args.label, "--label")
     baseline_labels = cli_args.key_values(args.baseline_label, "--baseline-label")  # refused before any work
     mode = cli_args.progress_mode(args)
@@ -105,6 +118,35 @@ def run(args: argparse.Namespace) -> int:
             print(against_baseline(baseline, report, args.baseline_model))
     if coverage is not None:
         check_coverage(report, coverage)
+    return 0
+
+
+def run_sweep(args: argparse.Namespace, sweep: list) -> int:
+    """A language model at several prompt lengths: their repeats interleaved (bench.run_interleaved: drift hits
+    every length alike), one table; --json writes ``{"schema": SWEEP_SCHEMA, "reports": [...]}``."""
+    from edgebench.agent.cli.progress import ProgressLine
+    from edgebench.agent.engine import bench
+    from edgebench.agent.engine.report import SWEEP_SCHEMA, emit_json, sweep_table
+
+    for flag in ("baseline_model", "sustained", "profile_ops"):
+        if getattr(args, flag, None):
+            raise UsageError(f"--{flag.replace('_', '-')} is not for a sweep of prompt lengths: give one "
+                             "--prompt-tokens")
+    labels = cli_args.key_values(args.label, "--label")
+    progress = ProgressLine(args.model, 0.0, mode=cli_args.progress_mode(args))
+    try:
+        runs = bench.run_interleaved(sweep, progress, seed=args.seed)
+    finally:
+        progress.close()
+    for run in runs:
+        if run.error is not None:
+            raise run.error
+    reports = [run.report for run in runs]
+    for report in reports:
+        report["labels"] = labels
+    emit_json({"schema": SWEEP_SCHEMA, "reports": reports}, args.json)
+    if args.json != "-" and not args.quiet:
+        print(sweep_table(reports))
     return 0
 
 

@@ -13,7 +13,8 @@ import time
 from typing import Optional, TextIO
 
 PHASE_LABELS = {"cooldown": "waiting for the board to cool", "load": "loading", "warmup": "warming up",
-                "measure": "measuring", "infer": "running"}
+                "measure": "measuring", "infer": "running", "prefill": "reading the prompt",
+                "decode": "generating"}
 MODES = ("auto", "line", "json", "off")
 
 
@@ -39,7 +40,9 @@ class ProgressLine:
 
     def _line(self, phase: str, runs: int, elapsed_s: float) -> None:
         text = f"{self.label}: {PHASE_LABELS.get(phase, phase)}"
-        if phase in ("warmup", "measure", "infer") and runs:
+        if phase == "decode":
+            text += f" · {runs} tokens · {elapsed_s:.1f} s"
+        elif phase in ("warmup", "measure", "infer") and runs:
             text += f" · {runs} runs · {elapsed_s:.1f} s"
             if phase == "measure" and self.target_s:
                 text += f" (min {self.target_s:g} s)"

@@ -15,7 +15,12 @@ from typing import Optional, Sequence
 from edgebench.agent.cli import args as cli_args
 from edgebench.agent.cli.budgets import add_budget_options, budgets
 from edgebench.agent.errors import UsageError
-from edgebench.agent.fleet.protocol import DEFAULT_JOB_TIMEOUT_S, runtime_problem
+from edgebench.agent.fleet.protocol import (
+    DEFAULT_JOB_TIMEOUT_S,
+    GENERATION_SETTINGS,
+    generation_problem,
+    runtime_problem,
+)
 from edgebench.agent.modelfile import identify
 
 
@@ -62,6 +67,7 @@ def register(commands) -> None:
                       help="label every result of this push, e.g. release=v1.5.0 (release gates compare releases "
                       "by this label; repeatable)")
     cli_args.add_input_options(push, files=False)
+    cli_args.add_generation_options(push, local=False)  # one prompt length; no --prompt-file: a job carries no files
     cli_args.add_run_options(push, per_repeat=True)  # no --memory-limit: a job's memory is the board's business
     cli_args.add_repeat_options(push, gap=False)
     cli_args.add_placement_options(push, local=False)
@@ -110,14 +116,25 @@ def check_job_args(shapes: Sequence[str], inputs: Sequence[str]) -> None:
                              "number (files stay on this machine)")
 
 
-def check_runtimes(paths: Sequence[str], runtimes: Sequence[Optional[str]]) -> None:
-    """A model that no runtime of the push can run is refused here, before its upload (the collector refuses it too)."""
+def check_runtimes(paths: Sequence[str], runtimes: Sequence[Optional[str]], generates: bool = False) -> None:
+    """A model that no runtime of the push can run, or that is given generation settings and is no language model
+    (``generates``), is refused here, before its upload (the collector refuses it too)."""
     for path in paths:
         model_format = identify(path).format
         for runtime in runtimes:
-            problem = runtime_problem(runtime, model_format)
+            problem = runtime_problem(runtime, model_format) or (
+                generation_problem(runtime, model_format) if generates else None)
             if problem:
                 raise UsageError(f"{Path(path).name}: {problem}")
+
+
+def job_generation(args: argparse.Namespace) -> Optional[dict]:
+    """The generation settings every job carries (a language model's: --prompt-tokens N, --gen-tokens M), None
+    when none is given (a language model then runs with the engine's defaults). One prompt length per push, and the
+    prompt is the text shipped with edgebench: a job cannot read this machine's files (push has no --prompt-file,
+    and --prompt-tokens takes one length)."""
+    sweep = cli_args.generation_settings(args)
+    return {key: getattr(sweep[0], key) for key in GENERATION_SETTINGS} if sweep else None
 
 
 def check_job_settings(settings) -> None:
@@ -147,7 +164,7 @@ def job_options(args: argparse.Namespace):
                       sensors=args.sensors, timeout=args.timeout, label=args.label, min_runs=settings.min_runs,
                       min_duration=settings.min_duration_s, max_duration=settings.max_duration_s,
                       warmup_runs=settings.warmup_runs, warmup_duration=settings.warmup_duration_s, cpus=args.cpus,
-                      repeats=repeats, profile_runs=settings.profile_runs)
+                      repeats=repeats, profile_runs=settings.profile_runs, generation=job_generation(args))
 
 
 def run_push(args: argparse.Namespace) -> int:
@@ -168,7 +185,7 @@ def run_push(args: argparse.Namespace) -> int:
     check_job_args(args.shape, args.input)
     options = job_options(args)
     job_matrix(options, [])  # every other refusal (--threads, --devices, --label) before the uploads too
-    check_runtimes(args.models, args.runtimes or [None])
+    check_runtimes(args.models, args.runtimes or [None], generates=options.generation is not None)
     models = [upload(server, Path(model)) for model in args.models]
     reference = upload(server, Path(args.reference)) if args.reference else None
     quiet = args.json == "-"

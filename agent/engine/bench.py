@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass, field, replace
 from typing import Iterator, Optional, Sequence
 
 from edgebench.agent import __version__
-from edgebench.agent.engine import history, noise, ops, provenance, stats
+from edgebench.agent.engine import generate, history, noise, ops, provenance, stats
 from edgebench.agent.engine.executors import Executor, executor_for
 from edgebench.agent.engine.isolation import ChildLimits, ChildOutcome, ProgressFn
 from edgebench.agent.engine.measure import RunSettings
@@ -50,6 +50,7 @@ class BenchRequest:
     repeat_gap_s: float = 0.0  # sleep between repeats
     cpus: Optional[Sequence[int]] = None  # --cpus: the worker pins itself to these CPUs before it loads the model
     history_dir: Optional[str] = None  # this machine's run history (engine/history.py); None: not kept
+    generation: Optional[generate.GenerationSettings] = None  # a language model's (None: the defaults for one)
 
     def validate(self) -> None:
         self.settings.validate()
@@ -59,6 +60,24 @@ class BenchRequest:
             raise UsageError("--repeat-gap must not be negative")
         if self.sustained_window_s and self.repeats > 1:
             raise UsageError("--sustained is one continuous measured phase: it runs with --repeats 1")
+        if self.generation is not None:
+            self.generation.validate()
+
+
+def generation_settings(request: BenchRequest, runtime: str) -> Optional[dict]:
+    """The worker's generation settings: a language model's runtime always generates (with the defaults unless
+    given); any other is refused generation settings, and a language model is refused tensor inputs."""
+    from edgebench.agent.runtimes.names import GENERATES
+
+    if runtime not in GENERATES:
+        if request.generation is not None:
+            raise UsageError(f"--prompt-tokens, --gen-tokens and --prompt-file are for language models (GGUF); "
+                             f"runtime {runtime} runs one inference at a time")
+        return None
+    if request.shape_args or request.input_args:
+        raise UsageError("a language model's input is its prompt: --prompt-tokens N (and --prompt-file), not "
+                         "--shape or --input")
+    return (request.generation or generate.GenerationSettings()).to_dict()
 
 
 def prepare(request: BenchRequest) -> tuple[ModelFile, dict, Executor]:
@@ -86,6 +105,7 @@ def prepare(request: BenchRequest) -> tuple[ModelFile, dict, Executor]:
         "image_std": list(request.image_std) if request.image_std else None,
         "seed": request.seed,
         "cpus": sorted(set(request.cpus)) if request.cpus else None,
+        "generation": generation_settings(request, runtime),
     }
     return model, worker_request, executor
 
@@ -357,6 +377,10 @@ def build_report(model: ModelFile, request: BenchRequest, outcomes: list[ChildOu
     profiled = ops.summarize_ops([r.get("ops") for r in results], summary["p50_ms"])
     if profiled is not None:
         report["ops"] = profiled
+    if "generation" in first:
+        report["generation"] = generate.pooled(results, summary)
+        report["settings"]["generation"] = request.generation.to_dict() if request.generation else \
+            generate.GenerationSettings().to_dict()
     return report
 
 
@@ -398,6 +422,7 @@ def add_physics(report: dict, physics: RunPhysics, series: list, window_s: Optio
                             "energy": physics.energy(series, [(start, end, runs)])}
     if window_s:
         report["sustained"] = sustained_summary(report, relative(series, origin), physics.units, window_s)
+    generate.add_energy(report)
 
 
 def sustained_summary(report: dict, series: list, units: dict, window_s: float) -> dict:

@@ -15,6 +15,7 @@ from edgebench.agent.engine.ops import TOP, short_backend
 from edgebench.agent.errors import UsageError
 
 SCHEMA = "edgebench.bench/2"
+SWEEP_SCHEMA = "edgebench.sweep/1"  # bench --prompt-tokens A,B: {"schema", "reports": [one bench report per row]}
 SCHEMA_FILE = Path(__file__).with_name("schemas") / "bench-report.v2.json"
 # Version 1 (one child process a run; no `repeats`, `samples.repeat`, `stats.interval`): for reading old reports.
 SCHEMA_FILE_V1 = Path(__file__).with_name("schemas") / "bench-report.v1.json"
@@ -138,12 +139,17 @@ def render(report: dict) -> str:
     lines.append(f"load      {timing['load_ms']:.1f} ms · first inference {timing['first_inference_ms']:.2f} ms · "
                  f"warm-up {timing['warmup']['runs']} runs in {timing['warmup']['duration_s']:.2f} s")
     measured = timing["measured"]
-    lines.append(f"measured  {measured['runs']} runs in {measured['duration_s']:.2f} s · "
-                 f"{stats['throughput_ips']:.1f} inferences/s")
+    generation = report.get("generation")
+    if generation:
+        lines += generation_lines(generation, len(report.get("repeats") or []))
+    else:
+        lines.append(f"measured  {measured['runs']} runs in {measured['duration_s']:.2f} s · "
+                     f"{stats['throughput_ips']:.1f} inferences/s")
     lines += repeat_lines(report, scale, unit)
     lines.append("")
     keys = ["min", "p50", "p90", "p95", "p99", "max", "mean", "std"]
-    row = [f"latency ({unit})"] + [fmt_latency(stats[f"{k}_ms"], scale) for k in keys]
+    row = [f"{'inter-token' if generation else 'latency'} ({unit})"] + [fmt_latency(stats[f"{k}_ms"], scale)
+                                                                         for k in keys]
     lines += ["  " + line for line in table([""] + keys, [row])]
     lines += interval_lines(stats, scale, unit)
     lines.append("")
@@ -158,6 +164,52 @@ def render(report: dict) -> str:
         lines.append(noisy)
     validity = report["validity"]
     lines.append("verdict   " + ("valid" if validity["valid"] else "NOT VALID: " + "; ".join(validity["reasons"])))
+    return "\n".join(lines)
+
+
+def fmt_metric(metric: dict, digits: int = 1) -> str:
+    """A generation metric: its estimate, with its interval from the repeats where there is one."""
+    text = f"{metric['estimate']:.{digits}f}"
+    if metric.get("ci"):
+        text += f" [{metric['ci'][0]:.{digits}f}, {metric['ci'][1]:.{digits}f}]"
+    return f"{text} {metric['unit']}"
+
+
+def generation_lines(generation: dict, repeats: int) -> list[str]:
+    """A language model's numbers: TTFT, prefill and decode tokens/s (95% intervals from the repeats), the context
+    and its KV cache, energy per token where power was sensed."""
+    interval = f"95% intervals from {repeats} repeats" if repeats >= 2 else "one repeat: no interval (--repeats)"
+    lines = [f"generate  prompt {generation['prompt_tokens']} tokens, then {generation['gen_tokens']} decoded "
+             f"(greedy) · context {generation['context']} tokens · KV cache "
+             f"{human_bytes(generation['kv_cache_bytes'])}",
+             f"  TTFT {fmt_metric(generation['ttft_ms'], 2)} · prefill {fmt_metric(generation['prefill_tok_s'])}"
+             f" · decode {fmt_metric(generation['decode_tok_s'])} ({interval})"]
+    if generation.get("energy_per_token_mj") is not None:
+        lines.append(f"  energy  {generation['energy_per_token_mj']:.2f} mJ per decoded token")
+    if not generation.get("same_tokens_every_repeat", True):
+        lines.append("  warning: the repeats generated different tokens (greedy decoding should not)")
+    return lines
+
+
+def sweep_table(reports: Sequence[dict]) -> str:
+    """A language model's sweep (prompt lengths): one row per report."""
+    first = reports[0]
+    lines = [f"model     {first['model']['name']}  ({first['model']['format']}, "
+             f"{human_bytes(first['model']['size_bytes'])})",
+             f"runtime   {_backend_line(first['runtime'])}", ""]
+    headers = ["prompt", "decoded", "TTFT", "prefill", "decode", "inter-token p50/p99", "KV cache", "peak RSS"]
+    rows = []
+    for report in reports:
+        generation, stats = report["generation"], report["stats"]
+        rows.append([str(generation["prompt_tokens"]), str(generation["gen_tokens"]),
+                     fmt_metric(generation["ttft_ms"], 1), fmt_metric(generation["prefill_tok_s"]),
+                     fmt_metric(generation["decode_tok_s"]), f"{stats['p50_ms']:.2f}/{stats['p99_ms']:.2f} ms",
+                     human_bytes(generation["kv_cache_bytes"]),
+                     human_bytes(report["memory"].get("peak_steady_bytes"))])
+    lines += ["  " + line for line in table(headers, rows, align_left=0)]
+    repeats = len(first.get("repeats") or [])
+    lines.append(f"  [95% intervals from {repeats} repeats, interleaved across the rows]" if repeats >= 2 else
+                 "  (one repeat: no intervals; --repeats)")
     return "\n".join(lines)
 
 

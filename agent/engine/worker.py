@@ -59,6 +59,8 @@ def run_bench(request: dict, events: Events) -> dict:
     from edgebench.agent.engine.measure import RunSettings, benchmark
     from edgebench.agent.engine.noise import phase_event
 
+    if request.get("generation"):  # a language model: prefill and decode (engine/generate.py)
+        return run_generation(request, events)
     settings = RunSettings(**request["settings"])
     sources = parse_sources(request.get("input_args", []))
     outcome = benchmark(_loader(request), _feeds_factory(request, sources), settings, events.progress,
@@ -68,6 +70,19 @@ def run_bench(request: dict, events: Events) -> dict:
     feeds = outcome.pop("feeds")
     result = _describe(session)
     result["feeds"] = describe_feeds(feeds, sources)
+    result.update(outcome)
+    return result
+
+
+def run_generation(request: dict, events: Events) -> dict:
+    from edgebench.agent.engine.generate import GenerationSettings, benchmark_generation
+    from edgebench.agent.engine.noise import phase_event
+
+    outcome = benchmark_generation(_loader(request), GenerationSettings(**request["generation"]), events.progress,
+                                   on_phase=lambda phase: events.send(phase_event(phase)))
+    session = outcome.pop("session")
+    result = _describe(session)
+    session.close()
     result.update(outcome)
     return result
 

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, Optional, Sequence
 
 from edgebench.agent.errors import EdgebenchError, ModelError, UsageError
+from edgebench.agent.fleet.protocol import GENERATION_METRICS
 from edgebench.agent.tls import client_context, unverified
 
 FINAL = ("done", "failed", "cancelled", "rejected")
@@ -115,6 +116,7 @@ class JobOptions:
     cpus: Optional[Sequence[int]] = None  # pin each job's benchmark process to these CPUs (bench --cpus)
     repeats: int = 1  # each job's repeats (bench --repeats): fresh processes, the result's units
     profile_runs: int = 0  # bench --profile-ops: inferences per repeat under the runtime's per-op profiler; 0: none
+    generation: Optional[dict] = None  # a language model's prompt_tokens, gen_tokens; None: the engine's defaults
 
 
 def job_matrix(args: JobOptions, shas: list[str]) -> dict:
@@ -125,7 +127,7 @@ def job_matrix(args: JobOptions, shas: list[str]) -> dict:
     options: dict[str, Any] = {"settings": settings, "seed": args.seed, "sensors": args.sensors,
                                "repeats": args.repeats}
     for key, value in (("shape", args.shape), ("input", args.input), ("providers", args.providers),
-                       ("timeout_s", args.timeout), ("cpus", list(args.cpus or []))):
+                       ("timeout_s", args.timeout), ("cpus", list(args.cpus or [])), ("generation", args.generation)):
         if value:
             options[key] = value
     try:
@@ -188,8 +190,14 @@ def comparison(jobs: list[dict], results: list[dict]) -> list[dict]:
             "throttled": (physics.get("throttling") or {}).get("detected"),
             "size_bytes": (summary.get("model") or {}).get("size_bytes"),
             "drift": drifts.get(job["job_id"]) or None,
+            **generation_row(summary.get("generation") or {}),
         })
     return rows
+
+
+def generation_row(generation: dict) -> dict:
+    """A language model's numbers in a comparison row: the estimates over the repeats (None for other models)."""
+    return {metric: (generation.get(metric) or {}).get("estimate") for metric in GENERATION_METRICS}
 
 
 def recommendations(jobs: list[dict], results: list[dict], reference_sha: str, budgets) -> list[dict]:
@@ -258,6 +266,9 @@ def render(rows: list[dict]) -> str:
         energy = row["energy_per_inference_mj"]
         throttled = "-" if row["throttled"] is None else ("yes" if row["throttled"] else "no")
         state = row["state"] if row["state"] == "done" else f"{row['state']}: {(row['reason'] or '')[:60]}"
+        if row.get("decode_tok_s") is not None:
+            state += f" (decode {row['decode_tok_s']:.1f} tok/s, prefill {row['prefill_tok_s']:.1f} tok/s, " \
+                     f"TTFT {row['ttft_ms']:.1f} ms)"
         drift = row.get("drift") or {}
         if drift.get("error"):
             state += f" (no drift: {drift['error'][:60]})"

@@ -388,22 +388,34 @@ class Agent:
                 self.job_wake.clear()
                 continue
             job_id, spec, attempts = nxt
+            group = [job_id]
             try:
                 job = p.Job.from_payload(json.loads(spec))
-                self._run_job(job_id, job, attempts, self._interleaved_with(job_id, job, attempts))
+                siblings = self._interleaved_with(job_id, job, attempts)
+                group += [member for member, _ in siblings]
+                self._run_job(job_id, job, attempts, siblings)
             except Exception as exc:  # noqa: BLE001 - one bad job must not stop the daemon
-                if is_disk_full(exc):
-                    log.error("job %s: the disk is full: %s", job_id, exc)
-                    fields = {"reason": f"{self.space_reason()} (the disk filled up during the job: {exc})"[:2000],
-                              "error_kind": "DiskFull"}
-                else:
-                    log.exception("job %s failed unexpectedly", job_id)
-                    fields = {"reason": "internal error in the agent (see its log)"}
-                try:
-                    self._finish(job_id, "failed", "error", **fields)
-                except Exception:  # noqa: BLE001 - the job stays unfinished and is tried again
-                    log.exception("job %s: its end could not be recorded", job_id)
-                    self.stop.wait(5.0)
+                self._fail_unfinished(group, exc)
+
+    def _fail_unfinished(self, group: list[str], exc: Exception) -> None:
+        """An unexpected error while running a job (``group[0]``) or its interleaved group: the job, and the members
+        started with it, fail with it unless already finished. A member already reported keeps its result (it is
+        not failed after the fact), and no started member is left 'running', to be run again alone."""
+        if is_disk_full(exc):
+            log.error("job %s: the disk is full: %s", group[0], exc)
+            fields = {"reason": f"{self.space_reason()} (the disk filled up during the job: {exc})"[:2000],
+                      "error_kind": "DiskFull"}
+        else:
+            log.error("job %s failed unexpectedly", group[0], exc_info=exc)
+            fields = {"reason": "internal error in the agent (see its log)"}
+        for job_id in group:
+            try:
+                if self.store.job_state(job_id) not in (("queued", "running") if job_id == group[0] else ("running",)):
+                    continue
+                self._finish(job_id, "failed", "error", **fields)
+            except Exception:  # noqa: BLE001 - the job stays unfinished and is tried again
+                log.exception("job %s: its end could not be recorded", job_id)
+                self.stop.wait(5.0)
 
     def _finish(self, job_id: str, state: str, kind: str, **fields: Any) -> bool:
         """Record the job's final state and event (one transaction, store.finish_job), then clear its work files.
@@ -566,7 +578,13 @@ class Agent:
                 if (other.model.sha256, other.reference, other.repeats) == (job.model.sha256, job.reference,
                                                                              job.repeats):
                     siblings.append((member, other))
-        return siblings[:p.MAX_JOB_GROUP - 1]
+        siblings = siblings[:p.MAX_JOB_GROUP - 1]
+        if len(siblings) < len(job.group) - 1:
+            left = sorted(set(job.group) - {job_id} - {member for member, _ in siblings})
+            log.warning("job %s: runs without %d of its interleave group (%s): not received in %.0f s, already "
+                        "started or finished, or not for the same model", job_id, len(left), ", ".join(left),
+                        GROUP_WAIT_S)
+        return siblings
 
     def _run_job(self, job_id: str, job: p.Job, attempts: int,
                  siblings: Sequence[tuple[str, p.Job]] = ()) -> None:
@@ -663,7 +681,12 @@ class Agent:
                 self._finish(entry["job_id"], "failed", "error", reason=entry["error"][:2000],
                              error_kind=entry.get("kind"))
             else:
-                self._report(entry["job_id"], jobs[entry["job_id"]], entry, drift)
+                try:
+                    self._report(entry["job_id"], jobs[entry["job_id"]], entry, drift)
+                except Exception as exc:  # noqa: BLE001 - one member's result must not cost the others theirs
+                    log.error("job %s: its result could not be reported", entry["job_id"], exc_info=exc)
+                    self._finish(entry["job_id"], "failed", "error",
+                                 reason=f"the result could not be reported: {type(exc).__name__}: {exc}"[:2000])
 
     def _stop_reason(self) -> Optional[Stop]:
         return Stop.SHUTDOWN if self.stop.is_set() else \
@@ -706,7 +729,8 @@ class Agent:
         self._keep_report(job_id, report)
         summary = p.summarize_report(report)
         summary["model"]["name"] = job.model.name or summary["model"].get("name")  # not the cache name
-        for section, check in (("placement", p.check_placement), ("ops", p.check_ops)):
+        for section, check in (("placement", p.check_placement), ("ops", p.check_ops),
+                               ("generation", p.check_generation)):
             try:  # a runtime's odd name (a control character in an op type) must not cost the whole result
                 if section in summary:
                     check(summary[section], f"summary.{section}")

@@ -32,8 +32,10 @@ def build_request(job: Job, model_path: str, default_timeout_s: Optional[float] 
                   history_dir: Optional[str] = None):
     """A BenchRequest from a validated job: only names and numbers from the job reach the engine. ``history_dir``:
     the board's run history (agent/engine/history.py: the agent's DATA_DIR/history), which widens a result's
-    rerun interval and tells release gates how much this configuration's runs differ on this board."""
+    rerun interval and tells release gates how much this configuration's runs differ on this board. A language
+    model's job without generation settings gets the engine's defaults (the same as ``edgebench bench``)."""
     from edgebench.agent.engine.bench import BenchRequest
+    from edgebench.agent.engine.generate import GenerationSettings
     from edgebench.agent.engine.isolation import ChildLimits
     from edgebench.agent.engine.measure import RunSettings
     from edgebench.agent.engine.physics import PhysicsSettings
@@ -46,7 +48,9 @@ def build_request(job: Job, model_path: str, default_timeout_s: Optional[float] 
                         shape_args=list(job.shape), input_args=list(job.input), seed=int(job.seed),
                         limits=ChildLimits(timeout_s=timeout), physics=physics,
                         cpus=[int(cpu) for cpu in job.cpus] or None, repeats=int(job.repeats),
-                        history_dir=history_dir)
+                        history_dir=history_dir,
+                        generation=GenerationSettings(**{k: int(v) for k, v in job.generation.items()})
+                        if job.generation else None)
 
 
 def runtime_options(job: Job, delegates: bool = True):

@@ -22,7 +22,7 @@ from typing import Any, Callable, Optional
 
 from edgebench.agent.runtimes.names import ALIASES as RUNTIME_ALIASES
 from edgebench.agent.runtimes.names import BUILTIN as BUILTIN_RUNTIMES
-from edgebench.agent.runtimes.names import CHAIN_OPTION, DEFAULT_FOR_FORMAT, FORMATS, no_runtime_reason
+from edgebench.agent.runtimes.names import CHAIN_OPTION, DEFAULT_FOR_FORMAT, FORMATS, GENERATES, no_runtime_reason
 
 VERSION = 1
 ROOT = f"edgebench/v{VERSION}"
@@ -95,6 +95,17 @@ def chain_option(runtime: Optional[str], model_format: str) -> Optional[str]:
     """The chain a job's runtime takes ("delegates": LiteRT's, "providers": ONNX Runtime's; None: it takes none): the
     runtime asked for, else the one a board chooses for the model's format. A job carries only that chain."""
     return CHAIN_OPTION.get(job_runtime(runtime, model_format) or "")
+
+
+def generation_problem(runtime: Optional[str], model_format: str) -> Optional[str]:
+    """Why a job's generation settings do not apply to its model (one that is not a language model), or None."""
+    name = job_runtime(runtime, model_format)
+    if name in GENERATES:
+        return None
+    return (f"generation settings (--prompt-tokens, --gen-tokens) are for language models (GGUF); runtime {name} "
+            f"runs a {model_format} model one inference at a time")
+
+
 DELEGATES = ("xnnpack", "cpu", "ref", "gpu", "nnapi", "edgetpu", "hexagon", "armnn", "qnn")
 INPUT_SOURCE = re.compile(r"^(zeros|ones|random|-?\d+(\.\d+)?([eE]-?\d+)?)\Z")
 SHAPE_ARG = re.compile(r"^[A-Za-z0-9_.:/-]{1,128}=(scalar|\d+(x\d+){0,7})\Z")
@@ -107,6 +118,11 @@ MAX_JOB_TIMEOUT_S = 7 * 86400.0
 DEFAULT_JOB_TIMEOUT_S = 3600.0  # a job that sets no timeout_s: the agent's --job-timeout default
 DRIFT_NUMBERS = ("max_abs_err", "mean_abs_err", "cosine_mean", "top1_agreement", "samples")  # a result's drift
 DRIFT_SAMPLES = 8  # input sets a job's drift is measured on
+# A language model's generation (agent/engine/generate.py): what a job sets (never a prompt file: jobs carry no
+# paths, so every board reads the prompt text shipped with edgebench), and the numbers its result carries
+GENERATION_SETTINGS = ("prompt_tokens", "gen_tokens")
+MAX_GENERATION_TOKENS = 1 << 20  # the engine's own bound (generate.MAX_TOKENS): beyond any model's context
+GENERATION_METRICS = ("ttft_ms", "prefill_tok_s", "decode_tok_s")  # each {estimate, unit, per_repeat, ci, rerun}
 
 
 class ProtocolError(ValueError):
@@ -423,6 +439,9 @@ def _result(payload: dict) -> None:
     ops = _field(summary, "ops", dict, required=False)
     if ops is not None:
         check_ops(ops, "summary.ops")
+    generation = _field(summary, "generation", dict, required=False)
+    if generation is not None:
+        check_generation(generation, "summary.generation", repeats=summary.get("repeats"))
     drift = _field(payload, "drift", dict, required=False)
     if drift is not None:
         check_drift(drift)
@@ -590,6 +609,65 @@ def check_interleave(interleave: dict) -> dict:
     return interleave
 
 
+RELATIVE_SLACK = 1e-9  # rounding allowed where an estimate sits at an end of its values or of its interval
+
+
+def _around(estimate: float, low: float, high: float) -> bool:
+    return low * (1 - RELATIVE_SLACK) <= estimate <= high * (1 + RELATIVE_SLACK)
+
+
+def _generation_metric(entry: object, where: str, max_units: int, repeats: Optional[int]) -> None:
+    """One of GENERATION_METRICS: a finite positive estimate among its repeats' finite positive values (one per
+    repeat, at most ``max_units``), inside its intervals."""
+    if not isinstance(entry, dict):
+        raise ProtocolError(f"{where} must be an object")
+    try:
+        estimate = _number(entry, "estimate", minimum=0)
+        _text(entry, "unit", required=False, max_len=16)
+        values = _field(entry, "per_repeat", list)
+        if not 1 <= len(values) <= max_units:
+            raise ProtocolError(f"per_repeat holds {len(values)} values; 1 to {max_units}")
+        if repeats is not None and len(values) != repeats:
+            raise ProtocolError(f"per_repeat holds {len(values)} values for {repeats} repeats")
+        if not all(type(v) in (int, float) and _finite(v) and v > 0 for v in values):  # type(): no booleans
+            raise ProtocolError("per_repeat must hold finite positive numbers")
+        if not _around(estimate, min(values), max(values)):
+            raise ProtocolError(f"estimate {estimate} is not among its repeats' values ({min(values)} to "
+                                f"{max(values)})")
+        for key in ("ci", "rerun"):
+            _positive_pair(entry.get(key), key)
+            if entry.get(key) is not None and not _around(estimate, *entry[key]):
+                raise ProtocolError(f"{key} {entry[key]} does not hold the estimate {estimate}")
+    except ProtocolError as exc:
+        raise ProtocolError(f"{where}: {exc}") from None
+
+
+def check_generation(generation: dict, where: str = "generation", max_units: int = MAX_RESULT_UNITS,
+                     repeats: Optional[int] = None) -> dict:
+    """A language model's generation numbers (the report's ``generation``, agent/engine/generate.py; a result
+    carries it without its tokens, see ``generation_summary``): token counts within bounds, and TTFT, prefill and
+    decode tokens/s each with one value per repeat (``repeats``, when the result says how many), an estimate among
+    them and intervals around it; inter-token percentiles non-negative, energy finite. Release gates judge
+    these numbers, so a board cannot claim a speed its repeats do not show. Keys not named here are left alone."""
+    try:
+        for key in GENERATION_SETTINGS:
+            _integer(generation, key, 1, MAX_GENERATION_TOKENS)
+        _integer(generation, "context", 1, 2 * MAX_GENERATION_TOKENS, required=False)
+        _integer(generation, "kv_cache_bytes", 0, MAX_INT, required=False)
+        _text(generation, "sampling", TAG_TEXT, required=False, max_len=32)
+        _field(generation, "same_tokens_every_repeat", bool, required=False)
+        # net of the idle baseline, as energy_per_inference_mj: a noisy baseline may leave it below 0, honestly
+        _number(generation, "energy_per_token_mj", required=False)
+        inter_token = _field(generation, "inter_token_ms", dict, required=False) or {}
+        for key in inter_token:
+            _number(inter_token, key, required=False, minimum=0)
+    except ProtocolError as exc:
+        raise ProtocolError(f"{where}: {exc}") from None
+    for metric in GENERATION_METRICS:
+        _generation_metric(generation.get(metric), f"{where}.{metric}", max_units, repeats)
+    return generation
+
+
 def _tag_fields(model: dict, runtime: dict) -> None:
     """The summary's fields that become InfluxDB tags: text without control characters or backslashes (which
     line protocol cannot carry in a tag), of the right types."""
@@ -686,10 +764,25 @@ def check_job(payload: dict) -> None:
             raise ProtocolError(f"settings.{_where(key)} is not a bench setting")
         low, high = SETTINGS_LIMITS[key]
         _number(settings, key, minimum=low, maximum=high)
+    check_generation_settings(_field(payload, "generation", dict, required=False))
     _number(payload, "timeout_s", required=False, minimum=1, maximum=MAX_JOB_TIMEOUT_S)
     _field(payload, "sensors", bool, required=False)
     if payload.get("labels") is not None:
         check_labels(payload["labels"])
+
+
+def check_generation_settings(generation: Optional[dict]) -> Optional[dict]:
+    """A job's ``generation``: token counts only, integers from 1 to MAX_GENERATION_TOKENS. A prompt file is a path
+    on the engineer's machine, which a job never carries."""
+    if generation is None:
+        return None
+    unknown = set(generation) - set(GENERATION_SETTINGS)
+    if unknown:
+        raise ProtocolError(f"generation.{_where(str(sorted(unknown)[0]))} is not a job's generation setting (one of "
+                            f"{', '.join(GENERATION_SETTINGS)}; a job carries no files)")
+    for key in GENERATION_SETTINGS:
+        _integer(generation, key, 1, MAX_GENERATION_TOKENS, required=False)
+    return generation
 
 
 MAX_CPUS = 1024  # a job's cpus: at most this many CPU ids, each below it (a kernel's CPU_SETSIZE)
@@ -710,7 +803,8 @@ def check_cpus(cpus: Optional[list]) -> Optional[list]:
 # ---------------------------------------------------------------- the job, typed
 
 # what a push asks of every job of its matrix (the API matrix's "options")
-JOB_OPTIONS = ("settings", "shape", "input", "seed", "sensors", "timeout_s", "providers", "cpus", "repeats")
+JOB_OPTIONS = ("settings", "shape", "input", "seed", "sensors", "timeout_s", "providers", "cpus", "repeats",
+               "generation")
 
 
 @dataclass
@@ -748,6 +842,7 @@ class Job:
     reference: Optional[str] = None  # sha256 of the model drift is measured against
     reference_url: Optional[str] = None  # where the collector serves it (None: derived from model.url, or MQTT)
     group: list = field(default_factory=list)  # job ids (this one included) whose repeats the board interleaves
+    generation: dict = field(default_factory=dict)  # a language model's prompt_tokens, gen_tokens; {}: the defaults
 
     def to_payload(self, ts: float) -> dict:
         """The ``jobs`` message: the envelope and every field that is set; checked as the agent will check it."""
@@ -899,6 +994,24 @@ def summarize_report(report: dict) -> dict:
         summary["placement"] = placement_summary(report["placement"])
     if isinstance(report.get("ops"), dict):
         summary["ops"] = ops_summary(report["ops"])
+    if isinstance(report.get("generation"), dict):
+        summary["generation"] = generation_summary(report["generation"])
+    return summary
+
+
+GENERATION_SUMMARY_KEYS = ("prompt_tokens", "gen_tokens", "context", "kv_cache_bytes", "sampling", "inter_token_ms",
+                           "same_tokens_every_repeat", "energy_per_token_mj")
+GENERATION_METRIC_KEYS = ("estimate", "unit", "per_repeat", "ci", "rerun")
+
+
+def generation_summary(generation: dict) -> dict:
+    """The report's generation as a result carries it: the settings, the numbers and each metric's per-repeat
+    values (one per repeat: bounded as the repeats are); not the generated tokens (what a board compares
+    continuations by, not what the fleet stores)."""
+    summary = {key: generation[key] for key in GENERATION_SUMMARY_KEYS if key in generation}
+    for metric in GENERATION_METRICS:
+        entry = generation.get(metric)
+        summary[metric] = {key: entry.get(key) for key in GENERATION_METRIC_KEYS} if isinstance(entry, dict) else entry
     return summary
 
 

@@ -130,6 +130,54 @@ class Session(ABC):
         pass
 
 
+class GenerationSession(Session):
+    """A language model's session (``Runtime.load`` of a runtime in names.GENERATES). Its benchmark is a generation,
+    timed by the engine (engine/generate.py) through these primitives, each doing one thing and timing nothing: the
+    prompt's tokens decoded in one batch (``prefill``), the next token picked greedily from the last logits
+    (``next_token``: fixed sampling, so runs compare), one token decoded (``step``), the context emptied (``clear``).
+    ``bind`` is not used: a generation is not one callable."""
+
+    context_length: int  # the model's trained context (tokens)
+
+    @abstractmethod
+    def tokenize(self, text: str) -> list[int]:
+        """The text as the model's own tokenizer reads it (with its beginning-of-text token where it has one)."""
+
+    @abstractmethod
+    def reserve(self, context: int, batch: int) -> None:
+        """Make the context for ``context`` tokens, taking up to ``batch`` tokens in one decode call."""
+
+    @abstractmethod
+    def clear(self) -> None:
+        """Empty the context (the KV cache), so the next prefill starts at position 0."""
+
+    @abstractmethod
+    def prefill(self, tokens: Sequence[int]) -> None:
+        """Decode these tokens after what the context holds, in one batch (logits for the last only)."""
+
+    @abstractmethod
+    def next_token(self) -> int:
+        """The most likely next token after the last decode."""
+
+    @abstractmethod
+    def step(self, token: int) -> None:
+        """Decode one token after what the context holds."""
+
+    @abstractmethod
+    def kv_cache_bytes(self) -> Optional[int]:
+        """What the reserved context's KV cache takes, as the runtime allocated it."""
+
+    def token_logits(self) -> np.ndarray:
+        """The last decode's logits (a copy), for drift: perplexity and agreement against a reference."""
+        raise NotImplementedError
+
+    def bind(self, feeds: dict[str, np.ndarray]) -> Callable[[], Any]:
+        raise NotImplementedError("a generation session is timed through prefill and step (engine/generate.py)")
+
+    def fetch_outputs(self, result: Any) -> dict[str, np.ndarray]:
+        raise NotImplementedError("a generation session has no single inference's outputs")
+
+
 class Runtime(ABC):
     """A runtime plugin: loads a model into a Session inside the Python worker, which runs the engine's protocol
     around it. A program that runs the whole protocol itself is an executor instead (agent/engine/executors/)."""

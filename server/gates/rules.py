@@ -36,6 +36,7 @@ from edgebench.server.result_metrics import (
     gate_metrics,
     repeat_units,
     summary_fields,
+    workload,
 )
 
 # metric -> (description, unit, decided on between-run units (latency) or on the latest values)
@@ -49,8 +50,14 @@ METRICS = {
     "drift_cosine": ("cosine similarity vs the float model", "", False),
     "delegate_coverage": ("fraction of the model's nodes on the first-choice delegate/provider", "", False),
     "delegate_loaded": ("first-choice delegate/provider loaded (1) or the chain fell back (0)", "", False),
+    # language models (GGUF): the estimates over the repeats (docs/report.md, generation)
+    "decode_tok_s": ("tokens decoded per second", "tok/s", False),
+    "prefill_tok_s": ("prompt tokens prefilled per second", "tok/s", False),
+    "ttft_ms": ("time to first token", "ms", False),
+    "energy_per_token_mj": ("energy per decoded token", "mJ", False),
 }
-HIGHER_IS_BETTER = ("drift_cosine", "delegate_coverage", "delegate_loaded")  # a regression is a fall
+# a regression is a fall
+HIGHER_IS_BETTER = ("drift_cosine", "delegate_coverage", "delegate_loaded", "decode_tok_s", "prefill_tok_s")
 MAX_RUNS = 10  # runs of a side a regression compares at most (sources deliver this many per configuration)
 DEFAULT_MIN_REPEATS = 3  # units per side below which a regression is inconclusive
 RULE_KEYS = {"name", "model", "devices", "metric", "max", "min", "baseline", "max_regression_pct", "runtime",
@@ -106,6 +113,7 @@ class Result:
     intervals: dict = field(default_factory=dict)  # latency metric -> {estimate, ci, per_unit} (gate_intervals)
     interval_method: Optional[str] = None  # between-repeats, batch-means, or None (a report without an interval)
     interleave: Optional[tuple] = None  # (group, slot) of an interleaved run
+    workload: str = ""  # a language model's token counts (result_metrics.workload); "" for any other model
     # latency metric -> (sd on the log scale, runs): how much this configuration's runs differed on its machine beyond
     # their repeats, from the report's run history (agent/engine/history.py); reports only
     between_runs: dict = field(default_factory=dict)
@@ -117,15 +125,17 @@ class Result:
     @property
     def config_key(self) -> tuple:
         """What makes two results of one model and board class the same configuration."""
-        return (self.runtime, self.requested or self.delegate, self.threads or 0, self.variant or "")
+        return (self.runtime, self.requested or self.delegate, self.threads or 0, self.variant or "", self.workload)
 
     @property
     def config(self) -> str:
-        """The configuration in words: ``litert xnnpack, 4 threads, variant fp16``."""
+        """The configuration in words: ``litert xnnpack, 4 threads, variant fp16`` (``llamacpp cpu, 4 threads,
+        prompt 512 + 128 tokens``)."""
         text = " ".join(part for part in (self.runtime, self.requested or self.delegate) if part) or "-"
         if self.threads:
             text += f", {self.threads} thread{'s' if self.threads != 1 else ''}"
-        return text + (f", variant {self.variant}" if self.variant else "")
+        return text + (f", variant {self.variant}" if self.variant else "") + (
+            f", {self.workload}" if self.workload else "")
 
     def estimate(self, metric: str) -> object:
         """The run's value of a metric: the interval's estimate (the typical repeat's, for latency) where the
@@ -301,7 +311,8 @@ def result_from_fields(fields: dict, units: Sequence[dict], **identity) -> Resul
     group, slot = fields.get("interleave_group"), fields.get("interleave_slot")
     return Result(metrics=gate_metrics(fields), intervals=gate_intervals(fields, units),
                   interval_method=fields.get("interval_method"), requested=fields.get("delegate_requested") or "",
-                  interleave=(group, slot) if group is not None and slot is not None else None, **identity)
+                  interleave=(group, slot) if group is not None and slot is not None else None,
+                  workload=workload(fields), **identity)
 
 
 def result_from_report(report: dict, source: str, labels: dict, variant: Optional[str] = None,
@@ -334,9 +345,9 @@ def _read_report(path: str) -> dict:
 
 
 def _checked_report(report: dict) -> dict:
-    """A report whose parts have the shapes evaluation relies on (a hand-edited report may not): the interval and
-    the placement checked as the fleet protocol checks a result's (without its bounds on the number of repeats and
-    of fallback rows)."""
+    """A report whose parts have the shapes evaluation relies on (a hand-edited report may not): the interval, the
+    placement and a language model's generation checked as the fleet protocol checks a result's (without its
+    bounds on the number of repeats and of fallback rows)."""
     if report.get("placement") is not None:  # the delegate_coverage gates judge: a report on disk may be edited
         if not isinstance(report["placement"], dict):
             raise ValueError("placement is not an object")
@@ -350,6 +361,10 @@ def _checked_report(report: dict) -> dict:
         if not isinstance(report["interleave"], dict):
             raise ValueError("interleave is not an object")
         p.check_interleave(report["interleave"])
+    if report.get("generation") is not None:  # the decode_tok_s... gates judge
+        if not isinstance(report["generation"], dict):
+            raise ValueError("generation is not an object")
+        p.check_generation(report["generation"], "generation", max_units=sys.maxsize)
     latency = (report.get("samples") or {}).get("latency_ns") or ()
     if not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in latency):
         raise ValueError("samples.latency_ns holds values that are not non-negative integer nanoseconds")

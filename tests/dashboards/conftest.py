@@ -13,11 +13,14 @@ agent reads this machine as it is. On that board, a dynamic-int8 variant of PP-O
 here with edgebench.agent.optimize.variants) is pushed with ``--reference`` the float32 original: its result carries
 the drift. Every push asks for the per-op profile (``--profile-ops``): ONNX Runtime's profiler gives the variant's
 time by op type; LiteRT's results say it has none; every result says where its nodes ran (EfficientNet-Lite0 int8
-leaves 4 of its 64 nodes to LiteRT's CPU kernels under XNNPACK).
+leaves 4 of its 64 nodes to LiteRT's CPU kernels under XNNPACK). Where llama.cpp is installed, the host board also
+runs a real GGUF language model (SmolLM2-135M Q4_1: a short generation, two repeats): its tokens/s fill the model
+comparison's language-model table.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import shutil
 import subprocess
@@ -41,6 +44,8 @@ BOARDS = REPO / "tests" / "fixtures" / "boards"
 PUSH_ARGS = ("--min-runs", "150", "--min-duration", "0.1", "--warmup-runs", "5", "--warmup-duration", "0.05",
              "--repeats", "3", "--profile-ops")  # LiteRT from Python has no per-op profiler: its results say why
 VARIANT, VARIANT_REFERENCE = "ppocr_cls.dynamic-int8.onnx", "ppocr_cls.onnx"
+LLM = "smollm2_135m_q4_1.gguf"  # run where llama.cpp is installed (FleetRun.llm)
+LLM_ARGS = ("--prompt-tokens", "32", "--gen-tokens", "8", "--repeats", "2", "--threads", "2")
 VARIANT_ARGS = ("--shape", "x=1x3x48x192", "--min-runs", "50", "--min-duration", "0.1", "--warmup-runs", "2",
                 "--warmup-duration", "0.05", "--repeats", "3", "--profile-ops", "--profile-runs", "10")
 
@@ -104,6 +109,7 @@ class FleetRun:
     devices: dict[str, str]  # device id -> board class
     sensors: bool  # the Jetson agent saw its recorded sensors
     push: dict = field(default_factory=dict)  # push --json output
+    llm: bool = False  # the host board ran the GGUF language model (llama.cpp is installed)
 
     def query(self, text: str) -> list[dict]:
         return self.influxd.query(self.db, text)
@@ -213,11 +219,14 @@ def fleet_run(tmp_path_factory, models) -> FleetRun:
         drifted = push(collector, root / "push-variant.json", [variant], HOST, VARIANT_ARGS,
                        reference=models[VARIANT_REFERENCE])
         assert "error" not in (drifted["rows"][0]["drift"] or {"error": "no drift"}), drifted["rows"]
+        llm = importlib.util.find_spec("llama_cpp") is not None
+        if llm:
+            push(collector, root / "push-llm.json", [models[LLM]], HOST, LLM_ARGS)
 
         def points(text: str) -> list:
             return influxd.query(DB, text)
 
-        runs = 6 if sensors else 5
+        runs = (6 if sensors else 5) + llm
         wait_for(lambda: sum(len(s["values"]) for s in points('SELECT "p50_ms" FROM "edgebench_result"')) >= runs,
                  60, f"{runs} result points in InfluxDB")
         wait_for(lambda: len(points('SELECT last("load1") FROM "edgebench_telemetry" GROUP BY "device"')) == 2, 60,
@@ -231,7 +240,7 @@ def fleet_run(tmp_path_factory, models) -> FleetRun:
         model_names = sorted(value for s in points('SHOW TAG VALUES FROM "edgebench_result" WITH KEY = "model"')
                              for _, value in s["values"])
         write_gate_verdicts(influxd, DB, model_names, sorted(set(devices.values())))
-        yield FleetRun(influxd, DB, devices, sensors, answer)
+        yield FleetRun(influxd, DB, devices, sensors, answer, llm)
     finally:
         for service in reversed(services):
             service.stop()

@@ -17,11 +17,12 @@ from edgebench.dashboards import queries
 from edgebench.dashboards.build import DASHBOARDS, JSON_DIR
 from edgebench.server import schema
 
-from .conftest import HOST, JETSON, VARIANT, FleetRun
+from .conftest import HOST, JETSON, LLM, VARIANT, FleetRun
 
 TIME_FILTER, INTERVAL = "time > now() - 1h", "10s"
 PREFERRED = {"device": JETSON}  # single-value variables: the board with sensors
 SENSOR_DATA = re.compile(r'"(temp_max_c|energy_per_inference_mj|avg_w)"|"throttled" = true')
+LLM_DATA = re.compile(r'"decode_tok_s"')  # a language model's results: where llama.cpp is installed
 
 COMMITTED = {name: json.loads((JSON_DIR / f"{name}.json").read_text()) for name in DASHBOARDS}
 TARGETS = [pytest.param(name, q, id=f"{name}:{q.panel}:{q.ref}")
@@ -57,7 +58,8 @@ def test_the_fleet_run_is_real(fleet_run):
     rows = fleet_run.query('SELECT count("p50_ms") FROM "edgebench_result" GROUP BY "device", "model"')
     assert {(s["tags"]["device"], s["tags"]["model"]) for s in rows} == {
         (device, model) for device in fleet_run.devices
-        for model in ("sine_float.tflite", "efficientnet_lite0_int8.tflite")} | {(HOST, VARIANT)}
+        for model in ("sine_float.tflite", "efficientnet_lite0_int8.tflite")} | {(HOST, VARIANT)} | (
+        {(HOST, LLM)} if fleet_run.llm else set())
     classes = tag_values(fleet_run, 'SHOW TAG VALUES FROM "edgebench_result" WITH KEY = "label_class"')
     assert classes == sorted(set(fleet_run.devices.values()))
 
@@ -86,6 +88,8 @@ def test_panel_query_returns_series(fleet_run, selections, name, query, mode):
         pytest.xfail("; ".join(schema.PROPOSED[n] for n in proposed))
     if SENSOR_DATA.search(query.text) and not fleet_run.sensors:
         pytest.skip("no mount namespace here: the agent could not read a recorded board's sensors")
+    if LLM_DATA.search(query.text) and not fleet_run.llm:
+        pytest.skip("llama.cpp is not installed here: no language model ran on the fleet")
     assert series, f"{query.panel} ({query.ref}) returns no series:\n{text}"
     assert values, f"{query.panel} ({query.ref}) returns only nulls:\n{text}\n{series}"
 
@@ -104,6 +108,21 @@ def test_variants_table_shows_size_and_drift(fleet_run, selections):
         assert 0 <= variant["top-1 agreement"] <= 1
         sine = rows["sine_float.tflite"]  # pushed without a reference: a size, no drift
         assert sine["size"] > 0 and sine["max abs err"] is None and sine["cosine"] is None
+
+
+def test_language_model_table_shows_tokens_per_second(fleet_run, selections):
+    """The language-model table: the GGUF model's decode and prefill tokens/s and TTFT on the host board, its token
+    counts, one row per model x board x configuration; no row for the models that generate nothing."""
+    if not fleet_run.llm:
+        pytest.skip("llama.cpp is not installed here: no language model ran on the fleet")
+    dash = COMMITTED["model-comparison"]
+    for mode in ("values", "all"):
+        rows = _rows(fleet_run, dash, "Language models: tokens/s by model x board", selections[("model-comparison",
+                                                                                              mode)])
+        assert [(row["model"], row["device"]) for row in rows] == [(LLM, HOST)], rows
+        (row,) = rows
+        assert row["decode tok/s"] > 0 and row["prefill tok/s"] > 0 and row["TTFT"] > 0 and row["runs"] == 1
+        assert (row["prompt"], row["decoded"]) == (32, 8)
 
 
 def test_latency_panels_show_each_runs_interval(fleet_run, selections):

@@ -198,7 +198,7 @@ def test_configurations_of_one_model_run_interleaved_on_the_board(fleet, sine_mo
     """One push, one model, two thread counts, repeats: the board runs the two jobs in one process with their
     repeats alternating (drift hits both alike), and each result says so (one interleave group)."""
     fleet.start_collector()
-    fleet.start_agent("ilv-board")
+    agent = fleet.start_agent("ilv-board")
     model = fleet.upload(sine_model)
     body = {"models": [model["sha256"]], "devices": {"ids": ["ilv-board"]}, "threads": [1, 2],
             "options": {"settings": {"min_runs": 50, "min_duration_s": 0.05, "warmup_runs": 1,
@@ -207,6 +207,7 @@ def test_configurations_of_one_model_run_interleaved_on_the_board(fleet, sine_mo
     assert [job["state"] for job in fleet.wait_jobs(batch["batch_id"])] == ["done", "done"]
     results = fleet.collector.get(f"/api/v1/results?batch={batch['batch_id']}")["results"]
     assert len(results) == 2
+    assert all("interleave" in r["summary"] for r in results), agent.log_path.read_text()[-6000:]
     groups = {r["summary"]["interleave"]["group"] for r in results}
     assert len(groups) == 1
     report_dir = fleet.root / "agent-ilv-board" / "data" / "reports"
