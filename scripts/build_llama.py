@@ -44,6 +44,8 @@ import time
 from pathlib import Path
 from typing import Iterator, Optional
 
+from edgebench.agent.modelfile import file_sha256  # run by the project's virtualenv (make llm)
+
 LLAMA_CPP_PYTHON = "0.3.36"
 SDIST = f"llama_cpp_python-{LLAMA_CPP_PYTHON}.tar.gz"
 SDIST_SHA256 = "832db0699007f1be95a7e41ef12e88926b02ba836461e36a36372db2760c1a2e"
@@ -75,14 +77,6 @@ class BuildError(Exception):
 
 
 # ---------------------------------------------------------------------------------------------------------- helpers
-
-def sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
 
 def default_cache() -> Path:
     base = os.environ.get("EDGEBENCH_CACHE") or Path.home() / ".cache" / "edgebench"
@@ -148,7 +142,7 @@ def matching(directory: Path, patterns: tuple[str, ...]) -> list[Path]:
 def fetch_sdist(cache: Path, python: str) -> Path:
     archives = cache / "archives"
     sdist = archives / SDIST
-    if sdist.exists() and sha256(sdist) == SDIST_SHA256:
+    if sdist.exists() and file_sha256(sdist) == SDIST_SHA256:
         return sdist
     archives.mkdir(parents=True, exist_ok=True)
     log.info("downloading llama-cpp-python %s's sdist (76 MB, once) with pip", LLAMA_CPP_PYTHON)
@@ -156,7 +150,7 @@ def fetch_sdist(cache: Path, python: str) -> Path:
          f"llama-cpp-python=={LLAMA_CPP_PYTHON}"], "pip download")
     if not sdist.exists():
         raise BuildError(f"pip download left no {SDIST} in {archives}")
-    actual = sha256(sdist)
+    actual = file_sha256(sdist)
     if actual != SDIST_SHA256:
         sdist.unlink()
         raise BuildError(f"{SDIST}: sha256 {actual} does not match the pinned {SDIST_SHA256}")

@@ -33,7 +33,7 @@ def test_random_bytes(cli, tmp_path, suffix):
     path = tmp_path / f"random{suffix}"
     noise = np.random.default_rng(1).integers(0, 256, 4096, dtype=np.uint8).tobytes()
     path.write_bytes(b"\xff" + noise)  # 0xff is never the first byte of either format
-    assert_one_line_error(cli("bench", path), 3, "is not a TFLite, ONNX, ExecuTorch or PyTorch model",
+    assert_one_line_error(cli("bench", path), 3, "is not a TFLite, ONNX, ExecuTorch, PyTorch or GGUF model",
                           f"named {suffix}")
 
 

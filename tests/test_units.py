@@ -136,7 +136,7 @@ def test_identify_by_content(models, tmp_path):
     renamed = tmp_path / "model.bin"
     renamed.write_bytes(models["sine_float.tflite"].read_bytes())
     assert identify(renamed).format == "tflite"
-    with pytest.raises(ModelError, match="not a TFLite, ONNX, ExecuTorch or PyTorch model"):
+    with pytest.raises(ModelError, match="not a TFLite, ONNX, ExecuTorch, PyTorch or GGUF model"):
         (tmp_path / "x.onnx").write_text("hello")
         identify(tmp_path / "x.onnx")
 

@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Callable, Optional
 
 from edgebench.agent.engine import memory
-from edgebench.agent.engine.measure import ProgressFn, _guarded
+from edgebench.agent.engine.measure import ProgressFn, _guarded, memory_checkpoints, timed_load
 from edgebench.agent.errors import UsageError
 from edgebench.agent.runtimes.base import GenerationSession
 
@@ -137,14 +137,7 @@ def benchmark_generation(load: Callable[[], GenerationSession], settings: Genera
     """Load, warm up, then one measured generation; the result in ``measure.benchmark``'s shape plus
     ``generation``. ``on_phase`` is told ``measure`` and ``measured`` around the measured generation (the noise
     counters, engine/noise.py)."""
-    clock = time.perf_counter_ns
-    rss_before_load = memory.current_rss()
-    if progress:
-        progress("load", 0, 0.0)
-    t0 = clock()
-    session = load()
-    load_ns = clock() - t0
-    rss_after_load = memory.current_rss()
+    session, load_ns, rss_before_load, rss_after_load = timed_load(load, progress)
     prompt, described = prompt_tokens(session, settings)
     context = check_context(session, settings)
     _guarded(lambda: session.reserve(context, settings.prompt_tokens), "making the context")
@@ -181,14 +174,9 @@ def benchmark_generation(load: Callable[[], GenerationSession], settings: Genera
         "samples": {"latency_ns": measured.step_ns.tolist(),
                     "start_offset_ns": [start - origin for start in measured.step_start_ns]},
         "wall_ns": wall_ns,
-        "memory": {
-            "rss_before_load_bytes": rss_before_load,
-            "rss_after_load_bytes": rss_after_load,
-            "peak_load_bytes": load_peak,
-            "rss_before_measure_bytes": rss_before_measure,
-            "peak_steady_bytes": steady_peak,  # the measured generation alone (its context was made before)
-            "peak_method": "vmhwm" if can_reset else ("vmhwm-lifetime" if load_peak else None),
-        },
+        # the measured generation's peak alone: its context was made before
+        "memory": memory_checkpoints(rss_before_load, rss_after_load, load_peak, rss_before_measure, steady_peak,
+                                     can_reset),
         "generation": {
             "prompt_tokens": settings.prompt_tokens,
             "gen_tokens": settings.gen_tokens,

@@ -132,13 +132,7 @@ def benchmark(load: Callable[[], Session], make_feeds: Callable[[Session], dict]
     told ``measure`` just before the measured loop and ``measured`` just after it (the supervisor reads the noise
     counters there: engine/noise.py), outside every timed region, like the native harness's phase events."""
     clock = time.perf_counter_ns
-    rss_before_load = memory.current_rss()
-    if progress:
-        progress("load", 0, 0.0)
-    t0 = clock()
-    session = load()
-    load_ns = clock() - t0
-    rss_after_load = memory.current_rss()
+    session, load_ns, rss_before_load, rss_after_load = timed_load(load, progress)
     feeds = make_feeds(session)
     if on_loaded:
         on_loaded(session, feeds)
@@ -184,12 +178,30 @@ def benchmark(load: Callable[[], Session], make_feeds: Callable[[Session], dict]
             "start_offset_ns": [s - origin for s in measured.start_ns],
         },
         "wall_ns": measured.wall_ns,
-        "memory": {
-            "rss_before_load_bytes": rss_before_load,
-            "rss_after_load_bytes": rss_after_load,
-            "peak_load_bytes": load_peak,  # load, first inference and warm-up
-            "rss_before_measure_bytes": rss_before_measure,
-            "peak_steady_bytes": steady_peak,  # the measured phase alone
-            "peak_method": "vmhwm" if can_reset else ("vmhwm-lifetime" if load_peak else None),
-        },
+        "memory": memory_checkpoints(rss_before_load, rss_after_load, load_peak, rss_before_measure, steady_peak,
+                                     can_reset),
+    }
+
+
+def timed_load(load: Callable[[], Session], progress: Optional[ProgressFn]) -> tuple[Session, int, int, int]:
+    """The model loaded and its load timed: (session, load ns, RSS before, RSS after)."""
+    rss_before = memory.current_rss()
+    if progress:
+        progress("load", 0, 0.0)
+    t0 = time.perf_counter_ns()
+    session = load()
+    load_ns = time.perf_counter_ns() - t0
+    return session, load_ns, rss_before, memory.current_rss()
+
+
+def memory_checkpoints(before_load: Optional[int], after_load: Optional[int], load_peak: Optional[int],
+                       before_measure: Optional[int], steady_peak: Optional[int], can_reset: bool) -> dict:
+    """The result's ``memory``: RSS around the load, the peak of load and warm-up, the measured phase's own."""
+    return {
+        "rss_before_load_bytes": before_load,
+        "rss_after_load_bytes": after_load,
+        "peak_load_bytes": load_peak,  # load, first inference and warm-up
+        "rss_before_measure_bytes": before_measure,
+        "peak_steady_bytes": steady_peak,  # the measured phase alone
+        "peak_method": "vmhwm" if can_reset else ("vmhwm-lifetime" if load_peak else None),
     }
