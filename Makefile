@@ -41,10 +41,15 @@ demo: $(STAMP) $(MODELS) llm
 demo-stop: $(STAMP)
 	$(BIN)/python scripts/demo.py --stop
 
-# The C++ harness (docs/native.md): pinned runtime headers/libraries fetched into the cache once, then CMake.
+# The C++ harness (docs/native.md): pinned runtime headers/libraries fetched into the cache once, then CMake, through
+# ccache (its cache under EDGEBENCH_CACHE, paths taken relative to the checkout): a fresh clone reuses the objects.
+export CCACHE_DIR ?= $(EDGEBENCH_CACHE)/ccache
+export CCACHE_BASEDIR ?= $(CURDIR)
 native: $(STAMP)
+	sh scripts/ensure_services.sh
 	$(BIN)/python native/fetch_deps.py --cache $(NATIVE_DEPS) --python $(BIN)/python
-	cmake -S native -B $(NATIVE_BUILD) -DCMAKE_BUILD_TYPE=Release -DEDGEBENCH_DEPS_DIR=$(NATIVE_DEPS)
+	cmake -S native -B $(NATIVE_BUILD) -DCMAKE_BUILD_TYPE=Release -DEDGEBENCH_DEPS_DIR=$(NATIVE_DEPS) \
+		$$(command -v ccache >/dev/null && echo -DCMAKE_CXX_COMPILER_LAUNCHER=ccache)
 	cmake --build $(NATIVE_BUILD) -j 2
 
 native-test: native $(MODELS)

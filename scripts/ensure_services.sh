@@ -1,6 +1,7 @@
 #!/bin/sh
 # Make sure the binaries the fleet tests and the local-fleet demo need are installed: Mosquitto, InfluxDB 1.x
-# (Debian's influxdb) and Debian's victoria-metrics (a real /api/v2/write server for the InfluxDB 2.x write path). Idempotent: does nothing when both are present. Starts nothing: tests and the demo start
+# (Debian's influxdb), Debian's victoria-metrics (a real /api/v2/write server for the InfluxDB 2.x write path) and
+# ccache (compiler cache for the C++ harness). Idempotent: does nothing when all are present. Starts nothing: tests and the demo start
 # their own instances on free loopback ports and stop them by PID.
 set -eu
 
@@ -8,6 +9,9 @@ missing=""
 command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || missing="$missing mosquitto"
 command -v influxd >/dev/null 2>&1 || [ -x /usr/bin/influxd ] || missing="$missing influxdb"
 command -v victoria-metrics >/dev/null 2>&1 || [ -x /usr/bin/victoria-metrics ] || missing="$missing victoria-metrics"
+# ccache: the C++ harness's objects cached across checkouts (the Makefile's native target), so a fresh clone does
+# not compile it again
+command -v ccache >/dev/null 2>&1 || missing="$missing ccache"
 [ -z "$missing" ] && exit 0
 
 SUDO=""
