@@ -40,6 +40,8 @@ PUSHES = [
     # PyTorch: the same VAD as TorchScript, and MiniLM-L6 as ExecuTorch programs, float32 and dynamic int8
     (["silero_vad.jit"], ["--shape", "x=1x512", "--input", "sr=16000"]),
     (["minilm_l6_fp32.pte", "minilm_l6_dynamic-int8.pte"], []),
+    # a tiny LLM on llama.cpp: TTFT, prefill and decode tokens/s (the dashboard's language-model panel)
+    (["smollm2_135m_q4_1.gguf"], ["--prompt-tokens", "128", "--gen-tokens", "64"]),
 ]
 
 
