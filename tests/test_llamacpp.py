@@ -1,6 +1,6 @@
 """Tiny LLMs through llama.cpp: SmolLM2-135M (a real GGUF, Q4_1) benchmarked as a generation through the CLI (TTFT,
-prefill and decode tokens/s with intervals from repeats, every decode step kept), a sweep of prompt lengths, and bad
-GGUF files and settings, each one line."""
+prefill and decode tokens/s with intervals from repeats, every decode step kept), a sweep of thread counts and prompt
+lengths, and bad GGUF files and settings, each one line (energy and throttling: test_llamacpp_physics.py)."""
 
 from __future__ import annotations
 
@@ -28,12 +28,12 @@ def smollm2(models):
 
 @pytest.fixture(scope="module")
 def generation(smollm2, tmp_path_factory) -> dict:
-    """One bench run: a 64-token prompt, 24 tokens decoded, 3 repeats."""
+    """One bench run: a 64-token prompt, 24 tokens decoded, 3 repeats; the runtime by one of its other names."""
     from .conftest import run_cli
 
     out = tmp_path_factory.mktemp("gguf") / "report.json"
-    result = run_cli("bench", str(smollm2), "--prompt-tokens", "64", "--gen-tokens", "24", "--repeats", "3",
-                     "--threads", "2", "--json", str(out))
+    result = run_cli("bench", str(smollm2), "--runtime", "llama.cpp", "--prompt-tokens", "64", "--gen-tokens", "24",
+                     "--repeats", "3", "--threads", "2", "--json", str(out))
     assert result.code == 0, result
     return {"report": json.loads(out.read_text()), "out": result.out}
 
@@ -92,18 +92,35 @@ def test_greedy_decoding_repeats_its_tokens_and_the_table_says_it_all(generation
     assert "inter-token (ms)" in out or "inter-token (us)" in out
 
 
-def test_a_sweep_of_prompt_lengths_is_one_table(cli, smollm2, tmp_path):
+def test_a_sweep_of_thread_counts_and_prompt_lengths_is_one_table(cli, smollm2, tmp_path):
+    """--threads 1,2 --prompt-tokens 16,48: their product, one row each (thread counts outermost), every row's
+    repeats interleaved with the others'; each report's runtime says its threads."""
     out = tmp_path / "sweep.json"
-    result = cli("bench", str(smollm2), "--prompt-tokens", "16,48", "--gen-tokens", "4", "--repeats", "2",
-                 "--json", str(out))
+    result = cli("bench", str(smollm2), "--threads", "1,2", "--prompt-tokens", "16,48", "--gen-tokens", "4",
+                 "--repeats", "2", "--json", str(out))
     assert result.code == 0, result
     sweep = json.loads(out.read_text())
     assert sweep["schema"] == SWEEP_SCHEMA
-    assert [r["generation"]["prompt_tokens"] for r in sweep["reports"]] == [16, 48]
+    rows = [(r["runtime"]["threads"], r["generation"]["prompt_tokens"]) for r in sweep["reports"]]
+    assert rows == [(1, 16), (1, 48), (2, 16), (2, 48)]
+    assert all(len(r["repeats"]) == 2 for r in sweep["reports"])
     groups = {r["interleave"]["group"] for r in sweep["reports"]}
     assert len(groups) == 1  # one run, the rows' repeats interleaved
-    rows = [line.split()[0] for line in result.out.splitlines() if line.strip()[:2] in ("16", "48")]
-    assert rows == ["16", "48"]
+    lines = result.out.splitlines()
+    header = next(line.split() for line in lines if "prompt" in line.split())
+    assert header[:3] == ["threads", "prompt", "decoded"]
+    table = [tuple(map(int, line.split()[:2])) for line in lines if line.split()[:1] in (["1"], ["2"])]
+    assert table == rows
+    assert "threads" not in next(line for line in lines if line.startswith("runtime"))  # a column, not one count
+
+
+def test_a_sweep_of_thread_counts_is_for_language_models_only(cli, models, smollm2):
+    assert_one_line_error(cli("bench", str(models["sine_float.tflite"]), "--threads", "1,2"), 2,
+                          "--threads 1,2: a sweep of thread counts is for language models")
+    assert_one_line_error(cli("bench", str(smollm2), "--threads", "1,2", "--sustained", "2s"), 2,
+                          "--sustained is not for a sweep")
+    bad = cli("bench", str(smollm2), "--threads", "2,x")
+    assert bad.code == 2 and "argument --threads: 'x' is not a positive integer" in bad.err, bad
 
 
 def test_a_context_longer_than_the_models_is_one_line(cli, smollm2):

@@ -10,7 +10,7 @@ import argparse
 import math
 import re
 from pathlib import Path
-from typing import Any, Callable, NoReturn, Optional, Sequence
+from typing import Any, Callable, NoReturn, Optional, Sequence, Union
 
 from edgebench.agent.errors import EXIT_USAGE, UsageError
 
@@ -154,6 +154,24 @@ def comma_list(text: str) -> list[str]:
     return [part.strip() for part in text.split(",") if part.strip()]
 
 
+def count_list(most: int, what: str) -> Callable[[str], list[int]]:
+    """``4`` or ``1,2,4`` (a sweep): positive counts up to ``most``, each once, in the order given."""
+    def parse(text: str) -> list[int]:
+        counts = [positive_int(part, most) for part in comma_list(text)]
+        if not counts:
+            raise argparse.ArgumentTypeError(f"{text!r} names no {what}")
+        return list(dict.fromkeys(counts))
+
+    return parse
+
+
+def threads_or_sweep(text: str) -> Union[int, list[int]]:
+    """bench's --threads: one count, an int as every command's --threads is (config files and RuntimeOptions read it
+    so), or several (``1,2,4``: a language model's sweep), a list, each once, in the order given."""
+    counts = count_list(MAX_THREADS, "thread count")(text)
+    return counts[0] if len(counts) == 1 else counts
+
+
 MAX_CPU = 1023  # CPU ids a --cpus list may name (a kernel's CPU_SETSIZE is 1024)
 
 
@@ -219,7 +237,8 @@ def add_delegate_option(parser, help_text: str) -> None:
                         help=f"{DELEGATE_HELP}; {help_text}")
 
 
-def add_runtime_options(parser: argparse.ArgumentParser) -> None:
+def add_runtime_options(parser: argparse.ArgumentParser, thread_sweep: bool = False) -> None:
+    """``thread_sweep``: --threads takes a list, a language model's sweep (bench); otherwise one count."""
     group = parser.add_argument_group("runtime")
     group.add_argument("--runtime", help="litert, onnxruntime, or a plugin as module:Class "
                        "(default: chosen from the model file)")
@@ -229,7 +248,12 @@ def add_runtime_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--providers", type=comma_list, default=[], metavar="CHAIN",
                        help="ONNX Runtime execution providers to try in order, e.g. TensorRT,CUDA,CPU "
                        "(default: CPU)")
-    group.add_argument("--threads", type=count_up_to(MAX_THREADS), help="intra-op threads (default: the runtime's)")
+    if thread_sweep:
+        group.add_argument("--threads", type=threads_or_sweep, metavar="N[,N...]",
+                           help="intra-op threads (default: the runtime's); several, for a language model: a sweep, "
+                           "one row per thread count and prompt length, their repeats interleaved")
+    else:
+        group.add_argument("--threads", type=count_up_to(MAX_THREADS), help="intra-op threads (default: the runtime's)")
 
 
 MAX_IMAGE_VALUE = 1e6  # --image-mean / --image-std: pixel statistics, never beyond this
@@ -299,14 +323,7 @@ def add_run_options(parser: argparse.ArgumentParser, per_repeat: bool = False) -
 
 
 MAX_TOKENS = 1 << 20  # engine/generate.MAX_TOKENS: more than any model's context
-
-
-def token_counts(text: str) -> list[int]:
-    """``512`` or ``128,512,2048`` (a sweep): token counts, each once, in the order given."""
-    counts = [positive_int(part, MAX_TOKENS) for part in comma_list(text)]
-    if not counts:
-        raise argparse.ArgumentTypeError(f"{text!r} names no token count")
-    return list(dict.fromkeys(counts))
+token_counts = count_list(MAX_TOKENS, "token count")  # --prompt-tokens 128,512,2048
 
 
 def add_generation_options(parser: argparse.ArgumentParser, local: bool = True) -> None:
@@ -451,10 +468,13 @@ def delegate_chain(chains: Sequence[str]) -> list[str]:
     return comma_list(chains[0]) if chains else []
 
 
-def runtime_options(args: argparse.Namespace):
+def runtime_options(args: argparse.Namespace, threads: Optional[int] = None):
+    """The runtime's options, with ``threads`` threads where given (one count of bench's --threads list, a request
+    each), else --threads."""
     from edgebench.agent.runtimes.base import RuntimeOptions
 
-    return RuntimeOptions(threads=args.threads, delegates=delegate_chain(args.delegates), providers=args.providers,
+    return RuntimeOptions(threads=args.threads if threads is None else threads,
+                          delegates=delegate_chain(args.delegates), providers=args.providers,
                           delegate_options=key_values(args.delegate_option, "--delegate-option"))
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from typing import Optional
 
 from edgebench.agent.cli import args as cli_args
 from edgebench.agent.errors import UsageError
@@ -14,7 +15,7 @@ def register(commands) -> None:
                                 "percentiles with a confidence interval, memory; repeated in fresh processes "
                                 "(--repeats), so the spread between repeats says how far the numbers hold up.")
     bench.add_argument("model", help="a model file: .tflite, .onnx, .pte, TorchScript, or a GGUF language model")
-    cli_args.add_runtime_options(bench)
+    cli_args.add_runtime_options(bench, thread_sweep=True)
     cli_args.add_input_options(bench)
     cli_args.add_generation_options(bench)
     cli_args.add_run_options(bench, per_repeat=True)
@@ -42,8 +43,13 @@ def register(commands) -> None:
     bench.set_defaults(handler=run)
 
 
+def thread_counts(args: argparse.Namespace) -> list[Optional[int]]:
+    """--threads: its one count or a sweep's several (args.threads_or_sweep), [None] for the runtime's default."""
+    return args.threads if isinstance(args.threads, list) else [args.threads]
+
+
 def request(args: argparse.Namespace):
-    """The engine's BenchRequest for these arguments."""
+    """The engine's BenchRequest for these arguments (with the first of --threads; ``requests`` makes the others)."""
     from edgebench.agent.engine import bench, history
     from edgebench.agent.engine.physics import sustained_plan
 
@@ -55,7 +61,8 @@ def request(args: argparse.Namespace):
         setattr(settings, key, value)
     window = plan.window_s
     return bench.BenchRequest(
-        model=args.model, runtime=args.runtime, options=cli_args.runtime_options(args), settings=settings,
+        model=args.model, runtime=args.runtime, options=cli_args.runtime_options(args, thread_counts(args)[0]),
+        settings=settings,
         shape_args=args.shape, input_args=args.input, image_mean=args.image_mean, image_std=args.image_std,
         seed=args.seed, limits=cli_args.child_limits(args, settings.max_duration_s * (2 if settings.profile_runs else 1)
                                      + settings.warmup_duration_s),
@@ -65,12 +72,14 @@ def request(args: argparse.Namespace):
 
 
 def requests(args: argparse.Namespace) -> list:
-    """The run's BenchRequests: one, or one per prompt length of a language model's sweep (--prompt-tokens A,B)."""
+    """The run's BenchRequests: one, or one per (thread count, prompt length) of a language model's sweep
+    (--threads A,B and --prompt-tokens C,D: their product, thread counts outermost, the rows' order)."""
     from dataclasses import replace
 
     base = request(args)
-    sweep = cli_args.generation_settings(args)
-    return [replace(base, generation=settings) for settings in sweep] if sweep else [base]
+    lengths = cli_args.generation_settings(args) or [None]
+    return [replace(base, options=replace(base.options, threads=threads), generation=settings)
+            for threads in thread_counts(args) for settings in lengths]
 
 
 def run(args: argparse.Namespace) -> int:
@@ -121,17 +130,29 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def check_sweep(args: argparse.Namespace, sweep: list) -> None:
+    """Refuse, before any work, what a sweep cannot be: a single configuration's flags, and thread counts for a
+    model that is not a language model (its rows would be another table: bench one --threads at a time)."""
+    from edgebench.agent.engine import bench
+
+    for flag in ("baseline_model", "sustained", "profile_ops"):
+        if getattr(args, flag, None):
+            raise UsageError(f"--{flag.replace('_', '-')} is not for a sweep (several --prompt-tokens or --threads): "
+                             "give one of each")
+    if len(thread_counts(args)) > 1 and not bench.is_language_model(sweep[0]):
+        raise UsageError(f"--threads {','.join(map(str, args.threads))}: a sweep of thread counts is for language "
+                         "models (GGUF); give this model one --threads N per run")
+
+
 def run_sweep(args: argparse.Namespace, sweep: list) -> int:
-    """A language model at several prompt lengths: their repeats interleaved (bench.run_interleaved: drift hits
-    every length alike), one table; --json writes ``{"schema": SWEEP_SCHEMA, "reports": [...]}``."""
+    """A language model at several prompt lengths and thread counts: their repeats interleaved
+    (bench.run_interleaved: drift hits every row alike), one table; --json writes ``{"schema": SWEEP_SCHEMA,
+    "reports": [...]}``, each report's ``runtime.threads`` and ``generation.prompt_tokens`` naming its row."""
     from edgebench.agent.cli.progress import ProgressLine
     from edgebench.agent.engine import bench
     from edgebench.agent.engine.report import SWEEP_SCHEMA, emit_json, sweep_table
 
-    for flag in ("baseline_model", "sustained", "profile_ops"):
-        if getattr(args, flag, None):
-            raise UsageError(f"--{flag.replace('_', '-')} is not for a sweep of prompt lengths: give one "
-                             "--prompt-tokens")
+    check_sweep(args, sweep)
     labels = cli_args.key_values(args.label, "--label")
     progress = ProgressLine(args.model, 0.0, mode=cli_args.progress_mode(args))
     try:

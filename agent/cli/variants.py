@@ -17,7 +17,8 @@ def register(commands) -> None:
                                    "XNNPACK), benchmark each with repeats interleaved, print size, latency and drift "
                                    "against the float model, and end with the variant to ship within the accuracy "
                                    "budgets.")
-    variants.add_argument("model", help="a float32 .onnx, .tflite or torch.export .pt2 model, or a PyTorch module as "
+    variants.add_argument("model", help="a float32 .onnx, .tflite or torch.export .pt2 model, a GGUF language model "
+                          "(its llama.cpp quantization types), or a PyTorch module as "
                           "package.module:factory (a callable returning the nn.Module; its example inputs given as "
                           "--shape NAME=DIMS, float32, or --input NAME=file.npy, NAME a positional parameter of "
                           "forward)")
@@ -25,7 +26,8 @@ def register(commands) -> None:
                           "(default: next to the model, in MODEL.variants/)")
     variants.add_argument("--only", type=cli_args.comma_list, metavar="LIST",
                           help="subset of the format's kinds: ONNX fp16,dynamic-int8,static-int8; TFLite "
-                          "fp16,dynamic-int8,weight-only-int8,static-int8; PyTorch dynamic-int8,static-int8")
+                          "fp16,dynamic-int8,weight-only-int8,static-int8; PyTorch dynamic-int8,static-int8; GGUF "
+                          "Q8_0,Q6_K,Q5_K_M,Q4_K_M,Q4_0,Q3_K_M,Q2_K")
     variants.add_argument("--calibration", metavar="DATA.npz|DIR",
                           help="calibration inputs for static int8: an .npz (one array per input, first axis = "
                           "samples) or a folder of images for a single-image-input model (default: generated inputs)")
@@ -45,6 +47,7 @@ def register(commands) -> None:
                           "(its compressed size is shown beside the others': on dense kernels that, not speed, is "
                           "what pruning buys; docs/pruning.md)")
     cli_args.add_input_options(variants)
+    cli_args.add_generation_options(variants, local=False)  # a GGUF model's: one prompt length
     cli_args.add_run_options(variants, per_repeat=True)
     cli_args.add_repeat_options(variants, gap=False, interleaved=True)
     cli_args.add_isolation_options(variants)
@@ -80,7 +83,7 @@ def run(args: argparse.Namespace) -> int:
             budgets=budgets(args), prune=args.prune,
             run=settings, repeats=repeats,
             bench_limits=cli_args.child_limits(args, settings.max_duration_s + settings.warmup_duration_s),
-            timeout_s=args.timeout), progress)
+            timeout_s=args.timeout, generation=next(iter(cli_args.generation_settings(args)), None)), progress)
     finally:
         progress.close()
     emit_json(document, args.json)

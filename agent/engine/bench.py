@@ -64,12 +64,32 @@ class BenchRequest:
             self.generation.validate()
 
 
+def generates(runtime: str) -> bool:
+    """Whether a runtime's benchmark is a generation (a language model's): one in names.GENERATES under any of its
+    names, or a plugin (module:Class) subclassing one, which keeps its ``name`` (tests/llamacpp_plugins.py)."""
+    from edgebench.agent.runtimes import runtime_class
+    from edgebench.agent.runtimes.names import ALIASES, GENERATES
+
+    if ":" in runtime:
+        return getattr(runtime_class(runtime), "name", None) in GENERATES
+    return ALIASES.get(runtime, runtime) in GENERATES
+
+
+def runtime_for(request: BenchRequest, model: ModelFile) -> str:
+    """The runtime asked for, else the one the model's format runs on."""
+    return request.runtime or default_runtime(model.format)
+
+
+def is_language_model(request: BenchRequest) -> bool:
+    """Whether the request's model runs as a generation: read from its file's header and the runtime, before any
+    work (a sweep of thread counts is refused for any other model)."""
+    return generates(runtime_for(request, identify(request.model)))
+
+
 def generation_settings(request: BenchRequest, runtime: str) -> Optional[dict]:
     """The worker's generation settings: a language model's runtime always generates (with the defaults unless
     given); any other is refused generation settings, and a language model is refused tensor inputs."""
-    from edgebench.agent.runtimes.names import GENERATES
-
-    if runtime not in GENERATES:
+    if not generates(runtime):
         if request.generation is not None:
             raise UsageError(f"--prompt-tokens, --gen-tokens and --prompt-file are for language models (GGUF); "
                              f"runtime {runtime} runs one inference at a time")
@@ -85,7 +105,7 @@ def prepare(request: BenchRequest) -> tuple[ModelFile, dict, Executor]:
     request and the executor that will run it."""
     request.validate()
     model = identify(request.model)
-    runtime = request.runtime or default_runtime(model.format)
+    runtime = runtime_for(request, model)
     executor = executor_for(runtime)
     executor.check(model.format)
     if executor.name != "python":
@@ -323,7 +343,7 @@ def _repeat_entry(index: int, outcome: ChildOutcome) -> dict:
     start, end = measured_window(result)
     memory = _memory_section(result["memory"], outcome.rss_samples, [(start, end)], start)
     del memory["rss_samples"]  # in the report's memory section, with every repeat's
-    return {
+    entry = {
         "index": index,
         "pid": outcome.pid,
         "timing": result["timing"],
@@ -332,6 +352,9 @@ def _repeat_entry(index: int, outcome: ChildOutcome) -> dict:
         "samples": result["samples"],  # offsets from this repeat's first measured run
         "origin_monotonic_ns": start,
     }
+    if "generation" in result:  # a language model: its prefill's window too (the prefill's energy, add_physics)
+        entry["prefill_monotonic_ns"] = generate.prefill_window(result)
+    return entry
 
 
 def build_report(model: ModelFile, request: BenchRequest, outcomes: list[ChildOutcome],
@@ -422,7 +445,7 @@ def add_physics(report: dict, physics: RunPhysics, series: list, window_s: Optio
                             "energy": physics.energy(series, [(start, end, runs)])}
     if window_s:
         report["sustained"] = sustained_summary(report, relative(series, origin), physics.units, window_s)
-    generate.add_energy(report)
+    generate.add_energy(report, physics, series)
 
 
 def sustained_summary(report: dict, series: list, units: dict, window_s: float) -> dict:

@@ -27,12 +27,16 @@ import time
 from array import array
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable, Optional
+from typing import TYPE_CHECKING, Callable, Optional
 
 from edgebench.agent.engine import memory
 from edgebench.agent.engine.measure import ProgressFn, _guarded, memory_checkpoints, timed_load
 from edgebench.agent.errors import UsageError
 from edgebench.agent.runtimes.base import GenerationSession
+
+if TYPE_CHECKING:  # the report's energy only: a worker never imports the sensors
+    from edgebench.agent.engine.physics import RunPhysics
+    from edgebench.agent.engine.physics.sampler import Series
 
 PROMPT_TEXT = Path(__file__).parent / "data" / "prompt.txt"
 MAX_TOKENS = 1 << 20  # a prompt or a generation longer than any model's context: a typo, refused with the others
@@ -96,6 +100,7 @@ def check_context(session: GenerationSession, settings: GenerationSettings) -> i
 
 @dataclass
 class Generation:
+    start_ns: int  # perf_counter_ns at the prefill's start: the monotonic clock the board's sensors are sampled on
     prefill_ns: int
     ttft_ns: int
     step_start_ns: array  # perf_counter_ns at each decode step's start
@@ -128,7 +133,7 @@ def generate(session: GenerationSession, prompt: list[int], steps: int, progress
         if progress is not None and end >= next_report:
             progress("decode", index + 1, (end - first) / 1e9)
             next_report = end + interval_ns
-    return Generation(prefilled - t0, first - t0, starts, latencies, tokens)
+    return Generation(t0, prefilled - t0, first - t0, starts, latencies, tokens)
 
 
 def benchmark_generation(load: Callable[[], GenerationSession], settings: GenerationSettings,
@@ -182,6 +187,7 @@ def benchmark_generation(load: Callable[[], GenerationSession], settings: Genera
             "gen_tokens": settings.gen_tokens,
             "context": context,
             "kv_cache_bytes": session.kv_cache_bytes(),
+            "prefill_start_ns": measured.start_ns,
             "prefill_ns": measured.prefill_ns,
             "ttft_ns": measured.ttft_ns,
             "decode_ns": decode_ns,
@@ -220,12 +226,66 @@ def pooled(results: list[dict], latency_stats: dict) -> dict:
         "inter_token_ms": {key: latency_stats.get(f"{key}_ms") for key in ("p50", "p90", "p99")},
         "tokens": first["tokens"],
         "same_tokens_every_repeat": all(p["tokens"] == first["tokens"] for p in parts),
-        "energy_per_token_mj": None,  # set from the board's power samples (bench.add_physics)
+        "energy_per_token_mj": None,  # set from the board's power samples (bench.add_physics: add_energy)
+        "prefill_energy_per_token_mj": None,
+        "prefill_energy": None,
     }
 
 
-def add_energy(report: dict) -> None:
-    """Energy per decoded token: the measured phase's energy per inference, each decode step being one token."""
-    energy = (report.get("physics") or {}).get("energy") or {}
-    if "generation" in report:
-        report["generation"]["energy_per_token_mj"] = energy.get("energy_per_inference_mj")
+def prefill_window(result: dict) -> list[int]:
+    """A repeat's prefill on the monotonic clock, [start, end] in ns: the window its prefill energy is taken over."""
+    start = result["generation"]["prefill_start_ns"]
+    return [start, start + result["generation"]["prefill_ns"]]
+
+
+def add_energy(report: dict, physics: RunPhysics, series: Series) -> None:
+    """Energy per decoded token: the measured phase's energy per inference, each decode step being one token. Energy
+    per prompt token: the same integral (net of idle) over each repeat's prefill window instead, shared by its
+    prompt tokens; ``prefill_energy`` says how many power samples it rests on (a prefill shorter than the sampling
+    period is interpolated between the samples around it)."""
+    generation = report.get("generation")
+    if generation is None:
+        return
+    generation["energy_per_token_mj"] = ((report.get("physics") or {}).get("energy") or {}).get(
+        "energy_per_inference_mj")
+    windows = [(*entry["prefill_monotonic_ns"], generation["prompt_tokens"]) for entry in report["repeats"]]
+    prefill = physics.energy(series, windows)
+    generation["prefill_energy"] = prefill
+    generation["prefill_energy_per_token_mj"] = (prefill or {}).get("energy_per_inference_mj")
+
+
+# ---------------------------------------------------------------- scoring a text (drift of a language model)
+
+@dataclass
+class ScoreSettings:
+    """What a language model's drift is measured on: the prompt text's first ``tokens`` tokens, teacher-forced
+    (perplexity, next-token agreement), and a greedy continuation of ``continuation`` tokens after its first
+    ``prompt_tokens``."""
+
+    tokens: int = 512
+    prompt_tokens: int = 64
+    continuation: int = 32
+    prompt_file: Optional[str] = None
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def score_text(load: Callable[[], GenerationSession], settings: ScoreSettings) -> dict:
+    """The model's log-probability of each next token of the text and its own top-1 there, and its greedy
+    continuation of the text's beginning (plain lists: the worker's result)."""
+    session = load()
+    text_settings = GenerationSettings(prompt_tokens=settings.tokens, gen_tokens=1, prompt_file=settings.prompt_file)
+    tokens, described = prompt_tokens(session, text_settings)
+    context = max(settings.tokens, settings.prompt_tokens + settings.continuation)
+    if context > session.context_length:
+        raise UsageError(f"scoring {settings.tokens} tokens needs a context of {context}; this model's is "
+                         f"{session.context_length}")
+    _guarded(lambda: session.reserve(context, settings.tokens), "making the context")
+    log_probs, top1 = _guarded(lambda: session.score(tokens), "scoring the text")
+    session.clear()
+    continued = _guarded(lambda: generate(session, tokens[:settings.prompt_tokens], settings.continuation - 1),
+                         "the greedy continuation")
+    session.close()
+    return {"log_probs": log_probs.tolist(), "top1": top1.tolist(), "continuation": continued.tokens,
+            "text": described["source"]}

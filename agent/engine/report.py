@@ -15,7 +15,7 @@ from edgebench.agent.engine.ops import TOP, short_backend
 from edgebench.agent.errors import UsageError
 
 SCHEMA = "edgebench.bench/2"
-SWEEP_SCHEMA = "edgebench.sweep/1"  # bench --prompt-tokens A,B: {"schema", "reports": [one bench report per row]}
+SWEEP_SCHEMA = "edgebench.sweep/1"  # bench --prompt-tokens A,B --threads C,D: {"schema", "reports": [one per row]}
 SCHEMA_FILE = Path(__file__).with_name("schemas") / "bench-report.v2.json"
 # Version 1 (one child process a run; no `repeats`, `samples.repeat`, `stats.interval`): for reading old reports.
 SCHEMA_FILE_V1 = Path(__file__).with_name("schemas") / "bench-report.v1.json"
@@ -107,10 +107,11 @@ def _tensor_line(tensor: dict) -> str:
     return f"{tensor['name']} {tensor['dtype']} {format_shape(tensor['shape'])}{quant}"
 
 
-def _backend_line(runtime: dict) -> str:
+def _backend_line(runtime: dict, threads: bool = True) -> str:
+    """``threads``: say the thread count (a sweep's table has a column for it instead)."""
     used = ", ".join(runtime["used"]) or "none"
     text = f"{runtime['runtime']} ({runtime['module']} {runtime['version']}) · ran on: {used}"
-    if runtime.get("threads"):
+    if threads and runtime.get("threads"):
         text += f" · threads {runtime['threads']}"
     return text
 
@@ -185,23 +186,27 @@ def generation_lines(generation: dict, repeats: int) -> list[str]:
              f"  TTFT {fmt_metric(generation['ttft_ms'], 2)} · prefill {fmt_metric(generation['prefill_tok_s'])}"
              f" · decode {fmt_metric(generation['decode_tok_s'])} ({interval})"]
     if generation.get("energy_per_token_mj") is not None:
-        lines.append(f"  energy  {generation['energy_per_token_mj']:.2f} mJ per decoded token")
+        prefill = generation.get("prefill_energy_per_token_mj")
+        per_prompt = f" · {prefill:.2f} mJ per prompt token (prefill)" if prefill is not None else ""
+        lines.append(f"  energy  {generation['energy_per_token_mj']:.2f} mJ per decoded token{per_prompt}")
     if not generation.get("same_tokens_every_repeat", True):
         lines.append("  warning: the repeats generated different tokens (greedy decoding should not)")
     return lines
 
 
 def sweep_table(reports: Sequence[dict]) -> str:
-    """A language model's sweep (prompt lengths): one row per report."""
+    """A language model's sweep (thread counts x prompt lengths): one row per report, its threads the runtime's."""
     first = reports[0]
     lines = [f"model     {first['model']['name']}  ({first['model']['format']}, "
              f"{human_bytes(first['model']['size_bytes'])})",
-             f"runtime   {_backend_line(first['runtime'])}", ""]
-    headers = ["prompt", "decoded", "TTFT", "prefill", "decode", "inter-token p50/p99", "KV cache", "peak RSS"]
+             f"runtime   {_backend_line(first['runtime'], threads=False)}", ""]
+    headers = ["threads", "prompt", "decoded", "TTFT", "prefill", "decode", "inter-token p50/p99", "KV cache",
+               "peak RSS"]
     rows = []
     for report in reports:
         generation, stats = report["generation"], report["stats"]
-        rows.append([str(generation["prompt_tokens"]), str(generation["gen_tokens"]),
+        rows.append([str(report["runtime"].get("threads") or "-"), str(generation["prompt_tokens"]),
+                     str(generation["gen_tokens"]),
                      fmt_metric(generation["ttft_ms"], 1), fmt_metric(generation["prefill_tok_s"]),
                      fmt_metric(generation["decode_tok_s"]), f"{stats['p50_ms']:.2f}/{stats['p99_ms']:.2f} ms",
                      human_bytes(generation["kv_cache_bytes"]),

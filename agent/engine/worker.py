@@ -87,6 +87,14 @@ def run_generation(request: dict, events: Events) -> dict:
     return result
 
 
+def run_score(request: dict, events: Events) -> dict:
+    """A language model's drift material: the text scored token by token and a greedy continuation (generate.py)."""
+    from edgebench.agent.engine.generate import ScoreSettings, score_text
+
+    events.send({"type": "phase", "phase": "score"})
+    return score_text(_loader(request), ScoreSettings(**request["score"]))
+
+
 def run_infer(request: dict, events: Events) -> dict:
     """Run given input sets once each and save the outputs (compare's reference and candidate runs)."""
     import numpy as np
@@ -121,7 +129,8 @@ def serve(request: dict, events_fd: int) -> int:
         from edgebench.agent.engine.noise import pin_cpus
 
         pin_cpus(request.get("cpus"))  # --cpus, before the runtime starts a thread: its threads inherit the mask
-        handler = {"bench": run_bench, "infer": run_infer, "describe": run_describe}[request["mode"]]
+        handler = {"bench": run_bench, "infer": run_infer, "describe": run_describe,
+                   "score": run_score}[request["mode"]]
         events.send({"type": "result", "result": handler(request, events)})
     except EdgebenchError as exc:
         events.send({"type": "error", "kind": type(exc).__name__, "message": str(exc)})

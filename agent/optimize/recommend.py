@@ -28,6 +28,7 @@ class Budgets:
     min_cosine: float = 0.99  # mean cosine similarity of the outputs
     max_drift: Optional[float] = None  # max abs error as a fraction of the float output's range; None: not judged
     objective: str = "latency"
+    max_ppl_increase: float = 0.05  # a language model's perplexity over its reference's, minus 1 (llm_drift.py)
 
     def validate(self) -> None:
         if self.objective not in OBJECTIVES:
@@ -37,6 +38,8 @@ class Budgets:
                 raise UsageError(f"--{name.replace('_', '-')} must be from 0 to 1")
         if self.max_drift is not None and self.max_drift < 0:
             raise UsageError("--max-drift must not be negative")
+        if self.max_ppl_increase < 0:
+            raise UsageError("--max-ppl-increase must not be negative")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -49,6 +52,10 @@ def budget_failures(row: Variant, budgets: Budgets) -> list[str]:
     drift = row.drift
     if not drift:
         return ["drift not measured"]
+    if "perplexity_increase" in drift:  # a language model (llm_drift.py): judged by its perplexity on the text
+        increase = drift["perplexity_increase"]
+        return [f"perplexity +{increase:.1%} > +{budgets.max_ppl_increase:.0%}"] \
+            if increase > budgets.max_ppl_increase else []
     failures = []
     agreement = drift.get("top1_agreement")
     if agreement is not None and agreement < budgets.min_agreement:
@@ -109,11 +116,15 @@ def evidence(row: Variant, base: Variant, budgets: Budgets) -> str:
         interval = f" [{ci[0]:.2f}, {ci[1]:.2f}]" if ci else ""
         word = "faster" if ratio["estimate"] >= 1 else "slower"
         factor = ratio["estimate"] if ratio["estimate"] >= 1 else 1 / ratio["estimate"]
-        parts.append(f"p90 {factor:.2f}x {word}{interval} than {base.name}")
+        what = "inter-token p90" if (row.report or {}).get("generation") else "p90"
+        parts.append(f"{what} {factor:.2f}x {word}{interval} than {base.name}")
     if row.size_bytes and base.size_bytes:
         parts.append(f"{base.size_bytes / row.size_bytes:.1f}x smaller")
     drift = row.drift or {}
-    if drift.get("top1_agreement") is not None:
+    if "perplexity_increase" in drift:
+        parts.append(f"perplexity {drift['perplexity_increase']:+.1%} (budget <= +{budgets.max_ppl_increase:.0%}), "
+                     f"next-token agreement {drift['next_token_agreement']:.1%}")
+    elif drift.get("top1_agreement") is not None:
         parts.append(f"top-1 agreement {drift['top1_agreement']:.1%} (budget >= {budgets.min_agreement:.0%})")
     elif drift:
         parts.append(f"cosine {drift['cosine_mean']:.4f} (budget >= {budgets.min_cosine:g})")

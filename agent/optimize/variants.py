@@ -18,6 +18,7 @@ from types import ModuleType
 from typing import Callable, Optional, Sequence
 
 from edgebench.agent.engine import bench, images
+from edgebench.agent.engine.generate import GenerationSettings
 from edgebench.agent.engine.inputs import (
     InputSource,
     build_feeds,
@@ -31,8 +32,8 @@ from edgebench.agent.engine.isolation import ChildLimits
 from edgebench.agent.engine.measure import RunSettings
 from edgebench.agent.engine.report import fmt_latency, fmt_ratio, human_bytes, latency_unit, table, utc_now
 from edgebench.agent.errors import EdgebenchError, InputError, ModelError, UsageError
-from edgebench.agent.modelfile import ModelFile, identify
-from edgebench.agent.optimize import compare, recommend
+from edgebench.agent.modelfile import GGUF, ModelFile, identify
+from edgebench.agent.optimize import compare, llm_drift, recommend
 from edgebench.agent.optimize.makers import maker_for
 from edgebench.agent.optimize.makers.base import Variant, produce
 from edgebench.agent.runtimes import runtime_class
@@ -70,6 +71,7 @@ class VariantsSettings:
     repeats: int = 5  # each variant's repeats, interleaved with the others' (bench.run_interleaved)
     bench_limits: ChildLimits = field(default_factory=ChildLimits)  # each variant's benchmark process
     timeout_s: Optional[float] = None  # each describe / drift child; None: compare.DEFAULT_TIMEOUT_S
+    generation: Optional[GenerationSettings] = None  # a language model's (GGUF) benchmark; None: the engine's defaults
 
 
 # ---------------------------------------------------------------- calibration
@@ -156,7 +158,7 @@ def bench_variants(rows: Sequence[Variant], settings: VariantsSettings, runtime:
         model=str(row.path), runtime=runtime, options=options, settings=replace(settings.run),
         shape_args=settings.shape, input_args=settings.input, image_mean=settings.image_mean,
         image_std=settings.image_std, seed=settings.seed, limits=settings.bench_limits,
-        repeats=settings.repeats) for row in made]
+        repeats=settings.repeats, generation=settings.generation) for row in made]
     for row, outcome in zip(made, bench.run_interleaved(requests, progress, seed=settings.seed)):
         row.report = outcome.report
         if outcome.error is not None:
@@ -305,7 +307,7 @@ def markdown(document: dict) -> str:
         cells = [f"`{row['name']}`", human_bytes(row["size_bytes"]) + share,
                  f"{p90:.3f}" if p90 is not None else row.get("error") or "-",
                  fmt_ratio(row.get("speedup_p90")) if row is not base else "1.00x",
-                 f"{drift['cosine_mean']:.4f}" if drift else "-",
+                 f"{drift['cosine_mean']:.4f}" if drift.get("cosine_mean") is not None else "-",
                  f"{agreement:.1%}" if agreement is not None else "-",
                  f"{accuracy['top1']:.1%} of {accuracy['samples']}" if accuracy else "-"]
         lines.append("| " + " | ".join(cells) + " |")
@@ -362,12 +364,28 @@ def check(settings: VariantsSettings, maker: ModuleType) -> list[str]:
             raise UsageError(f"--prune: {reason}")
     parse_shapes(settings.shape)
     parse_sources(settings.input)
+    if maker.FORMAT == GGUF:
+        check_language_model(settings)
+    elif settings.generation is not None:
+        raise UsageError("--prompt-tokens and --gen-tokens are for language models (GGUF)")
     kinds = list(settings.only or maker.KINDS)
     unknown = sorted(set(kinds) - set(maker.KINDS))
     if unknown:
         raise UsageError(f"--only: unknown variant(s) {', '.join(unknown)} for a {maker.FORMAT} model; choose from "
                          f"{', '.join(maker.KINDS)}")
     return [kind for kind in maker.KINDS if kind in kinds]
+
+
+def check_language_model(settings: VariantsSettings) -> None:
+    """A GGUF model's variants are quantization types, benchmarked as generations and compared on a fixed text: the
+    options about tensor inputs, calibration and labelled data have nothing to act on."""
+    given = [flag for flag, value in (("--shape", settings.shape), ("--input", settings.input),
+                                      ("--calibration", settings.calibration), ("--eval", settings.eval_data),
+                                      ("--drift-data", settings.drift_data), ("--prune", settings.prune))
+             if value]
+    if given:
+        raise UsageError(f"{', '.join(given)}: not for a GGUF language model (its variants are llama.cpp "
+                         "quantization types, compared on a fixed real text: docs/variants.md)")
 
 
 def source_model(settings: VariantsSettings) -> tuple[Optional[ModelFile], ModuleType]:
@@ -444,10 +462,15 @@ def run(settings: VariantsSettings, progress: Optional[Callable] = None) -> tupl
     bench_variants(rows, settings, maker.RUNTIME, options, progress)
     if rows[0].report is None:
         raise ModelError(f"the float model itself failed: {rows[0].error}")
-    measure_drift(base, rows, settings, limits, step, real_sets)
+    if maker.FORMAT == GGUF:
+        llm_drift.measure(rows, maker.RUNTIME, options, limits, step)
+    else:
+        measure_drift(base, rows, settings, limits, step, real_sets)
     advice = recommend.recommend(rows, settings.budgets)
     document = {"schema": SCHEMA, "created": utc_now(), "model": model.to_dict(), "calibration": calibration,
                 "drift_data": drift_on, "variants": [row.to_dict() for row in rows], "recommendation": advice}
+    if maker.FORMAT == GGUF:
+        return document, llm_drift.render(model.path.name, rows, advice)
     return document, render(model.path.name, rows, calibration, advice, drift_on)
 
 

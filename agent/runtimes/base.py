@@ -167,8 +167,10 @@ class GenerationSession(Session):
     def kv_cache_bytes(self) -> Optional[int]:
         """What the reserved context's KV cache takes, as the runtime allocated it."""
 
-    def token_logits(self) -> np.ndarray:
-        """The last decode's logits (a copy), for drift: perplexity and agreement against a reference."""
+    def score(self, tokens: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
+        """Teacher-forced, from an empty context: for each position ``i`` but the last, the log-probability the model
+        gives ``tokens[i + 1]`` and its own most likely token there (drift: perplexity and next-token agreement
+        against a reference model)."""
         raise NotImplementedError
 
     def bind(self, feeds: dict[str, np.ndarray]) -> Callable[[], Any]:

@@ -15,7 +15,7 @@ import ctypes
 import importlib.util
 import logging
 import os
-from typing import Any, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
 
@@ -28,15 +28,19 @@ log = logging.getLogger(__name__)
 
 _INSTALL = ("llama.cpp's Python bindings are not installed: pip install 'edgebench[llm]' on a board (it compiles "
             "llama.cpp), or `make llm` here (one cached build)")
+SCORE_ROWS = 64  # positions whose log-softmax is computed at once when scoring a text
 UBATCH = 512  # llama.cpp's default physical batch (llama-bench's too): a longer prompt is decoded in such steps
 _LOG_LEVELS = {2: logging.ERROR, 3: logging.WARNING, 4: logging.INFO}  # ggml_log_level: 2 error, 3 warn, 4 info
 
 
-class _LlamaLog:
-    """llama.cpp's log, into ``logging`` at debug; its last warnings and errors kept for error messages."""
+class LlamaLog:
+    """llama.cpp's log (process-wide: the latest LlamaLog receives it), into ``logging`` at debug; its last warnings
+    and errors kept for error messages, and the lines ``keep`` picks (the quantizer's fallbacks) counted."""
 
-    def __init__(self, llama_cpp: Any):
+    def __init__(self, llama_cpp: Any, keep: Optional[Callable[[str], bool]] = None):
         self.recent: collections.deque[str] = collections.deque(maxlen=8)
+        self.kept: list[str] = []
+        self._keep = keep
         self.callback = llama_cpp.llama_log_callback(self._line)  # kept: llama.cpp holds only the pointer
         llama_cpp.llama_log_set(self.callback, ctypes.c_void_p(0))
 
@@ -46,12 +50,14 @@ class _LlamaLog:
             log.debug("llama.cpp: %s", line)
             if _LOG_LEVELS.get(level, logging.DEBUG) >= logging.WARNING:
                 self.recent.append(line)
+            if self._keep is not None and self._keep(line):
+                self.kept.append(line)
 
     def last_problem(self) -> str:
         return self.recent[-1] if self.recent else "no reason given"
 
 
-def _bindings() -> Any:
+def bindings() -> Any:
     try:
         import llama_cpp
     except (ImportError, OSError, RuntimeError, FileNotFoundError) as exc:  # the package, or libllama, is missing
@@ -60,7 +66,7 @@ def _bindings() -> Any:
 
 
 class LlamaCppSession(GenerationSession):
-    def __init__(self, llama_cpp: Any, model: Any, path: str, threads: int, logger: _LlamaLog):
+    def __init__(self, llama_cpp: Any, model: Any, path: str, threads: int, logger: LlamaLog):
         self._lib, self._model, self._log = llama_cpp, model, logger
         self._ctx: Any = None
         self._threads = threads
@@ -124,8 +130,33 @@ class LlamaCppSession(GenerationSession):
         self._one[0] = token
         self._decode(self._one, 1, "a token")
 
-    def token_logits(self) -> np.ndarray:
-        return np.ctypeslib.as_array(self._lib.llama_get_logits_ith(self._ctx, -1), shape=(self._n_vocab,)).copy()
+    def score(self, tokens: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
+        """One batch with every position's logits (``reserve`` made the context for them), read in slices so that
+        the log-softmax never holds more than SCORE_ROWS rows of the vocabulary at once."""
+        count = len(tokens)
+        batch = self._lib.llama_batch_init(count, 0, 1)
+        try:
+            for position, token in enumerate(tokens):
+                batch.token[position], batch.pos[position] = token, position
+                batch.n_seq_id[position], batch.seq_id[position][0], batch.logits[position] = 1, 0, 1
+            batch.n_tokens = count
+            code = self._lib.llama_decode(self._ctx, batch)
+            if code != 0:
+                raise InferenceError(f"llama.cpp failed to score {count} tokens (llama_decode returned {code}: "
+                                     f"{self._log.last_problem()})")
+            logits = np.ctypeslib.as_array(self._lib.llama_get_logits(self._ctx), shape=(count, self._n_vocab))
+            log_probs, top1 = np.empty(count - 1), np.empty(count - 1, dtype=np.int64)
+            following = np.asarray(tokens[1:])
+            for start in range(0, count - 1, SCORE_ROWS):
+                rows = logits[start:min(start + SCORE_ROWS, count - 1)].astype(np.float64)
+                peak = rows.max(axis=1, keepdims=True)
+                normalizer = np.log(np.exp(rows - peak).sum(axis=1)) + peak[:, 0]
+                picked = rows[np.arange(len(rows)), following[start:start + len(rows)]]
+                log_probs[start:start + len(rows)] = picked - normalizer
+                top1[start:start + len(rows)] = rows.argmax(axis=1)
+            return log_probs, top1
+        finally:
+            self._lib.llama_batch_free(batch)
 
     def kv_cache_bytes(self) -> Optional[int]:
         """K and V (f16, llama.cpp's default cache type) for every layer and position of the context made: the
@@ -165,12 +196,12 @@ class LlamaCppRuntime(Runtime):
 
     @classmethod
     def preload(cls) -> None:
-        _bindings()
+        bindings()
 
     def load(self, path: str, options: RuntimeOptions) -> LlamaCppSession:
         self.check_options(options)
-        llama_cpp = _bindings()
-        logger = _LlamaLog(llama_cpp)
+        llama_cpp = bindings()
+        logger = LlamaLog(llama_cpp)
         llama_cpp.llama_backend_init()
         params = llama_cpp.llama_model_default_params()
         params.n_gpu_layers = 0  # the CPU build; a GPU build's offload is a later option

@@ -14,7 +14,7 @@ from __future__ import annotations
 from types import ModuleType
 
 from edgebench.agent.errors import UsageError
-from edgebench.agent.modelfile import ONNX, PT2, TFLITE, TORCHSCRIPT
+from edgebench.agent.modelfile import GGUF, ONNX, PT2, TFLITE, TORCHSCRIPT
 
 
 def maker_for(model_format: str) -> ModuleType:
@@ -30,7 +30,11 @@ def maker_for(model_format: str) -> ModuleType:
         from edgebench.agent.optimize.makers import torch_variants
 
         return torch_variants
+    if model_format == GGUF:
+        from edgebench.agent.optimize.makers import gguf_variants
+
+        return gguf_variants
     hint = " (a TorchScript file: give the torch.export program, .pt2, or the module as package.module:factory)" \
         if model_format == TORCHSCRIPT else ""
-    raise UsageError(f"variants are made from ONNX, TFLite or torch.export (.pt2) models or a PyTorch module "
+    raise UsageError(f"variants are made from ONNX, TFLite, torch.export (.pt2) or GGUF models or a PyTorch module "
                      f"(package.module:factory), not {model_format}{hint}")
