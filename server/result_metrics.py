@@ -22,6 +22,8 @@ from typing import Any, Mapping, Optional, Sequence
 from edgebench.agent.fleet.protocol import GENERATION_METRICS, STATS_KEYS
 from edgebench.server import schema as db
 
+GENERATION_ENERGY = ("energy_per_token_mj", "prefill_energy_per_token_mj")  # a language model's, net of idle power
+
 BETWEEN_REPEATS = "between-repeats"  # stats.interval.method when the units are repeats (fresh processes)
 INTERVAL_PERCENTILES = ("p50", "p90", "p99")  # stored per unit and with their interval (edgebench.server.schema)
 
@@ -30,7 +32,7 @@ _SAME_FIELD = {"p50_ms": "p50_ms", "p90_ms": "p90_ms", "p99_ms": "p99_ms", "ener
                "delegate_coverage": "delegate_coverage", "delegate_loaded": "delegate_loaded",
                "drift_max_abs_err": "drift_max_abs_err",
                "drift_cosine": "drift_cosine",
-               **{metric: metric for metric in (*GENERATION_METRICS, "energy_per_token_mj")}}
+               **{metric: metric for metric in (*GENERATION_METRICS, *GENERATION_ENERGY)}}
 GATE_METRICS = (*_SAME_FIELD, "peak_rss_mb")
 _PEAKS = ("peak_load_bytes", "peak_steady_bytes")
 _STATS = (*STATS_KEYS, "std_ms")
@@ -123,7 +125,7 @@ def generation_fields(summary: Mapping[str, Any]) -> dict[str, Any]:
     estimates over the repeats) with the ends of their intervals (``decode_ci_low_tok_s``...), ``energy_per_token_mj``,
     the token counts and the KV cache's size."""
     generation = _section(summary, "generation")
-    fields = {key: generation.get(key) for key in (*GENERATION_COUNTS, "energy_per_token_mj")}
+    fields = {key: generation.get(key) for key in (*GENERATION_COUNTS, *GENERATION_ENERGY)}
     for metric in GENERATION_METRICS:
         entry, ci = _entry(generation, metric)
         fields.update({metric: entry.get("estimate"), db.ci_field(metric, "low"): ci[0],

@@ -108,7 +108,8 @@ def ci_field(metric: str, end: str) -> str:
 # estimates over the repeats, with their confidence intervals), energy per decoded token, what it was asked to do
 _GENERATION = tuple(Field(metric) for metric in p.GENERATION_METRICS) + tuple(
     Field(ci_field(metric, end)) for metric in p.GENERATION_METRICS for end in ("low", "high")) + (
-    Field("energy_per_token_mj"), Field("prompt_tokens", INTEGER), Field("gen_tokens", INTEGER),
+    Field("energy_per_token_mj"), Field("prefill_energy_per_token_mj"), Field("prompt_tokens", INTEGER),
+    Field("gen_tokens", INTEGER),
     Field("kv_cache_bytes", INTEGER))
 
 RESULT = Measurement(

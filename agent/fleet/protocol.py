@@ -658,6 +658,7 @@ def check_generation(generation: dict, where: str = "generation", max_units: int
         _field(generation, "same_tokens_every_repeat", bool, required=False)
         # net of the idle baseline, as energy_per_inference_mj: a noisy baseline may leave it below 0, honestly
         _number(generation, "energy_per_token_mj", required=False)
+        _number(generation, "prefill_energy_per_token_mj", required=False)
         inter_token = _field(generation, "inter_token_ms", dict, required=False) or {}
         for key in inter_token:
             _number(inter_token, key, required=False, minimum=0)
@@ -1000,7 +1001,7 @@ def summarize_report(report: dict) -> dict:
 
 
 GENERATION_SUMMARY_KEYS = ("prompt_tokens", "gen_tokens", "context", "kv_cache_bytes", "sampling", "inter_token_ms",
-                           "same_tokens_every_repeat", "energy_per_token_mj")
+                           "same_tokens_every_repeat", "energy_per_token_mj", "prefill_energy_per_token_mj")
 GENERATION_METRIC_KEYS = ("estimate", "unit", "per_repeat", "ci", "rerun")
 
 

@@ -55,6 +55,7 @@ METRICS = {
     "prefill_tok_s": ("prompt tokens prefilled per second", "tok/s", False),
     "ttft_ms": ("time to first token", "ms", False),
     "energy_per_token_mj": ("energy per decoded token", "mJ", False),
+    "prefill_energy_per_token_mj": ("energy per prompt token prefilled", "mJ", False),
 }
 # a regression is a fall
 HIGHER_IS_BETTER = ("drift_cosine", "delegate_coverage", "delegate_loaded", "decode_tok_s", "prefill_tok_s")

@@ -66,6 +66,8 @@ def test_a_result_carries_the_generation_bounded_without_its_tokens():
     for metric in p.GENERATION_METRICS:
         assert carried[metric] == report["generation"][metric] and len(carried[metric]["per_repeat"]) == 3
     assert validate(summary).payload["summary"]["generation"] == carried
+    report["generation"]["prefill_energy_per_token_mj"] = 0.25  # where a power sensor measured the prefill
+    assert p.summarize_report(report)["generation"]["prefill_energy_per_token_mj"] == 0.25
 
 
 def _mutated(mutate) -> dict:
@@ -106,6 +108,7 @@ def _per_repeat(name: str, index: int, value):
     (lambda g: g.update(prompt_tokens=True), "not a boolean"),
     (lambda g: g.update(kv_cache_bytes=-1), "below 0"),
     (lambda g: g.update(energy_per_token_mj="0.5"), "wrong type"),
+    (lambda g: g.update(prefill_energy_per_token_mj=[1.0]), "wrong type"),
     (lambda g: g.update(inter_token_ms={"p90": -1.0}), "below 0"),
     (lambda g: g.update(sampling="greedy\nx"), "invalid value"),
     (lambda g: g.update(same_tokens_every_repeat="yes"), "wrong type"),
