@@ -1,7 +1,7 @@
 #!/bin/sh
 # Make sure the binaries the fleet tests and the local-fleet demo need are installed: Mosquitto, InfluxDB 1.x
 # (Debian's influxdb), Debian's victoria-metrics (a real /api/v2/write server for the InfluxDB 2.x write path) and
-# ccache (compiler cache for the C++ harness). Idempotent: does nothing when all are present. Starts nothing: tests and the demo start
+# ccache (compiler cache for the C++ harness), chromium and chromium-driver (the HTML report's browser test). Idempotent: does nothing when all are present. Starts nothing: tests and the demo start
 # their own instances on free loopback ports and stop them by PID.
 set -eu
 
@@ -12,6 +12,10 @@ command -v victoria-metrics >/dev/null 2>&1 || [ -x /usr/bin/victoria-metrics ] 
 # ccache: the C++ harness's objects cached across checkouts (the Makefile's native target), so a fresh clone does
 # not compile it again
 command -v ccache >/dev/null 2>&1 || missing="$missing ccache"
+# chromium and its chromedriver (one Debian source package, so their versions match): tests/test_html_report.py
+# opens `edgebench report --html` pages in a real headless browser, offline
+command -v chromium >/dev/null 2>&1 || missing="$missing chromium"
+command -v chromedriver >/dev/null 2>&1 || missing="$missing chromium-driver"
 [ -z "$missing" ] && exit 0
 
 SUDO=""

@@ -6,6 +6,7 @@ import argparse
 from typing import Optional
 
 from edgebench.agent.cli import args as cli_args
+from edgebench.agent.cli import report as cli_report
 from edgebench.agent.errors import UsageError
 
 
@@ -25,6 +26,7 @@ def register(commands) -> None:
     cli_args.add_cpus_option(bench, "the report records the cores it ran on (noise)")
     cli_args.add_physics_options(bench)
     bench.add_argument("--json", metavar="FILE", help="write the full report (every sample) as JSON; - for stdout")
+    cli_report.add_html_option(bench)
     bench.add_argument("--label", action="append", default=[], metavar="KEY=VALUE",
                        help="tag the report, e.g. release=v1.4.0 or class=rpi5 (release gates select on labels)")
     bench.add_argument("--history", metavar="DIR|off",
@@ -86,7 +88,7 @@ def run(args: argparse.Namespace) -> int:
     from edgebench.agent.cli.progress import ProgressLine
     from edgebench.agent.engine.report import emit_json, render
 
-    cli_args.check_outputs(args, "json", "baseline_json", "ops_csv")
+    cli_args.check_outputs(args, "json", "baseline_json", "ops_csv", "html")
     coverage = cli_args.required_coverage(args)
     if args.ops_csv and not args.profile_ops:
         raise UsageError("--ops-csv needs --profile-ops")
@@ -114,6 +116,8 @@ def run(args: argparse.Namespace) -> int:
         progress.close()
     report["labels"] = labels
     emit_json(report, args.json)
+    if args.html:
+        cli_report.write_outputs(report, args)
     if args.ops_csv and (report.get("ops") or {}).get("nodes") is not None:
         from edgebench.agent.engine.ops import write_csv
 
@@ -135,7 +139,7 @@ def check_sweep(args: argparse.Namespace, sweep: list) -> None:
     model that is not a language model (its rows would be another table: bench one --threads at a time)."""
     from edgebench.agent.engine import bench
 
-    for flag in ("baseline_model", "sustained", "profile_ops"):
+    for flag in ("baseline_model", "sustained", "profile_ops", "html"):
         if getattr(args, flag, None):
             raise UsageError(f"--{flag.replace('_', '-')} is not for a sweep (several --prompt-tokens or --threads): "
                              "give one of each")

@@ -16,7 +16,7 @@ from contextlib import contextmanager
 from typing import Callable, Iterator, Optional, Sequence
 
 from edgebench.agent import __version__
-from edgebench.agent.cli import agent, bench, compare, diff, push, sensors, variants
+from edgebench.agent.cli import agent, bench, compare, diff, push, report, sensors, variants
 from edgebench.agent.cli.args import Parser
 from edgebench.agent.cli.config import subparsers
 from edgebench.agent.errors import EXIT_CHILD_FAILED, EXIT_FAILURE, EdgebenchError, UsageError, first_line
@@ -64,7 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_global_options(parser)
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     parser.set_defaults(subparsers=commands.choices)  # for callers that apply defaults to one command's parser
-    for module in (bench, compare, diff, variants, sensors, agent, push):
+    for module in (bench, compare, diff, report, variants, sensors, agent, push):
         module.register(commands)
     add_external_commands(commands)
     adb = commands.add_parser("adb", help="work with an Android device from this host over adb")

@@ -42,7 +42,7 @@ _KINDS = {NUMBER: "a number", (int,): "an integer", (str,): "a string", (dict,):
 
 # ---------------------------------------------------------------- reading a report
 
-def load_report(path: str) -> dict:
+def load_report(path: str, reader: str = "diff") -> dict:
     """A bench report (``edgebench.bench/1`` or ``/2``) read from ``path``; anything else is a UsageError whose one
     line names the file and what is wrong with it."""
     from edgebench.agent.modelfile import file_problem
@@ -68,7 +68,7 @@ def load_report(path: str) -> dict:
         known = ", ".join(SCHEMA_FILES)
         hint = (": a variants document holds one bench report per variant (variants[i].report)"
                 if isinstance(schema, str) and schema.startswith("edgebench.variants/") else "")
-        raise UsageError(f"report {path}: not an edgebench bench report (schema {schema!r}; diff reads {known})"
+        raise UsageError(f"report {path}: not an edgebench bench report (schema {schema!r}; {reader} reads {known})"
                          f"{hint}")
     return document
 
