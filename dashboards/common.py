@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Any, Iterable, Optional
 
+import attr
 from grafanalib import core as g
 from grafanalib.influxdb import InfluxDBTarget
 
@@ -93,6 +94,38 @@ def override(matcher_id: str, matcher: str, **properties: Any) -> dict:
 INTERVAL_ENDS = override("byRegexp", "/ ci (low|high)/", custom__drawStyle="line", custom__lineWidth=1,
                          custom__lineStyle={"fill": "dash", "dash": [6, 4]}, custom__showPoints="never",
                          custom__spanNulls=True)
+
+
+# A percentile's confidence interval as a filled band: the "... ci high" series is filled down to the "... ci low"
+# one (Grafana's fillBelowTo names the other series by its display name, so the names must be static: the panels
+# that use it show one model's interval each, repeated per model), both ends without a line of their own.
+def interval_band(percentile: str) -> list[dict]:
+    low, high = f"{percentile} ci low", f"{percentile} ci high"
+    return [override("byName", high, custom__fillBelowTo=low, custom__fillOpacity=25, custom__lineWidth=0,
+                     custom__showPoints="never", custom__spanNulls=True),
+            override("byName", low, custom__lineWidth=0, custom__showPoints="never", custom__spanNulls=True,
+                     custom__hideFrom={"legend": True, "tooltip": False, "viz": False})]
+
+
+@attr.s
+class PluginPanel(g.Panel):
+    """A panel of a Grafana core plugin grafanalib 0.7.1 has no class for (``xychart``): its options and field
+    config as the plugin's own types (``@grafana/schema`` composable/<plugin>/panelcfg) declare them."""
+
+    type = attr.ib(default="xychart", validator=attr.validators.instance_of(str))
+    options = attr.ib(factory=dict, validator=attr.validators.instance_of(dict))
+    defaults = attr.ib(factory=dict, validator=attr.validators.instance_of(dict))
+    overrides = attr.ib(factory=list, validator=attr.validators.instance_of(list))
+
+    def to_json_data(self) -> dict:
+        return self.panel_json({"type": self.type, "options": self.options,
+                                "fieldConfig": {"defaults": self.defaults, "overrides": self.overrides}})
+
+
+def repeat_per(variable: str, per_row: int = 2) -> g.Repeat:
+    """One copy of a panel per selected value of ``variable``, side by side (Grafana sets the variable to that one
+    value in each copy)."""
+    return g.Repeat(direction="h", variable=variable, maxPerRow=per_row)
 
 
 def dashboard(title: str, uid: str, description: str, variables: list[g.Template], panels: list[g.Panel],

@@ -9,8 +9,10 @@ from edgebench.dashboards.common import (
     INTERVAL_ENDS,
     dashboard,
     grid,
+    interval_band,
     match,
     override,
+    repeat_per,
     tag_variable,
     target,
     thresholds,
@@ -54,6 +56,15 @@ def build() -> g.Dashboard:
                  target(_per_run('"p90_ms" AS "throttled"', '"throttled" = true'), "B", alias=THROTTLED_ALIAS)],
         unit="ms", drawStyle="line", showPoints="always", pointSize=5, overrides=[marker, INTERVAL_ENDS],
         legendDisplayMode="table", legendPlacement="right", legendCalcs=["min", "mean", "max"])
+    band = g.TimeSeries(
+        title="p90 in its interval: $model",
+        description="Per selected model (one panel each): each run's p90 on this board inside a band from the low "
+        "to the high end of its 95% confidence interval. Runs of every runtime/delegate the model ran under share "
+        "the line: the latency panel above splits them.",
+        targets=[target(f'SELECT "p90_ms" AS "p90", "p90_ci_low_ms" AS "p90 ci low", "p90_ci_high_ms" AS '
+                        f'"p90 ci high" FROM "{s.RESULT.name}" WHERE {where(*RUNS)}', alias="$col")],
+        unit="ms", drawStyle="line", showPoints="always", pointSize=6, spanNulls=True, repeat=repeat_per("model"),
+        overrides=interval_band("p90"))
     temperature = g.TimeSeries(
         title="Temperature", description="Hottest thermal zone (telemetry temp_max_c).",
         targets=[target(_telemetry('max("temp_max_c") AS "hottest zone"'))], unit="celsius",
@@ -98,6 +109,7 @@ def build() -> g.Dashboard:
         "One board: latency per run aligned with temperature, clocks and power; throttling marked.",
         variables, grid([
             (9, [(latency, 24)]),
+            (7, [(band, 24)]),
             (6, [(temperature, 12), (clocks, 12)]),
             (6, [(power, 12), (energy, 12)]),
             (5, [(throttling, 24)]),

@@ -13,10 +13,13 @@ from grafanalib import core as g
 
 from edgebench.dashboards.common import (
     INTERVAL_ENDS,
+    PluginPanel,
     dashboard,
     grid,
+    interval_band,
     match,
     override,
+    repeat_per,
     tag_variable,
     target,
     thresholds,
@@ -53,6 +56,95 @@ def _table(title: str, description: str, select: str, group_by: str, overrides: 
 
 def _gauge(name: str, unit: str) -> dict:
     return override("byName", name, unit=unit, custom__cellOptions={"type": "gauge", "mode": "basic"})
+
+
+def _heat_map() -> g.Table:
+    """Model x board class p90 as a matrix of coloured cells. Grafana's heatmap panel wants numeric (or time) buckets
+    on its x axis; a categorical matrix is a table: InfluxQL's rows (model, class, p90) turned into one column per
+    board class by the groupingToMatrix transformation, each number cell coloured on one scale over all cells."""
+    return g.Table(
+        title="p90 heat map: model x board class",
+        description="Median over the runs in the time range of each run's p90, per model (rows) and board class "
+        "(columns); green is fast, red slow, on one scale over the whole matrix; empty: never ran there. Runs of "
+        "every selected runtime/delegate are pooled: pick one configuration to compare like with like.",
+        targets=[target(f'SELECT median("p90_ms") AS "p90" FROM "{s.RESULT.name}" WHERE {where(*FILTERS)} '
+                        f'GROUP BY "{s.MODEL}", "{s.BOARD_CLASS_LABEL}"', table=True)],
+        transformations=[
+            {"id": "groupingToMatrix", "options": {"columnField": s.BOARD_CLASS_LABEL, "rowField": s.MODEL,
+                                                   "valueField": "p90", "emptyValue": "null"}},
+            {"id": "organize", "options": {"renameByName": {f"{s.MODEL}\\{s.BOARD_CLASS_LABEL}": "model"}}}],
+        overrides=[override("byType", "number", unit="ms", color={"mode": "continuous-GrYlRd"},
+                            custom__cellOptions={"type": "color-background", "mode": "gradient"})])
+
+
+def _trade_off() -> PluginPanel:
+    """Each model file as a point, size against p90: the variants' trade-off at a glance. Grafana's xychart maps
+    table columns to x, y and colour; the variants pushed with --reference are drawn again coloured by their
+    drift (a second frame, since a colour from a column with empty cells would have no colour to give)."""
+    select = ('last("model_size_bytes") AS "size", median("p90_ms") AS "p90", '
+              'median("drift_max_abs_err") AS "max abs err", count("p90_ms") AS "runs"')
+    group = f'"{s.MODEL}", "{s.FORMAT}", "{s.MODEL_SHA}", "{s.BOARD_CLASS_LABEL}", "{s.RUNTIME}", "{s.DELEGATE}"'
+
+    def query(condition: str = "") -> str:
+        return f'SELECT {select} FROM "{s.RESULT.name}" WHERE {where(*FILTERS)}{condition} GROUP BY {group}'
+
+    def series(frame: int, name: str, color: str = "") -> dict:
+        out = {"frame": {"matcher": {"id": "byIndex", "options": frame}}, "name": {"fixed": name},
+               "x": {"matcher": {"id": "byName", "options": "size"}},
+               "y": {"matcher": {"id": "byName", "options": "p90"}}}
+        if color:
+            out["color"] = {"matcher": {"id": "byName", "options": color}}
+        return out
+
+    return PluginPanel(
+        title="Variants trade-off: p90 vs model size",
+        description="One point per model file (format, sha256 prefix) per board class and configuration: its "
+        "size (x) and the median of its runs' p90 (y); the tooltip names it. Variants pushed with "
+        "`--reference` are drawn again, coloured by their drift against it (max abs error: green small, red "
+        "large). Down and left is better; a quantized variant should move left and down at a small drift.",
+        type="xychart",
+        targets=[target(query(), table=True), target(query(' AND "drift_max_abs_err" >= 0'), "B", table=True)],
+        options={"mapping": "manual", "series": [series(0, "variants"), series(1, "drift", "max abs err")],
+                 "legend": {"showLegend": True, "displayMode": "list", "placement": "bottom", "calcs": []},
+                 "tooltip": {"mode": "single", "sort": "none"}},
+        defaults={"custom": {"show": "points", "pointSize": {"fixed": 9}, "pointShape": "circle"},
+                  "color": {"mode": "palette-classic"}},
+        overrides=[override("byName", "size", unit="bytes"), override("byName", "p90", unit="ms"),
+                   override("byName", "max abs err", decimals=4, color={"mode": "continuous-GrYlRd"})])
+
+
+def _distribution() -> g.Histogram:
+    """The raw samples as a histogram: the shape a p90 hides (a second mode, a long tail). InfluxQL cannot pick
+    "the latest run" by itself; the latest samples per series are that run's (a result stores at most
+    MAX_SAMPLES_PER_RESULT of them), or the latest runs' where a run kept fewer."""
+    return g.Histogram(
+        title="Latency distribution: the latest run's samples",
+        description=f"The raw latency samples (edgebench_latency) of the latest run per model, board, runtime and "
+        f"delegate in the time range: the latest {s.MAX_SAMPLES_PER_RESULT} samples of each (a run stores at most "
+        f"that many, a uniform subsample beyond; a run that kept fewer shares its histogram with the runs before "
+        f"it). Narrow the Model and Board class variables to compare a few.",
+        targets=[target(f'SELECT "latency_ns" / 1000000 AS "latency" FROM "{s.LATENCY.name}" '
+                        f'WHERE {where(*FILTERS)} GROUP BY "{s.MODEL}", "{s.BOARD_CLASS_LABEL}", "{s.DEVICE}", '
+                        f'"{s.RUNTIME}", "{s.DELEGATE}" ORDER BY time DESC LIMIT {s.MAX_SAMPLES_PER_RESULT}',
+                        alias="$tag_model · $tag_device · $tag_runtime/$tag_delegate")],
+        colorMode="palette-classic", fillOpacity=40, lineWidth=1, legendDisplayMode="list",
+        overrides=[override("byType", "number", unit="ms")],
+        extraJson={"options": {"legend": {"showLegend": True, "calcs": []}}})
+
+
+def _band() -> g.TimeSeries:
+    """One model's p90 per run inside its confidence interval drawn as a filled band (repeated per model: the band
+    needs the series' names to be fixed)."""
+    return g.TimeSeries(
+        title="p90 in its interval: $model",
+        description="Per selected model (one panel each): the p90 of its runs (mean per time bucket), inside a "
+        "band from the low to the high end of their 95% confidence intervals. Runs of every selected board class "
+        "and configuration share the line: pick one of each, or read the panel above, which splits them.",
+        targets=[target(f'SELECT mean("p90_ms") AS "p90", mean("p90_ci_low_ms") AS "p90 ci low", '
+                        f'mean("p90_ci_high_ms") AS "p90 ci high" FROM "{s.RESULT.name}" WHERE {where(*FILTERS)} '
+                        f'GROUP BY time($__interval) fill(none)', alias="$col")],
+        unit="ms", drawStyle="line", showPoints="always", pointSize=6, spanNulls=True, repeat=repeat_per("model"),
+        overrides=interval_band("p90"))
 
 
 def build() -> g.Dashboard:
@@ -162,6 +254,9 @@ def build() -> g.Dashboard:
             (10, [(variants, 20), (throttled, 4)]),
             (8, [(tokens, 24)]),
             (9, [(p90, 24)]),
+            (8, [(_band(), 24)]),
+            (10, [(_heat_map(), 12), (_trade_off(), 12)]),
+            (9, [(_distribution(), 24)]),
             (10, [(op_types, 24)]),
             (8, [(placement, 14), (fallback, 10)]),
             (8, [(energy, 12), (memory, 12)]),

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from edgebench.agent.cli import args as cli_args
+from edgebench.agent.cli import report as cli_report
 
 
 def register(commands) -> None:
@@ -28,6 +29,7 @@ def register(commands) -> None:
                          help="also benchmark both models, N repeats each interleaved (A B A B ...), and print the "
                          "candidate's speed-up with its interval (default 0: drift only)")
     compare.add_argument("--json", metavar="FILE", help="write the drift report as JSON; - for stdout")
+    cli_report.add_html_option(compare)  # the drift table, and with --repeats each side's latency and the speed-up
     compare.set_defaults(handler=run)
 
 
@@ -35,7 +37,7 @@ def run(args: argparse.Namespace) -> int:
     from edgebench.agent.engine.report import emit_json
     from edgebench.agent.optimize import compare
 
-    cli_args.check_outputs(args, "json")
+    cli_args.check_outputs(args, "json", "html")
     document = compare.run(compare.CompareSettings(
         reference=args.reference, candidate=args.candidate, reference_runtime=args.reference_runtime,
         candidate_runtime=args.candidate_runtime, samples=args.samples, eval_data=args.eval, labels=args.labels,
@@ -43,6 +45,8 @@ def run(args: argparse.Namespace) -> int:
         seed=args.seed, threads=args.threads, timeout_s=args.timeout,
         repeats=args.repeats, run=cli_args.run_settings(args, max(args.repeats, 1)) if args.repeats else None))
     emit_json(document, args.json)
+    if args.html:
+        cli_report.write_outputs(document, args)
     if args.json != "-":
         print(compare.render(document))
     return 0

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 
 from edgebench.agent.cli import args as cli_args
+from edgebench.agent.cli import report as cli_report
 from edgebench.agent.cli.budgets import add_budget_options, budgets
 
 
@@ -57,6 +58,7 @@ def register(commands) -> None:
     variants.add_argument("--delegate", dest="delegates", type=cli_args.comma_list, default=[], metavar="CHAIN",
                           help="TFLite models: the delegate chain every variant runs on (default xnnpack)")
     variants.add_argument("--json", metavar="FILE", help="write the table and every report as JSON; - for stdout")
+    cli_report.add_html_option(variants)  # latency against size coloured by drift, the recommendation ringed
     variants.add_argument("--markdown", metavar="FILE",
                           help="write the table and the recommendation as Markdown, for a pull-request comment")
     cli_args.add_progress_options(variants, "while variants are made, benchmarked and compared")
@@ -68,7 +70,7 @@ def run(args: argparse.Namespace) -> int:
     from edgebench.agent.engine.report import emit_json
     from edgebench.agent.optimize import variants
 
-    cli_args.check_outputs(args, "json", "markdown")
+    cli_args.check_outputs(args, "json", "markdown", "html")
     repeats = cli_args.repeat_count(args)
     settings = cli_args.run_settings(args, repeats)
     progress = ProgressLine(f"variants of {args.model}", mode=cli_args.progress_mode(args))
@@ -91,6 +93,8 @@ def run(args: argparse.Namespace) -> int:
         from pathlib import Path
 
         Path(args.markdown).write_text(variants.markdown(document))
+    if args.html:
+        cli_report.write_outputs(document, args)
     if args.json != "-" and not args.quiet:
         print(table)
     return 0

@@ -157,8 +157,8 @@ def test_gates_read_a_result_pushed_with_a_reference(fleet_run):
             assert units == [result.metrics["p90_ms"]]
 
 
-def _rows(run: FleetRun, dash: dict, panel: str, chosen: dict) -> list[dict]:
-    [query] = [q for q in queries.panel_queries(dash) if q.panel == panel]
+def _rows(run: FleetRun, dash: dict, panel: str, chosen: dict, ref: str = "") -> list[dict]:
+    [query] = [q for q in queries.panel_queries(dash) if q.panel == panel and q.ref == (ref or q.ref)]
     text = queries.interpolate(query.text, dash, chosen, TIME_FILTER, INTERVAL)
     return [{**s.get("tags", {}), **dict(zip(s["columns"], row))} for s in run.query(text) for row in s["values"]]
 
@@ -204,3 +204,67 @@ def test_placement_panels_show_the_nodes_a_delegate_left(fleet_run, selections):
     assert all(0 < row["coverage"] <= 1 for row in coverage.values())
     [partial] = _rows(fleet_run, fleet, "Delegates that left nodes behind", chosen)
     assert partial["partial"] == sum(1 for row in coverage.values() if row["coverage"] < 1) >= 2
+
+
+def test_heat_map_has_a_p90_per_model_and_board_class(fleet_run, selections):
+    """The heat map's rows (before Grafana's groupingToMatrix turns them into one column per board class): each
+    model that ran on both boards has a p90 in both classes."""
+    dash = COMMITTED["model-comparison"]
+    for mode in ("values", "all"):
+        rows = _rows(fleet_run, dash, "p90 heat map: model x board class", selections[("model-comparison", mode)])
+        cells = {(row["model"], row["label_class"]): row["p90"] for row in rows}
+        for model in ("sine_float.tflite", "efficientnet_lite0_int8.tflite"):
+            for board_class in fleet_run.devices.values():
+                assert cells[(model, board_class)] > 0, cells
+        assert cells[(VARIANT, fleet_run.devices[HOST])] > 0
+
+
+def test_trade_off_chart_places_each_model_file(fleet_run, selections):
+    """The XY chart's frames: every model file with its size and p90 (x, y); the second frame only the variants
+    with a drift (its colour), here the int8 variant pushed with --reference."""
+    dash = COMMITTED["model-comparison"]
+    panel = "Variants trade-off: p90 vs model size"
+    for mode in ("values", "all"):
+        chosen = selections[("model-comparison", mode)]
+        points = _rows(fleet_run, dash, panel, chosen, "A")
+        assert {"sine_float.tflite", "efficientnet_lite0_int8.tflite", VARIANT} <= {r["model"] for r in points}
+        assert all(r["size"] > 0 and r["p90"] > 0 for r in points if not r["model"].endswith(".gguf")), points
+        drifted = _rows(fleet_run, dash, panel, chosen, "B")
+        assert {r["model"] for r in drifted} == {VARIANT} and all(0 < r["max abs err"] < 1 for r in drifted)
+
+
+def test_distribution_reads_the_latest_runs_samples(fleet_run, selections):
+    """The histogram's samples: per model x board x configuration, the latest run's raw latencies in ms; the int8
+    variant ran once on the host, so its series holds exactly the samples that run stored."""
+    dash = COMMITTED["model-comparison"]
+    [query] = [q for q in queries.panel_queries(dash) if q.panel.startswith("Latency distribution")]
+    text = queries.interpolate(query.text, dash, selections[("model-comparison", "all")], TIME_FILTER, INTERVAL)
+    series = {(s["tags"]["model"], s["tags"]["device"]): [row[1] for row in s["values"]]
+              for s in fleet_run.query(text)}
+    for device in fleet_run.devices:
+        assert series[("sine_float.tflite", device)], series.keys()
+    samples = series[(VARIANT, HOST)]
+    assert 0 < len(samples) <= schema.MAX_SAMPLES_PER_RESULT and all(0 < v < 10_000 for v in samples)
+    [result] = fleet_run.query(f'SELECT "samples_total", "p50_ms" FROM "edgebench_result" WHERE "model" = '
+                               f"'{VARIANT}'")
+    (_, total, p50), = result["values"]
+    assert len(samples) == min(total, schema.MAX_SAMPLES_PER_RESULT)
+    ordered = sorted(samples)  # the stored p50 is the run's own; the histogram's median is near it
+    assert 0.5 * p50 < ordered[len(ordered) // 2] < 2 * p50
+
+
+def test_band_panels_read_one_models_interval(fleet_run, selections):
+    """The band panels (repeated per model, as Grafana runs each copy: the model variable set to one value) return
+    the three series the band's fillBelowTo override names, the high end at or above the low end."""
+    for name in ("model-comparison", "device-detail"):
+        dash = COMMITTED[name]
+        [panel] = [p for p in dash["panels"] if p["title"] == "p90 in its interval: $model"]
+        assert panel["repeat"] == "model"
+        [query] = [q for q in queries.panel_queries(dash) if q.panel == panel["title"]]
+        chosen = {**selections[(name, "all")], "model": "efficientnet_lite0_int8.tflite"}
+        rows = [dict(zip(s["columns"], row)) for s in fleet_run.query(
+            queries.interpolate(query.text, dash, chosen, TIME_FILTER, INTERVAL)) for row in s["values"]]
+        named = {o["matcher"]["options"] for o in panel["fieldConfig"]["overrides"]}
+        assert named == {"p90 ci low", "p90 ci high"} and named < set(rows[0])
+        ends = [(r["p90 ci low"], r["p90"], r["p90 ci high"]) for r in rows if r["p90 ci low"] is not None]
+        assert ends and all(0 < low <= high and p90 > 0 for low, p90, high in ends), ends

@@ -81,7 +81,7 @@ def histogram_chart(report: dict, unit: str, scale: float) -> Optional[Chart]:
     edges = np.histogram_bin_edges(latency, bins=HISTOGRAM_BINS, range=_span(latency))
     repeats = sorted(set(repeat.tolist()))
     counts = {r: np.histogram(latency[repeat == r], bins=edges)[0] for r in repeats}
-    data = [{"x1": edges[i] * scale, "x2": edges[i + 1] * scale, "y": int(counts[r][i]), "repeat": _repeat_name(r)}
+    data = [{"x1": edges[i] * scale, "x2": edges[i + 1] * scale, "y": int(counts[r][i]), "series": _repeat_name(r)}
             for r in repeats for i in range(len(edges) - 1)]
     rows = [[edges[i] * scale, edges[i + 1] * scale, *(int(counts[r][i]) for r in repeats)]
             for i in range(len(edges) - 1)]
@@ -111,7 +111,7 @@ def cdf_chart(report: dict, unit: str, scale: float) -> Optional[Chart]:
     if not len(latency):
         return None
     levels = np.linspace(0.0, 1.0, CDF_LEVELS)
-    data = [{"x": float(x) * scale, "y": float(y), "repeat": _repeat_name(r)}
+    data = [{"x": float(x) * scale, "y": float(y), "series": _repeat_name(r)}
             for r in sorted(set(repeat.tolist())) for x, y in zip(np.quantile(latency[repeat == r], levels), levels)]
     headers, rows = percentile_table(report, unit, scale)
     return Chart("latency-cdf", f"{_what(report)} CDF", "cdf", "line", data, headers, rows,
@@ -139,7 +139,7 @@ def timeline_chart(report: dict, unit: str, scale: float) -> Optional[Chart]:
     if not len(latency):
         return None
     picked = np.unique(np.linspace(0, len(latency) - 1, min(len(latency), TIMELINE_POINTS)).astype(int))
-    data = [{"x": float(offset[i]), "y": float(latency[i]) * scale, "repeat": _repeat_name(int(repeat[i]))}
+    data = [{"x": float(offset[i]), "y": float(latency[i]) * scale, "series": _repeat_name(int(repeat[i]))}
             for i in picked]
     return Chart("latency-timeline", f"{_what(report)} over the run", "timeline", "dot", data,
                  *window_table(latency, offset, unit, scale),
@@ -265,39 +265,74 @@ def _json_for_script(document: Any) -> str:
     return json.dumps(document, allow_nan=False).replace("</", "<\\/")
 
 
-def render(report: dict) -> str:
-    """The whole page: styles, the report's charts and tables, the inlined libraries and the drawing code."""
-    found = charts(report)
-    data = [{"id": c.id, "kind": c.kind, "data": c.data, **c.options} for c in found]
+@dataclass
+class Table:
+    """A table without a chart (a language model's generation, a comparison's drift): a section and a CSV file."""
+
+    id: str
+    title: str
+    headers: list[str]
+    rows: list[list[Any]]
+
+
+@dataclass
+class Page:
+    """What one page shows, whatever document it was made from: ``render_page`` and ``write`` take it as it is."""
+
+    title: str
+    summary_html: str
+    charts: list[Chart]
+    tables: list[Table] = field(default_factory=list)
+
+
+def report_page(report: dict) -> Page:
+    """One bench report's page."""
     generation = generation_table(report)
-    extra = (f'<section id="generation"><h2>generation</h2>{html_table(*generation, "generation-table")}</section>'
-             if generation else "")
+    tables = [Table("generation", "generation", *generation)] if generation else []
+    return Page(f"edgebench: {(report.get('model') or {}).get('name')}", _summary(report), charts(report), tables)
+
+
+def _table_section(table: Table) -> str:
+    return (f'<section id="{table.id}"><h2>{html.escape(table.title)}</h2>'
+            f"{html_table(table.headers, table.rows, table.id + '-table')}</section>")
+
+
+def render_page(title: str, summary_html: str, charts: Sequence[Chart], extra_sections: Sequence[Table] = ()) -> str:
+    """The whole page, for every kind of document: styles, the summary, the tables without a chart, each chart with
+    its table, the inlined libraries and the drawing code (one copy: every page draws the same way)."""
+    data = [{"id": c.id, "kind": c.kind, "data": c.data, **c.options} for c in charts]
     libraries = "".join(f"<script>{(VENDOR / name).read_text()}</script>\n" for name in SCRIPTS)
-    title = f"edgebench: {(report.get('model') or {}).get('name')}"
     return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>'
-            f"<style>{STYLE}</style></head><body><h1>{html.escape(title)}</h1>{_summary(report)}{extra}"
-            + "".join(_section(c) for c in found)
+            f"<style>{STYLE}</style></head><body><h1>{html.escape(title)}</h1>{summary_html}"
+            + "".join(_table_section(t) for t in extra_sections) + "".join(_section(c) for c in charts)
             + f'\n{libraries}<script type="application/json" id="edgebench-data">{_json_for_script(data)}</script>'
             f"\n<script>{DRAW}</script></body></html>\n")
 
 
-def write(report: dict, html_path: Optional[str] = None, csv_dir: Optional[str] = None) -> list[Path]:
-    """Write the page and/or the tables (``DIR/<chart id>.csv``); the files written."""
+def render(report: dict) -> str:
+    """One bench report's whole page."""
+    built = report_page(report)
+    return render_page(built.title, built.summary_html, built.charts, built.tables)
+
+
+def write(report: dict | Page, html_path: Optional[str] = None, csv_dir: Optional[str] = None) -> list[Path]:
+    """Write the page and/or the tables (``DIR/<chart or table id>.csv``) of a bench report or of a built ``Page``
+    (several reports, a variants or compare document: html/several.py); the files written."""
+    built = report if isinstance(report, Page) else report_page(report)
     written = []
     if html_path:
-        Path(html_path).write_text(render(report), encoding="utf-8")
+        Path(html_path).write_text(render_page(built.title, built.summary_html, built.charts, built.tables),
+                                   encoding="utf-8")
         written.append(Path(html_path))
     if csv_dir:
-        written += write_csv(report, Path(csv_dir))
+        written += write_csv(built, Path(csv_dir))
     return written
 
 
-def write_csv(report: dict, directory: Path) -> list[Path]:
+def write_csv(report: dict | Page, directory: Path) -> list[Path]:
+    built = report if isinstance(report, Page) else report_page(report)
     directory.mkdir(parents=True, exist_ok=True)
-    tables = [(c.id, c.headers, c.rows) for c in charts(report)]
-    generation = generation_table(report)
-    if generation:
-        tables.append(("generation", *generation))
+    tables = [(t.id, t.headers, t.rows) for t in built.tables] + [(c.id, c.headers, c.rows) for c in built.charts]
     paths = []
     for name, headers, rows in tables:
         path = directory / f"{name}.csv"
@@ -317,30 +352,49 @@ td,th{border:1px solid #ccc;padding:2px 6px;text-align:right} th{background:#f3f
 section.chart{border-top:1px solid #ddd;padding-top:.4em} summary{cursor:pointer;color:#555}
 """
 
-# Plot draws each chart from its data; rules mark the pooled percentiles. Marks are Plot's own (their aria-label
-# groups: rect, line, dot, bar), so the DOM shows exactly what was drawn.
+# Plot draws each chart from its data; rules mark the pooled percentiles; the trade-off's recommended variant is
+# ringed by a text glyph, not a second dot, so the dots drawn stay one per variant. Marks are Plot's own (their
+# aria-label groups: rect, line, dot, bar), so the DOM shows exactly what was drawn.
 DRAW = """
 const CHARTS = JSON.parse(document.getElementById("edgebench-data").textContent);
-const color = {legend: true, type: "ordinal"};
+const color = c => ({legend: true, type: "categorical", ...(c.order ? {domain: c.order} : {})});
 const rules = c => [Plot.ruleX(c.rules, {x: "x", stroke: "#d62728", strokeDasharray: "4,3"}),
                     Plot.text(c.rules, {x: "x", text: "label", frameAnchor: "top", dy: -4, fill: "#d62728"})];
 const DRAWERS = {
-  histogram: c => Plot.plot({width: 1000, marginTop: 24, color, x: {label: `latency (${c.unit})`},
+  histogram: c => Plot.plot({width: 1000, marginTop: 24, color: color(c), x: {label: `latency (${c.unit})`},
     y: {label: "runs", grid: true},
-    marks: [Plot.rectY(c.data, {x1: "x1", x2: "x2", y: "y", fill: "repeat", tip: true}), ...rules(c)]}),
-  cdf: c => Plot.plot({width: 1000, marginTop: 24, color, clip: true,
+    marks: [Plot.rectY(c.data, {x1: "x1", x2: "x2", y: "y", fill: "series", tip: true}), ...rules(c)]}),
+  cdf: c => Plot.plot({width: 1000, marginTop: 24, color: color(c), clip: true,
     x: {label: `latency (${c.unit})`, domain: c.domain},
     y: {label: "fraction of runs", grid: true, domain: [0, 1]},
-    marks: [Plot.line(c.data, {x: "x", y: "y", stroke: "repeat"}), ...rules(c)]}),
-  timeline: c => Plot.plot({width: 1000, color, x: {label: "seconds from the first measured run"},
+    marks: [Plot.line(c.data, {x: "x", y: "y", stroke: "series"}), ...rules(c)]}),
+  timeline: c => Plot.plot({width: 1000, color: color(c), x: {label: "seconds from the first measured run"},
     y: {label: `latency (${c.unit})`, grid: true},
-    marks: [Plot.dot(c.data, {x: "x", y: "y", fill: "repeat", r: 1.5, stroke: null})]}),
+    marks: [Plot.dot(c.data, {x: "x", y: "y", fill: "series", r: 1.5, stroke: null})]}),
   series: c => Plot.plot({width: 1000, height: 260, x: {label: "seconds from the first measured run"},
     y: {label: c.y, grid: true},
     marks: [Plot.line(c.data, {x: "x", y: "y", stroke: "#4e79a7"}), Plot.dot(c.data, {x: "x", y: "y", r: 2})]}),
   bars: c => Plot.plot({width: 1000, marginLeft: 220, height: 40 + 18 * c.data.length,
     x: {label: "total µs per profiled run", grid: true}, y: {label: null},
     marks: [Plot.barX(c.data, {y: "op", x: "x", sort: {y: "-x"}, fill: "#4e79a7", tip: true})]}),
+  histograms: c => Plot.plot({width: 1000, marginTop: 24, marginRight: 160, height: 40 + 130 * c.panels,
+    color: color(c),
+    x: {label: `latency (${c.unit})`}, y: {label: "share of runs", grid: true}, fy: {label: null, domain: c.order},
+    marks: [Plot.rectY(c.data, {x1: "x1", x2: "x2", y: "y", fill: "series", fy: "series", tip: true})]}),
+  intervals: c => Plot.plot({width: 1000, marginLeft: 240, height: 60 + 30 * c.data.length, color: color(c),
+    x: {label: c.x, grid: true}, y: {label: null, domain: c.data.map(d => d.label)},
+    marks: [...(c.reference == null ? [] : [Plot.ruleX([c.reference], {stroke: "#888", strokeDasharray: "4,3"})]),
+            Plot.ruleY(c.data, {y: "label", x1: "low", x2: "high", stroke: "series", strokeWidth: 2}),
+            Plot.dot(c.data, {y: "label", x: "x", fill: "series", r: 4, tip: true})]}),
+  tradeoff: c => Plot.plot({width: 1000, marginTop: 24, inset: 30,
+    color: {legend: true, type: "linear", label: c.color, scheme: "RdYlGn", reverse: c.reverse, unknown: "#bbb"},
+    x: {label: "size (KB)", grid: true, zero: true}, y: {label: `p90 (${c.unit})`, grid: true, zero: true},
+    marks: [Plot.dot(c.data, {x: "x", y: "y", fill: "drift", stroke: "#333", r: 6, tip: true}),
+            Plot.text(c.data, {x: "x", y: "y", text: "variant", dy: -14}),
+            Plot.text(c.data.filter(d => d.recommended), {x: "x", y: "y", text: () => "\u25ef", fontSize: 34,
+                                                           fill: "#d62728", ariaLabel: () => "recommended"}),
+            Plot.text(c.data.filter(d => d.recommended), {x: "x", y: "y", text: () => "recommended", dy: 24,
+                                                           fill: "#d62728", fontWeight: "bold"})]}),
 };
 for (const c of CHARTS) document.querySelector(`#${c.id} .plot`).append(DRAWERS[c.kind](c));
 """
