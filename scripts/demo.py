@@ -114,6 +114,7 @@ def main() -> int:
                      "--out-dir", str(OUT / "variants"), "--json", str(OUT / "ppocr_cls.variants.json")])
     print(f"\nThe fleet is still running (PIDs in {STATE}): try `EDGEBENCH_TOKEN=$(cat {state['token_file']}) "
           f"edgebench devices --server {state['collector']}`."
+          f"\nThe fleet's page: open {state['collector']}/ and paste the token from {state['token_file']}."
           f"\nStop it with: make demo-stop")
     return code
 

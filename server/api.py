@@ -693,6 +693,18 @@ def _http_error(req: falcon.Request, resp: falcon.Response, exc: falcon.HTTPErro
     _send(resp, json.dumps({"error": message}).encode(), exc.status)
 
 
+def _page(req: falcon.Request, resp: falcon.Response) -> None:
+    """The collector's page: no token needed, as it holds no data; its script asks the API with the user's."""
+    from edgebench.server import page
+
+    _send(resp, page.render().encode(), content_type="text/html; charset=utf-8")
+    resp.set_header("Cache-Control", "no-cache")
+    # its inline scripts may talk to this collector only: a token typed into the page cannot be sent elsewhere
+    resp.set_header("Content-Security-Policy", "default-src 'none'; script-src 'unsafe-inline'; "
+                    "style-src 'unsafe-inline'; connect-src 'self'; img-src data:; form-action 'none'; "
+                    "frame-ancestors 'none'")
+
+
 def _guarded(api: Api, role: Optional[str], name: str, responder: Callable) -> Callable:
     """The responder behind the role check: a request without a good enough token never reaches it."""
     if role is None:
@@ -713,6 +725,7 @@ def make_app(api: Api) -> falcon.App:
         responders.setdefault(path, {})[f"on_{method.lower()}"] = _guarded(api, role, name, getattr(routes, name))
     for path, methods in responders.items():
         app.add_route(path, types.SimpleNamespace(**methods))
+    app.add_route("/", types.SimpleNamespace(on_get=_page))  # not an API route: it holds no data (server/page.py)
     app.add_error_handler(Exception, _internal_error)
     app.add_error_handler(ApiError, _api_error)
     app.add_error_handler(RegistryUnavailable, _registry_unavailable)

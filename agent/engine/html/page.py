@@ -297,15 +297,19 @@ def _table_section(table: Table) -> str:
             f"{html_table(table.headers, table.rows, table.id + '-table')}</section>")
 
 
+def libraries() -> str:
+    """d3 and Plot as inline <script> elements: every page (the collector's too, server/page.py) draws offline."""
+    return "".join(f"<script>{(VENDOR / name).read_text()}</script>\n" for name in SCRIPTS)
+
+
 def render_page(title: str, summary_html: str, charts: Sequence[Chart], extra_sections: Sequence[Table] = ()) -> str:
     """The whole page, for every kind of document: styles, the summary, the tables without a chart, each chart with
     its table, the inlined libraries and the drawing code (one copy: every page draws the same way)."""
     data = [{"id": c.id, "kind": c.kind, "data": c.data, **c.options} for c in charts]
-    libraries = "".join(f"<script>{(VENDOR / name).read_text()}</script>\n" for name in SCRIPTS)
     return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>'
             f"<style>{STYLE}</style></head><body><h1>{html.escape(title)}</h1>{summary_html}"
             + "".join(_table_section(t) for t in extra_sections) + "".join(_section(c) for c in charts)
-            + f'\n{libraries}<script type="application/json" id="edgebench-data">{_json_for_script(data)}</script>'
+            + f'\n{libraries()}<script type="application/json" id="edgebench-data">{_json_for_script(data)}</script>'
             f"\n<script>{DRAW}</script></body></html>\n")
 
 

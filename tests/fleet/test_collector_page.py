@@ -1,0 +1,134 @@
+"""The collector's page at ``/`` (server/page.py), opened in a real browser against a real fleet: it holds no data,
+asks the API with the token typed into it, says so when the token is missing or refused, and draws what the API's
+JSON says (every chart's marks counted against its points, the matrix's table against the results)."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import re
+import shutil
+import urllib.request
+
+import pytest
+
+from tests.test_html_report import screenshot, table_cells
+
+PROBE = "/tmp/probe18/collector_page.png"  # the issue's screenshot; best effort
+SETTINGS = {"min_runs": 50, "min_duration_s": 0.1, "warmup_runs": 2, "warmup_duration_s": 0.05}
+# data-mark -> the elements Plot draws for it (tests/test_html_report.py's, with the heat map's cells)
+COUNT = """
+const chart = document.getElementById(arguments[0]);
+const selector = {dot: 'g[aria-label="dot"] circle', cell: 'g[aria-label="cell"] rect'}[chart.dataset.mark];
+return chart.querySelectorAll(selector).length;
+"""
+
+
+@pytest.fixture
+def browser():
+    """A fresh headless chromium per test (sessionStorage starts empty); skipped where it is not installed."""
+    webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is not installed (pip install -e .[dev])")
+    from selenium.webdriver.chrome.service import Service
+
+    driver_path = shutil.which("chromedriver")
+    if not (shutil.which("chromium") and driver_path):
+        pytest.skip("chromium and chromedriver are not installed (scripts/ensure_services.sh installs them)")
+    options = webdriver.ChromeOptions()
+    for argument in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1200,900"):
+        options.add_argument(argument)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    driver = webdriver.Chrome(service=Service(executable_path=driver_path), options=options)  # never online
+    yield driver
+    driver.quit()
+
+
+def _push(fleet, sha: str, release: str) -> list[dict]:
+    body = {"models": [sha], "devices": {"all": True}, "labels": {"release": release},
+            "options": {"settings": SETTINGS, "sensors": False, "repeats": 2}}
+    batch = fleet.post("/api/v1/jobs", json.dumps(body).encode())["batch_id"]
+    jobs = fleet.wait_jobs(batch, timeout=120)
+    assert all(job["state"] == "done" for job in jobs), jobs
+    return jobs
+
+
+def _wait_state(driver, states: tuple[str, ...]) -> str:
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    return WebDriverWait(driver, 30).until(
+        lambda d: d.execute_script("return document.body.dataset.state") in states
+        and d.execute_script("return document.body.dataset.state"))
+
+
+def _type_token(driver, token: str) -> None:
+    from selenium.webdriver.common.by import By
+
+    driver.find_element(By.ID, "token").send_keys(token)
+    driver.find_element(By.CSS_SELECTOR, "#token-form button[type=submit]").click()
+
+
+def _drawn_nothing(driver) -> None:
+    assert driver.execute_script("return document.querySelectorAll('section.chart svg, tbody tr').length") == 0
+
+
+def _p90(result: dict) -> float:
+    stats = result["summary"]["stats"]
+    return ((stats.get("interval") or {}).get("p90_ms") or {}).get("estimate") or stats["p90_ms"]
+
+
+def test_the_page_holds_no_data_and_draws_the_apis(fleet, sine_model, browser, tmp_path):
+    collector = fleet.start_collector()
+    fleet.start_agent("page-board", "class=x86")
+    sha = fleet.upload(sine_model)["sha256"]
+    for release in ("v1", "v2"):
+        _push(fleet, sha, release)
+    reader = fleet.post("/api/v1/tokens", json.dumps({"name": "page-reader", "role": "read"}).encode())["token"]
+    results = collector.get("/api/v1/results")["results"]
+    assert len(results) == 2
+
+    with urllib.request.urlopen(collector.url + "/", timeout=30) as response:  # no token
+        assert response.status == 200 and response.headers["Content-Type"].startswith("text/html")
+        # the page's scripts may only call this collector: a token typed into it goes nowhere else
+        assert "connect-src 'self'" in response.headers["Content-Security-Policy"]
+        text = response.read().decode()
+    assert sha not in text and "sine_float" not in text and "page-board" not in text
+    assert not re.search(r"<script[^>]*\bsrc\s*=", text, re.I)
+    assert not re.search(r"""(src|href)\s*=\s*["']?\s*(https?:)?//""", text, re.I)
+
+    browser.get(collector.url + "/")
+    assert _wait_state(browser, ("needs-token",)) == "needs-token"
+    assert "token" in browser.find_element("id", "message").text
+    _drawn_nothing(browser)
+    _type_token(browser, "ebt_not-a-token")
+    assert _wait_state(browser, ("refused",)) == "refused"
+    assert "refused the token" in browser.find_element("id", "message").text and "401" in browser.find_element(
+        "id", "message").text
+    _drawn_nothing(browser)
+    browser.get_log("browser")  # the 401 is logged by the browser: read (and so cleared) before the good token
+
+    _type_token(browser, reader)
+    assert _wait_state(browser, ("ready", "refused", "error")) == "ready", browser.find_element("id", "message").text
+    severe = [entry for entry in browser.get_log("browser") if entry["level"] == "SEVERE"]
+    assert not severe, severe
+    charts = dict(browser.execute_script(
+        "return [...document.querySelectorAll('section.chart')].map(s => [s.id, +s.dataset.points]);"))
+    assert charts == {"devices": 1, "matrix": 1, "trend": 2}
+    for name, points in charts.items():
+        assert browser.execute_script(COUNT, name) == points > 0, name
+    newest = max(results, key=lambda r: r["finished"])
+    (row,) = table_cells(browser, "matrix-table")
+    assert row[:2] == ["sine_float.tflite", "x86"] and row[-1] == newest["job_id"]
+    interval = newest["summary"]["stats"]["interval"]["p90_ms"]
+    assert [float(v) for v in row[2:5]] == pytest.approx([_p90(newest), *interval["ci"]], rel=1e-3)
+    trend = table_cells(browser, "trend-table")
+    assert [r[0] for r in trend] == ["v1", "v2"]
+    assert [float(r[3]) for r in trend] == pytest.approx(
+        [_p90(r) for r in sorted(results, key=lambda r: r["finished"])], rel=1e-3)
+    devices = table_cells(browser, "devices-table")
+    assert [r[:2] for r in devices] == [["page-board", "online"]]
+    assert browser.execute_script("return sessionStorage.getItem('edgebench-token')") == reader
+    assert reader not in browser.current_url and not browser.get_cookies()
+
+    screenshot(browser, tmp_path / "collector_page.png")
+    assert (tmp_path / "collector_page.png").stat().st_size > 10_000
+    with contextlib.suppress(OSError):
+        shutil.copyfile(tmp_path / "collector_page.png", PROBE)
