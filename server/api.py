@@ -49,6 +49,7 @@ MAX_JSON_BODY = 1 << 20
 MAX_JOBS_PER_REQUEST = 10000
 MAX_AXIS = 1000  # entries in one list of a job matrix: bounds the work done before the matrix's size is known
 MAX_DELEGATE_CHAIN = 16
+MAX_VERDICTS = 1000  # GET /api/v1/gates/verdicts?limit=: at most this many, newest first
 HTTP_TIMEOUT_S = 30  # a connection with no bytes either way for this long is closed (half-open or kept alive)
 HTTP_THREADS = 8  # workers run routes only; transfers to and from clients happen in waitress's event loop
 HTTP_CONNECTIONS = 1000  # beyond this many open connections new ones wait in the listen backlog
@@ -377,25 +378,20 @@ class Api:
         return verdicts, document
 
     def record_verdicts(self, document: dict) -> int:
-        """Write verdicts to InfluxDB (measurement edgebench_gate, the gate-history dashboard)."""
+        """Write verdicts to the registry (the collector page's gate history, GET /api/v1/gates/verdicts) and to
+        InfluxDB (measurement edgebench_gate, the gate-history dashboard)."""
         from edgebench.server.gates import rules as gates
         from edgebench.server.influx import InfluxError
 
-        verdicts = document.get("verdicts") if isinstance(document, dict) else None
-        required = ("rule", "model", "status", "message")
-        if not isinstance(verdicts, list) or not all(
-                isinstance(v, dict) and all(isinstance(v.get(k), str) for k in required) for v in verdicts):
-            raise ApiError(400, "expected an edgebench.gates/1 document: verdicts with rule, model, status, message")
-        if any(v["status"] not in gates.STATUSES for v in verdicts):
-            raise ApiError(400, f"verdict status must be one of {', '.join(gates.STATUSES)}")
-        if any(not isinstance(v.get("config") or "", str) for v in verdicts):
-            raise ApiError(400, "verdict config must be a string")
-        lines = gates.verdict_lines(verdicts, time.time_ns())
+        verdicts = _checked_verdicts(document)
+        now = time.time()
+        self.registry.add_verdicts([gates.verdict_record(v) for v in verdicts], now)
+        lines = gates.verdict_lines(verdicts, int(now * 1e9))
         try:
             if lines:
                 self.collector.influx.write(lines)
         except InfluxError as exc:
-            raise ApiError(503, f"verdicts not recorded: {exc}") from None
+            raise ApiError(503, f"verdicts not recorded in InfluxDB (kept in the registry): {exc}") from None
         return len(lines)
 
     def cancel(self, job_id: str) -> dict:
@@ -404,6 +400,30 @@ class Api:
             raise ApiError(404, f"no job {job_id}")
         self.collector.cancel_job(rows[0]["device_id"], job_id)
         return {"job_id": job_id, "cancel": "sent"}
+
+
+def _checked_verdicts(document: Any) -> list[dict]:
+    """The verdicts of a POSTed edgebench.gates/1 document, each field of the type the registry's columns and
+    InfluxDB's point need (a text value or a NaN would be refused there, after part of it was written)."""
+    from edgebench.server.gates import rules as gates
+
+    verdicts = document.get("verdicts") if isinstance(document, dict) else None
+    required = ("rule", "model", "status", "message")
+    if not isinstance(verdicts, list) or not all(
+            isinstance(v, dict) and all(isinstance(v.get(k), str) for k in required) for v in verdicts):
+        raise ApiError(400, "expected an edgebench.gates/1 document: verdicts with rule, model, status, message")
+    if any(v["status"] not in gates.STATUSES for v in verdicts):
+        raise ApiError(400, f"verdict status must be one of {', '.join(gates.STATUSES)}")
+    for key in ("config", "board_class", "result_model"):
+        if any(not isinstance(v.get(key) or "", str) for v in verdicts):
+            raise ApiError(400, f"verdict {key} must be a string")
+    if not all(_is_number_or_none(v.get("value")) for v in verdicts):
+        raise ApiError(400, "verdict value must be a finite number or null")
+    return verdicts
+
+
+def _is_number_or_none(value: object) -> bool:
+    return value is None or (isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value))
 
 
 def interleave_groups(jobs: list[p.Job]) -> None:
@@ -472,6 +492,7 @@ ROUTES: list[tuple[str, str, str, Optional[str]]] = [  # method, falcon URI temp
     ("GET", "/api/gates/evaluate", "gates_configured", "read"),
     ("POST", "/api/gates/evaluate", "gates_posted", "read"),  # ?record=true writes verdicts: submit (checked there)
     ("POST", "/api/gates/verdicts", "gates_record", "submit"),
+    ("GET", "/api/v1/gates/verdicts", "gate_verdicts", "read"),
     ("GET", "/api/v1/tokens", "tokens", "admin"),
     ("POST", "/api/v1/tokens", "token_create", "admin"),
     ("POST", "/api/v1/tokens/{name}/revoke", "token_revoke", "admin"),
@@ -664,6 +685,10 @@ class Routes:
 
     def gates_record(self, req: falcon.Request, resp: falcon.Response) -> None:
         _json(resp, {"written": self.api.record_verdicts(_body_json(req))}, 201)
+
+    def gate_verdicts(self, req: falcon.Request, resp: falcon.Response) -> None:
+        limit = _int_param(req, "limit", 100, 1, MAX_VERDICTS)
+        _json(resp, {"verdicts": self.api.registry.verdicts(limit)})
 
 
 def _api_error(req: falcon.Request, resp: falcon.Response, exc: ApiError, params: dict) -> None:

@@ -106,7 +106,8 @@ OPENAPI: dict = {
                              "gate": {"type": "array", "items": {"type": "object"}}}}}}},
                      "responses": {"200": VERDICTS, **ERR, **TOO_LARGE, **UNRECORDED}}},
         "/api/gates/verdicts": {"post": {
-            "summary": "record verdicts (an edgebench.gates/1 document) in InfluxDB, measurement edgebench_gate",
+            "summary": "record verdicts (an edgebench.gates/1 document) in the registry (GET /api/v1/gates/verdicts) "
+                       "and in InfluxDB, measurement edgebench_gate; a 503 leaves them in the registry only",
             "requestBody": {"required": True, "content": {"application/json": {"schema": {
                 "$ref": "#/components/schemas/GateDocument"}}}},
             "responses": {"201": _ok("points written", {"type": "object", "properties": {
@@ -140,6 +141,12 @@ OPENAPI: dict = {
                        "responses": {"200": _ok("revoked", {"type": "object", "properties": {
                            "device": {"type": "string"}, "revoked": {"type": "boolean"}}}),
                            **ERR, **BROKER}}},
+        "/api/v1/gates/verdicts": {"get": {
+            "summary": "the recorded gate verdicts, newest first (what the collector's page draws as the gate history)",
+            "parameters": [{"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1,
+                                                                         "maximum": 1000, "default": 100}}],
+            "responses": {"200": _ok("verdicts", {"type": "object", "properties": {"verdicts": {
+                "type": "array", "items": {"$ref": "#/components/schemas/RecordedVerdict"}}}}), **ERR}}},
         "/api/v1/dead-letters": {"get": {"summary": "invalid messages and why", "parameters": [
             {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 10000}}],
             "responses": {"200": _ok("dead letters", OBJ), **ERR}}},
@@ -163,6 +170,14 @@ OPENAPI: dict = {
             "drift": {"type": "object", "nullable": True, "description": "drift against the job's reference: "
                       "max_abs_err, mean_abs_err, cosine_mean, top1_agreement, samples, reference_sha; or error"},
             "latency_ns": {"type": "array", "items": {"type": "integer"}, "description": "with samples=1"}}},
+        "RecordedVerdict": {"type": "object", "properties": {
+            "id": {"type": "integer"}, "recorded": {"type": "number", "description": "Unix time, s"},
+            "rule": {"type": "string"}, "model": {"type": "string", "description": "the judged result's model, else "
+                                                                                  "the rule's pattern"},
+            "board_class": {"type": "string", "description": "'unlabelled' where none"},
+            "config": {"type": "string"}, "status": {"type": "string", "enum": ["pass", "fail", "missing",
+                                                                                "inconclusive"]},
+            "value": {"type": ["number", "null"]}, "message": {"type": "string"}}},
         "GateDocument": {"type": "object", "required": ["verdicts"], "properties": {
             "schema": {"type": "string", "enum": ["edgebench.gates/1"]},
             "exit_code": {"type": "integer", "enum": [0, 1, 2, 6],

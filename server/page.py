@@ -29,20 +29,34 @@ SECTIONS = [  # empty here: the page's script fills data, points and rows from t
     Chart("trend", "one model across releases", "trend", "dot", [],
           ["release", "device", "board class", *P90, "finished (UTC)", "job"], [],
           "every result of the model picked, by its release label, oldest first; the bars: each result's interval"),
+    Chart("variants", "variants: latency against size and drift", "variants", "dot", [],
+          ["model", "device", "board class", "size (bytes)", *P90, "cosine vs reference", "top-1 agreement",
+           "max abs err", "drift error", "job"], [],
+          "the results of the push picked (push --reference; the newest with drift first): p90 against the model's "
+          "size, coloured by the cosine of its outputs against the reference's (grey: drift not measured)"),
+    Chart("gates", "gate history", "gates", "dot", [],
+          ["recorded (UTC)", "rule", "model", "board class", "config", "status", "value", "message"], [],
+          "the recorded gate verdicts (edgebench gate --server URL records them; /api/v1/gates/verdicts), newest "
+          "first in the table: one mark per rule x model x board class at each evaluation"),
 ]
+PICKERS = {"trend": ("model", "model-picker"), "variants": ("push", "batch-picker")}  # section id -> its <select>
+VERDICTS = 500  # the newest this many verdicts make the gate history
 
 
 @lru_cache(maxsize=1)
 def render() -> str:
     """The whole page; the same bytes for every caller (no data, no token), so it is built once."""
-    picker = '<label>model <select id="model-picker"></select></label>'
     form = ('<form id="token-form"><label>API token (read role) <input id="token" type="password" '
             'autocomplete="off" size="50"></label> <button type="submit">show</button> '
             '<button type="button" id="forget">forget the token</button></form>')
     sections = "".join(_section(chart) for chart in SECTIONS).replace('<section class="chart"',
                                                                       '<section class="chart" hidden')
-    trend = f"<h2>{html.escape(SECTIONS[2].title)}</h2>"
-    sections = sections.replace(trend, f"{trend}<p>{picker}</p>")
+    for chart in SECTIONS:
+        if chart.id in PICKERS:
+            label, select = PICKERS[chart.id]
+            heading = f"<h2>{html.escape(chart.title)}</h2>"
+            sections = sections.replace(heading, f'{heading}<p><label>{label} <select id="{select}"></select>'
+                                                 '</label></p>')
     return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{html.escape(TITLE)}</title>'
             f'<link rel="icon" href="data:,"><style>{STYLE}#message{{font-weight:bold}}</style></head>'
             f"<body><h1>{html.escape(TITLE)}</h1>{form}"
@@ -163,13 +177,58 @@ function trend(results, name) {
   fill("trend", mine.map(r => [release(r), r.device_id, boardClass(r), ...p90(r), utc(r.finished), r.job_id]));
 }
 
-function picker(results) {
-  const select = document.getElementById("model-picker");
-  const names = [...new Set(results.map(model))].sort();
-  const chosen = names.includes(select.value) ? select.value : names[0];
-  select.replaceChildren(...names.map(name => new Option(name, name, false, name === chosen)));
-  select.onchange = () => trend(results, select.value);
+function picker(id, choices, redraw) {
+  // choices: [value, text] pairs; the one picked before stays picked while it is still there
+  const select = document.getElementById(id);
+  const values = choices.map(([value]) => value);
+  const chosen = values.includes(select.value) ? select.value : values[0];
+  select.replaceChildren(...choices.map(([value, text]) => new Option(text, value, false, value === chosen)));
+  select.onchange = () => redraw(select.value);
   return chosen;
+}
+
+const models = results => [...new Set(results.map(model))].sort().map(name => [name, name]);
+const size = r => ((r.summary || {}).model || {}).size_bytes ?? null;
+
+function batches(results) {
+  // the pushes with a reference (their results carry drift), the newest first
+  const newest = new Map();
+  for (const r of results.filter(r => r.drift)) {
+    newest.set(r.batch_id, Math.max(newest.get(r.batch_id) ?? 0, r.finished));
+  }
+  return [...newest].sort((a, b) => b[1] - a[1]).map(([batch, t]) => [batch, `${batch} (${utc(t)} UTC)`]);
+}
+
+function variants(results, batch) {
+  const mine = results.filter(r => r.batch_id === batch && r.drift && p90(r)[0] != null && size(r) != null)
+    .sort((a, b) => model(a).localeCompare(model(b)) || a.device_id.localeCompare(b.device_id));
+  const data = mine.map(r => ({model: model(r), device: r.device_id, size: size(r), p90: p90(r)[0],
+                               cosine: r.drift.cosine_mean ?? null}));
+  const measured = data.filter(d => d.cosine != null);
+  draw("variants", data, data.length && Plot.plot({width: 1000, marginLeft: 70, marginRight: 160,
+    color: {legend: true, scheme: "Viridis", label: "cosine vs reference",
+            domain: [Math.min(...measured.map(d => d.cosine), 0.9), Math.max(...measured.map(d => d.cosine), 1)]},
+    x: {label: "model size (bytes)", grid: true, zero: true, nice: true, tickFormat: "~s"},
+    y: {label: "p90 (ms)", grid: true, zero: true},
+    marks: [Plot.dot(measured, {x: "size", y: "p90", fill: "cosine", r: 6, stroke: "black", tip: true}),
+            Plot.dot(data.filter(d => d.cosine == null), {x: "size", y: "p90", fill: "#bbb", r: 6, tip: true}),
+            Plot.text(data, {x: "size", y: "p90", text: "model", dx: 10, textAnchor: "start"})]}));
+  fill("variants", mine.map(r => [model(r), r.device_id, boardClass(r), size(r), ...p90(r), r.drift.cosine_mean,
+                                  r.drift.top1_agreement, r.drift.max_abs_err, r.drift.error, r.job_id]));
+}
+
+const STATUS = {domain: ["pass", "fail", "inconclusive", "missing"],
+                range: ["#59a14f", "#e15759", "#f28e2b", "#9c9c9c"]};
+
+function gates(verdicts) {
+  const data = verdicts.map(v => ({when: new Date(v.recorded * 1000), status: v.status, value: v.value,
+                                   row: `${v.rule} · ${v.model} · ${v.board_class}`}));
+  const rows = new Set(data.map(d => d.row)).size;
+  draw("gates", data, data.length && Plot.plot({width: 1000, marginLeft: 320, height: 80 + 30 * rows,
+    color: {legend: true, ...STATUS}, x: {label: "recorded (UTC)", type: "utc", grid: true}, y: {label: null},
+    marks: [Plot.dot(data, {x: "when", y: "row", fill: "status", r: 6, tip: true})]}));
+  fill("gates", verdicts.map(v => [utc(v.recorded), v.rule, v.model, v.board_class, v.config, v.status, v.value,
+                                   v.message]));
 }
 
 async function show() {
@@ -184,13 +243,17 @@ async function show() {
   }
   message("loading...");
   try {
-    const [listed, found] = await Promise.all([api("/api/v1/devices", token), api("/api/v1/results", token)]);
+    const [listed, found, judged] = await Promise.all([api("/api/v1/devices", token),
+      api("/api/v1/results", token), api("/api/v1/gates/verdicts?limit=@VERDICTS@", token)]);
+    const results = found.results;
     devices(listed.devices);
-    matrix(found.results);
-    const name = picker(found.results);
-    trend(found.results, name);
+    matrix(results);
+    trend(results, picker("model-picker", models(results), name => trend(results, name)));
+    variants(results, picker("batch-picker", batches(results), batch => variants(results, batch)));
+    gates(judged.verdicts);
     const now = utc(Date.now() / 1000);
-    message(`${listed.devices.length} devices, ${found.results.length} results, as of ${now} UTC`);
+    message(`${listed.devices.length} devices, ${results.length} results, ${judged.verdicts.length} gate ` +
+            `verdicts, as of ${now} UTC`);
     document.body.dataset.state = "ready";
   } catch (error) {
     const refused = error instanceof Refused;
@@ -209,4 +272,4 @@ document.getElementById("token-form").addEventListener("submit", event => {
 });
 document.getElementById("forget").addEventListener("click", () => { sessionStorage.removeItem(KEY); show(); });
 show();
-""".replace("@KEY@", TOKEN_KEY)
+""".replace("@KEY@", TOKEN_KEY).replace("@VERDICTS@", str(VERDICTS))

@@ -25,6 +25,7 @@ from edgebench.server.registry_backends.sqlite import SqliteStore
 FINAL_STATES = ("done", "failed", "cancelled", "rejected")
 DELIVERED_KEEP_S = 14 * 86400  # msg ids remembered this long (an agent publishes again for at most its backoff)
 IN_CHUNK = 500  # keys per ``IN (...)`` query (SQLite allows 32766 parameters, PostgreSQL 65535)
+VERDICT_COLUMNS = ("rule", "model", "board_class", "config", "status", "value", "message")  # gate_verdicts
 EVENT_STATE = {"accepted": "accepted", "progress": "running", "result": "done", "error": "failed",
                "cancelled": "cancelled", "rejected": "rejected"}
 
@@ -75,6 +76,11 @@ MIGRATIONS = (
         CREATE TABLE IF NOT EXISTS secrets (name TEXT PRIMARY KEY, value TEXT NOT NULL)"""),
     Migration(4, "delivered: an index on stored (the hourly prune)",
               "CREATE INDEX IF NOT EXISTS delivered_stored ON delivered (stored)"),
+    Migration(5, "gate verdicts (the collector page's gate history)", """
+        CREATE TABLE IF NOT EXISTS gate_verdicts (
+            id {SERIAL}, recorded {REAL} NOT NULL, rule TEXT NOT NULL, model TEXT NOT NULL,
+            board_class TEXT NOT NULL, config TEXT NOT NULL, status TEXT NOT NULL, value {REAL},
+            message TEXT NOT NULL)"""),
 )
 SCHEMA_VERSION = max(m.version for m in MIGRATIONS)
 
@@ -400,6 +406,21 @@ class Registry:
         for row in rows:
             row["payload"] = bytes(row["payload"]).decode("utf-8", "replace")
         return rows
+
+    # ------------------------------------------------------------ gate verdicts (edgebench gate --record)
+
+    def add_verdicts(self, verdicts: Sequence[dict], recorded: float) -> None:
+        """Recorded verdicts (gates.verdict_record's dicts), one evaluation in one transaction: kept here as well as
+        in InfluxDB so the collector's page can show the history with the registry it already reads."""
+        with self._store.transaction() as tx:
+            tx.run_many("INSERT INTO gate_verdicts (recorded, rule, model, board_class, config, status, value, "
+                        "message) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                        [(recorded, *(v[k] for k in VERDICT_COLUMNS)) for v in verdicts])
+
+    def verdicts(self, limit: int = 100) -> list[dict[str, Any]]:
+        """The ``limit`` newest recorded verdicts, newest first (ids grow with each insert)."""
+        return self._all(f"SELECT id, recorded, {', '.join(VERDICT_COLUMNS)} FROM gate_verdicts "
+                         "ORDER BY id DESC LIMIT ?", (limit,))
 
     # ------------------------------------------------------------ API tokens (server/auth.py: only their hashes)
 

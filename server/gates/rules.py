@@ -668,16 +668,24 @@ def document(verdicts: Sequence[Verdict]) -> dict:
 
 # ---------------------------------------------------------------- outputs
 
+def verdict_record(v: dict) -> dict:
+    """What is recorded of one verdict (a ``Verdict.to_dict()`` record), in InfluxDB and in the collector's registry
+    alike, so the dashboard and the collector's page show the same history: ``model``: the judged result's model,
+    else the rule's pattern; ``config``: the judged configuration; ``value``: None when there is none."""
+    return {db.RULE: v["rule"], db.MODEL: v.get("result_model") or v["model"],
+            db.BOARD_CLASS: v.get("board_class") or "unlabelled", db.CONFIG: v.get("config") or "",
+            db.STATUS: v["status"], "value": v.get("value"), "message": v["message"]}
+
+
 def verdict_lines(verdicts: Sequence[dict], ts_ns: int) -> list[str]:
     """InfluxDB line protocol of verdicts (``Verdict.to_dict()`` records) for the gate-history dashboard: the
-    ``edgebench_gate`` measurement of edgebench.server.schema (tag ``model``: the judged result's model, else the
-    rule's pattern; ``config``: the judged configuration; field ``value`` absent when there is none). One
-    evaluation shares one time (plus the verdict's index in ns)."""
+    ``edgebench_gate`` measurement of edgebench.server.schema (verdict_record's; field ``value`` absent when there
+    is none). One evaluation shares one time (plus the verdict's index in ns)."""
     lines = []
     for index, v in enumerate(verdicts):
-        tags = {db.BOARD_CLASS: v.get("board_class") or "unlabelled", db.MODEL: v.get("result_model") or v["model"],
-                db.RULE: v["rule"], db.CONFIG: v.get("config") or "", db.STATUS: v["status"]}
-        fields = db.GATE.values({"passed": v["status"] == PASS, "value": v.get("value"), "message": v["message"]})
+        record = verdict_record(v)
+        tags = {key: record[key] for key in db.GATE.tags}
+        fields = db.GATE.values({"passed": v["status"] == PASS, "value": record["value"], "message": v["message"]})
         lines.append(lineprotocol.line(db.GATE.name, tags, fields, int(ts_ns) + index))
     return lines
 

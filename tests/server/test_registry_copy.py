@@ -20,7 +20,7 @@ from edgebench.server.registry_backends import open_store
 from ..pgdb import temporary_database
 
 SHA = "b" * 64
-TABLES = ("devices", "models", "jobs", "results", "delivered", "dead_letters", "tokens", "secrets")
+TABLES = ("devices", "models", "jobs", "results", "delivered", "dead_letters", "tokens", "secrets", "gate_verdicts")
 
 
 def job(job_id: str, device: str) -> dict:
@@ -57,6 +57,8 @@ def fill(registry: Registry) -> dict:
     registry.add_token("ci", "submit", auth.token_hash(token))
     registry.add_token("old", "read", auth.token_hash(revoked))
     registry.revoke_token("old")
+    registry.add_verdicts([{"rule": "r", "model": "m.onnx", "board_class": "rpi5", "config": "", "status": "pass",
+                            "value": 1.0, "message": "ok"}], 1000.0)
     signed = dict(part.split("=") for part in auth.Authenticator(registry).sign(SHA).split("&"))  # the signing key
     return {"token": token, "revoked": revoked, "signed": signed}
 
