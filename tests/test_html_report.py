@@ -167,3 +167,38 @@ def test_not_a_bench_report_is_one_line(cli, tmp_path, content, says):
     result = cli("report", bad, "--html", tmp_path / "out.html")
     assert result.code == 2 and says in result.err and len(result.err.splitlines()) == 1, result
     assert "Traceback" not in result.err and not (tmp_path / "out.html").exists()
+
+
+def test_a_recorded_boards_run_marks_where_throttling_began(cli, models, browser, tmp_path):
+    """A run on the recorded Jetson Orin Nano tree whose CPU zone crosses its passive trip point (99 °C) inside
+    measured run 150 (tests/test_physics.py: the event placed at a run, not at a time): every sensor reading is
+    drawn point for point, and the latency and sensor charts mark the onset the report gives."""
+    from tests.test_physics import AT_RUN, BOARDS, CLS, ZONE0, at_measured_run
+
+    root = tmp_path / "jetson"
+    shutil.copytree(BOARDS / "jetson-orin-nano", root)
+    result = cli("bench", models["ppocr_cls.onnx"], *CLS, *AT_RUN, "--sensors-root", root, "--idle-baseline", "0",
+                 "--repeats", "1", "--json", tmp_path / "r.json", "--html", tmp_path / "r.html", "--quiet",
+                 env=at_measured_run(150, root / ZONE0, "101500\n"))
+    assert result.code == 0, result
+    report = json.loads((tmp_path / "r.json").read_text())
+    throttling = report["physics"]["throttling"]
+    assert throttling["detected"]
+    onsets = sorted({event["onset_s"] for event in throttling["events"]})
+    browser.get((tmp_path / "r.html").as_uri())
+    severe = [entry for entry in browser.get_log("browser") if entry["level"] == "SEVERE"]
+    assert not severe, severe
+    charts = dict(browser.execute_script(
+        "return [...document.querySelectorAll('section.chart')].map(s => [s.id, +s.dataset.points]);"))
+    readings = [name for name in charts if name.startswith("physics-")]
+    assert readings  # temperatures, clocks and power rails of the board tree
+    for name in readings + ["latency-timeline"]:
+        drawn = browser.execute_script(COUNT_MARKS, name)
+        assert charts[name] > 0 and drawn == charts[name], (name, drawn, charts[name])
+        marked = browser.execute_script(
+            "return [...document.querySelectorAll(`#${arguments[0]} g[aria-label=\"text\"] text`)]"
+            ".map(t => t.textContent);", name)
+        assert marked.count("throttling: over_passive_trip") == len(onsets), (name, marked)
+        assert browser.execute_script(f"return document.querySelectorAll('#{name} g[aria-label=\"rule\"] line')"
+                                      ".length") == len(onsets)
+    screenshot(browser, tmp_path / "board.png")

@@ -106,6 +106,17 @@ def _rules(report: dict, scale: float) -> list[dict]:
             if isinstance(stats.get(f"{p}_ms"), (int, float)) and math.isfinite(stats[f"{p}_ms"])]
 
 
+def throttle_rules(report: dict) -> list[dict]:
+    """Where throttling began (report["physics"]["throttling"]: each event's onset, seconds from the first measured
+    run), as rules on the time axis of the latency and sensor charts; none when nothing throttled."""
+    throttling = (report.get("physics") or {}).get("throttling") or {}
+    if not throttling.get("detected"):
+        return []
+    onsets = {(event.get("reason"), event.get("onset_s")) for event in throttling.get("events") or []
+              if isinstance(event.get("onset_s"), (int, float)) and math.isfinite(event["onset_s"])}
+    return [{"x": onset, "label": f"throttling: {reason}"} for reason, onset in sorted(onsets, key=lambda e: e[1])]
+
+
 def cdf_chart(report: dict, unit: str, scale: float) -> Optional[Chart]:
     latency, _, repeat = _latencies(report)
     if not len(latency):
@@ -144,8 +155,8 @@ def timeline_chart(report: dict, unit: str, scale: float) -> Optional[Chart]:
     return Chart("latency-timeline", f"{_what(report)} over the run", "timeline", "dot", data,
                  *window_table(latency, offset, unit, scale),
                  f"{len(picked)} of {len(latency)} runs drawn (every {max(1, len(latency) // len(picked))}th) at "
-                 "their start, seconds from the first measured run; the table: every run, in windows of time",
-                 {"unit": unit})
+                 "their start, seconds from the first measured run; the table: every run, in windows of time"
+                 + _throttle_caption(report), {"unit": unit, "rules": throttle_rules(report)})
 
 
 def window_table(latency: np.ndarray, offset: np.ndarray, unit: str, scale: float) -> tuple[list[str], list]:
@@ -202,9 +213,16 @@ def physics_charts(report: dict) -> list[Chart]:
         kind = (window.get(name) or {}).get("kind") or "reading"
         label = f"{kind} ({unit})" if unit else kind
         charts.append(Chart(f"physics-{n}", f"{name} over the run", "series", "dot", data, ["offset (s)", label],
-                            [[d["x"], d["y"]] for d in data], "sampled by the parent across the whole run",
-                            {"y": label}))
+                            [[d["x"], d["y"]] for d in data],
+                            "sampled by the parent across the whole run" + _throttle_caption(report),
+                            {"y": label, "rules": throttle_rules(report)}))
     return charts
+
+
+def _throttle_caption(report: dict) -> str:
+    found = throttle_rules(report)
+    return "; red rules: where throttling began (" + ", ".join(f"{r['label']} at {r['x']:.3g} s" for r in found) \
+        + ")" if found else ""
 
 
 def charts(report: dict) -> list[Chart]:
@@ -362,7 +380,8 @@ section.chart{border-top:1px solid #ddd;padding-top:.4em} summary{cursor:pointer
 DRAW = """
 const CHARTS = JSON.parse(document.getElementById("edgebench-data").textContent);
 const color = c => ({legend: true, type: "categorical", ...(c.order ? {domain: c.order} : {})});
-const rules = c => [Plot.ruleX(c.rules, {x: "x", stroke: "#d62728", strokeDasharray: "4,3"}),
+const rules = c => !(c.rules && c.rules.length) ? [] : [
+                    Plot.ruleX(c.rules, {x: "x", stroke: "#d62728", strokeDasharray: "4,3"}),
                     Plot.text(c.rules, {x: "x", text: "label", frameAnchor: "top", dy: -4, fill: "#d62728"})];
 const DRAWERS = {
   histogram: c => Plot.plot({width: 1000, marginTop: 24, color: color(c), x: {label: `latency (${c.unit})`},
@@ -374,10 +393,11 @@ const DRAWERS = {
     marks: [Plot.line(c.data, {x: "x", y: "y", stroke: "series"}), ...rules(c)]}),
   timeline: c => Plot.plot({width: 1000, color: color(c), x: {label: "seconds from the first measured run"},
     y: {label: `latency (${c.unit})`, grid: true},
-    marks: [Plot.dot(c.data, {x: "x", y: "y", fill: "series", r: 1.5, stroke: null})]}),
-  series: c => Plot.plot({width: 1000, height: 260, x: {label: "seconds from the first measured run"},
+    marks: [Plot.dot(c.data, {x: "x", y: "y", fill: "series", r: 1.5, stroke: null}), ...rules(c)]}),
+  series: c => Plot.plot({width: 1000, height: 260, marginTop: 24, x: {label: "seconds from the first measured run"},
     y: {label: c.y, grid: true},
-    marks: [Plot.line(c.data, {x: "x", y: "y", stroke: "#4e79a7"}), Plot.dot(c.data, {x: "x", y: "y", r: 2})]}),
+    marks: [Plot.line(c.data, {x: "x", y: "y", stroke: "#4e79a7"}), Plot.dot(c.data, {x: "x", y: "y", r: 2}),
+            ...rules(c)]}),
   bars: c => Plot.plot({width: 1000, marginLeft: 220, height: 40 + 18 * c.data.length,
     x: {label: "total µs per profiled run", grid: true}, y: {label: null},
     marks: [Plot.barX(c.data, {y: "op", x: "x", sort: {y: "-x"}, fill: "#4e79a7", tip: true})]}),
