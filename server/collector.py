@@ -121,7 +121,8 @@ class _Stopping(Exception):
 
 
 PREPARE_CHUNK = 500  # messages validated and applied to the registry together, a few registry calls a chunk
-HEARTBEAT_KEPT = ("uptime_s", "outbox_depth", "telemetry_dropped", "job_id", *p.HEARTBEAT_COUNTERS)  # in devices
+# kept in the registry's devices (temp_max_c: the board's hottest reading, for the collector's page)
+HEARTBEAT_KEPT = ("uptime_s", "outbox_depth", "telemetry_dropped", "job_id", "temp_max_c", *p.HEARTBEAT_COUNTERS)
 EARLY_PUBACKS_KEPT = 10_000  # PUBACKs of messages not (yet) known as jobs: acks, chunks, and jobs not noted yet
 
 # Dead letters stored per device: 20 at once, then one every 3 s (all are counted).

@@ -91,13 +91,9 @@ function p90(result) {
 const model = r => ((r.summary || {}).model || {}).name || "?";
 const boardClass = r => (r.labels || {}).class || "(no class)";
 
-function temperature(device) {
-  for (const source of [device.heartbeat, device.inventory]) {
-    for (const [key, value] of Object.entries(source || {})) {
-      if (/temp/i.test(key) && typeof value === "number") return value;
-    }
-  }
-  return null;
+function temperature(device) {  // the board's hottest reading, sent with each heartbeat (temp_max_c)
+  const value = (device.heartbeat || {}).temp_max_c;
+  return typeof value === "number" ? value : null;
 }
 
 function fill(id, rows) {

@@ -50,6 +50,9 @@ def register(commands) -> None:
     agent.add_argument("--max-unacked", type=cli_args.count_up_to(100_000), default=100, metavar="N",
                        help="outbox messages waiting for the collector's acknowledgement at most; newer ones wait on "
                        "disk (default 100)")
+    agent.add_argument("--sensors-root", type=cli_args.directory, default="/", metavar="DIR",
+                       help="read the board's sensors under DIR instead of / (telemetry, heartbeats and jobs): a "
+                       "mounted /sys, a recorded board tree")
     agent.add_argument("--job-timeout", type=cli_args.duration, default=DEFAULT_JOB_TIMEOUT_S, metavar="SECONDS",
                        help=f"kill a job that runs longer, when the job sets no timeout (default "
                        f"{DEFAULT_JOB_TIMEOUT_S / 3600:g}h)")
@@ -72,5 +75,5 @@ def run(args: argparse.Namespace) -> int:
                          cache_quota_bytes=args.cache_quota, default_timeout_s=args.job_timeout,
                          model_transport=args.model_transport, model_chunk_timeout_s=args.model_chunk_timeout,
                          reports_quota_bytes=args.reports_quota, min_free_bytes=args.min_free_space,
-                         ack_wait_s=args.ack_wait, max_unacked=args.max_unacked)
+                         ack_wait_s=args.ack_wait, max_unacked=args.max_unacked, sensors_root=args.sensors_root)
     return Agent(config).run()

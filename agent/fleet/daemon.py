@@ -59,6 +59,7 @@ class AgentConfig:
     model_url: Optional[str] = None  # base URL of the collector's model registry when a job names none
     heartbeat_s: float = 30.0
     telemetry_s: float = 10.0  # sampling period; a batch is published every 6 samples
+    sensors_root: str = "/"  # where the board's sensors are read (telemetry and jobs): a mounted /sys, a recorded tree
     cache_quota_bytes: int = 2 * 1024**3
     max_telemetry_rows: int = 2000
     default_timeout_s: float = p.DEFAULT_JOB_TIMEOUT_S
@@ -214,7 +215,8 @@ class Agent:
         self.running_jobs: set = set()  # the running job, or the jobs of an interleaved group
         self.cancel_requested: Optional[str] = None
         self.telemetry: list[dict] = []
-        self.telemetry_source = Telemetry()
+        self.telemetry_source = Telemetry(config.sensors_root)
+        self.temp_max_c: Optional[float] = None  # the board's hottest reading at the last telemetry sample
         self.client: Any = None
         self.chunks = ChunkSource(self._request_model)
         self.telemetry_unrecorded = 0  # telemetry batches dropped while the disk was full, not yet counted on disk
@@ -337,6 +339,7 @@ class Agent:
 
     def _sample_telemetry(self) -> None:
         readings = self.telemetry_source.read()
+        self.temp_max_c = readings.get("temp_max_c")
         if readings:
             self.telemetry.append({"ts": time.time(), "readings": readings})
         if len(self.telemetry) >= 6:
@@ -371,7 +374,8 @@ class Agent:
                 self.device, time.time(), uptime_s=round(time.monotonic() - self.started, 3),
                 outbox_depth=self.store.depth(),
                 telemetry_dropped=self.store.counter("telemetry_dropped") + self.telemetry_unrecorded,
-                job_id=self.current_job, **self.outbox.counters()), qos=0)
+                job_id=self.current_job, **self.outbox.counters(),
+                **({"temp_max_c": self.temp_max_c} if self.temp_max_c is not None else {})), qos=0)
 
     # ------------------------------------------------------------ jobs
 
@@ -645,7 +649,8 @@ class Agent:
         for _, job in group:
             job.timeout_s = job.timeout_s or self.config.default_timeout_s
         job_file.write_text(json.dumps({"jobs": [job.to_payload(time.time()) for _, job in group],
-                                        "history_dir": str(self.config.data_dir / "history")}))
+                                        "history_dir": str(self.config.data_dir / "history"),
+                                        "sensors_root": self.config.sensors_root}))
         # The engine kills its benchmark process at timeout_s and says in which phase; the agent's own deadline,
         # a little later, is the backstop for a job process that hangs outside the benchmark.
         timeout = sum(float(job.timeout_s) for _, job in group) + JOB_GRACE_S

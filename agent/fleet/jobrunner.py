@@ -29,7 +29,7 @@ DRIFT_TIMEOUT_S = 600.0  # measuring drift (two models, 8 input sets) is short; 
 
 
 def build_request(job: Job, model_path: str, default_timeout_s: Optional[float] = None,
-                  history_dir: Optional[str] = None):
+                  history_dir: Optional[str] = None, sensors_root: Optional[str] = None):
     """A BenchRequest from a validated job: only names and numbers from the job reach the engine. ``history_dir``:
     the board's run history (agent/engine/history.py: the agent's DATA_DIR/history), which widens a result's
     rerun interval and tells release gates how much this configuration's runs differ on this board. A language
@@ -43,7 +43,7 @@ def build_request(job: Job, model_path: str, default_timeout_s: Optional[float] 
     settings = RunSettings(**{k: int(v) if k.endswith("_runs") else float(v) for k, v in job.settings.items()})
     settings.validate()
     timeout = job.timeout_s or default_timeout_s or DEFAULT_JOB_TIMEOUT_S
-    physics = PhysicsSettings(idle_s=0.0) if job.sensors else None
+    physics = PhysicsSettings(idle_s=0.0, root=sensors_root or "/") if job.sensors else None
     return BenchRequest(model=model_path, runtime=job.runtime, options=runtime_options(job), settings=settings,
                         shape_args=list(job.shape), input_args=list(job.input), seed=int(job.seed),
                         limits=ChildLimits(timeout_s=timeout), physics=physics,
@@ -98,16 +98,18 @@ def drift_of(job: Job, model_path: str, reference_path: Optional[str], events) -
 
 
 def run_group(jobs: list[Job], model_path: str, reference_path: Optional[str], progress, events,
-              history_dir: Optional[str] = None) -> list[dict]:
+              history_dir: Optional[str] = None, sensors_root: Optional[str] = None) -> list[dict]:
     """Jobs of one model (several runtimes, delegate chains, thread counts) with their repeats interleaved
     (bench.run_interleaved): one entry per job, its report (and drift) or its error."""
     from edgebench.agent.engine import bench
 
     if len(jobs) == 1:  # one job: the plain run (sustained runs and the rest of bench.run's options)
         job = jobs[0]
-        report = bench.run(build_request(job, model_path, history_dir=history_dir), progress)
+        report = bench.run(build_request(job, model_path, history_dir=history_dir, sensors_root=sensors_root),
+                           progress)
         return [{"job_id": job.job_id, "report": report, **drift_of(job, model_path, reference_path, events)}]
-    runs = bench.run_interleaved([build_request(job, model_path, history_dir=history_dir) for job in jobs], progress,
+    runs = bench.run_interleaved([build_request(job, model_path, history_dir=history_dir,
+                                                sensors_root=sensors_root) for job in jobs], progress,
                                  seed=jobs[0].seed)
     entries = []
     for job, run in zip(jobs, runs):
@@ -139,7 +141,7 @@ def main(argv: list[str]) -> int:
     try:
         if "jobs" in spec:  # the daemon's: one job, or jobs of one model whose repeats alternate
             outcome = {"group": run_group([Job.from_payload(j) for j in spec["jobs"]], model_path, reference_path,
-                                          progress, events, spec.get("history_dir"))}
+                                          progress, events, spec.get("history_dir"), spec.get("sensors_root"))}
         else:
             job = Job.from_payload(spec)
             outcome = {"report": bench.run(build_request(job, model_path), progress)}

@@ -359,6 +359,7 @@ def _heartbeat(payload: dict) -> None:
     for key in HEARTBEAT_COUNTERS:
         _number(payload, key, required=False, minimum=0, maximum=MAX_INT)
     _text(payload, "job_id", JOB_ID, required=False)
+    _number(payload, "temp_max_c", required=False, minimum=-273.15, maximum=1000)  # the board's hottest reading
 
 
 _READING_NAMES: set = set()  # names already checked against LABEL_KEY (telemetry repeats the same few)

@@ -15,8 +15,10 @@ from datetime import datetime, timezone
 import pytest
 
 from tests.test_html_report import screenshot, table_cells
+from tests.test_physics import BOARDS
 
 from .conftest import FAST
+from .services import wait_for
 
 PROBE = "/tmp/probe18/collector_page_full.png"  # the screenshot; best effort
 SETTINGS = {"min_runs": 50, "min_duration_s": 0.1, "warmup_runs": 2, "warmup_duration_s": 0.05}
@@ -120,13 +122,17 @@ def _number(cell: str, value) -> bool:
 
 def test_the_page_holds_no_data_and_draws_the_apis(fleet, sine_model, tiny_onnx, cli, browser, tmp_path):
     collector = fleet.start_collector()
-    fleet.start_agent("page-board", "class=x86")
+    board = tmp_path / "jetson"  # the agent reads the recorded Orin Nano tree's sensors: its heartbeat's temperature
+    shutil.copytree(BOARDS / "jetson-orin-nano", board)
+    fleet.start_agent("page-board", "class=x86", extra=("--sensors-root", str(board)))
     sha = fleet.upload(sine_model)["sha256"]
     for release in ("v1", "v2"):
         _push(fleet, sha, release)
         assert _record_gates(collector)["recorded"] == 2  # a pass (sine on x86) and a missing, each evaluation
     _push_variants(collector, tiny_onnx, cli, tmp_path / "variants.json")
     reader = fleet.post("/api/v1/tokens", json.dumps({"name": "page-reader", "role": "read"}).encode())["token"]
+    wait_for(lambda: (collector.get("/api/v1/devices")["devices"][0].get("heartbeat") or {}).get("temp_max_c"), 30,
+             "a heartbeat with the board's temperature")
     every = collector.get("/api/v1/results")["results"]
     results = [r for r in every if r["summary"]["model"]["name"] == "sine_float.tflite"]
     variants = sorted((r for r in every if r["drift"]), key=lambda r: r["summary"]["model"]["name"])
@@ -182,6 +188,8 @@ def test_the_page_holds_no_data_and_draws_the_apis(fleet, sine_model, tiny_onnx,
     _check_gates(browser, verdicts)
     devices = table_cells(browser, "devices-table")
     assert [r[:2] for r in devices] == [["page-board", "online"]]
+    hottest = max(int(zone.read_text()) for zone in board.glob("sys/class/thermal/thermal_zone*/temp")) / 1000
+    assert _number(devices[0][5], hottest)  # the temperature column: the heartbeat's temp_max_c, 4 digits
     assert browser.execute_script("return sessionStorage.getItem('edgebench-token')") == reader
     assert reader not in browser.current_url and not browser.get_cookies()
 

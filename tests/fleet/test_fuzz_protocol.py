@@ -90,7 +90,8 @@ INVENTORY = st.fixed_dictionaries({"labels": LABELS, "device_facts": FACTS, "run
                                   optional={"agent_version": st.text(max_size=64)})
 HEARTBEAT = st.fixed_dictionaries(
     {"uptime_s": NUMBER, "outbox_depth": COUNTER, "telemetry_dropped": COUNTER, "job_id": st.none() | JOB_IDS},
-    optional={key: COUNTER for key in p.HEARTBEAT_COUNTERS})
+    optional={**{key: COUNTER for key in p.HEARTBEAT_COUNTERS},
+              "temp_max_c": st.floats(min_value=-273.15, max_value=1000, allow_nan=False)})
 READINGS = st.dictionaries(READING_NAMES, st.one_of(st.floats(allow_nan=False, allow_infinity=False),
                                                     st.integers(-(2**63), 2**63 - 1)), min_size=1, max_size=6)
 TELEMETRY = st.fixed_dictionaries({"msg_id": MSG_IDS, "samples": st.lists(
@@ -446,7 +447,8 @@ def mutated_messages(draw, kinds: tuple = tuple(FAMILIES), max_ops: int = 3) -> 
 
 
 FAMILY_KEYS = sorted({"v", "device", "ts", "msg_id", "state", "agent_version", "labels", "device_facts", "runtimes",
-                      "uptime_s", "outbox_depth", "telemetry_dropped", *p.HEARTBEAT_COUNTERS, "job_id", "samples",
+                      "uptime_s", "outbox_depth", "telemetry_dropped", *p.HEARTBEAT_COUNTERS, "temp_max_c", "job_id",
+                      "samples",
                       "event", "run_id", "finished_ts", "summary", "drift", "reason", "error_kind", "phase", "runs",
                       "elapsed_s", "seq", "model", "runtime", "delegates", "providers", "threads", "cpus", "repeats",
                       "group", "seed", "shape", "input", "settings", "timeout_s", "sensors", "reference",
