@@ -47,8 +47,9 @@ def reports(tmp_path_factory):
     return folder
 
 
-@pytest.fixture(scope="module")
-def browser():
+def headless_chromium():
+    """Debian's chromium, headless, through selenium (the browser tests' one way to start it: this file's, the
+    collector page's); skipped where it is not installed."""
     webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is not installed (pip install -e .[dev])")
     from selenium.webdriver.chrome.service import Service
 
@@ -60,7 +61,12 @@ def browser():
         options.add_argument(argument)
     options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
     # An explicit driver path: selenium-manager never runs, so nothing goes online.
-    driver = webdriver.Chrome(service=Service(executable_path=driver_path), options=options)
+    return webdriver.Chrome(service=Service(executable_path=driver_path), options=options)
+
+
+@pytest.fixture(scope="module")
+def browser():
+    driver = headless_chromium()
     yield driver
     driver.quit()
 

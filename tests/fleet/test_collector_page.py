@@ -14,7 +14,7 @@ from datetime import datetime, timezone
 
 import pytest
 
-from tests.test_html_report import screenshot, table_cells
+from tests.test_html_report import headless_chromium, screenshot, table_cells
 from tests.test_physics import BOARDS
 
 from .conftest import FAST
@@ -47,17 +47,7 @@ max = 10.0
 @pytest.fixture
 def browser():
     """A fresh headless chromium per test (sessionStorage starts empty); skipped where it is not installed."""
-    webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is not installed (pip install -e .[dev])")
-    from selenium.webdriver.chrome.service import Service
-
-    driver_path = shutil.which("chromedriver")
-    if not (shutil.which("chromium") and driver_path):
-        pytest.skip("chromium and chromedriver are not installed (scripts/ensure_services.sh installs them)")
-    options = webdriver.ChromeOptions()
-    for argument in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1200,900"):
-        options.add_argument(argument)
-    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    driver = webdriver.Chrome(service=Service(executable_path=driver_path), options=options)  # never online
+    driver = headless_chromium()
     yield driver
     driver.quit()
 
