@@ -67,12 +67,11 @@ class BenchRequest:
 def generates(runtime: str) -> bool:
     """Whether a runtime's benchmark is a generation (a language model's): one in names.GENERATES under any of its
     names, or a plugin (module:Class) subclassing one, which keeps its ``name`` (tests/llamacpp_plugins.py)."""
-    from edgebench.agent.runtimes import runtime_class
-    from edgebench.agent.runtimes.names import ALIASES, GENERATES
+    from edgebench.agent.runtimes import names, runtime_class
 
     if ":" in runtime:
-        return getattr(runtime_class(runtime), "name", None) in GENERATES
-    return ALIASES.get(runtime, runtime) in GENERATES
+        return getattr(runtime_class(runtime), "name", None) in names.GENERATES
+    return names.generates(runtime)
 
 
 def runtime_for(request: BenchRequest, model: ModelFile) -> str:

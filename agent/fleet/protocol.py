@@ -22,7 +22,7 @@ from typing import Any, Callable, Optional
 
 from edgebench.agent.runtimes.names import ALIASES as RUNTIME_ALIASES
 from edgebench.agent.runtimes.names import BUILTIN as BUILTIN_RUNTIMES
-from edgebench.agent.runtimes.names import CHAIN_OPTION, DEFAULT_FOR_FORMAT, FORMATS, GENERATES, no_runtime_reason
+from edgebench.agent.runtimes.names import CHAIN_OPTION, DEFAULT_FOR_FORMAT, FORMATS, generates, no_runtime_reason
 
 VERSION = 1
 ROOT = f"edgebench/v{VERSION}"
@@ -100,7 +100,7 @@ def chain_option(runtime: Optional[str], model_format: str) -> Optional[str]:
 def generation_problem(runtime: Optional[str], model_format: str) -> Optional[str]:
     """Why a job's generation settings do not apply to its model (one that is not a language model), or None."""
     name = job_runtime(runtime, model_format)
-    if name in GENERATES:
+    if name is not None and generates(name):
         return None
     return (f"generation settings (--prompt-tokens, --gen-tokens) are for language models (GGUF); runtime {name} "
             f"runs a {model_format} model one inference at a time")

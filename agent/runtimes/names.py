@@ -36,6 +36,11 @@ GENERATES = ("llamacpp",)
 CHAIN_OPTION = {"litert": "delegates", "onnxruntime": "providers"}
 
 
+def generates(runtime: str) -> bool:
+    """Whether this built-in runtime (any of its names) runs language models, whose benchmark is a generation."""
+    return ALIASES.get(runtime, runtime) in GENERATES
+
+
 def no_runtime_reason(model_format: str) -> str:
     """What to do with a model of a format no runtime runs as it is (a torch.export program)."""
     return (f"a {model_format} model is not run as it is: make ExecuTorch programs from it with `edgebench variants "
